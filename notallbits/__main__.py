@@ -1,0 +1,5 @@
+import sys
+
+from notallbits.cli import main
+
+sys.exit(main())

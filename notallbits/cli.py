@@ -1,0 +1,51 @@
+"""The ``notallbits`` command. Each subcommand lives in its own module and is imported
+only when called, so that cheap commands never pay for torch or pandas imports."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from notallbits import UserError
+
+# name -> (module, one-line help). The module provides add_arguments(parser) and run(args).
+SUBCOMMANDS: dict[str, tuple[str, str]] = {
+    "tiny-model": ("notallbits.tinymodel", "build the deterministic tiny Qwen3 model + tokenizer"),
+    "prepare-data": ("notallbits.data.prepare", "write a dataset as normalized JSONL"),
+    "quantize": ("notallbits.quantization", "GPTQ-quantize a checkpoint"),
+    "generate": ("notallbits.generation.run", "generate budget-forced samples for one cell"),
+    "score": ("notallbits.scoring", "score a generation file (pass@1, Maj@K)"),
+    "aggregate": ("notallbits.aggregate", "build the tidy summary table"),
+    "plot": ("notallbits.figures", "draw the accuracy-vs-memory figure"),
+    "grid": ("notallbits.grid", "list the cells and generation jobs of a config"),
+}
+
+
+def build_parser(argv: list[str]) -> tuple[argparse.ArgumentParser, object | None]:
+    parser = argparse.ArgumentParser(prog="notallbits", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    chosen = None
+    for name, (module_name, help_text) in SUBCOMMANDS.items():
+        p = sub.add_parser(name, help=help_text)
+        # Import only the module that will run; the others just show in --help.
+        if argv and argv[0] == name:
+            chosen = importlib.import_module(module_name)
+            chosen.add_arguments(p)
+    return parser, chosen
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser, module = build_parser(argv)
+    args = parser.parse_args(argv)
+    try:
+        module.run(args)
+    except UserError as exc:
+        print(f"notallbits {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Datasets: one registry entry per benchmark, all normalized to the same JSONL record."""

@@ -1,0 +1,150 @@
+"""Dataset registry. Every loader returns normalized records:
+
+    {"id": str, "task": "math" | "choice", "question": str, "choices": list[str] | None,
+     "answer": str, "permutation": list[int] | None}
+
+For multiple choice, ``choices`` is already in the shuffled order shown to the model,
+``answer`` is the correct letter, and ``permutation[i]`` is the index in the source order
+(correct answer first) of the option shown at position i. The shuffle happens once, here,
+with a fixed seed, so every cell sees the same order.
+"""
+
+from __future__ import annotations
+
+import random
+import string
+from typing import Callable
+
+from notallbits import UserError
+
+LETTERS = string.ascii_uppercase
+REQUIRED_FIELDS = ("id", "task", "question", "answer")
+
+
+def check_record(rec: dict, where: str) -> dict:
+    for key in REQUIRED_FIELDS:
+        if key not in rec or rec[key] in (None, ""):
+            raise UserError(f"{where}: missing field {key!r}")
+    if rec["task"] not in ("math", "choice"):
+        raise UserError(f"{where}: field 'task' must be 'math' or 'choice', got {rec['task']!r}")
+    if rec["task"] == "choice":
+        choices = rec.get("choices")
+        if not choices or len(choices) < 2:
+            raise UserError(f"{where}: multiple-choice record needs a 'choices' list")
+        if rec["answer"] not in LETTERS[: len(choices)]:
+            raise UserError(f"{where}: answer {rec['answer']!r} is not a letter of its {len(choices)} choices")
+    return rec
+
+
+def shuffle_choices(qid: str, correct: str, incorrect: list[str], seed: int) -> tuple[list[str], str, list[int]]:
+    """Shuffle options once, deterministically per (seed, question id)."""
+    source = [correct, *incorrect]
+    perm = list(range(len(source)))
+    random.Random(f"{seed}:{qid}").shuffle(perm)
+    choices = [source[i] for i in perm]
+    return choices, LETTERS[perm.index(0)], perm
+
+
+# ------------------------------------------------------------------ bundled demo sets
+def demo_arith(n: int = 8, seed: int = 0) -> list[dict]:
+    """Integer-answer arithmetic (AIME-style scoring: an integer in \\boxed{})."""
+    rng = random.Random(f"demo_arith:{seed}")
+    out = []
+    for i in range(n):
+        a, b, c = rng.randint(2, 60), rng.randint(2, 30), rng.randint(2, 9)
+        op = rng.choice(["+", "-"])
+        value = a + b * c if op == "+" else a - b * c
+        out.append({"id": f"arith-{i:03d}", "task": "math", "question": f"What is {a} {op} {b} * {c}?",
+                    "choices": None, "answer": str(value), "permutation": None})
+    return out
+
+
+def demo_choice(n: int = 8, seed: int = 0) -> list[dict]:
+    """Four-option questions (GPQA-style scoring: a letter, mapped through the permutation)."""
+    rng = random.Random(f"demo_choice:{seed}")
+    out = []
+    for i in range(n):
+        nums = rng.sample(range(10, 99), 4)
+        qid = f"choice-{i:03d}"
+        correct = max(nums)
+        choices, answer, perm = shuffle_choices(qid, str(correct), [str(x) for x in nums if x != correct], seed)
+        out.append({"id": qid, "task": "choice", "question": "Which of these numbers is the largest?",
+                    "choices": choices, "answer": answer, "permutation": perm})
+    return out
+
+
+# ------------------------------------------------------------------ hub loaders
+def _load_hub(hf_id: str, config: str | None, split: str):
+    try:
+        import datasets
+    except ImportError as exc:  # pragma: no cover - environment problem
+        raise UserError(f"the 'datasets' package is needed to load {hf_id}") from exc
+    try:
+        return datasets.load_dataset(hf_id, config, split=split)
+    except Exception as exc:  # noqa: BLE001 - any hub failure is a one-line user error
+        raise UserError(f"could not load {hf_id}{'/' + config if config else ''}: {type(exc).__name__}: "
+                        f"{str(exc).splitlines()[0] if str(exc) else ''}") from None
+
+
+def aime25(spec: dict) -> list[dict]:
+    """AIME 2025 I+II (30 problems). Default source: opencompass/AIME2025 (two configs)."""
+    hf_id = spec.get("hf_id") or "opencompass/AIME2025"
+    rows = []
+    if hf_id == "opencompass/AIME2025":
+        for cfg in ("AIME2025-I", "AIME2025-II"):
+            for j, row in enumerate(_load_hub(hf_id, cfg, "test")):
+                rows.append((f"{cfg}-{j + 1:02d}", row))
+    else:  # e.g. math-ai/aime25: fields problem/answer(/id)
+        for j, row in enumerate(_load_hub(hf_id, None, "test")):
+            rows.append((str(row.get("id", j)), row))
+    out = []
+    for qid, row in rows:
+        question = row.get("question") or row.get("problem")
+        answer = row.get("answer")
+        out.append(check_record({"id": qid, "task": "math", "question": question, "choices": None,
+                                 "answer": str(answer).strip() if answer is not None else None,
+                                 "permutation": None}, f"{hf_id} {qid}"))
+    return out
+
+
+def gpqa_diamond(spec: dict) -> list[dict]:
+    """GPQA-Diamond (198 questions, gated: log in with `huggingface-cli login` first)."""
+    hf_id = spec.get("hf_id") or "Idavidrein/gpqa"
+    out = []
+    for j, row in enumerate(_load_hub(hf_id, "gpqa_diamond", "train")):
+        qid = str(row.get("Record ID") or f"gpqa-{j:03d}")
+        fields = ["Question", "Correct Answer", "Incorrect Answer 1", "Incorrect Answer 2", "Incorrect Answer 3"]
+        for f in fields:
+            if not row.get(f):
+                raise UserError(f"{hf_id} row {j}: missing field {f!r}")
+        choices, answer, perm = shuffle_choices(
+            qid, row["Correct Answer"].strip(), [row[f].strip() for f in fields[2:]], spec.get("shuffle_seed", 0))
+        out.append({"id": qid, "task": "choice", "question": row["Question"].strip(), "choices": choices,
+                    "answer": answer, "permutation": perm})
+    return out
+
+
+def jsonl(spec: dict) -> list[dict]:
+    from notallbits.io import read_jsonl
+
+    return [check_record(r, f"{spec['path']} record {i + 1}") for i, r in enumerate(read_jsonl(spec["path"]))]
+
+
+LOADERS: dict[str, Callable[[dict], list[dict]]] = {
+    "aime25": aime25,
+    "gpqa_diamond": gpqa_diamond,
+    "demo_arith": lambda spec: demo_arith(spec.get("limit") or 8, spec.get("shuffle_seed", 0)),
+    "demo_choice": lambda spec: demo_choice(spec.get("limit") or 8, spec.get("shuffle_seed", 0)),
+    "jsonl": jsonl,
+}
+
+
+def load(spec: dict) -> list[dict]:
+    if spec["loader"] not in LOADERS:
+        raise UserError(f"unknown dataset loader {spec['loader']!r} (known: {', '.join(LOADERS)})")
+    records = LOADERS[spec["loader"]](spec)
+    if spec.get("limit"):
+        records = records[: spec["limit"]]
+    if not records:
+        raise UserError(f"dataset ({spec['loader']}) has no questions")
+    return records

@@ -1,0 +1,182 @@
+"""Config loading, validation and the cell grid.
+
+A *cell* is one point of the paper's scenario space: (dataset, model, bits, kv, budget, K).
+A *generation job* is (dataset, model, bits, kv): one trace per sample, generated to the
+largest budget of the job, serves every budget and every K of that job. This keeps the
+DAG small (one GPU job per model/bits/KV setting) and never regenerates a prefix.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import itertools
+import json
+import re
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+
+import yaml
+
+from notallbits import UserError
+
+HF_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+
+
+@dataclass(frozen=True, order=True)
+class Job:
+    dataset: str
+    model: str
+    bits: int
+    kv: str
+
+    @property
+    def key(self) -> str:
+        return f"{self.dataset}/{self.model}/w{self.bits}/kv-{self.kv}"
+
+
+@dataclass
+class JobSpec:
+    """Everything a generation job needs; budgets and n are the union over its sweeps."""
+
+    job: Job
+    budgets: list[int] = field(default_factory=list)
+    samples: int = 0
+    ks: list[int] = field(default_factory=list)
+    backend: str = "transformers"
+
+
+def schema() -> dict:
+    text = resources.files("notallbits").joinpath("schemas/config.schema.yaml").read_text()
+    return yaml.safe_load(text)
+
+
+def _fill_defaults(instance, sch):
+    """Set schema defaults recursively (like snakemake.utils.validate(set_default=True))."""
+    if not isinstance(instance, dict) or sch.get("type") != "object":
+        return
+    for key, sub in sch.get("properties", {}).items():
+        if key not in instance and "default" in sub:
+            instance[key] = copy.deepcopy(sub["default"])
+        if key in instance:
+            if sub.get("type") == "object":
+                _fill_defaults(instance[key], sub)
+            elif sub.get("type") == "array" and isinstance(instance[key], list):
+                for item in instance[key]:
+                    _fill_defaults(item, sub.get("items", {}))
+    extra = sch.get("additionalProperties")
+    if isinstance(extra, dict):
+        for key, value in instance.items():
+            if key not in sch.get("properties", {}):
+                _fill_defaults(value, extra)
+
+
+def _where(path) -> str:
+    parts = [str(p) if not isinstance(p, int) else f"[{p}]" for p in path]
+    return ".".join(parts).replace(".[", "[") or "<top level>"
+
+
+def validate(config: dict) -> dict:
+    """Validate against the schema, fill defaults and check cross references.
+
+    Raises UserError with one line that names the offending key.
+    """
+    import jsonschema
+
+    config = copy.deepcopy(config) if config is not None else {}
+    sch = schema()
+    validator = jsonschema.Draft202012Validator(sch)
+    errors = sorted(validator.iter_errors(config), key=lambda e: (len(e.path), list(map(str, e.path))))
+    if errors:
+        err = errors[0]
+        # additionalProperties: name the unknown key itself
+        if err.validator == "additionalProperties":
+            known = set(err.schema.get("properties", {}))
+            unknown = sorted(k for k in err.instance if k not in known)
+            raise UserError(f"config: unknown key {_where(list(err.path) + unknown[:1])!r}"
+                            f" (allowed: {', '.join(sorted(known))})")
+        raise UserError(f"config: {_where(err.path)}: {err.message}")
+    _fill_defaults(config, sch)
+    _check_references(config)
+    return config
+
+
+def _check_references(config: dict) -> None:
+    kv_names = set(config.get("kv_methods", {})) | {"full"}
+    for i, sweep in enumerate(config["sweeps"]):
+        for axis, known in (("datasets", config["datasets"]), ("models", config["models"]), ("kv", kv_names)):
+            for name in sweep.get(axis, []):
+                if name not in known:
+                    raise UserError(f"config: sweeps[{i}].{axis}: unknown name {name!r} "
+                                    f"(defined: {', '.join(sorted(known))})")
+        bad_k = [k for k in sweep["k"] if k > sweep["samples"]]
+        if bad_k:
+            raise UserError(f"config: sweeps[{i}].k: K={bad_k[0]} exceeds samples={sweep['samples']}")
+    for name, spec in config["models"].items():
+        src = spec["source"]
+        if spec.get("build") or HF_ID.match(src):
+            continue
+        if not Path(src).exists():
+            raise UserError(f"config: models.{name}.source: model path {src!r} does not exist")
+    for name, spec in config["datasets"].items():
+        if spec["loader"] == "jsonl" and not spec.get("path"):
+            raise UserError(f"config: datasets.{name}.path: required for loader 'jsonl'")
+    cal = config.get("quantization", {}).get("calibration_dataset")
+    if cal and cal not in config["datasets"]:
+        raise UserError(f"config: quantization.calibration_dataset: unknown dataset {cal!r}")
+
+
+def load(path: str | Path) -> dict:
+    path = Path(path)
+    if not path.exists():
+        raise UserError(f"config file {path} does not exist")
+    return validate(yaml.safe_load(path.read_text()))
+
+
+def cells(config: dict) -> list[tuple]:
+    """The union of all sweeps: sorted (dataset, model, bits, kv, budget, K) tuples."""
+    out = set()
+    for sweep in config["sweeps"]:
+        out.update(itertools.product(sweep["datasets"], sweep["models"], sweep["bits"],
+                                     sweep.get("kv", ["full"]), sweep["budgets"], sweep["k"]))
+    return sorted(out)
+
+
+def jobs(config: dict) -> dict[Job, JobSpec]:
+    """Generation jobs, each with the union of budgets/K and the largest n of its sweeps."""
+    specs: dict[Job, JobSpec] = {}
+    default_backend = config["generation"]["backend"]
+    for sweep in config["sweeps"]:
+        for d, m, b, kv in itertools.product(sweep["datasets"], sweep["models"], sweep["bits"],
+                                             sweep.get("kv", ["full"])):
+            job = Job(d, m, b, kv)
+            spec = specs.setdefault(job, JobSpec(job))
+            spec.budgets = sorted(set(spec.budgets) | set(sweep["budgets"]))
+            spec.ks = sorted(set(spec.ks) | set(sweep["k"]))
+            spec.samples = max(spec.samples, sweep["samples"])
+            spec.backend = sweep.get("backend", default_backend)
+    return dict(sorted(specs.items()))
+
+
+def kv_settings(config: dict, kv: str) -> dict:
+    return {"method": "full"} if kv == "full" else dict(config["kv_methods"][kv])
+
+
+# ---------------------------------------------------------------- CLI
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("config", help="config YAML")
+    p.add_argument("--json", action="store_true", help="print the job list as JSON")
+
+
+def run(args: argparse.Namespace) -> None:
+    config = load(args.config)
+    specs = jobs(config)
+    if args.json:
+        print(json.dumps([{**vars(s.job), "budgets": s.budgets, "samples": s.samples, "k": s.ks,
+                           "backend": s.backend} for s in specs.values()], indent=1))
+        return
+    n_cells = len(cells(config))
+    print(f"{n_cells} cells, {len(specs)} generation jobs")
+    for spec in specs.values():
+        print(f"  {spec.job.key}: budgets={spec.budgets} n={spec.samples} K={spec.ks} backend={spec.backend}")
