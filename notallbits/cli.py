@@ -49,3 +49,16 @@ def main(argv: list[str] | None = None) -> int:
 
 if __name__ == "__main__":
     sys.exit(main())
+
+
+def step(log_path: str, func, *args, **kwargs):
+    """Entry for Snakemake ``script:`` files: stderr goes to the rule's log, and a UserError
+    becomes one line (in the log and on the console) and a failed job, not a traceback."""
+    real_stderr = sys.stderr
+    sys.stderr = open(log_path, "w", buffering=1)
+    try:
+        return func(*args, **kwargs)
+    except UserError as exc:
+        for stream in (sys.stderr, real_stderr):
+            print(f"error: {exc}", file=stream)
+        sys.exit(1)

@@ -1,0 +1,58 @@
+"""The summary table: one tidy row per cell (dataset, model, bits, kv, budget, K).
+
+Weight bytes are measured (tensor bytes of the checkpoint that ran); KV bytes follow the
+memory model for the cell's KV method with G = K parallel samples and T = the budget.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+GIB = 2**30
+
+COLUMNS = ["dataset", "model", "bits", "kv", "backend", "budget_tokens", "k", "accuracy", "questions",
+           "samples", "parsed_rate", "weight_bytes", "kv_bytes", "weight_gib", "kv_gib", "total_gib",
+           "mean_thinking_tokens", "mean_answer_tokens", "job_generated_tokens", "job_wall_seconds",
+           "job_tokens_per_second"]
+
+
+def summarize(score_paths: list[str]):
+    import pandas as pd
+
+    from notallbits.memory import Arch, kv_bytes
+
+    if not score_paths:
+        raise ValueError("no score files to aggregate")
+    df = pd.concat([pd.read_csv(p) for p in score_paths], ignore_index=True)
+    kv = []
+    for row in df.itertuples():
+        arch = Arch(int(row.layers), int(row.kv_heads), int(row.head_dim))
+        kv.append(kv_bytes(arch, json.loads(row.kv_settings), int(row.budget_tokens), int(row.k)))
+    df["kv_bytes"] = pd.Series(kv, dtype="int64")
+    df["weight_gib"] = df["weight_bytes"] / GIB
+    df["kv_gib"] = df["kv_bytes"] / GIB
+    df["total_gib"] = df["weight_gib"] + df["kv_gib"]
+    df = df[COLUMNS].astype({"bits": "int64", "budget_tokens": "int64", "k": "int64", "weight_bytes": "int64"})
+    return df.sort_values(["dataset", "model", "bits", "kv", "budget_tokens", "k"]).reset_index(drop=True)
+
+
+def write_summary(score_paths: list[str], csv_path: str, parquet_path: str | None = None) -> None:
+    from notallbits.io import atomic_path
+
+    df = summarize(score_paths)
+    with atomic_path(csv_path, suffix=".csv") as tmp:
+        df.to_csv(tmp, index=False, float_format="%.6g")
+    if parquet_path:
+        with atomic_path(parquet_path, suffix=".parquet") as tmp:
+            df.to_parquet(tmp, index=False)
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("scores", nargs="+")
+    p.add_argument("--csv", required=True)
+    p.add_argument("--parquet")
+
+
+def run(args: argparse.Namespace) -> None:
+    write_summary(args.scores, args.csv, args.parquet)

@@ -1,0 +1,92 @@
+"""Budget forcing (s1-style) on token ids, shared by every backend.
+
+Thinking runs to exactly T tokens: if the model emits end-of-thinking or EOS early, that
+token is replaced by the "Wait" ids and decoding continues (``wait_extension``). At each
+budget T the trace is cut and the answer forced with ``</think>`` + the answer prefix.
+With ``wait_extension`` off (cap only) a sample that stops early keeps its natural answer.
+
+Budgets of one job share one trace: the trace is generated once to the largest budget and
+every smaller budget is a short forced continuation of its prefix.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True)
+class ForcingSpec:
+    budgets: tuple[int, ...]
+    end_think_id: int
+    eos_ids: frozenset[int]
+    wait_ids: tuple[int, ...]
+    answer_prefix_ids: tuple[int, ...]  # starts with end_think_id
+    answer_max_tokens: int
+    wait_extension: bool = True
+
+    @property
+    def max_budget(self) -> int:
+        return max(self.budgets)
+
+    @classmethod
+    def from_tokenizer(cls, tokenizer, budgets, wait_text: str, answer_prefix: str, answer_max_tokens: int,
+                       wait_extension: bool = True) -> "ForcingSpec":
+        end_think = tokenizer.convert_tokens_to_ids("</think>")
+        if end_think is None or end_think == tokenizer.unk_token_id:
+            raise ValueError("tokenizer has no </think> token: not a reasoning (Qwen3-style) tokenizer")
+        # Qwen3 ends a chat turn with <|im_end|> and a document with <|endoftext|>
+        eos = {tokenizer.eos_token_id, *tokenizer.convert_tokens_to_ids(["<|im_end|>", "<|endoftext|>"])}
+        eos -= {None, tokenizer.unk_token_id}
+        # a leading space/newline keeps "Wait" a word of its own after the previous token
+        wait_ids = tuple(tokenizer.encode(wait_text, add_special_tokens=False))
+        prefix_ids = (end_think, *tokenizer.encode(answer_prefix, add_special_tokens=False))
+        return cls(tuple(sorted(set(budgets))), end_think, frozenset(eos), wait_ids, prefix_ids,
+                   answer_max_tokens, wait_extension)
+
+
+@dataclass
+class Trace:
+    """One sample's thinking trace, built token by token."""
+
+    spec: ForcingSpec
+    thinking: list[int] = field(default_factory=list)
+    wait_positions: list[int] = field(default_factory=list)
+    natural_end: int | None = None  # thinking length at a natural end (cap-only mode)
+    natural_answer: list[int] = field(default_factory=list)
+    _pending: list[int] = field(default_factory=list)
+    finished: bool = False
+
+    @property
+    def thinking_done(self) -> bool:
+        return self.natural_end is not None or len(self.thinking) >= self.spec.max_budget
+
+    def push(self, sampled: int) -> int:
+        """Take the sampled token, return the token actually fed to the model."""
+        spec = self.spec
+        if self.finished:
+            return sampled
+        if self.natural_end is not None:  # writing its own answer after a natural end
+            self.natural_answer.append(sampled)
+            if sampled in spec.eos_ids or len(self.natural_answer) >= spec.answer_max_tokens:
+                self.finished = True
+            return sampled
+        if self._pending:
+            token = self._pending.pop(0)
+        elif sampled == spec.end_think_id or sampled in spec.eos_ids:
+            if spec.wait_extension:
+                self.wait_positions.append(len(self.thinking))
+                token, *self._pending = spec.wait_ids
+            else:
+                self.natural_end = len(self.thinking)
+                if sampled in spec.eos_ids:  # ended without an answer at all
+                    self.finished = True
+                else:
+                    self.natural_answer.append(sampled)
+                return sampled
+        else:
+            token = sampled
+        self.thinking.append(token)
+        if len(self.thinking) >= spec.max_budget:
+            self.finished = True
+        return token
+

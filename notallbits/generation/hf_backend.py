@@ -1,0 +1,181 @@
+"""transformers backend: a manual decode loop, because budget forcing, per-sample seeds,
+forking the KV cache at every budget and decode-time KV compression all need to see each
+step. One prompt is replicated over the samples of a question, so no padding is needed."""
+
+from __future__ import annotations
+
+import copy
+import time
+from dataclasses import dataclass, field
+
+from notallbits import UserError
+from notallbits.generation.forcing import ForcingSpec, Trace
+from notallbits.generation.sampling import derive_seed, sample_next
+
+
+@dataclass
+class SampleResult:
+    sample: int
+    seed: int
+    thinking_ids: list[int]
+    wait_positions: list[int]  # thinking index where each Wait was inserted
+    natural_end: int | None
+    natural_answer: list[int]
+    answers: dict[int, list[int]] = field(default_factory=dict)  # forced answers per budget
+    trace_seconds: float = 0.0
+
+    def needs_forcing(self, budget: int) -> bool:
+        """A sample that ended naturally within the budget keeps its own answer."""
+        return self.natural_end is None or self.natural_end > budget
+
+
+def resolve_device(device: str) -> str:
+    import torch
+
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return device
+
+
+def load_model(path: str, dtype: str = "bfloat16", device: str = "auto"):
+    """Load a bf16 or GPTQ checkpoint (local folder or hub id) and its tokenizer."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    device = resolve_device(device)
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(path)
+        kwargs = {"dtype": "auto" if dtype == "auto" else getattr(torch, dtype)}
+        model = AutoModelForCausalLM.from_pretrained(path, device_map=device, **kwargs)
+    except OSError as exc:
+        raise UserError(f"cannot load model {path!r}: {str(exc).splitlines()[0]}") from None
+    model.eval()
+    return model, tokenizer
+
+
+class TransformersBackend:
+    name = "transformers"
+
+    def __init__(self, model, tokenizer, kv_settings: dict, temperature: float, top_p: float):
+        self.model = model
+        self.tokenizer = tokenizer
+        self.kv_settings = kv_settings
+        self.temperature = temperature
+        self.top_p = top_p
+        self.device = model.device
+
+    # -- model plumbing ------------------------------------------------------------
+    def _new_cache(self):
+        from notallbits.kvcache import make_cache
+
+        return make_cache(self.kv_settings, self.model.config)
+
+    def _forward(self, ids, cache, start: int):
+        """Feed ``ids`` [B, L] at positions start..start+L-1; return last-position logits.
+
+        Positions are passed explicitly: an evicting cache is shorter than the sequence,
+        and RoPE must keep counting true token positions.
+        """
+        import torch
+
+        positions = torch.arange(start, start + ids.shape[1], device=self.device)[None]
+        out = self.model(input_ids=ids, past_key_values=cache, position_ids=positions, use_cache=True,
+                         logits_to_keep=1)
+        return out.logits[:, -1, :]
+
+    def _advance(self, ids, cache, start: int):
+        """Prefill a known continuation. A full cache takes it in one forward; a compressing
+        cache must see it token by token to reach exactly the state decoding would have."""
+        if self.kv_settings.get("method", "full") == "full":
+            return self._forward(ids, cache, start)
+        logits = None
+        for j in range(ids.shape[1]):
+            logits = self._forward(ids[:, j : j + 1], cache, start + j)
+        return logits
+
+    def _force(self, cache, pos: int, seeds: list[int], budget: int, spec: ForcingSpec) -> list[list[int]]:
+        """Fork the cache and generate the forced answer of every row at this budget."""
+        import torch
+
+        fork = copy.deepcopy(cache)
+        rows = len(seeds)
+        prefix = torch.tensor([spec.answer_prefix_ids] * rows, device=self.device)
+        logits = self._advance(prefix, fork, pos)
+        pos += prefix.shape[1]
+        # a separate stream per (sample, budget): forcing never perturbs the trace itself
+        gens = [torch.Generator().manual_seed(derive_seed(s, "answer", budget)) for s in seeds]
+        answers: list[list[int]] = [[] for _ in range(rows)]
+        done = [False] * rows
+        for _ in range(spec.answer_max_tokens):
+            tokens = sample_next(logits.cpu(), gens, self.temperature, self.top_p)
+            for r, tok in enumerate(tokens):
+                if not done[r]:
+                    answers[r].append(tok)
+                    done[r] = tok in spec.eos_ids
+            if all(done):
+                break
+            logits = self._forward(torch.tensor(tokens, device=self.device)[:, None], fork, pos)
+            pos += 1
+        return answers
+
+    # -- public --------------------------------------------------------------------
+    def generate(self, prompt_ids: list[int], seeds: list[int], spec: ForcingSpec,
+                 progress=None) -> list[SampleResult]:
+        """Trace every sample to the largest budget, forcing an answer at each budget."""
+        import torch
+
+        t0 = time.perf_counter()
+        rows = len(seeds)
+        pad = self.tokenizer.pad_token_id
+        with torch.inference_mode():
+            cache = self._new_cache()
+            ids = torch.tensor([prompt_ids] * rows, device=self.device)
+            logits = self._forward(ids, cache, 0)
+            pos = len(prompt_ids)
+            traces = [Trace(spec) for _ in range(rows)]
+            gens = [torch.Generator().manual_seed(s) for s in seeds]
+            forced: dict[int, list[list[int]]] = {}
+            step = 0
+            while not all(t.finished for t in traces):
+                sampled = sample_next(logits.cpu(), gens, self.temperature, self.top_p)
+                fed = [pad if tr.finished else tr.push(tok) for tr, tok in zip(traces, sampled)]
+                logits = self._forward(torch.tensor(fed, device=self.device)[:, None], cache, pos)
+                pos += 1
+                step += 1
+                if progress is not None:
+                    progress.update(1)
+                if step in spec.budgets and any(t.natural_end is None for t in traces):
+                    forced[step] = self._force(cache, pos, seeds, step, spec)
+        elapsed = time.perf_counter() - t0
+        results = []
+        for r, (tr, seed) in enumerate(zip(traces, seeds)):
+            res = SampleResult(r, seed, tr.thinking, tr.wait_positions, tr.natural_end, tr.natural_answer,
+                               trace_seconds=elapsed / rows)
+            for budget, answers in forced.items():
+                if res.needs_forcing(budget):
+                    res.answers[budget] = answers[r]
+            results.append(res)
+        return results
+
+    def force_from_traces(self, prompt_ids: list[int], results: list[SampleResult], budgets: list[int],
+                          spec: ForcingSpec) -> None:
+        """Add forced answers at new (smaller) budgets to stored traces, without resampling them."""
+        import torch
+
+        with torch.inference_mode():
+            cache = self._new_cache()
+            seeds = [r.seed for r in results]
+            self._forward(torch.tensor([prompt_ids] * len(results), device=self.device), cache, 0)
+            pos = len(prompt_ids)
+            for budget in sorted(budgets):
+                chunk = [r.thinking_ids[pos - len(prompt_ids): budget] for r in results]
+                width = max(len(c) for c in chunk)
+                pad = self.tokenizer.pad_token_id
+                chunk = [c + [pad] * (width - len(c)) for c in chunk]  # rows that ended early are unused
+                if width:
+                    self._advance(torch.tensor(chunk, device=self.device), cache, pos)
+                    pos += width
+                answers = self._force(cache, pos, seeds, budget, spec)
+                for r, res in enumerate(results):
+                    if res.needs_forcing(budget):
+                        res.answers[budget] = answers[r]

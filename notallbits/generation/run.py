@@ -1,0 +1,170 @@
+"""``notallbits generate``: one generation job = one (dataset, model, bits, KV) cell group.
+
+Writes one record per (question, sample, budget) into a framed JSONL file; the header
+carries the job's settings and throughput. Progress is kept per question (see progress.py).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+from notallbits import UserError
+from notallbits.data.prepare import read_questions
+from notallbits.generation import FORMAT_VERSION
+from notallbits.generation.forcing import ForcingSpec
+from notallbits.generation.prompts import build_prompt
+from notallbits.generation.sampling import derive_seed
+from notallbits.io import write_framed_jsonl
+
+
+def sample_seeds(base_seed: int, question_id: str, n: int) -> list[int]:
+    return [derive_seed(base_seed, question_id, i) for i in range(n)]
+
+
+def check_spec(spec: dict) -> None:
+    if spec["bits"] not in (4, 8, 16):
+        raise UserError(f"bits must be 4, 8 or 16, got {spec['bits']}")
+    bad = [b for b in spec["budgets"] if not isinstance(b, int) or b <= 0]
+    if bad or not spec["budgets"]:
+        raise UserError(f"budgets must be positive integers, got {spec['budgets']}")
+    if spec["samples"] <= 0:
+        raise UserError(f"samples must be positive, got {spec['samples']}")
+
+
+def records_for(question_id: str, res, budgets, spec: ForcingSpec, tokenizer) -> list[dict]:
+    out = []
+    for budget in budgets:
+        if res.needs_forcing(budget):
+            answer_ids = list(spec.answer_prefix_ids[1:]) + res.answers[budget]
+            thinking = min(budget, len(res.thinking_ids))
+            forced = True
+        else:
+            answer_ids = res.natural_answer[1:] if res.natural_answer[:1] == [spec.end_think_id] else res.natural_answer
+            thinking = res.natural_end
+            forced = False
+        generated = (res.answers[budget] if forced else res.natural_answer)
+        out.append({
+            "question_id": question_id, "sample": res.sample, "seed": res.seed, "budget_tokens": budget,
+            "thinking_tokens": thinking, "forced": forced,
+            "waits": sum(1 for p in res.wait_positions if p < thinking),
+            "answer_text": tokenizer.decode(answer_ids, skip_special_tokens=True),
+            "answer_tokens": len(generated),
+        })
+    return out
+
+
+def generate(questions_path: str, spec: dict, out_path: str, progress_root: str) -> dict:
+    from tqdm import tqdm
+
+    from notallbits.generation.progress import ProgressStore, model_fingerprint
+
+    check_spec(spec)
+    questions = read_questions(questions_path)
+    budgets = sorted(spec["budgets"])
+    gen, samp = spec["generation"], spec["sampling"]
+    backend = make_backend(spec)
+    tokenizer = backend.tokenizer
+    fspec = ForcingSpec.from_tokenizer(tokenizer, budgets, gen["wait_text"], gen["answer_prefix"],
+                                       gen["answer_max_tokens"], gen["wait_extension"])
+    identity = {"format_version": FORMAT_VERSION, "model": model_fingerprint(spec["model_path"]),
+                "bits": spec["bits"], "kv": spec["kv_settings"], "sampling": samp, "backend": spec["backend"],
+                "forcing": {k: gen[k] for k in ("wait_extension", "wait_text", "answer_prefix", "answer_max_tokens")},
+                "prompt_style": spec.get("prompt_style", "default")}
+    store = ProgressStore(progress_root, identity)
+    n = spec["samples"]
+    t0 = time.perf_counter()
+    stats = {"trace_tokens": 0, "answer_tokens": 0, "reused_samples": 0, "generated_samples": 0}
+    records = []
+    bar = tqdm(total=len(questions) * n * fspec.max_budget, desc="thinking tokens", file=sys.stderr,
+               mininterval=5, unit="tok")
+    for q in questions:
+        qid = q["id"]
+        prompt_ids = tokenizer.encode(build_prompt(tokenizer, q, spec.get("prompt_style", "default")),
+                                      add_special_tokens=False)
+        seeds = sample_seeds(samp["seed"], qid, n)
+        done = store.load(qid)
+        # a stored trace serves if it reached this job's largest budget (or ended naturally)
+        usable = {i: r for i, r in done.items() if i < n and (len(r.thinking_ids) >= fspec.max_budget
+                                                            or r.natural_end is not None)}
+        todo = [i for i in range(n) if i not in usable]
+        batch = gen["batch_size"]
+        for start in range(0, len(todo), batch):
+            idx = todo[start:start + batch]
+            for i, res in zip(idx, backend.generate(prompt_ids, [seeds[i] for i in idx], fspec, progress=bar)):
+                res.sample = i
+                usable[i] = res
+                stats["trace_tokens"] += len(res.thinking_ids) + len(res.natural_answer)
+                stats["answer_tokens"] += sum(len(a) for a in res.answers.values())
+            stats["generated_samples"] += len(idx)
+        reused = [usable[i] for i in range(n) if i not in todo]
+        stats["reused_samples"] += len(reused)
+        missing = sorted({b for r in reused for b in budgets if r.needs_forcing(b) and b not in r.answers})
+        if missing:
+            before = {id(r): sum(len(a) for a in r.answers.values()) for r in reused}
+            need = [r for r in reused if any(r.needs_forcing(b) and b not in r.answers for b in missing)]
+            backend.force_from_traces(prompt_ids, need, missing, fspec)
+            stats["answer_tokens"] += sum(sum(len(a) for a in r.answers.values()) - before[id(r)] for r in need)
+        store.save(qid, usable)
+        for i in range(n):
+            records.extend(records_for(qid, usable[i], budgets, fspec, tokenizer))
+    bar.close()
+    wall = time.perf_counter() - t0
+    generated = stats["trace_tokens"] + stats["answer_tokens"]
+    stats.update(wall_seconds=round(wall, 3), generated_tokens=generated,
+                 tokens_per_second=round(generated / wall, 2) if wall > 0 else None)
+    header = {"format_version": FORMAT_VERSION, "dataset": spec["dataset"], "model": spec["model"],
+              "model_path": spec["model_path"], "bits": spec["bits"], "kv": spec["kv"],
+              "kv_settings": spec["kv_settings"], "backend": spec["backend"], "budgets": budgets,
+              "samples": n, "questions": len(questions), "sampling": samp, "generation": gen, "stats": stats,
+              "model_facts": model_facts(spec["model_path"])}
+    write_framed_jsonl(out_path, header, records)
+    return header
+
+
+def model_facts(model_path: str) -> dict:
+    """Architecture and measured weight bytes of the checkpoint a job ran, for the summary."""
+    from notallbits.memory import Arch, checkpoint_bytes
+
+    folder = Path(model_path)
+    if not folder.is_dir():  # a hub id: use the snapshot the loader just cached
+        from huggingface_hub import snapshot_download
+
+        folder = Path(snapshot_download(model_path, local_files_only=True))
+    cfg = json.loads((folder / "config.json").read_text())
+    arch = Arch.from_hf_config(cfg.get("text_config", cfg))
+    return {"weight_bytes": checkpoint_bytes(folder), "layers": arch.layers, "kv_heads": arch.kv_heads,
+            "head_dim": arch.head_dim}
+
+
+def make_backend(spec: dict):
+    gen, samp = spec["generation"], spec["sampling"]
+    if spec["backend"] == "vllm":
+        from notallbits.generation.vllm_backend import VLLMBackend
+
+        return VLLMBackend(spec["model_path"], gen, samp)
+    from notallbits.generation.hf_backend import TransformersBackend, load_model
+
+    model, tokenizer = load_model(spec["model_path"], gen["dtype"], gen["device"])
+    return TransformersBackend(model, tokenizer, spec["kv_settings"], samp["temperature"], samp["top_p"])
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--questions", required=True, help="normalized dataset JSONL")
+    p.add_argument("--spec", required=True, help="job settings as JSON (see rules/generate.smk)")
+    p.add_argument("--out", required=True, help="framed JSONL of records")
+    p.add_argument("--progress", required=True, help="folder for resumable per-question progress")
+
+
+def run(args: argparse.Namespace) -> None:
+    try:
+        spec = json.loads(args.spec)
+    except json.JSONDecodeError as exc:
+        raise UserError(f"--spec is not valid JSON: {exc.msg}") from None
+    header = generate(args.questions, spec, args.out, args.progress)
+    s = header["stats"]
+    print(f"{header['questions']} questions x {header['samples']} samples, budgets {header['budgets']}: "
+          f"{s['generated_tokens']} tokens in {s['wall_seconds']} s ({s['tokens_per_second']} tok/s)", file=sys.stderr)

@@ -1,0 +1,211 @@
+"""Scoring: answer extraction, correctness, pass@1 and exact Maj@K.
+
+Unparsable answers are wrong and never vote (no default letter, no default number).
+Maj@K is the exact expectation over all K-subsets of the n samples, ties split evenly,
+computed by a small dynamic programme instead of enumerating C(n, K) subsets.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+from collections import Counter
+from fractions import Fraction
+from math import comb
+
+from notallbits import UserError
+from notallbits.data.registry import LETTERS
+
+BOX = "\\boxed{"
+
+
+def boxed_contents(text: str) -> list[str]:
+    """Every \\boxed{...} content with balanced braces; an unclosed last box runs to the
+    end of its line (a forced answer cut at the token limit)."""
+    out, i = [], 0
+    while (start := text.find(BOX, i)) != -1:
+        j, depth = start + len(BOX), 1
+        while j < len(text) and depth:
+            depth += {"{": 1, "}": -1}.get(text[j], 0)
+            j += 1
+        if depth == 0:
+            out.append(text[start + len(BOX): j - 1])
+        else:
+            out.append(text[start + len(BOX):].split("\n")[0])
+        i = j
+    return [c.strip() for c in out]
+
+
+_INT = re.compile(r"^[+-]?\d+$")
+
+
+def normalize_integer(content: str) -> str | None:
+    s = content.strip().strip("$").strip()
+    s = re.sub(r"\\text\{([^}]*)\}", r"\1", s)
+    s = re.sub(r"\^\s*\{?\\circ\}?|\\%|%|\\!|\\,|,|\s", "", s)
+    s = s.rstrip(".")
+    if _INT.match(s):
+        return str(int(s))
+    return None
+
+
+def extract_math(text: str) -> str | None:
+    boxes = boxed_contents(text)
+    if not boxes:
+        return None
+    last = boxes[-1]
+    return normalize_integer(last) or (last if last else None)
+
+
+def math_correct(pred: str | None, gold: str) -> bool:
+    if pred is None:
+        return False
+    gold_int = normalize_integer(gold)
+    if gold_int is not None and normalize_integer(pred) is not None:
+        return int(gold_int) == int(normalize_integer(pred))
+    from math_verify import parse, verify  # symbolic fallback for non-integer golds
+
+    try:
+        return bool(verify(parse(f"${gold}$"), parse(f"\\boxed{{{pred}}}")))
+    except Exception:  # noqa: BLE001 - a checker crash on garbage is a wrong answer
+        return False
+
+
+def extract_letter(text: str, n_choices: int) -> str | None:
+    letters = LETTERS[:n_choices]
+    letter = rf"([{letters}])"
+    for content in reversed(boxed_contents(text)):
+        content = re.sub(r"\\text(?:bf)?\{([^}]*)\}", r"\1", content).strip()
+        m = re.match(rf"^\(?{letter}(?:\)|\.|:|\s|$)", content + " ")
+        if m:
+            return m.group(1)
+    phrases = [rf"answer\s*(?:is|:)\s*\**\s*\(?{letter}\b", rf"\boption\s+\(?{letter}\)?\s*(?:is\s+correct)",
+               rf"^\s*\(?{letter}\)\s*$"]
+    found = []
+    for pat in phrases:
+        found += [(m.start(), m.group(1)) for m in re.finditer(pat, text, flags=re.IGNORECASE | re.MULTILINE)]
+    if found:
+        return max(found)[1].upper()
+    return None
+
+
+def parse_answer(record: dict, question: dict) -> str | None:
+    if question["task"] == "choice":
+        return extract_letter(record["answer_text"], len(question["choices"]))
+    return extract_math(record["answer_text"])
+
+
+def is_correct(pred: str | None, question: dict) -> bool:
+    if question["task"] == "choice":
+        return pred is not None and question["permutation"][LETTERS.index(pred)] == 0
+    return math_correct(pred, question["answer"])
+
+
+def majority_accuracy(votes: list[str | None], correct: set[str], k: int) -> Fraction:
+    """Exact E[majority vote over a uniform K-subset is correct]; ties split evenly.
+
+    ``votes`` holds each sample's normalized answer (None = unparsable, abstains);
+    ``correct`` is the set of vote values that are right.
+    """
+    n = len(votes)
+    if not 1 <= k <= n:
+        raise UserError(f"Maj@K needs 1 <= K <= n samples, got K={k}, n={n}")
+    counts = Counter(v for v in votes if v is not None)
+    c = sum(cnt for v, cnt in counts.items() if v in correct)  # right answers form one class
+    others = [cnt for v, cnt in counts.items() if v not in correct]
+    abstain = n - c - sum(others)
+    total = Fraction(0)
+    for j in range(1, min(c, k) + 1):
+        # states: (picked from other classes, classes tied at j) -> number of ways
+        states = {(0, 0): 1}
+        for o in others:
+            nxt: dict[tuple[int, int], int] = {}
+            for (s, t), ways in states.items():
+                for x in range(0, min(o, j, k - j - s) + 1):
+                    key = (s + x, t + (x == j))
+                    nxt[key] = nxt.get(key, 0) + ways * comb(o, x)
+            states = nxt
+        for (s, t), ways in states.items():
+            rest = k - j - s
+            if 0 <= rest <= abstain:
+                total += Fraction(comb(c, j) * ways * comb(abstain, rest), 1 + t)
+    return total / comb(n, k)
+
+
+def score_job(questions: list[dict], records: list[dict], ks: list[int]) -> tuple[list[dict], list[dict]]:
+    """(rows per (budget, K), per-sample rows) for one generation job."""
+    by_id = {q["id"]: q for q in questions}
+    groups: dict[tuple[int, str], list[dict]] = {}
+    sample_rows = []
+    for rec in records:
+        q = by_id.get(rec["question_id"])
+        if q is None:
+            raise UserError(f"generation record for unknown question {rec['question_id']!r}")
+        pred = parse_answer(rec, q)
+        ok = is_correct(pred, q)
+        sample_rows.append({"question_id": rec["question_id"], "sample": rec["sample"],
+                            "budget_tokens": rec["budget_tokens"], "parsed": pred, "correct": ok,
+                            "thinking_tokens": rec["thinking_tokens"], "answer_tokens": rec["answer_tokens"]})
+        groups.setdefault((rec["budget_tokens"], rec["question_id"]), []).append(sample_rows[-1])
+    budgets = sorted({b for b, _ in groups})
+    rows = []
+    for budget in budgets:
+        per_q = [(by_id[qid], g) for (b, qid), g in groups.items() if b == budget]
+        n = min(len(g) for _, g in per_q)
+        for k in ks:
+            if k > n:
+                raise UserError(f"K={k} exceeds the {n} samples per question of this job")
+            acc = sum(majority_accuracy([r["parsed"] for r in g],
+                                        {r["parsed"] for r in g if r["correct"]}, k) for _, g in per_q)
+            acc /= len(per_q)
+            flat = [r for _, g in per_q for r in g]
+            rows.append({"budget_tokens": budget, "k": k, "accuracy": float(acc), "questions": len(per_q),
+                         "samples": n, "parsed_rate": sum(r["parsed"] is not None for r in flat) / len(flat),
+                         "mean_thinking_tokens": sum(r["thinking_tokens"] for r in flat) / len(flat),
+                         "mean_answer_tokens": sum(r["answer_tokens"] for r in flat) / len(flat)})
+    return rows, sample_rows
+
+
+def score_file(questions_path: str, generations_path: str, ks: list[int], out_path: str,
+               samples_out: str | None = None) -> list[dict]:
+    import csv
+    import io
+
+    from notallbits.data.prepare import read_questions
+    from notallbits.io import read_framed_jsonl, write_text
+
+    questions = read_questions(questions_path)
+    header, records = read_framed_jsonl(generations_path)
+    rows, sample_rows = score_job(questions, records, ks)
+    stats = header.get("stats", {})
+    meta = {k: header[k] for k in ("dataset", "model", "bits", "kv", "backend")}
+    meta["kv_settings"] = json.dumps(header["kv_settings"], sort_keys=True)
+    meta.update(header["model_facts"])
+    meta.update(job_wall_seconds=stats.get("wall_seconds"), job_generated_tokens=stats.get("generated_tokens"),
+                job_tokens_per_second=stats.get("tokens_per_second"))
+    rows = [{**meta, **r} for r in rows]
+
+    def to_csv(table):
+        buf = io.StringIO()
+        w = csv.DictWriter(buf, fieldnames=list(table[0]))
+        w.writeheader()
+        w.writerows(table)
+        return buf.getvalue()
+
+    write_text(out_path, to_csv(rows))
+    if samples_out:
+        write_text(samples_out, to_csv(sample_rows))
+    return rows
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--questions", required=True)
+    p.add_argument("--generations", required=True)
+    p.add_argument("--k", type=int, nargs="+", required=True)
+    p.add_argument("--out", required=True)
+    p.add_argument("--samples-out")
+
+
+def run(args: argparse.Namespace) -> None:
+    score_file(args.questions, args.generations, args.k, args.out, args.samples_out)

@@ -1,0 +1,117 @@
+# Config validation, the cell grid, wildcard constraints and input functions.
+# The only place with Python helpers; every rule file reads from here.
+import json
+import re
+import sys
+from pathlib import Path
+
+from notallbits import UserError
+from notallbits import grid
+
+try:
+    config = grid.validate(config)  # fills schema defaults, checks cross references
+except UserError as exc:
+    sys.exit(f"error: {exc}")
+
+JOBS = grid.jobs(config)  # (dataset, model, bits, kv) -> budgets, samples, K, backend
+DATASETS = sorted({j.dataset for j in JOBS})
+RESULTS = "results"
+
+
+def _alternatives(names):
+    return "|".join(re.escape(str(n)) for n in sorted(names, key=str))
+
+
+wildcard_constraints:
+    dataset=_alternatives(config["datasets"]),
+    model=_alternatives(config["models"]),
+    bits="4|8|16",
+    qbits="4|8",
+    kv=_alternatives(set(config["kv_methods"]) | {"full"}),
+
+
+def built_models():
+    return [m for m, spec in config["models"].items() if spec.get("build")]
+
+
+def bf16_path(model):
+    """Where the 16-bit checkpoint comes from: built here, a local folder, or a hub id."""
+    spec = config["models"][model]
+    return f"{RESULTS}/models/{model}/w16" if spec.get("build") else spec["source"]
+
+
+def model_path(model, bits):
+    return bf16_path(model) if int(bits) == 16 else f"{RESULTS}/models/{model}/w{bits}"
+
+
+def is_local(path):
+    return not grid.HF_ID.match(path) or Path(path).exists()
+
+
+def job_of(wildcards):
+    return grid.Job(wildcards.dataset, wildcards.model, int(wildcards.bits), wildcards.kv)
+
+
+# ---------------------------------------------------------------- input functions
+def bf16_source(wildcards):
+    return bf16_path(wildcards.model)
+
+
+def quantize_input(wildcards):
+    inputs = {}
+    src = bf16_path(wildcards.model)
+    if is_local(src):
+        inputs["model"] = src
+    cal = config["quantization"].get("calibration_dataset")
+    if cal:
+        inputs["calibration"] = f"{RESULTS}/data/{cal}.jsonl"
+    return inputs
+
+
+def generate_input(wildcards):
+    inputs = {"questions": f"{RESULTS}/data/{wildcards.dataset}.jsonl"}
+    path = model_path(wildcards.model, wildcards.bits)
+    if is_local(path):
+        inputs["model"] = path
+    return inputs
+
+
+def generation_spec(wildcards):
+    """Everything that changes a generation job's results, as one JSON param: editing any
+    of it reruns that job only; editing code or comments reruns nothing."""
+    spec = JOBS[job_of(wildcards)]
+    model = wildcards.model
+    return json.dumps(
+        {
+            "dataset": wildcards.dataset,
+            "model": model,
+            "model_path": model_path(model, wildcards.bits),
+            "bits": int(wildcards.bits),
+            "kv": wildcards.kv,
+            "kv_settings": grid.kv_settings(config, wildcards.kv),
+            "backend": spec.backend,
+            "budgets": spec.budgets,
+            "samples": spec.samples,
+            "sampling": config["sampling"],
+            "generation": {k: v for k, v in config["generation"].items() if k != "backend"},
+            "prompt_style": config["datasets"][wildcards.dataset].get("prompt_style", "default"),
+        },
+        sort_keys=True,
+    )
+
+
+def generation_python(wildcards):
+    backend = JOBS[job_of(wildcards)].backend
+    return config["interpreters"][f"generate_{backend}"]
+
+
+def job_ks(wildcards):
+    return JOBS[job_of(wildcards)].ks
+
+
+def score_files():
+    return [f"{RESULTS}/scores/{j.key}.csv" for j in JOBS]
+
+
+def all_targets():
+    return [f"{RESULTS}/summary.csv"] + [f"figures/accuracy_vs_memory_{d}.png" for d in DATASETS]

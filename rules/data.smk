@@ -1,0 +1,14 @@
+# Datasets as normalized JSONL (id, task, question, choices, answer, permutation).
+
+
+rule prepare_data:
+    output:
+        f"{RESULTS}/data/{{dataset}}.jsonl",
+    log:
+        f"{RESULTS}/logs/prepare_data/{{dataset}}.log",
+    params:
+        spec=lambda w: config["datasets"][w.dataset],
+    conda:
+        "../envs/analysis.yaml"
+    script:
+        "../scripts/prepare_data.py"

@@ -1,0 +1,27 @@
+# One GPU job per (dataset, model, bits, KV setting): one trace per sample to the largest
+# budget serves every budget and K. The shell entry never changes; what changes results is
+# in params.spec, so only jobs whose settings changed rerun.
+
+
+rule generate:
+    input:
+        unpack(generate_input),
+    output:
+        f"{RESULTS}/generations/{{dataset}}/{{model}}/w{{bits}}/kv-{{kv}}.jsonl",
+    log:
+        f"{RESULTS}/logs/generate/{{dataset}}/{{model}}/w{{bits}}/kv-{{kv}}.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/generate/{{dataset}}/{{model}}/w{{bits}}/kv-{{kv}}.tsv"
+    params:
+        spec=generation_spec,
+        python=generation_python,
+        progress=f"{RESULTS}/progress/{{dataset}}/{{model}}/w{{bits}}/kv-{{kv}}",
+    resources:
+        gpu=1,
+        mem_mb=16000,
+        runtime=24 * 60,
+    conda:
+        "../envs/generate-transformers.yaml"
+    shell:
+        "{params.python} -m notallbits generate --questions {input.questions} --spec {params.spec:q}"
+        " --progress {params.progress} --out {output} > {log} 2>&1"

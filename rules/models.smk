@@ -1,0 +1,45 @@
+# Checkpoints: the tiny test model is built here; 4/8-bit GPTQ checkpoints are quantized here.
+# 16-bit cells read the bf16 checkpoint directly (no job).
+
+
+rule build_tiny_model:
+    output:
+        directory(f"{RESULTS}/models/{{model}}/w16"),
+    log:
+        f"{RESULTS}/logs/build_tiny_model/{{model}}.log",
+    wildcard_constraints:
+        model=_alternatives(built_models()) or "^$",
+    params:
+        python=config["interpreters"]["generate_transformers"],
+    conda:
+        "../envs/generate-transformers.yaml"
+    shell:
+        "{params.python} -m notallbits tiny-model {output} > {log} 2>&1"
+
+
+rule quantize:
+    input:
+        unpack(quantize_input),
+    output:
+        directory(f"{RESULTS}/models/{{model}}/w{{qbits}}"),
+    log:
+        f"{RESULTS}/logs/quantize/{{model}}/w{{qbits}}.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/quantize/{{model}}/w{{qbits}}.tsv"
+    params:
+        python=config["interpreters"]["quantize"],
+        source=bf16_source,
+        group_size=config["quantization"]["group_size"],
+        desc_act="--desc-act" if config["quantization"]["desc_act"] else "",
+        calibration=lambda w, input: f"--calibration {input.calibration}" if "calibration" in input.keys() else "",
+        samples=config["quantization"]["calibration_samples"],
+    resources:
+        gpu=1,
+        mem_mb=8000,
+        runtime=120,
+    conda:
+        "../envs/quantize.yaml"
+    shell:
+        "{params.python} -m notallbits quantize --model {params.source} --bits {wildcards.qbits}"
+        " --group-size {params.group_size} {params.desc_act} {params.calibration}"
+        " --calibration-samples {params.samples} --out {output} > {log} 2>&1"

@@ -1,0 +1,18 @@
+# pass@1 and exact Maj@K per (budget, K) of one generation job.
+
+
+rule score:
+    input:
+        questions=f"{RESULTS}/data/{{dataset}}.jsonl",
+        generations=rules.generate.output[0],
+    output:
+        scores=f"{RESULTS}/scores/{{dataset}}/{{model}}/w{{bits}}/kv-{{kv}}.csv",
+        samples=f"{RESULTS}/scores/{{dataset}}/{{model}}/w{{bits}}/kv-{{kv}}.samples.csv",
+    log:
+        f"{RESULTS}/logs/score/{{dataset}}/{{model}}/w{{bits}}/kv-{{kv}}.log",
+    params:
+        ks=job_ks,
+    conda:
+        "../envs/analysis.yaml"
+    script:
+        "../scripts/score.py"

@@ -1,0 +1,4 @@
+from notallbits.cli import step
+from notallbits.data.prepare import prepare
+
+step(snakemake.log[0], prepare, dict(snakemake.params.spec), snakemake.output[0])
