@@ -100,6 +100,12 @@ def generation_spec(wildcards):
     )
 
 
+def dataset_spec(wildcards):
+    """Canonical JSON (sorted keys): params are compared as text, so key order must not
+    make Snakemake think a dataset changed."""
+    return json.dumps(config["datasets"][wildcards.dataset], sort_keys=True)
+
+
 def generation_python(wildcards):
     backend = JOBS[job_of(wildcards)].backend
     return config["interpreters"][f"generate_{backend}"]

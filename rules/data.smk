@@ -7,7 +7,7 @@ rule prepare_data:
     log:
         f"{RESULTS}/logs/prepare_data/{{dataset}}.log",
     params:
-        spec=lambda w: config["datasets"][w.dataset],
+        spec=dataset_spec,
     conda:
         "../envs/analysis.yaml"
     script:

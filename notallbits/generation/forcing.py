@@ -67,7 +67,8 @@ class Trace:
             return sampled
         if self.natural_end is not None:  # writing its own answer after a natural end
             self.natural_answer.append(sampled)
-            if sampled in spec.eos_ids or len(self.natural_answer) >= spec.answer_max_tokens:
+            # the answer budget counts tokens after the model's own </think>
+            if sampled in spec.eos_ids or len(self.natural_answer) > spec.answer_max_tokens:
                 self.finished = True
             return sampled
         if self._pending:

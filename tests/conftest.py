@@ -1,0 +1,31 @@
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tmp_path_factory) -> Path:
+    """The deterministic tiny Qwen3 (random weights), built once per test session."""
+    from notallbits.tinymodel import build
+
+    return build(tmp_path_factory.mktemp("models") / "tiny-qwen3")
+
+
+def snakemake_cmd(workdir: Path, configfile: Path, *extra: str) -> list[str]:
+    exe = shutil.which("snakemake", path=os.path.dirname(sys.executable)) or "snakemake"
+    return [exe, "-s", str(ROOT / "Snakefile"), "--directory", str(workdir), "--configfile", str(configfile),
+            "--cores", "2", *extra]
+
+
+def run_snakemake(workdir: Path, configfile: Path, *extra: str, check: bool = True) -> subprocess.CompletedProcess:
+    proc = subprocess.run(snakemake_cmd(workdir, configfile, *extra), capture_output=True, text=True)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"snakemake failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-5000:]}")
+    return proc

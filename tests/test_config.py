@@ -1,0 +1,60 @@
+"""Config validation and the cell grid, against the paper's published grid."""
+
+import copy
+
+import pytest
+import yaml
+
+from notallbits import UserError, grid
+from tests.conftest import ROOT
+
+
+@pytest.fixture
+def paper():
+    return yaml.safe_load((ROOT / "config.yaml").read_text())
+
+
+def test_paper_grid_counts(paper):
+    config = grid.validate(paper)
+    # 2 datasets x 6 models x 3 precisions x 8 budgets (2k..30k step 4k) x 5 vote counts
+    assert len(grid.cells(config)) == 2 * 6 * 3 * 8 * 5
+    jobs = grid.jobs(config)
+    assert len(jobs) == 2 * 6 * 3  # one generation job serves all budgets and K
+    spec = jobs[grid.Job("aime25", "Qwen3-8B", 4, "full")]
+    assert spec.budgets == list(range(2000, 30001, 4000))
+    assert spec.samples == 32 and spec.ks == [1, 2, 4, 8, 16]
+
+
+def test_defaults_filled(paper):
+    config = grid.validate(paper)
+    assert config["sampling"] == {"temperature": 0.6, "top_p": 0.95, "seed": 0}
+    assert config["generation"]["wait_extension"] is True
+    assert config["interpreters"]["generate_vllm"] == "python"
+
+
+def test_union_of_sweeps_merges_jobs(paper):
+    paper["sweeps"].append({"datasets": ["aime25"], "models": ["Qwen3-8B"], "bits": [4], "budgets": [1000, 2000],
+                            "samples": 40, "k": [32]})
+    config = grid.validate(paper)
+    spec = grid.jobs(config)[grid.Job("aime25", "Qwen3-8B", 4, "full")]
+    assert spec.budgets[:2] == [1000, 2000] and spec.samples == 40 and 32 in spec.ks
+    assert len(grid.cells(config)) == 1440 + 2  # new cells: (1000, K=32) and (2000, K=32)
+
+
+@pytest.mark.parametrize("mutate, message", [
+    (lambda c: c.update(bogus=1), "unknown key 'bogus'"),
+    (lambda c: c["sampling"].update(temprature=0.5), "unknown key 'sampling.temprature'"),
+    (lambda c: c["sweeps"][0].update(bits=[4, 5]), "sweeps[0].bits[1]: 5 is not one of [4, 8, 16]"),
+    (lambda c: c["sweeps"][0].update(budgets=[0, 2000]), "sweeps[0].budgets[0]: 0 is less than the minimum of 1"),
+    (lambda c: c["sweeps"][0].update(k=[1, 64]), "sweeps[0].k: K=64 exceeds samples=32"),
+    (lambda c: c["sweeps"][0].update(models=["Qwen3-7B"]), "sweeps[0].models: unknown name 'Qwen3-7B'"),
+    (lambda c: c["models"].update(local={"source": "/no/such/model"}), "models.local.source: model path '/no/such/model' does not exist"),
+])
+def test_bad_config_one_line(paper, mutate, message):
+    paper.setdefault("sampling", {})
+    bad = copy.deepcopy(paper)
+    mutate(bad)
+    with pytest.raises(UserError) as err:
+        grid.validate(bad)
+    text = str(err.value)
+    assert message in text and "\n" not in text

@@ -1,0 +1,107 @@
+"""The transformers backend on the tiny model: exact budgets, one shared trace per sample,
+forced answers equal to an independent greedy decode, reproducible seeds, resumption."""
+
+import json
+
+import pytest
+
+from notallbits.data.registry import demo_arith
+from notallbits.generation.run import generate
+from notallbits.io import read_framed_jsonl, write_jsonl
+
+PREFIX = "\n\n**Final Answer**\n\\boxed{"
+
+
+def make_spec(model, budgets, temperature=0.6, samples=3, dtype="float32"):
+    return {"dataset": "demo", "model": "tiny", "model_path": str(model), "bits": 16, "kv": "full",
+            "kv_settings": {"method": "full"}, "backend": "transformers", "budgets": budgets, "samples": samples,
+            "sampling": {"temperature": temperature, "top_p": 0.95, "seed": 0},
+            "generation": {"wait_extension": True, "wait_text": "Wait", "answer_prefix": PREFIX,
+                           "answer_max_tokens": 6, "batch_size": 8, "dtype": dtype, "device": "cpu"}}
+
+
+@pytest.fixture
+def questions(tmp_path):
+    path = tmp_path / "q.jsonl"
+    write_jsonl(path, demo_arith(2))
+    return path
+
+
+def progress_traces(root):
+    out = {}
+    for f in sorted(root.rglob("arith-*.json")):
+        for s in json.loads(f.read_text())["samples"]:
+            out[(f.stem, s["sample"])] = s["thinking_ids"]
+    return out
+
+
+def test_budgets_are_exact_and_share_one_trace(tiny_model, questions, tmp_path):
+    generate(str(questions), make_spec(tiny_model, [8, 24, 16]), str(tmp_path / "g.jsonl"), str(tmp_path / "p"))
+    header, records = read_framed_jsonl(tmp_path / "g.jsonl")
+    assert header["budgets"] == [8, 16, 24] and len(records) == 2 * 3 * 3
+    assert all(r["forced"] and r["thinking_tokens"] == r["budget_tokens"] for r in records)
+    assert all(r["answer_text"].startswith(PREFIX) and 1 <= r["answer_tokens"] <= 6 for r in records)
+    # one trace per sample, generated to 24 tokens only: 2 questions x 3 samples x 24 thinking tokens
+    traces = progress_traces(tmp_path / "p")
+    assert len(traces) == 6 and all(len(t) == 24 for t in traces.values())
+    s = header["stats"]
+    assert s["trace_tokens"] == 6 * 24
+    assert s["generated_tokens"] == s["trace_tokens"] + s["answer_tokens"] <= 6 * 24 + 6 * 3 * 6
+
+
+def test_forced_answer_equals_independent_greedy_decode(tiny_model, questions, tmp_path):
+    """Under greedy decoding the fork-and-force answer at T must equal transformers'
+    own generate() from prompt + first T thinking tokens + the answer prefix."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from notallbits.generation.prompts import build_prompt
+
+    generate(str(questions), make_spec(tiny_model, [8, 20], temperature=0.0, samples=1),
+             str(tmp_path / "g.jsonl"), str(tmp_path / "p"))
+    _, records = read_framed_jsonl(tmp_path / "g.jsonl")
+    tok = AutoTokenizer.from_pretrained(tiny_model)
+    model = AutoModelForCausalLM.from_pretrained(tiny_model, dtype=torch.float32)
+    q = demo_arith(2)[0]
+    prompt = tok.encode(build_prompt(tok, q), add_special_tokens=False)
+    trace = progress_traces(tmp_path / "p")[(q["id"], 0)]
+    with torch.no_grad():
+        ref_trace = model.generate(torch.tensor([prompt]), max_new_tokens=20, do_sample=False)[0, len(prompt):]
+    end_think = tok.convert_tokens_to_ids("</think>")
+    if end_think not in ref_trace.tolist() and tok.eos_token_id not in ref_trace.tolist():
+        assert trace == ref_trace.tolist()  # no Wait was needed, so greedy traces agree exactly
+    for budget in (8, 20):
+        ids = prompt + trace[:budget] + [end_think] + tok.encode(PREFIX, add_special_tokens=False)
+        with torch.no_grad():
+            out = model.generate(torch.tensor([ids]), max_new_tokens=6, do_sample=False)[0, len(ids):]
+        ref = tok.decode(out, skip_special_tokens=True)
+        rec = next(r for r in records if r["question_id"] == q["id"] and r["budget_tokens"] == budget)
+        assert rec["answer_text"] == PREFIX + ref
+
+
+def test_same_seed_same_trace_and_budget_added_later_reuses_traces(tiny_model, questions, tmp_path):
+    spec = make_spec(tiny_model, [8, 24], dtype="bfloat16")
+    generate(str(questions), spec, str(tmp_path / "a.jsonl"), str(tmp_path / "pa"))
+    generate(str(questions), spec, str(tmp_path / "b.jsonl"), str(tmp_path / "pb"))  # fresh progress
+    assert progress_traces(tmp_path / "pa") == progress_traces(tmp_path / "pb")
+    _, first = read_framed_jsonl(tmp_path / "a.jsonl")
+    # add a budget: no trace is regenerated, old budgets' records are unchanged
+    header = generate(str(questions), make_spec(tiny_model, [8, 16, 24], dtype="bfloat16"),
+                      str(tmp_path / "c.jsonl"), str(tmp_path / "pa"))
+    assert header["stats"]["generated_samples"] == 0 and header["stats"]["trace_tokens"] == 0
+    _, again = read_framed_jsonl(tmp_path / "c.jsonl")
+    key = lambda r: (r["question_id"], r["sample"], r["budget_tokens"])  # noqa: E731
+    old = {key(r): r for r in first}
+    assert all(old[key(r)] == r for r in again if r["budget_tokens"] != 16)
+    assert sorted(r["thinking_tokens"] for r in again if r["budget_tokens"] == 16) == [16] * 6
+    assert progress_traces(tmp_path / "pa") == progress_traces(tmp_path / "pb")
+
+
+def test_bad_spec_is_one_line(tiny_model, questions, tmp_path):
+    from notallbits import UserError
+
+    with pytest.raises(UserError, match="budgets must be positive"):
+        generate(str(questions), make_spec(tiny_model, [0, 8]), str(tmp_path / "g.jsonl"), str(tmp_path / "p"))
+    with pytest.raises(UserError, match="cannot load model"):
+        generate(str(questions), make_spec(tmp_path / "missing", [8]), str(tmp_path / "g.jsonl"), str(tmp_path / "p"))
+    assert not (tmp_path / "g.jsonl").exists()

@@ -1,0 +1,91 @@
+"""Answer extraction and Maj@K against hand-checked outputs and brute-force enumeration."""
+
+import itertools
+import random
+from collections import Counter
+from fractions import Fraction
+from math import comb
+
+import pytest
+
+from notallbits.scoring import extract_letter, extract_math, is_correct, majority_accuracy, math_correct
+
+MATH_OUTPUTS = [
+    ("So the total is $17 + 3 = 20$.\n\n**Final Answer**\n\\boxed{20}", "20", True),
+    ("First I guessed \\boxed{12}, but rechecking gives \\boxed{21}.", "21", True),  # last box counts
+    ("\\boxed{12} ... Wait, actually \\boxed{21}", "12", False),
+    ("The answer is 42 but I never boxed it.", "42", False),  # no box = wrong
+    ("\n\n**Final Answer**\n\\boxed{070}", "70", True),  # AIME answers are integers
+    ("\\boxed{1,000}", "1000", True),
+    ("\\boxed{\\frac{1}{2}}", "5", False),
+    ("\n\n**Final Answer**\n\\boxed{204", "204", True),  # forced answer cut at the token limit
+    ("\\boxed{$33$}", "33", True),
+]
+
+
+@pytest.mark.parametrize("text, gold, ok", MATH_OUTPUTS)
+def test_math_answers(text, gold, ok):
+    assert math_correct(extract_math(text), gold) is ok
+
+
+def test_math_verify_fallback_for_symbolic_gold():
+    assert math_correct(extract_math("\\boxed{\\frac{2}{4}}"), "\\frac{1}{2}")
+
+
+LETTER_OUTPUTS = [
+    ("**Final Answer**\n\\boxed{C}", "C"),
+    ("\\boxed{(B)}", "B"),
+    ("\\boxed{\\text{D}}", "D"),
+    ("\\boxed{A. 3.2 eV}", "A"),
+    ("I think the answer is (B).", "B"),
+    ("Answer: D", "D"),
+    ("\\boxed{E}", None),  # not one of four options
+    ("Both A and C look plausible.", None),  # no committed answer: never default to a letter
+    ("\\boxed{}", None),
+]
+
+
+@pytest.mark.parametrize("text, letter", LETTER_OUTPUTS)
+def test_letters(text, letter):
+    assert extract_letter(text, 4) == letter
+
+
+def test_choice_correctness_goes_through_permutation():
+    # shown order C,A,D,B of the source [correct, w1, w2, w3]: correct is shown second (B)
+    q = {"task": "choice", "choices": ["w2", "right", "w3", "w1"], "answer": "B", "permutation": [2, 0, 3, 1]}
+    assert is_correct("B", q) and not is_correct("A", q) and not is_correct(None, q)
+
+
+def brute_majority(votes, correct, k):
+    total = Fraction(0)
+    for subset in itertools.combinations(range(len(votes)), k):
+        counts = Counter(votes[i] for i in subset if votes[i] is not None)
+        if counts:
+            top = max(counts.values())
+            winners = [v for v, c in counts.items() if c == top]
+            total += Fraction(sum(w in correct for w in winners), len(winners))
+    return total / comb(len(votes), k)
+
+
+def test_majority_matches_enumeration():
+    rng = random.Random(0)
+    for _ in range(300):
+        n = rng.randint(1, 10)
+        votes = [rng.choice(["7", "7", "3", "9", None]) for _ in range(n)]
+        k = rng.randint(1, n)
+        assert majority_accuracy(votes, {"7"}, k) == brute_majority(votes, {"7"}, k)
+
+
+def test_majority_known_values():
+    # 2 right, 1 wrong of 3: Maj@1 = pass@1 = 2/3; Maj@3 = 1; Maj@2: {r,r}=1, {r,w} tie=1/2 twice -> 2/3
+    votes = ["5", "5", "6"]
+    assert majority_accuracy(votes, {"5"}, 1) == Fraction(2, 3)
+    assert majority_accuracy(votes, {"5"}, 2) == Fraction(2, 3)
+    assert majority_accuracy(votes, {"5"}, 3) == 1
+    # abstentions never win: one right answer among unparsable ones always wins when picked
+    assert majority_accuracy(["5", None, None, None], {"5"}, 2) == Fraction(1, 2)
+
+
+def test_majority_is_fast_for_paper_sizes():
+    votes = [str(i % 11) for i in range(32)]
+    assert 0 <= majority_accuracy(votes, {"0"}, 16) <= 1

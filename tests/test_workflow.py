@@ -1,0 +1,105 @@
+"""The demo workflow end to end through snakemake: outputs, no-op rerun, add-one-budget
+incremental run, and one-line failures on bad input."""
+
+import re
+import subprocess
+
+import pandas as pd
+import pytest
+import yaml
+
+from notallbits.io import read_framed_jsonl
+from tests.conftest import ROOT, run_snakemake
+
+pytestmark = pytest.mark.slow
+DEMO = ROOT / "configs" / "demo.yaml"
+
+
+@pytest.fixture(scope="module")
+def demo_run(tmp_path_factory):
+    workdir = tmp_path_factory.mktemp("demo")
+    run_snakemake(workdir, DEMO)
+    return workdir
+
+
+def test_demo_outputs(demo_run):
+    summary = pd.read_csv(demo_run / "results" / "summary.csv")
+    assert len(summary) == 2 * 3 * 3 * 3  # datasets x bits x budgets x K
+    assert {"accuracy", "weight_bytes", "kv_bytes", "total_gib", "job_generated_tokens",
+            "job_wall_seconds"} <= set(summary.columns)
+    # KV bytes = K x budget x (2 x layers x KV heads x head_dim x 2 bytes) = K x T x 512 for the tiny model
+    assert (summary["kv_bytes"] == summary["k"] * summary["budget_tokens"] * 2 * 2 * 2 * 32 * 2).all()
+    w = summary.groupby("bits")["weight_bytes"].first()
+    assert w[4] < w[8] < w[16]
+    for dataset in ("demo-arith", "demo-choice"):
+        assert (demo_run / "figures" / f"accuracy_vs_memory_{dataset}.png").stat().st_size > 10_000
+    header, records = read_framed_jsonl(demo_run / "results/generations/demo-arith/tiny-qwen3/w4/kv-full.jsonl")
+    assert header["budgets"] == [32, 64, 128] and len(records) == 6 * 4 * 3
+    assert list((demo_run / "results/benchmarks/generate").rglob("*.tsv"))
+
+
+def test_second_run_is_a_noop(demo_run):
+    proc = run_snakemake(demo_run, DEMO, "--dry-run")
+    assert "Nothing to be done" in proc.stdout + proc.stderr
+
+
+def test_truncated_generation_fails_in_one_line(demo_run):
+    gen = demo_run / "results/generations/demo-choice/tiny-qwen3/w16/kv-full.jsonl"
+    lines = gen.read_text().splitlines()
+    gen.write_text("\n".join(lines[: len(lines) // 2]) + "\n")
+    proc = run_snakemake(demo_run, DEMO, check=False)
+    assert proc.returncode != 0
+    assert re.search(r"error: .*kv-full.jsonl: truncated \(no footer line", proc.stdout + proc.stderr)
+    assert not (demo_run / "results/scores/demo-choice/tiny-qwen3/w16/kv-full.csv").exists()
+
+
+def test_adding_a_budget_reuses_traces(demo_run, tmp_path):
+    config = yaml.safe_load(DEMO.read_text())
+    config["sweeps"][0]["budgets"] = [32, 48, 64, 128]
+    cfg = tmp_path / "demo_plus.yaml"
+    cfg.write_text(yaml.safe_dump(config))
+    plan = run_snakemake(demo_run, cfg, "--dry-run", "--quiet", "rules").stdout
+    assert "quantize" not in plan and "build_tiny_model" not in plan and "prepare_data" not in plan
+    assert re.search(r"generate\s+6", plan)
+    run_snakemake(demo_run, cfg)
+    for gen in (demo_run / "results/generations").rglob("*.jsonl"):
+        header, records = read_framed_jsonl(gen)
+        assert header["stats"]["generated_samples"] == 0 and header["stats"]["trace_tokens"] == 0, gen
+        assert {r["budget_tokens"] for r in records} == {32, 48, 64, 128}
+    summary = pd.read_csv(demo_run / "results" / "summary.csv")
+    assert sorted(summary["budget_tokens"].unique()) == [32, 48, 64, 128]
+
+
+@pytest.mark.parametrize("edit, message", [
+    (lambda c: c.update(colour="red"), "error: config: unknown key 'colour'"),
+    (lambda c: c["sweeps"][0].update(bits=[3]), "error: config: sweeps[0].bits[0]: 3 is not one of [4, 8, 16]"),
+    (lambda c: c["sweeps"][0].update(budgets=[-5]), "error: config: sweeps[0].budgets[0]: -5 is less than the minimum of 1"),
+    (lambda c: c["sweeps"][0].update(k=[8]), "error: config: sweeps[0].k: K=8 exceeds samples=4"),
+    (lambda c: c["models"].update(other={"source": "./nowhere/model"}),
+     "error: config: models.other.source: model path './nowhere/model' does not exist"),
+])
+def test_bad_config_fails_before_anything_runs(tmp_path, edit, message):
+    config = yaml.safe_load(DEMO.read_text())
+    edit(config)
+    cfg = tmp_path / "bad.yaml"
+    cfg.write_text(yaml.safe_dump(config))
+    proc = run_snakemake(tmp_path / "work", cfg, check=False)
+    assert proc.returncode != 0
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(message), proc.stderr
+    assert not (tmp_path / "work" / "results").exists()
+
+
+def test_missing_dataset_field_fails_in_one_line(tmp_path):
+    data = tmp_path / "questions.jsonl"
+    data.write_text('{"id": "q1", "task": "math", "question": "What is 1 + 1?"}\n')
+    config = yaml.safe_load(DEMO.read_text())
+    config["datasets"] = {"mine": {"loader": "jsonl", "path": str(data)}}
+    config["sweeps"][0]["datasets"] = ["mine"]
+    config["quantization"].pop("calibration_dataset")
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(yaml.safe_dump(config))
+    proc = run_snakemake(tmp_path / "work", cfg, "results/data/mine.jsonl", check=False)
+    assert proc.returncode != 0
+    assert f"error: {data} record 1: missing field 'answer'" in proc.stdout + proc.stderr
+    assert not (tmp_path / "work/results/data/mine.jsonl").exists()
