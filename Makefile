@@ -15,13 +15,13 @@ $(VENV)/.installed: requirements/main.txt pyproject.toml
 	touch $@
 
 demo: $(VENV)/.installed
-	$(BIN)/snakemake --configfile configs/demo.yaml --cores $(CORES)
+	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/snakemake --configfile configs/demo.yaml --cores $(CORES)
 
 test: $(VENV)/.installed
 	$(BIN)/python -m pytest -q
 
 paper-dryrun: $(VENV)/.installed
-	$(BIN)/snakemake --dry-run --quiet rules
+	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/snakemake --dry-run --quiet rules
 
 clean:
 	rm -rf results figures/*.png .snakemake

@@ -25,7 +25,9 @@ def snakemake_cmd(workdir: Path, configfile: Path, *extra: str) -> list[str]:
 
 
 def run_snakemake(workdir: Path, configfile: Path, *extra: str, check: bool = True) -> subprocess.CompletedProcess:
-    proc = subprocess.run(snakemake_cmd(workdir, configfile, *extra), capture_output=True, text=True)
+    # as in an activated environment: the rules' default interpreter `python` is this one
+    env = {**os.environ, "PATH": os.path.dirname(sys.executable) + os.pathsep + os.environ.get("PATH", "")}
+    proc = subprocess.run(snakemake_cmd(workdir, configfile, *extra), capture_output=True, text=True, env=env)
     if check and proc.returncode != 0:
         raise AssertionError(f"snakemake failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-5000:]}")
     return proc
