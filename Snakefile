@@ -8,12 +8,16 @@ min_version("9.0")
 configfile: "config.yaml"
 
 
+report: "report/workflow.rst"
+
+
 include: "rules/common.smk"
 include: "rules/models.smk"
 include: "rules/data.smk"
 include: "rules/generate.smk"
 include: "rules/score.smk"
 include: "rules/aggregate.smk"
+include: "rules/analysis.smk"
 include: "rules/plot.smk"
 
 

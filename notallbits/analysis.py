@@ -1,6 +1,16 @@
-"""Accuracy-per-byte analysis over the summary table."""
+"""Accuracy-per-byte analysis over the summary table: frontiers per memory view, the
+paper's threshold as a computed number, and the best vote count per memory range."""
 
 from __future__ import annotations
+
+import math
+
+# Memory views: what one configuration costs. "batch16" is the paper's Appendix C.3 view:
+# 16 concurrent requests share one copy of the weights, each with its own KV cache.
+VIEWS = {
+    "single": lambda df: df["weight_gib"] + df["kv_gib"],
+    "batch16": lambda df: df["weight_gib"] + 16 * df["kv_gib"],
+}
 
 
 def pareto_mask(memory, accuracy) -> list[bool]:
@@ -20,3 +30,103 @@ def pareto_frontier(df, x: str = "total_gib", y: str = "accuracy"):
     """Rows of ``df`` on the memory-accuracy frontier, sorted by memory."""
     mask = pareto_mask(df[x].tolist(), df[y].tolist())
     return df[mask].sort_values(x)
+
+
+def with_view(df, view: str):
+    if view not in VIEWS:
+        raise ValueError(f"unknown memory view {view!r} (known: {', '.join(VIEWS)})")
+    out = df.copy()
+    out["memory_gib"] = VIEWS[view](out)
+    return out
+
+
+def frontiers(df):
+    """Pareto-optimal rows per (dataset, view), with a ``view`` and ``memory_gib`` column."""
+    import pandas as pd
+
+    parts = []
+    for view in VIEWS:
+        v = with_view(df, view)
+        for _, group in v.groupby("dataset"):
+            f = pareto_frontier(group, x="memory_gib").copy()
+            f["view"] = view
+            parts.append(f)
+    return pd.concat(parts, ignore_index=True)
+
+
+def classify_moves(front) -> list[str]:
+    """For consecutive frontier points: did the gain come from bigger weights ("weights"),
+    or from a longer budget / more votes at no bigger weights ("compute")?"""
+    moves = []
+    rows = front.to_dict("records")
+    for a, b in zip(rows, rows[1:]):
+        if b["weight_gib"] > a["weight_gib"] * (1 + 1e-9):
+            moves.append("weights")
+        else:
+            moves.append("compute")
+    return moves
+
+
+def threshold(front) -> dict | None:
+    """Where the frontier switches from spending memory on weights to spending it on
+    generation length and votes: the split that best separates 'weights' moves (before)
+    from 'compute' moves (after). Returns the frontier point at the split."""
+    rows = front.to_dict("records")
+    moves = classify_moves(front)
+    if not moves:
+        return None
+    best_split, best_score = 0, -1
+    for split in range(len(moves) + 1):
+        score = moves[:split].count("weights") + moves[split:].count("compute")
+        if score > best_score:
+            best_split, best_score = split, score
+    point = rows[best_split]
+    return {"memory_gib": point["memory_gib"], "effective_weight_gib": point["weight_gib"],
+            "model": point["model"], "bits": int(point["bits"]), "budget_tokens": int(point["budget_tokens"]),
+            "k": int(point["k"]), "accuracy": point["accuracy"],
+            "moves_explained": best_score / len(moves), "weights_moves": moves.count("weights"),
+            "compute_moves": moves.count("compute")}
+
+
+def thresholds(df) -> list[dict]:
+    out = []
+    for view in VIEWS:
+        v = with_view(df, view)
+        for dataset, group in v.groupby("dataset"):
+            t = threshold(pareto_frontier(group, x="memory_gib"))
+            if t:
+                out.append({"dataset": dataset, "view": view, **t})
+    return out
+
+
+def best_k_by_memory(df, bins_per_decade: int = 2):
+    """For log-spaced memory ranges: the best configuration (and its K) that fits."""
+    import pandas as pd
+
+    rows = []
+    for dataset, group in df.groupby("dataset"):
+        lo, hi = group["total_gib"].min(), group["total_gib"].max()
+        start = math.floor(math.log10(lo) * bins_per_decade)
+        stop = math.ceil(math.log10(hi) * bins_per_decade)
+        for e in range(start, stop + 1):
+            cap = 10 ** (e / bins_per_decade)
+            fits = group[group["total_gib"] <= cap]
+            if fits.empty:
+                continue
+            best = fits.sort_values(["accuracy", "total_gib"], ascending=[False, True]).iloc[0]
+            rows.append({"dataset": dataset, "memory_cap_gib": cap, "best_k": int(best["k"]),
+                         "accuracy": best["accuracy"], "model": best["model"], "bits": int(best["bits"]),
+                         "budget_tokens": int(best["budget_tokens"]), "kv": best["kv"]})
+    return pd.DataFrame(rows)
+
+
+def write_analysis(summary_path: str, frontier_path: str, thresholds_path: str, best_k_path: str) -> None:
+    import pandas as pd
+
+    from notallbits.io import atomic_path
+
+    df = pd.read_csv(summary_path)
+    for table, path in ((frontiers(df), frontier_path), (pd.DataFrame(thresholds(df)), thresholds_path),
+                        (best_k_by_memory(df), best_k_path)):
+        with atomic_path(path, suffix=".csv") as tmp:
+            table.to_csv(tmp, index=False, float_format="%.6g")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import re
 
-from notallbits.analysis import pareto_frontier
+from notallbits.analysis import pareto_frontier, pareto_mask
 
 STYLE = {"context": "paper", "style": "whitegrid", "font_scale": 1.1}
 MARKERS = {4: "o", 8: "s", 16: "D"}
@@ -19,22 +19,11 @@ def model_size_key(name: str) -> float:
 
 def accuracy_vs_memory(df, dataset: str, out_path: str) -> None:
     """The paper's Figure 1: every configuration, with the memory-accuracy frontier."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    import seaborn as sns
-
-    from notallbits.io import atomic_path
-
-    data = df[df["dataset"] == dataset].copy()
-    if data.empty:
-        raise ValueError(f"summary has no rows for dataset {dataset!r}")
-    data["accuracy_pct"] = 100 * data["accuracy"]
+    plt, sns = _setup()
+    data = _dataset_rows(df, dataset)
     data["weight bits"] = data["bits"].astype(int)
     data["budget"] = data["budget_tokens"].astype(int)
-    models = sorted(data["model"].unique(), key=lambda n: (model_size_key(n), n))
-    sns.set_theme(**STYLE)
+    models = _model_order(data)
     fig, ax = plt.subplots(figsize=(7.5, 4.8))
     sns.scatterplot(data=data, x="total_gib", y="accuracy_pct", hue="model", hue_order=models,
                     style="weight bits", markers={b: MARKERS.get(b, "o") for b in data["weight bits"].unique()},
@@ -48,26 +37,184 @@ def accuracy_vs_memory(df, dataset: str, out_path: str) -> None:
     ax.set_ylabel("accuracy (%)")
     ax.set_title(f"{dataset}: accuracy vs memory")
     ax.legend(loc="center left", bbox_to_anchor=(1.01, 0.5), fontsize=8, frameon=False)
+    _save(fig, out_path)
+
+
+def _setup():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import seaborn as sns
+
+    sns.set_theme(**STYLE)
+    return plt, sns
+
+
+def _save(fig, out_path: str) -> None:
+    import matplotlib.pyplot as plt
+
+    from notallbits.io import atomic_path
+
     fig.tight_layout()
     with atomic_path(out_path, suffix=".png") as tmp:
         fig.savefig(tmp, dpi=150, format="png")
     plt.close(fig)
 
 
-def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--summary", required=True)
-    p.add_argument("--dataset", required=True)
-    p.add_argument("--out", required=True)
+def _dataset_rows(df, dataset: str):
+    data = df[df["dataset"] == dataset].copy()
+    if data.empty:
+        raise ValueError(f"summary has no rows for dataset {dataset!r}")
+    data["accuracy_pct"] = 100 * data["accuracy"]
+    return data
 
 
-def run(args: argparse.Namespace) -> None:
-    plot_from_summary("accuracy_vs_memory", args.summary, args.out, dataset=args.dataset)
+def _model_order(data) -> list[str]:
+    return sorted(data["model"].unique(), key=lambda n: (model_size_key(n), n))
 
 
-FIGURES = {"accuracy_vs_memory": accuracy_vs_memory}
+def pareto_choices(df, dataset: str, out_path: str) -> None:
+    """The paper's Figure 2: what the Pareto-optimal configurations spend memory on —
+    (a) their token budget and (b) their effective weight size — as memory grows."""
+    from notallbits.analysis import with_view
+
+    plt, sns = _setup()
+    data = with_view(_dataset_rows(df, dataset), "single")
+    front = pareto_frontier(data, x="memory_gib", y="accuracy_pct")
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
+    for ax, col, label in ((axes[0], "budget_tokens", "token budget of frontier point"),
+                           (axes[1], "weight_gib", "effective weight size (GiB)")):
+        sns.scatterplot(data=front, x="memory_gib", y=col, hue="model", hue_order=_model_order(data),
+                        style="bits", palette="viridis", s=70, ax=ax)
+        ax.plot(front["memory_gib"], front[col], color="grey", lw=0.8, zorder=0)
+        ax.set_xscale("log")
+        ax.set_xlabel("total memory (GiB, log scale)")
+        ax.set_ylabel(label)
+        ax.legend(fontsize=7, frameon=False)
+    axes[0].set_title(f"(a) {dataset}: budget along the frontier")
+    axes[1].set_title(f"(b) {dataset}: weights along the frontier")
+    _save(fig, out_path)
+
+
+def parallel_scaling(df, dataset: str, out_path: str) -> None:
+    """The paper's Figure 5: accuracy vs memory, one frontier per vote count K."""
+    plt, sns = _setup()
+    data = _dataset_rows(df, dataset)
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    ks = sorted(data["k"].unique())
+    palette = sns.color_palette("rocket_r", len(ks))
+    for color, k in zip(palette, ks):
+        front = pareto_frontier(data[data["k"] == k], y="accuracy_pct")
+        ax.step(front["total_gib"], front["accuracy_pct"], where="post", color=color, lw=1.6,
+                marker="o", ms=3, label=f"Maj@{k}")
+    ax.set_xscale("log")
+    ax.set_ylim(-3, 103)
+    ax.set_xlabel("total memory (GiB, log scale)")
+    ax.set_ylabel("accuracy (%)")
+    ax.set_title(f"{dataset}: parallel scaling (frontier per K)")
+    ax.legend(frameon=False)
+    _save(fig, out_path)
+
+
+def _speed_vs_accuracy(df, dataset: str, out_path: str, col: str, label: str, lower_is_better: bool) -> None:
+    plt, sns = _setup()
+    data = _dataset_rows(df, dataset)
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    sns.scatterplot(data=data, x=col, y="accuracy_pct", hue="model", hue_order=_model_order(data),
+                    style="bits", palette="viridis", alpha=0.75, ax=ax)
+    x = data[col] if lower_is_better else -data[col]
+    mask = pareto_mask(list(x), list(data["accuracy_pct"]))
+    front = data[mask].sort_values(col)
+    ax.step(front[col], front["accuracy_pct"], where="post" if lower_is_better else "pre",
+            color="crimson", lw=1.4, label="frontier")
+    ax.set_xscale("log")
+    ax.set_ylim(-3, 103)
+    ax.set_xlabel(label)
+    ax.set_ylabel("accuracy (%)")
+    ax.set_title(f"{dataset}: accuracy vs {label.split(' (')[0]}")
+    ax.legend(loc="center left", bbox_to_anchor=(1.01, 0.5), fontsize=8, frameon=False)
+    _save(fig, out_path)
+
+
+def latency_vs_accuracy(df, dataset: str, out_path: str) -> None:
+    """The paper's Figure 10: estimated seconds per question vs accuracy."""
+    _speed_vs_accuracy(df, dataset, out_path, "latency_seconds", "latency (s per question, log scale)", True)
+
+
+def throughput_vs_accuracy(df, dataset: str, out_path: str) -> None:
+    """The paper's Figure 11: measured generation throughput vs accuracy."""
+    _speed_vs_accuracy(df, dataset, out_path, "job_tokens_per_second",
+                       "throughput (generated tokens/s, log scale)", False)
+
+
+def kv_methods(df, dataset: str, out_path: str) -> None:
+    """KV-compression figure: accuracy vs total memory per KV method (eviction vs
+    quantization), colour by model size, one panel per model."""
+    plt, sns = _setup()
+    data = _dataset_rows(df, dataset)
+    data["method"] = data["kv"]
+    models = _model_order(data)
+    fig, axes = plt.subplots(1, len(models) + 1, figsize=(4.2 * (len(models) + 1), 4), squeeze=False)
+    axes = axes[0]
+    sns.scatterplot(data=data, x="total_gib", y="accuracy_pct", hue="model", hue_order=models, style="method",
+                    palette="viridis", alpha=0.8, ax=axes[0])
+    axes[0].set_title(f"{dataset}: all models")
+    for ax, model in zip(axes[1:], models):
+        sub = data[data["model"] == model]
+        for method, group in sub.groupby("method"):
+            front = pareto_frontier(group, y="accuracy_pct")
+            ax.step(front["total_gib"], front["accuracy_pct"], where="post", marker="o", ms=3, label=method)
+        ax.set_title(model)
+        ax.legend(fontsize=7, frameon=False)
+    for ax in axes:
+        ax.set_xscale("log")
+        ax.set_ylim(-3, 103)
+        ax.set_xlabel("total memory (GiB, log scale)")
+        ax.set_ylabel("accuracy (%)")
+    axes[0].legend(fontsize=7, frameon=False)
+    _save(fig, out_path)
+
+
+def table_image(csv_path: str, out_path: str, title: str) -> None:
+    """Render a small CSV table (e.g. the paper's Table 1) as an image."""
+    import pandas as pd
+
+    plt, _ = _setup()
+    table = pd.read_csv(csv_path)
+    fig, ax = plt.subplots(figsize=(1.4 * len(table.columns), 0.45 * (len(table) + 2)))
+    ax.axis("off")
+    cells = [[f"{v:.2f}" if isinstance(v, float) else str(v) for v in row] for row in table.itertuples(index=False)]
+    t = ax.table(cellText=cells, colLabels=list(table.columns), loc="center", cellLoc="center")
+    t.auto_set_font_size(False)
+    t.set_fontsize(8)
+    t.scale(1, 1.3)
+    ax.set_title(title)
+    _save(fig, out_path)
+
+
+FIGURES = {
+    "accuracy_vs_memory": accuracy_vs_memory,
+    "pareto_choices": pareto_choices,
+    "parallel_scaling": parallel_scaling,
+    "latency_vs_accuracy": latency_vs_accuracy,
+    "throughput_vs_accuracy": throughput_vs_accuracy,
+    "kv_methods": kv_methods,
+}
 
 
 def plot_from_summary(figure: str, summary_path: str, out_path: str, **kwargs) -> None:
     import pandas as pd
 
     FIGURES[figure](pd.read_csv(summary_path), out_path=out_path, **kwargs)
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("figure", choices=sorted(FIGURES))
+    p.add_argument("--summary", required=True)
+    p.add_argument("--dataset", required=True)
+    p.add_argument("--out", required=True)
+
+
+def run(args: argparse.Namespace) -> None:
+    plot_from_summary(args.figure, args.summary, args.out, dataset=args.dataset)

@@ -5,7 +5,7 @@ rule aggregate:
     input:
         score_files(),
     output:
-        csv=f"{RESULTS}/summary.csv",
+        csv=report(f"{RESULTS}/summary.csv", caption="../report/summary.rst", category="Summary table"),
         parquet=f"{RESULTS}/summary.parquet",
     log:
         f"{RESULTS}/logs/aggregate.log",

@@ -119,5 +119,12 @@ def score_files():
     return [f"{RESULTS}/scores/{j.key}.csv" for j in JOBS]
 
 
+FIGURES = ["accuracy_vs_memory", "pareto_choices", "parallel_scaling", "latency_vs_accuracy",
+           "throughput_vs_accuracy", "kv_methods"]
+
+
 def all_targets():
-    return [f"{RESULTS}/summary.csv"] + [f"figures/accuracy_vs_memory_{d}.png" for d in DATASETS]
+    return (
+        [f"{RESULTS}/summary.csv", f"{RESULTS}/analysis/thresholds.csv"]
+        + [f"figures/{fig}_{d}.png" for fig in FIGURES for d in DATASETS]
+    )
