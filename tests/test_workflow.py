@@ -3,6 +3,7 @@ incremental run, and one-line failures on bad input."""
 
 import re
 import subprocess
+import sys
 
 import pandas as pd
 import pytest
@@ -32,10 +33,23 @@ def test_demo_outputs(demo_run):
     w = summary.groupby("bits")["weight_bytes"].first()
     assert w[4] < w[8] < w[16]
     for dataset in ("demo-arith", "demo-choice"):
-        assert (demo_run / "figures" / f"accuracy_vs_memory_{dataset}.png").stat().st_size > 10_000
+        for fig in ("accuracy_vs_memory", "pareto_choices", "parallel_scaling", "latency_vs_accuracy",
+                    "throughput_vs_accuracy", "kv_methods"):
+            assert (demo_run / "figures" / f"{fig}_{dataset}.png").stat().st_size > 10_000, fig
+    assert (demo_run / "results/analysis/thresholds.csv").exists()
     header, records = read_framed_jsonl(demo_run / "results/generations/demo-arith/tiny-qwen3/w4/kv-full.jsonl")
     assert header["budgets"] == [32, 64, 128] and len(records) == 6 * 4 * 3
     assert list((demo_run / "results/benchmarks/generate").rglob("*.tsv"))
+
+
+def test_report_and_advisor(demo_run):
+    run_snakemake(demo_run, DEMO, "--report", str(demo_run / "report.html"))
+    html = (demo_run / "report.html").read_text(errors="replace")
+    assert "accuracy_vs_memory_demo-arith.png" in html and "summary.csv" in html
+    proc = subprocess.run([sys.executable, "-m", "notallbits", "advise", "--memory", "1GiB", "--dataset",
+                           "demo-arith", "--summary", str(demo_run / "results/summary.csv")],
+                          capture_output=True, text=True, check=True)
+    assert "best:" in proc.stdout and "tiny-qwen3" in proc.stdout
 
 
 def test_second_run_is_a_noop(demo_run):

@@ -1,0 +1,87 @@
+"""Frontier, threshold, advisor and planner on hand-built summaries whose answers are known."""
+
+import pandas as pd
+import pytest
+import yaml
+
+from notallbits import UserError, grid
+from notallbits.advisor import advise, parse_memory
+from notallbits.analysis import best_k_by_memory, classify_moves, pareto_frontier, pareto_mask, threshold, with_view
+from notallbits.plan import plan
+from tests.conftest import ROOT
+
+
+def row(model, bits, weight_gib, budget, k, kv_gib, acc, dataset="aime25", kv="full"):
+    return {"dataset": dataset, "model": model, "bits": bits, "kv": kv, "budget_tokens": budget, "k": k,
+            "accuracy": acc, "weight_gib": weight_gib, "kv_gib": kv_gib, "total_gib": weight_gib + kv_gib}
+
+
+@pytest.fixture
+def summary():
+    # A frontier that first buys weights (0.6B -> 4B -> 8B 8-bit), then budget and votes.
+    return pd.DataFrame([
+        row("Qwen3-0.6B", 4, 0.5, 2000, 1, 0.1, 0.05),
+        row("Qwen3-4B", 4, 2.0, 2000, 1, 0.3, 0.20),
+        row("Qwen3-8B", 8, 8.9, 2000, 1, 0.3, 0.40),
+        row("Qwen3-8B", 8, 8.9, 14000, 1, 1.9, 0.55),
+        row("Qwen3-8B", 8, 8.9, 30000, 4, 16.5, 0.65),
+        row("Qwen3-32B", 4, 17.0, 2000, 1, 0.5, 0.45),  # dominated: more memory, less accurate
+        row("Qwen3-0.6B", 16, 1.2, 30000, 16, 30.0, 0.10),  # dominated
+    ])
+
+
+def test_pareto_mask_by_hand():
+    assert pareto_mask([1, 2, 2, 3, 4], [0.1, 0.3, 0.2, 0.25, 0.5]) == [True, True, False, False, True]
+
+
+def test_threshold_is_where_weights_stop_growing(summary):
+    front = pareto_frontier(with_view(summary, "single"), x="memory_gib")
+    assert list(front["accuracy"]) == [0.05, 0.20, 0.40, 0.55, 0.65]
+    assert classify_moves(front) == ["weights", "weights", "compute", "compute"]
+    t = threshold(front)
+    assert (t["model"], t["bits"], t["budget_tokens"]) == ("Qwen3-8B", 8, 2000)
+    assert t["effective_weight_gib"] == 8.9 and t["moves_explained"] == 1.0
+
+
+def test_batch16_view_charges_kv_sixteen_times(summary):
+    v = with_view(summary, "batch16")
+    assert v.loc[4, "memory_gib"] == pytest.approx(8.9 + 16 * 16.5)
+
+
+def test_advisor_picks_best_within_memory(summary):
+    a = advise(summary, 12.0, "aime25")
+    assert (a["best"]["model"], a["best"]["budget_tokens"], a["best"]["k"]) == ("Qwen3-8B", 14000, 1)
+    assert a["runner_up"]["model"] == "Qwen3-4B"  # the best setup that differs in model/bits/KV
+    assert a["side_of_threshold"].startswith("above")
+    assert advise(summary, 2.4, "aime25")["side_of_threshold"].startswith("below")
+
+
+def test_advisor_errors(summary):
+    with pytest.raises(UserError, match=r"no configuration fits in 0.1 GiB; the smallest needs 0.6 GiB"):
+        advise(summary, 0.1, "aime25")
+    with pytest.raises(UserError, match="no results for dataset 'gpqa'"):
+        advise(summary, 8, "gpqa")
+    with pytest.raises(UserError, match="empty"):
+        advise(summary.iloc[0:0], 8, "aime25")
+
+
+def test_parse_memory():
+    assert parse_memory("8GiB") == 8 and parse_memory("8 GB") == 8 and parse_memory("512MiB") == 0.5
+    with pytest.raises(UserError):
+        parse_memory("eight")
+
+
+def test_best_k_by_memory(summary):
+    table = best_k_by_memory(summary)
+    big = table[table["memory_cap_gib"] >= 30].iloc[0]
+    assert big["best_k"] == 4 and big["accuracy"] == 0.65
+
+
+def test_plan_counts_tokens_by_hand():
+    config = grid.validate(yaml.safe_load((ROOT / "config.yaml").read_text()))
+    p = plan(config, {"default": 1000.0})
+    assert p["cells"] == 1440 and p["jobs"] == 36
+    # per job: questions x 32 samples x (30000 + 8 budgets x 32 answer tokens)
+    per_sample = 30000 + 8 * config["generation"]["answer_max_tokens"]
+    assert p["tokens"] == 6 * 3 * (30 + 198) * 32 * per_sample
+    assert p["gpu_hours"] == pytest.approx(p["tokens"] / 1000 / 3600)
