@@ -19,6 +19,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "aggregate": ("notallbits.aggregate", "build the tidy summary table"),
     "plot": ("notallbits.figures", "draw the accuracy-vs-memory figure"),
     "grid": ("notallbits.grid", "list the cells and generation jobs of a config"),
+    "memory": ("notallbits.memory", "weight + KV memory of a configuration, offline (paper Appendix B)"),
     "advise": ("notallbits.advisor", "best configuration within a memory budget, from the results"),
     "plan": ("notallbits.plan", "cells, jobs, tokens and GPU-hours of a config, before running"),
 }

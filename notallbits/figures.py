@@ -218,3 +218,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> None:
     plot_from_summary(args.figure, args.summary, args.out, dataset=args.dataset)
+
+
+def write_table1(csv_path: str, png_path: str) -> None:
+    """The paper's Table 1 from the memory model, as CSV and as an image (2 decimals)."""
+    from notallbits.io import write_text
+    from notallbits.memory import table1
+
+    rows = table1()
+    write_text(csv_path, ",".join(rows[0]) + "\n" + "".join(
+        ",".join(f"{v:.2f}" if isinstance(v, float) else str(v) for v in r.values()) + "\n" for r in rows))
+    table_image(csv_path, png_path, "Table 1: weight and KV memory of Qwen3 (GiB)")

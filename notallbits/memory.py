@@ -1,19 +1,42 @@
-"""Memory accounting (minimal: measured weight bytes and full-cache KV bytes)."""
+"""Memory model of the paper (Appendix B), in bytes; GiB = 2**30 (the paper's "GB").
+
+    M = M_weights(N, P_W) + M_kv(method, T, G)
+
+Weights, two layouts of a quantized checkpoint:
+  * ``paper``: N_q·P_W/8 + (N_q/g)·(P_S + P_Z)/8 + N_unq·16/8 — 16-bit scales, P_W-bit zero
+    points, unquantized tensors (embeddings, lm_head unless tied, norms) in bf16. Table 1 and
+    planning use this one.
+  * ``gptq``: what GPTQModel really writes (qweight/qzeros int32-packed, fp16 scales) — the
+    paper layout plus one int32 ``g_idx`` per input feature of every quantized linear. The
+    summary uses *measured* checkpoint bytes, which equal this layout exactly.
+KV cache per token: 2 (K and V) · layers · KV heads · head_dim · bytes. Full cache holds T
+tokens per sample; eviction holds min(T, budget + buffer); HQQ stores P_kv-bit values with a
+16-bit scale and zero per group of g_kv, plus a bf16 residual window of recent tokens.
+
+No torch here: ``notallbits memory`` must answer instantly, without weights.
+"""
 
 from __future__ import annotations
 
+import argparse
 import json
 import struct
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
+from importlib import resources
+from math import ceil
 from pathlib import Path
 
 from notallbits import UserError
 
-DTYPE_BYTES = {"BF16": 2, "F16": 2, "F32": 4, "I32": 4, "I64": 8, "I8": 1, "U8": 1, "F64": 8, "I16": 2, "BOOL": 1}
+GIB = 2**30
+DTYPE_BYTES = {"BF16": 2, "F16": 2, "F32": 4, "F64": 8, "I64": 8, "I32": 4, "I16": 2, "I8": 1, "U8": 1,
+               "BOOL": 1, "F8_E4M3": 1, "F8_E5M2": 1}
+SCALE_BITS = 16  # P_S
+NATIVE_BYTES = 2  # bf16 weights and KV
 
 
 def checkpoint_bytes(folder: str | Path) -> int:
-    """Sum of tensor bytes over the folder's safetensors files, from their headers alone."""
+    """Sum of tensor bytes over the folder's safetensors files, read from their headers."""
     files = sorted(Path(folder).glob("*.safetensors"))
     if not files:
         raise UserError(f"{folder}: no .safetensors files")
@@ -30,21 +53,176 @@ def checkpoint_bytes(folder: str | Path) -> int:
 
 @dataclass(frozen=True)
 class Arch:
+    """The facts of a decoder that memory depends on (Qwen3 family layout)."""
+
     layers: int
     kv_heads: int
     head_dim: int
+    hidden: int = 0
+    intermediate: int = 0
+    heads: int = 0
+    vocab: int = 0
+    tied: bool = True
 
     @classmethod
     def from_hf_config(cls, cfg: dict) -> "Arch":
-        head_dim = cfg.get("head_dim") or cfg["hidden_size"] // cfg["num_attention_heads"]
-        return cls(cfg["num_hidden_layers"], cfg["num_key_value_heads"], head_dim)
+        heads = cfg["num_attention_heads"]
+        return cls(layers=cfg["num_hidden_layers"], kv_heads=cfg.get("num_key_value_heads", heads),
+                   head_dim=cfg.get("head_dim") or cfg["hidden_size"] // heads, hidden=cfg["hidden_size"],
+                   intermediate=cfg["intermediate_size"], heads=heads, vocab=cfg["vocab_size"],
+                   tied=bool(cfg.get("tie_word_embeddings", False)))
+
+    @classmethod
+    def named(cls, name: str) -> "Arch":
+        """A shipped architecture ('Qwen3-8B' or 'Qwen/Qwen3-8B') or a folder with config.json."""
+        path = Path(name)
+        if (path / "config.json").exists():
+            cfg = json.loads((path / "config.json").read_text())
+            return cls.from_hf_config(cfg.get("text_config", cfg))
+        table = known_archs()
+        key = name.split("/")[-1]
+        if key not in table:
+            raise UserError(f"unknown model {name!r} (known: {', '.join(table)}; or a folder with config.json)")
+        return cls.from_hf_config(table[key])
+
+    def linear_shapes(self) -> list[tuple[int, int]]:
+        """(in, out) of each quantized linear of one decoder layer."""
+        q, kv = self.heads * self.head_dim, self.kv_heads * self.head_dim
+        h, i = self.hidden, self.intermediate
+        return [(h, q), (h, kv), (h, kv), (q, h), (h, i), (h, i), (i, h)]
+
+    @property
+    def quantized_params(self) -> int:
+        return self.layers * sum(a * b for a, b in self.linear_shapes())
+
+    @property
+    def unquantized_params(self) -> int:
+        embeddings = self.vocab * self.hidden * (1 if self.tied else 2)
+        norms = self.layers * (2 * self.hidden + 2 * self.head_dim) + self.hidden
+        return embeddings + norms
+
+    @property
+    def params(self) -> int:
+        return self.quantized_params + self.unquantized_params
 
 
-def kv_bytes_per_token(arch: Arch, dtype_bytes: int = 2) -> int:
+def known_archs() -> dict:
+    data = json.loads(resources.files("notallbits").joinpath("archs/qwen3.json").read_text())
+    return {k: v for k, v in data.items() if not k.startswith("_")}
+
+
+def weight_bytes(arch: Arch, bits: int, layout: str = "paper", group_size: int = 128) -> int:
+    if bits not in (4, 8, 16):
+        raise UserError(f"bits must be 4, 8 or 16, got {bits}")
+    if bits == 16:
+        return arch.params * NATIVE_BYTES
+    unq = arch.unquantized_params * NATIVE_BYTES
+    if layout == "paper":
+        nq = arch.quantized_params
+        return nq * bits // 8 + (nq // group_size) * (SCALE_BITS + bits) // 8 + unq
+    if layout == "gptq":
+        total = 0
+        for fan_in, fan_out in arch.linear_shapes():
+            groups = ceil(fan_in / group_size)
+            total += (fan_in * fan_out * bits // 8  # qweight
+                      + groups * fan_out * bits // 8  # qzeros, packed like the weights
+                      + groups * fan_out * 2  # fp16 scales
+                      + fan_in * 4)  # int32 g_idx
+        return arch.layers * total + unq
+    raise UserError(f"unknown weight layout {layout!r} (paper or gptq)")
+
+
+def kv_bytes_per_token(arch: Arch, dtype_bytes: int = NATIVE_BYTES) -> int:
     return 2 * arch.layers * arch.kv_heads * arch.head_dim * dtype_bytes
 
 
-def kv_bytes(arch: Arch, settings: dict, budget_tokens: int, samples: int) -> int:
-    if settings.get("method", "full") != "full":
-        raise UserError(f"no memory model yet for KV method {settings.get('method')!r}")
-    return samples * budget_tokens * kv_bytes_per_token(arch)
+def kv_tokens_held(settings: dict, budget_tokens: int) -> int:
+    """Tokens one sample keeps in its cache after a trace of ``budget_tokens``.
+
+    Eviction counts the peak, budget + buffer: R-KV lets the cache grow by ``buffer`` tokens
+    before compressing back, and that peak is what must fit in memory (StreamingLLM has no
+    buffer). The paper's own eviction equation is not public.
+    """
+    method = settings.get("method", "full")
+    if method in ("streamingllm", "rkv"):
+        return min(budget_tokens, settings["budget"] + settings.get("buffer", 128 if method == "rkv" else 0))
+    return budget_tokens
+
+
+def kv_bytes(arch: Arch, settings: dict, budget_tokens: int, samples: int, residual: bool = True) -> int:
+    """KV bytes of ``samples`` parallel samples (G) at token budget T (prompt not counted)."""
+    if budget_tokens <= 0:
+        raise UserError(f"budget must be positive, got {budget_tokens}")
+    if samples <= 0:
+        raise UserError(f"samples must be positive, got {samples}")
+    method = settings.get("method", "full")
+    per_token = kv_bytes_per_token(arch)
+    if method in ("full", "streamingllm", "rkv"):
+        return samples * kv_tokens_held(settings, budget_tokens) * per_token
+    if method == "hqq":
+        nbits, group = settings.get("nbits", 4), settings.get("q_group_size", 64)
+        window = min(budget_tokens, settings.get("residual_length", 128)) if residual else 0
+        values = 2 * arch.layers * arch.kv_heads * arch.head_dim * (budget_tokens - window)
+        quantized = values * nbits / 8 + values / group * (SCALE_BITS + SCALE_BITS) / 8  # 16-bit scale + zero
+        return samples * (round(quantized) + window * per_token)
+    raise UserError(f"unknown KV method {method!r}")
+
+
+def table1() -> list[dict]:
+    """The paper's Table 1: weights per precision, KV of one 30k-token sample and of 16."""
+    rows = []
+    for name in known_archs():
+        arch = Arch.named(name)
+        kv30k = kv_bytes(arch, {"method": "full"}, 30000, 1)
+        rows.append({"model": name, "params_b": round(arch.params / 1e9, 2),
+                     **{f"weight_gib_{b}bit": round(weight_bytes(arch, b) / GIB, 4) for b in (4, 8, 16)},
+                     "kv_gib_30k": round(kv30k / GIB, 4), "kv_gib_30k_x16": round(16 * kv30k / GIB, 4)})
+    return rows
+
+
+# ---------------------------------------------------------------- CLI
+KV_CHOICES = ("full", "streamingllm", "rkv", "hqq")
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", help="Qwen/Qwen3-8B, Qwen3-8B, or a folder with config.json")
+    p.add_argument("--bits", type=int, default=16)
+    p.add_argument("--budget", type=int, help="token budget T")
+    p.add_argument("--samples", type=int, default=1, help="parallel samples G (= votes K)")
+    p.add_argument("--kv", default="full", choices=KV_CHOICES)
+    p.add_argument("--kv-nbits", type=int, default=4, help="HQQ KV bits")
+    p.add_argument("--kv-budget", type=int, default=2048, help="eviction budget (tokens kept)")
+    p.add_argument("--layout", default="paper", choices=["paper", "gptq"])
+    p.add_argument("--json", action="store_true")
+    p.add_argument("--table1", action="store_true", help="print (or --out) the paper's Table 1")
+    p.add_argument("--out", help="with --table1: write CSV here")
+
+
+def run(args: argparse.Namespace) -> None:
+    if args.table1:
+        rows = table1()
+        text = ",".join(rows[0]) + "\n" + "".join(",".join(str(v) for v in r.values()) + "\n" for r in rows)
+        if args.out:
+            from notallbits.io import write_text
+
+            write_text(args.out, text)
+        else:
+            print(text, end="")
+        return
+    if not args.model or args.budget is None:
+        raise UserError("--model and --budget are required (or --table1)")
+    arch = Arch.named(args.model)
+    settings = {"method": args.kv}
+    if args.kv == "hqq":
+        settings.update(nbits=args.kv_nbits)
+    elif args.kv in ("streamingllm", "rkv"):
+        settings.update(budget=args.kv_budget)
+    w, kv = weight_bytes(arch, args.bits, args.layout), kv_bytes(arch, settings, args.budget, args.samples)
+    result = {"model": args.model, "bits": args.bits, "budget_tokens": args.budget, "samples": args.samples,
+              "kv": settings, "weights_gib": w / GIB, "kv_gib": kv / GIB, "total_gib": (w + kv) / GIB,
+              "weight_bytes": w, "kv_bytes": kv, "arch": asdict(arch)}
+    if args.json:
+        print(json.dumps(result, indent=1))
+    else:
+        print(f"{args.model} {args.bits}-bit, T={args.budget}, G={args.samples}, KV {args.kv}: "
+              f"weights {w / GIB:.2f} GiB + KV {kv / GIB:.2f} GiB = {(w + kv) / GIB:.2f} GiB")

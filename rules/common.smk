@@ -125,6 +125,6 @@ FIGURES = ["accuracy_vs_memory", "pareto_choices", "parallel_scaling", "latency_
 
 def all_targets():
     return (
-        [f"{RESULTS}/summary.csv", f"{RESULTS}/analysis/thresholds.csv"]
+        [f"{RESULTS}/summary.csv", f"{RESULTS}/analysis/thresholds.csv", "figures/table1.png"]
         + [f"figures/{fig}_{d}.png" for fig in FIGURES for d in DATASETS]
     )

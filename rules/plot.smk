@@ -95,3 +95,15 @@ rule plot_kv_methods:
         "../envs/analysis.yaml"
     script:
         "../scripts/plot.py"
+
+
+rule table1:
+    output:
+        csv=report("figures/table1.csv", caption="../report/table1.rst", category="Memory model"),
+        png=report("figures/table1.png", caption="../report/table1.rst", category="Memory model"),
+    log:
+        f"{RESULTS}/logs/plot/table1.log",
+    conda:
+        "../envs/analysis.yaml"
+    script:
+        "../scripts/table1.py"

@@ -31,3 +31,16 @@ def run_snakemake(workdir: Path, configfile: Path, *extra: str, check: bool = Tr
     if check and proc.returncode != 0:
         raise AssertionError(f"snakemake failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-5000:]}")
     return proc
+
+
+@pytest.fixture(scope="session")
+def gptq_models(tiny_model, tmp_path_factory) -> dict[int, Path]:
+    """The tiny model GPTQ-quantized to 4 and 8 bits by the project's quantizer (~30 s each)."""
+    from notallbits.quantization import DEFAULT_CALIBRATION, quantize
+
+    root = tmp_path_factory.mktemp("gptq")
+    out = {}
+    for bits in (4, 8):
+        quantize(str(tiny_model), str(root / f"w{bits}"), bits, texts=DEFAULT_CALIBRATION * 4)
+        out[bits] = root / f"w{bits}"
+    return out
