@@ -122,6 +122,11 @@ def _check_references(config: dict) -> None:
     for name, spec in config["datasets"].items():
         if spec["loader"] == "jsonl" and not spec.get("path"):
             raise UserError(f"config: datasets.{name}.path: required for loader 'jsonl'")
+    for name, spec in config.get("kv_methods", {}).items():
+        try:
+            kv_settings(config, name)
+        except UserError as exc:
+            raise UserError(f"config: kv_methods.{name}: {exc}") from None
     cal = config.get("quantization", {}).get("calibration_dataset")
     if cal and cal not in config["datasets"]:
         raise UserError(f"config: quantization.calibration_dataset: unknown dataset {cal!r}")
@@ -155,12 +160,17 @@ def jobs(config: dict) -> dict[Job, JobSpec]:
             spec.budgets = sorted(set(spec.budgets) | set(sweep["budgets"]))
             spec.ks = sorted(set(spec.ks) | set(sweep["k"]))
             spec.samples = max(spec.samples, sweep["samples"])
-            spec.backend = sweep.get("backend", default_backend)
+            # vLLM has no decode-time eviction and only FP8 KV: compressed caches need transformers
+            spec.backend = sweep.get("backend", default_backend) if kv_settings(config, kv)["method"] == "full" \
+                else "transformers"
     return dict(sorted(specs.items()))
 
 
 def kv_settings(config: dict, kv: str) -> dict:
-    return {"method": "full"} if kv == "full" else dict(config["kv_methods"][kv])
+    """The KV method's full settings (defaults filled), as the generation job receives them."""
+    from notallbits.kvcache.settings import normalize
+
+    return normalize({"method": "full"} if kv == "full" else dict(config["kv_methods"][kv]))
 
 
 # ---------------------------------------------------------------- CLI

@@ -25,11 +25,19 @@ def demo_run(tmp_path_factory):
 
 def test_demo_outputs(demo_run):
     summary = pd.read_csv(demo_run / "results" / "summary.csv")
-    assert len(summary) == 2 * 3 * 3 * 3  # datasets x bits x budgets x K
+    # main sweep: datasets x bits x budgets x K; KV sweep: 5 methods x budgets x K
+    assert len(summary) == 2 * 3 * 3 * 3 + 5 * 3 * 3
     assert {"accuracy", "weight_bytes", "kv_bytes", "total_gib", "job_generated_tokens",
             "job_wall_seconds"} <= set(summary.columns)
-    # KV bytes = K x budget x (2 x layers x KV heads x head_dim x 2 bytes) = K x T x 512 for the tiny model
-    assert (summary["kv_bytes"] == summary["k"] * summary["budget_tokens"] * 2 * 2 * 2 * 32 * 2).all()
+    # KV bytes = K x tokens held x (2 x layers x KV heads x head_dim x 2 bytes) = K x tokens x 512 here
+    full = summary[summary["kv"] == "full"]
+    assert (full["kv_bytes"] == full["k"] * full["budget_tokens"] * 512).all()
+    evict = summary[summary["kv"] == "streaming-48"]
+    assert (evict["kv_bytes"] == evict["k"] * evict["budget_tokens"].clip(upper=48) * 512).all()
+    rkv = summary[summary["kv"] == "rkv-48"]
+    assert (rkv["kv_bytes"] == rkv["k"] * rkv["budget_tokens"].clip(upper=48 + 16) * 512).all()
+    hqq = summary[summary["kv"].str.startswith("hqq")].groupby("kv")["kv_bytes"].sum()
+    assert hqq["hqq-2bit"] < hqq["hqq-4bit"] < hqq["hqq-8bit"] < full[full["bits"] == 16]["kv_bytes"].sum()
     w = summary.groupby("bits")["weight_bytes"].first()
     assert w[4] < w[8] < w[16]
     for dataset in ("demo-arith", "demo-choice"):
@@ -69,12 +77,13 @@ def test_truncated_generation_fails_in_one_line(demo_run):
 
 def test_adding_a_budget_reuses_traces(demo_run, tmp_path):
     config = yaml.safe_load(DEMO.read_text())
-    config["sweeps"][0]["budgets"] = [32, 48, 64, 128]
+    for sweep in config["sweeps"]:
+        sweep["budgets"] = [32, 48, 64, 128]
     cfg = tmp_path / "demo_plus.yaml"
     cfg.write_text(yaml.safe_dump(config))
     plan = run_snakemake(demo_run, cfg, "--dry-run", "--quiet", "rules").stdout
     assert "quantize" not in plan and "build_tiny_model" not in plan and "prepare_data" not in plan
-    assert re.search(r"generate\s+6", plan)
+    assert re.search(r"generate\s+11", plan), plan  # 6 full-cache + 5 KV-method jobs
     run_snakemake(demo_run, cfg)
     for gen in (demo_run / "results/generations").rglob("*.jsonl"):
         header, records = read_framed_jsonl(gen)
@@ -109,7 +118,7 @@ def test_missing_dataset_field_fails_in_one_line(tmp_path):
     data.write_text('{"id": "q1", "task": "math", "question": "What is 1 + 1?"}\n')
     config = yaml.safe_load(DEMO.read_text())
     config["datasets"] = {"mine": {"loader": "jsonl", "path": str(data)}}
-    config["sweeps"][0]["datasets"] = ["mine"]
+    config["sweeps"] = [{**config["sweeps"][0], "datasets": ["mine"]}]
     config["quantization"].pop("calibration_dataset")
     cfg = tmp_path / "c.yaml"
     cfg.write_text(yaml.safe_dump(config))

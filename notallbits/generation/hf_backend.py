@@ -68,7 +68,7 @@ class TransformersBackend:
     def _new_cache(self):
         from notallbits.kvcache import make_cache
 
-        return make_cache(self.kv_settings, self.model.config)
+        return make_cache(self.kv_settings, self.model)
 
     def _forward(self, ids, cache, start: int):
         """Feed ``ids`` [B, L] at positions start..start+L-1; return last-position logits.
