@@ -9,6 +9,9 @@ import sys
 
 from notallbits import UserError
 
+# Commands that put work on a GPU: each holds one device for its lifetime (see devices.py).
+GPU_COMMANDS = {"generate", "quantize"}
+
 # name -> (module, one-line help). The module provides add_arguments(parser) and run(args).
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "tiny-model": ("notallbits.tinymodel", "build the deterministic tiny Qwen3 model + tokenizer"),
@@ -43,7 +46,13 @@ def main(argv: list[str] | None = None) -> int:
     parser, module = build_parser(argv)
     args = parser.parse_args(argv)
     try:
-        module.run(args)
+        if args.command in GPU_COMMANDS:
+            from notallbits.generation.devices import gpu_slot
+
+            with gpu_slot():
+                module.run(args)
+        else:
+            module.run(args)
     except UserError as exc:
         print(f"notallbits {args.command}: error: {exc}", file=sys.stderr)
         return 2

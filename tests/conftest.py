@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
+DEMO = ROOT / "configs" / "demo.yaml"
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 
@@ -44,3 +45,17 @@ def gptq_models(tiny_model, tmp_path_factory) -> dict[int, Path]:
         quantize(str(tiny_model), str(root / f"w{bits}"), bits, texts=DEFAULT_CALIBRATION * 4)
         out[bits] = root / f"w{bits}"
     return out
+
+
+@pytest.fixture(scope="session")
+def demo_run(tmp_path_factory) -> Path:
+    """The README's demo workflow, run once (transformers backend)."""
+    workdir = tmp_path_factory.mktemp("demo")
+    run_snakemake(workdir, DEMO)
+    return workdir
+
+
+def vllm_python() -> str | None:
+    """The interpreter of the vLLM environment (its pins clash with the quantizer's)."""
+    candidates = [os.environ.get("NOTALLBITS_VLLM_PYTHON"), str(ROOT / ".venv-vllm" / "bin" / "python")]
+    return next((c for c in candidates if c and os.path.exists(c)), None)

@@ -10,17 +10,9 @@ import pytest
 import yaml
 
 from notallbits.io import read_framed_jsonl
-from tests.conftest import ROOT, run_snakemake
+from tests.conftest import DEMO, ROOT, run_snakemake
 
 pytestmark = pytest.mark.slow
-DEMO = ROOT / "configs" / "demo.yaml"
-
-
-@pytest.fixture(scope="module")
-def demo_run(tmp_path_factory):
-    workdir = tmp_path_factory.mktemp("demo")
-    run_snakemake(workdir, DEMO)
-    return workdir
 
 
 def test_demo_outputs(demo_run):

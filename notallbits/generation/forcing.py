@@ -56,6 +56,14 @@ class Trace:
     _pending: list[int] = field(default_factory=list)
     finished: bool = False
 
+    def flush_forced(self) -> None:
+        """Append queued Wait ids at once: an engine that generates in chunks (vLLM) sends
+        the inserted text as part of the next prompt rather than token by token."""
+        while self._pending and not self.finished:
+            self.thinking.append(self._pending.pop(0))
+            if len(self.thinking) >= self.spec.max_budget:
+                self.finished = True
+
     @property
     def thinking_done(self) -> bool:
         return self.natural_end is not None or len(self.thinking) >= self.spec.max_budget

