@@ -8,10 +8,13 @@ CORES ?= all
 
 .PHONY: demo demo-vllm test paper-dryrun clean
 
-$(VENV)/.installed: requirements/main.txt pyproject.toml
+$(VENV)/.installed: requirements/main.txt requirements/slurm.txt pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -r requirements/main.txt
+	# the SLURM executor plugin asks numpy>=2.4.5, gptqmodel 7.6.0 pins numpy==2.2.6; the
+	# plugin runs fine on 2.2.6, so it is installed without its pins (see requirements/slurm.txt)
+	$(BIN)/python -m pip install --quiet --no-deps -r requirements/slurm.txt
 	$(BIN)/python -m pip install --quiet --no-deps -e .
 	touch $@
 

@@ -21,6 +21,23 @@ include: "rules/analysis.smk"
 include: "rules/plot.smk"
 
 
+# Cheap steps run where Snakemake runs (also on a cluster's login node); only model
+# building, quantization and generation are submitted to a scheduler.
+localrules:
+    all,
+    prepare_data,
+    score,
+    aggregate,
+    analyze,
+    table1,
+    plot_accuracy_vs_memory,
+    plot_pareto_choices,
+    plot_parallel_scaling,
+    plot_latency_vs_accuracy,
+    plot_throughput_vs_accuracy,
+    plot_kv_methods,
+
+
 rule all:
     default_target: True
     input:

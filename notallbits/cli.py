@@ -15,6 +15,7 @@ GPU_COMMANDS = {"generate", "quantize"}
 # name -> (module, one-line help). The module provides add_arguments(parser) and run(args).
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "tiny-model": ("notallbits.tinymodel", "build the deterministic tiny Qwen3 model + tokenizer"),
+    "train-toy": ("notallbits.toy.train", "train one toy reasoner (tiny Qwen3 that thinks step by step)"),
     "prepare-data": ("notallbits.data.prepare", "write a dataset as normalized JSONL"),
     "quantize": ("notallbits.quantization", "GPTQ-quantize a checkpoint"),
     "generate": ("notallbits.generation.run", "generate budget-forced samples for one cell"),

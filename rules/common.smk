@@ -52,6 +52,56 @@ def job_of(wildcards):
     return grid.Job(wildcards.dataset, wildcards.model, int(wildcards.bits), wildcards.kv)
 
 
+# ---------------------------------------------------------------- resources
+# Sized from the model so a scheduler (SLURM) asks for what a job needs: host memory for
+# loading the checkpoint, and a runtime from the tokens the job generates at a throughput
+# that falls with model size. Override per rule with `set-resources` in a profile.
+from notallbits.memory import GIB, Arch, weight_bytes  # torch-free, instant
+
+
+def _arch(model):
+    spec = config["models"][model]
+    for name in (spec.get("architecture"), spec["source"], model):
+        if not name:
+            continue
+        try:
+            return Arch.named(name)
+        except UserError:
+            continue
+    return None  # built here or unknown: small defaults
+
+
+def _bf16_gib(model):
+    arch = _arch(model)
+    return weight_bytes(arch, 16) / GIB if arch else 1.0
+
+
+def gen_mem_mb(wildcards):
+    return int(1024 * (4 + 1.25 * _bf16_gib(wildcards.model)))
+
+
+def quantize_mem_mb(wildcards):
+    return int(1024 * (8 + 2.5 * _bf16_gib(wildcards.model)))
+
+
+def quantize_runtime(wildcards):
+    return int(30 + 6 * _bf16_gib(wildcards.model))
+
+
+def gen_runtime(wildcards):
+    """Minutes: tokens of the job / an assumed tokens-per-second (25k at 1 GiB of bf16 weights,
+    falling as size^0.8), x1.5 margin; compressed-KV jobs run unbatched on transformers (x4)."""
+    from notallbits.plan import question_count
+
+    spec = JOBS[job_of(wildcards)]
+    questions = question_count(config["datasets"][wildcards.dataset])
+    tokens = questions * spec.samples * (max(spec.budgets) + len(spec.budgets) * config["generation"]["answer_max_tokens"])
+    tok_per_s = 25000 / max(_bf16_gib(wildcards.model), 1.0) ** 0.8
+    if wildcards.kv != "full":
+        tok_per_s /= 4
+    return int(15 + 1.5 * tokens / tok_per_s / 60)
+
+
 # ---------------------------------------------------------------- input functions
 def bf16_source(wildcards):
     return bf16_path(wildcards.model)

@@ -18,8 +18,8 @@ rule generate:
         progress=f"{RESULTS}/progress/{{dataset}}/{{model}}/w{{bits}}/kv-{{kv}}",
     resources:
         gpu=1,
-        mem_mb=16000,
-        runtime=24 * 60,
+        mem_mb=gen_mem_mb,
+        runtime=gen_runtime,
     conda:
         "../envs/generate-transformers.yaml"
     shell:

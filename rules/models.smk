@@ -35,8 +35,8 @@ rule quantize:
         samples=config["quantization"]["calibration_samples"],
     resources:
         gpu=1,
-        mem_mb=8000,
-        runtime=120,
+        mem_mb=quantize_mem_mb,
+        runtime=quantize_runtime,
     conda:
         "../envs/quantize.yaml"
     shell:

@@ -136,7 +136,16 @@ LOADERS: dict[str, Callable[[dict], list[dict]]] = {
     "demo_arith": lambda spec: demo_arith(spec.get("limit") or 8, spec.get("shuffle_seed", 0)),
     "demo_choice": lambda spec: demo_choice(spec.get("limit") or 8, spec.get("shuffle_seed", 0)),
     "jsonl": jsonl,
+    "toy_math": lambda spec: _toy(spec, "math"),
+    "toy_choice": lambda spec: _toy(spec, "choice"),
 }
+
+
+def _toy(spec: dict, task: str) -> list[dict]:
+    from notallbits.toy.task import toy_questions
+
+    # evaluation seeds; training draws from seeds offset by toy.train.TRAIN_SEED_OFFSET
+    return toy_questions(spec.get("limit") or 32, spec.get("shuffle_seed", 0), task)
 
 
 def load(spec: dict) -> list[dict]:

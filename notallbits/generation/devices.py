@@ -40,6 +40,7 @@ def slot_dir() -> Path:
 def gpu_slot(poll_seconds: float = 1.0):
     """Hold one free device for the duration; yields its id (None when nothing to choose)."""
     if os.environ.get("CUDA_VISIBLE_DEVICES") is not None:
+        print(f"notallbits: using GPU(s) {os.environ['CUDA_VISIBLE_DEVICES']!r} chosen by the scheduler", file=sys.stderr)
         yield os.environ["CUDA_VISIBLE_DEVICES"]
         return
     n = visible_gpu_count()
