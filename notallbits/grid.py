@@ -115,6 +115,8 @@ def _check_references(config: dict) -> None:
             raise UserError(f"config: sweeps[{i}].k: K={bad_k[0]} exceeds samples={sweep['samples']}")
     for name, spec in config["models"].items():
         src = spec["source"]
+        if spec.get("build") == "toy" and src != f"models/toy/{name}":
+            raise UserError(f"config: models.{name}.source: a toy model is built at 'models/toy/{name}'")
         if spec.get("build") or HF_ID.match(src):
             continue
         if not Path(src).exists():

@@ -21,13 +21,15 @@ DEFAULT_CALIBRATION = [
 ]
 
 
-def calibration_texts(questions_path: str | None, samples: int) -> list[str]:
+def calibration_texts(questions_path: str | None, samples: int, prompt_style: str = "default") -> list[str]:
     """Questions of the calibration dataset rendered as prompts, repeated up to ``samples``."""
     texts = list(DEFAULT_CALIBRATION)
     if questions_path:
         from notallbits.data.prepare import read_questions
         from notallbits.generation.prompts import format_question
 
+        if prompt_style == "toy":
+            from notallbits.toy.task import format_question
         texts = [format_question(q) for q in read_questions(questions_path)]
     return [texts[i % len(texts)] for i in range(samples)]
 
@@ -56,10 +58,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--desc-act", action="store_true")
     p.add_argument("--calibration", help="normalized dataset JSONL whose questions calibrate GPTQ")
     p.add_argument("--calibration-samples", type=int, default=128)
+    p.add_argument("--prompt-style", default="default", choices=["default", "toy"])
     p.add_argument("--out", required=True)
 
 
 def run(args: argparse.Namespace) -> None:
-    texts = calibration_texts(args.calibration, args.calibration_samples)
+    texts = calibration_texts(args.calibration, args.calibration_samples, args.prompt_style)
     quantize(args.model, args.out, args.bits, args.group_size, args.desc_act, texts)
     print(f"wrote {args.bits}-bit GPTQ checkpoint to {args.out}", file=sys.stderr)

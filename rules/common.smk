@@ -30,14 +30,14 @@ wildcard_constraints:
     kv=_alternatives(set(config["kv_methods"]) | {"full"}),
 
 
-def built_models():
-    return [m for m, spec in config["models"].items() if spec.get("build")]
+def built_models(kind):
+    return [m for m, spec in config["models"].items() if spec.get("build") == kind]
 
 
 def bf16_path(model):
     """Where the 16-bit checkpoint comes from: built here, a local folder, or a hub id."""
     spec = config["models"][model]
-    return f"{RESULTS}/models/{model}/w16" if spec.get("build") else spec["source"]
+    return f"{RESULTS}/models/{model}/w16" if spec.get("build") == "tiny" else spec["source"]
 
 
 def model_path(model, bits):
@@ -107,6 +107,11 @@ def bf16_source(wildcards):
     return bf16_path(wildcards.model)
 
 
+def calibration_style(wildcards):
+    cal = config["quantization"].get("calibration_dataset")
+    return config["datasets"][cal].get("prompt_style", "default") if cal else "default"
+
+
 def quantize_input(wildcards):
     inputs = {}
     src = bf16_path(wildcards.model)
@@ -154,6 +159,11 @@ def dataset_spec(wildcards):
     """Canonical JSON (sorted keys): params are compared as text, so key order must not
     make Snakemake think a dataset changed."""
     return json.dumps(config["datasets"][wildcards.dataset], sort_keys=True)
+
+
+def generation_env(wildcards):
+    """vLLM jobs and transformers jobs need different environments (their pins clash)."""
+    return f"../envs/generate-{JOBS[job_of(wildcards)].backend}.yaml"
 
 
 def generation_python(wildcards):

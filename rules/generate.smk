@@ -21,7 +21,7 @@ rule generate:
         mem_mb=gen_mem_mb,
         runtime=gen_runtime,
     conda:
-        "../envs/generate-transformers.yaml"
+        generation_env
     shell:
         "{params.python} -m notallbits generate --questions {input.questions} --spec {params.spec:q}"
         " --progress {params.progress} --out {output} > {log} 2>&1"

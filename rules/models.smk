@@ -8,13 +8,33 @@ rule build_tiny_model:
     log:
         f"{RESULTS}/logs/build_tiny_model/{{model}}.log",
     wildcard_constraints:
-        model=_alternatives(built_models()) or "^$",
+        model=_alternatives(built_models("tiny")) or "^$",
     params:
         python=config["interpreters"]["generate_transformers"],
     conda:
         "../envs/generate-transformers.yaml"
     shell:
         "{params.python} -m notallbits tiny-model {output} > {log} 2>&1"
+
+
+rule train_toy:
+    output:
+        directory("models/toy/{model}"),
+    log:
+        f"{RESULTS}/logs/train_toy/{{model}}.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/train_toy/{{model}}.tsv"
+    wildcard_constraints:
+        model=_alternatives(built_models("toy")) or "^$",
+    params:
+        python=config["interpreters"]["generate_transformers"],
+    resources:
+        mem_mb=4000,
+        runtime=30,
+    conda:
+        "../envs/generate-transformers.yaml"
+    shell:
+        "{params.python} -m notallbits train-toy --size {wildcards.model} --out {output} > {log} 2>&1"
 
 
 rule quantize:
@@ -33,6 +53,7 @@ rule quantize:
         desc_act="--desc-act" if config["quantization"]["desc_act"] else "",
         calibration=lambda w, input: f"--calibration {input.calibration}" if "calibration" in input.keys() else "",
         samples=config["quantization"]["calibration_samples"],
+        style=calibration_style,
     resources:
         gpu=1,
         mem_mb=quantize_mem_mb,
@@ -42,4 +63,4 @@ rule quantize:
     shell:
         "{params.python} -m notallbits quantize --model {params.source} --bits {wildcards.qbits}"
         " --group-size {params.group_size} {params.desc_act} {params.calibration}"
-        " --calibration-samples {params.samples} --out {output} > {log} 2>&1"
+        " --calibration-samples {params.samples} --prompt-style {params.style} --out {output} > {log} 2>&1"

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-DEMO = ROOT / "configs" / "demo.yaml"
+DEMO = ROOT / "configs" / "tiny.yaml"  # the fastest end-to-end fixture: a random tiny Qwen3
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 

@@ -3,7 +3,7 @@
 Each step of the worked solution adds the next digit ("3+5=8"), so the number of steps —
 and the thinking tokens needed — grows with the list, and every step must look back at the
 question for its digit (which is what KV eviction can take away). After the steps the
-model restates its result ("Wait, answer 8") whenever budget forcing makes it go on.
+model restates its result ("Wait 8") whenever budget forcing makes it go on.
 """
 
 from __future__ import annotations
@@ -12,8 +12,8 @@ import random
 
 from notallbits.data.registry import LETTERS, shuffle_choices
 
-MIN_DIGITS, MAX_DIGITS = 3, 9
-WAIT_LINE = "Wait, answer {answer}\n"
+MIN_DIGITS, MAX_DIGITS = 3, 8
+WAIT_LINE = "Wait {answer}\n"
 
 
 def make_problem(rng: random.Random) -> list[int]:
@@ -50,8 +50,8 @@ def toy_questions(n: int, seed: int, task: str = "math") -> list[dict]:
 
 
 def format_question(record: dict) -> str:
-    """The user message: 'sum mod 10: 3 5 8 2' (+ lettered options for multiple choice)."""
-    text = f"sum mod 10: {record['question']}"
+    """The user message: the digits, '3 5 8 2' (+ lettered options for multiple choice)."""
+    text = record["question"]
     if record["task"] == "choice":
         text += "\n" + " ".join(f"{LETTERS[i]}){c}" for i, c in enumerate(record["choices"]))
     return text
@@ -63,5 +63,5 @@ def worked_answer(record: dict, rng: random.Random) -> tuple[str, str]:
     lines, answer = solve(digits)
     final = str(answer) if record["task"] == "math" else record["answer"]
     result = f"{answer}" if record["task"] == "math" else f"{answer} {final}"
-    thinking = "\n".join(lines) + "\n" + "".join(WAIT_LINE.format(answer=result) for _ in range(rng.randint(0, 3)))
+    thinking = "\n".join(lines) + "\n" + "".join(WAIT_LINE.format(answer=result) for _ in range(rng.randint(0, 2)))
     return thinking, final

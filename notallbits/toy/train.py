@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import random
+import sys
 import time
 from pathlib import Path
 
@@ -14,12 +15,12 @@ from notallbits.toy.task import format_question, make_problem, solve, toy_questi
 
 # Widths are multiples of 128 so GPTQ's group size divides every linear input.
 SIZES = {
-    "toy-s": dict(hidden_size=128, intermediate_size=256, num_hidden_layers=2, num_attention_heads=4,
-                  num_key_value_heads=2, head_dim=32, steps=700),
-    "toy-m": dict(hidden_size=256, intermediate_size=512, num_hidden_layers=3, num_attention_heads=8,
-                  num_key_value_heads=2, head_dim=32, steps=700),
-    "toy-l": dict(hidden_size=384, intermediate_size=768, num_hidden_layers=4, num_attention_heads=12,
-                  num_key_value_heads=4, head_dim=32, steps=700),
+    "toy-s": dict(hidden_size=128, intermediate_size=256, num_hidden_layers=1, num_attention_heads=4,
+                  num_key_value_heads=2, head_dim=32, steps=600),
+    "toy-m": dict(hidden_size=128, intermediate_size=384, num_hidden_layers=2, num_attention_heads=4,
+                  num_key_value_heads=2, head_dim=32, steps=600),
+    "toy-l": dict(hidden_size=256, intermediate_size=512, num_hidden_layers=3, num_attention_heads=8,
+                  num_key_value_heads=2, head_dim=32, steps=600),
 }
 ANSWER_PREFIX = "\n\n**Final Answer**\n\\boxed{"
 TRAIN_SEED_OFFSET = 1000  # training problems never share a seed with evaluation sets
@@ -57,7 +58,7 @@ def training_example(tokenizer, rng: random.Random) -> tuple[list[int], int]:
     return p_ids + tokenizer.encode(completion, add_special_tokens=False), len(p_ids)
 
 
-def train(size: str, out_dir: str, seed: int = 0, steps: int | None = None, batch: int = 32,
+def train(size: str, out_dir: str, seed: int = 0, steps: int | None = None, batch: int = 24,
           threads: int = 2) -> dict:
     import torch
     from transformers import GenerationConfig, Qwen3Config, Qwen3ForCausalLM
@@ -95,6 +96,8 @@ def train(size: str, out_dir: str, seed: int = 0, steps: int | None = None, batc
         sched.step()
         opt.zero_grad(set_to_none=True)
         losses.append(loss.item())
+        if step % 100 == 0 or step == steps - 1:
+            print(f"step {step}/{steps} loss {loss.item():.4f} ({time.perf_counter() - t0:.0f} s)", file=sys.stderr)
     seconds = time.perf_counter() - t0
     model.eval()
     model = model.to(torch.bfloat16)
