@@ -3,18 +3,16 @@
 PYTHON ?= python3
 VENV ?= .venv
 VENV_VLLM ?= .venv-vllm
+VENV_SLURM ?= .venv-slurm
 BIN := $(VENV)/bin
 CORES ?= all
 
-.PHONY: demo demo-vllm test paper-dryrun clean
+.PHONY: demo demo-vllm toys test paper-dryrun clean
 
-$(VENV)/.installed: requirements/main.txt requirements/slurm.txt pyproject.toml
+$(VENV)/.installed: requirements/main.txt pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -r requirements/main.txt
-	# the SLURM executor plugin asks numpy>=2.4.5, gptqmodel 7.6.0 pins numpy==2.2.6; the
-	# plugin runs fine on 2.2.6, so it is installed without its pins (see requirements/slurm.txt)
-	$(BIN)/python -m pip install --quiet --no-deps -r requirements/slurm.txt
 	$(BIN)/python -m pip install --quiet --no-deps -e .
 	touch $@
 
@@ -28,14 +26,28 @@ $(VENV_VLLM)/.installed: requirements/vllm.txt pyproject.toml
 	$(VENV_VLLM)/bin/python -m pip install --quiet --no-deps -e .
 	touch $@
 
+# The cluster driver (Snakemake + SLURM executor plugin); GPU steps still run the main env.
+$(VENV_SLURM)/.installed: requirements/slurm.txt pyproject.toml
+	test -x $(VENV_SLURM)/bin/python || $(PYTHON) -m venv $(VENV_SLURM)
+	$(VENV_SLURM)/bin/python -m pip install --quiet --upgrade pip
+	$(VENV_SLURM)/bin/python -m pip install --quiet -r requirements/slurm.txt
+	$(VENV_SLURM)/bin/python -m pip install --quiet --no-deps -e .
+	touch $@
+
 demo-vllm: $(VENV)/.installed $(VENV_VLLM)/.installed
 	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/snakemake --configfile configs/demo-vllm.yaml --cores $(CORES)
 
 demo: $(VENV)/.installed
 	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/snakemake --configfile configs/demo.yaml --cores $(CORES)
 
-test: $(VENV)/.installed $(VENV_VLLM)/.installed
-	NOTALLBITS_VLLM_PYTHON="$(abspath $(VENV_VLLM)/bin/python)" $(BIN)/python -m pytest -q
+test: $(VENV)/.installed $(VENV_VLLM)/.installed $(VENV_SLURM)/.installed
+	NOTALLBITS_VLLM_PYTHON="$(abspath $(VENV_VLLM)/bin/python)" \
+	NOTALLBITS_SLURM_SNAKEMAKE="$(abspath $(VENV_SLURM)/bin/snakemake)" \
+	$(BIN)/python -m pytest -q
+
+toys: $(VENV)/.installed   # retrain the shipped toy reasoners (about 5 minutes on 2 cores)
+	rm -rf models/toy
+	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/snakemake --configfile configs/demo.yaml --cores 1 models/toy/toy-s models/toy/toy-m models/toy/toy-l
 
 paper-dryrun: $(VENV)/.installed
 	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/snakemake --dry-run --quiet rules
