@@ -20,7 +20,7 @@ SIZES = {
     "toy-m": dict(hidden_size=128, intermediate_size=384, num_hidden_layers=2, num_attention_heads=4,
                   num_key_value_heads=2, head_dim=32, steps=600),
     "toy-l": dict(hidden_size=256, intermediate_size=512, num_hidden_layers=2, num_attention_heads=8,
-                  num_key_value_heads=2, head_dim=32, steps=600),
+                  num_key_value_heads=2, head_dim=32, steps=800, lr=1e-3),
 }
 ANSWER_PREFIX = "\n\n**Final Answer**\n\\boxed{"
 TRAIN_SEED_OFFSET = 1000  # training problems never share a seed with evaluation sets
@@ -68,6 +68,7 @@ def train(size: str, out_dir: str, seed: int = 0, steps: int | None = None, batc
     shape = dict(SIZES[size])
     steps = steps or shape.pop("steps")
     shape.pop("steps", None)
+    lr = shape.pop("lr", 2e-3)  # wider models want a smaller step
     torch.set_num_threads(threads)
     torch.manual_seed(seed)
     rng = random.Random(seed)
@@ -77,8 +78,8 @@ def train(size: str, out_dir: str, seed: int = 0, steps: int | None = None, batc
                          tie_word_embeddings=True, bos_token_id=None, eos_token_id=im_end, pad_token_id=pad,
                          dtype="float32", **shape)
     model = Qwen3ForCausalLM(config)
-    opt = torch.optim.AdamW(model.parameters(), lr=2e-3, weight_decay=0.01, betas=(0.9, 0.98))
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=2e-3, total_steps=steps + 1, pct_start=0.1)
+    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.01, betas=(0.9, 0.98))
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps + 1, pct_start=0.1)
     t0, losses = time.perf_counter(), []
     model.train()
     for step in range(steps):
@@ -104,7 +105,7 @@ def train(size: str, out_dir: str, seed: int = 0, steps: int | None = None, batc
     model.config.dtype = "bfloat16"
     model.generation_config = GenerationConfig(eos_token_id=[im_end, pad], pad_token_id=pad, do_sample=True,
                                                temperature=0.6, top_p=0.95)
-    stats = {"size": size, "seed": seed, "steps": steps, "batch": batch, "train_seconds": round(seconds, 1),
+    stats = {"size": size, "seed": seed, "steps": steps, "batch": batch, "lr": lr, "train_seconds": round(seconds, 1),
              "params": sum(p.numel() for p in model.parameters()), "first_loss": round(losses[0], 4),
              "final_loss": round(sum(losses[-20:]) / min(20, len(losses)), 4), **shape}
     with atomic_dir(out_dir) as tmp:
