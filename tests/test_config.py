@@ -15,6 +15,12 @@ def paper():
 
 
 def test_paper_grid_counts(paper):
+    assert [s["name"] for s in paper["sweeps"]] == ["main", "kv-compression"]
+    kv = grid.validate(paper)
+    # KV sweep: 2 datasets x 6 models x bf16 x 9 KV settings x 3 budgets x K in {1, 8}
+    assert len(grid.cells(kv)) == 1440 + 2 * 6 * 9 * 3 * 2 and len(grid.jobs(kv)) == 36 + 2 * 6 * 9
+    assert all(s.backend == "transformers" for j, s in grid.jobs(kv).items() if j.kv != "full")
+    paper["sweeps"] = paper["sweeps"][:1]
     config = grid.validate(paper)
     # 2 datasets x 6 models x 3 precisions x 8 budgets (2k..30k step 4k) x 5 vote counts
     assert len(grid.cells(config)) == 2 * 6 * 3 * 8 * 5
@@ -33,6 +39,7 @@ def test_defaults_filled(paper):
 
 
 def test_union_of_sweeps_merges_jobs(paper):
+    paper["sweeps"] = paper["sweeps"][:1]
     paper["sweeps"].append({"datasets": ["aime25"], "models": ["Qwen3-8B"], "bits": [4], "budgets": [1000, 2000],
                             "samples": 40, "k": [32]})
     config = grid.validate(paper)
