@@ -20,7 +20,7 @@ SIZES = {
     "toy-m": dict(hidden_size=128, intermediate_size=384, num_hidden_layers=2, num_attention_heads=4,
                   num_key_value_heads=2, head_dim=32, steps=600),
     "toy-l": dict(hidden_size=256, intermediate_size=512, num_hidden_layers=2, num_attention_heads=8,
-                  num_key_value_heads=2, head_dim=32, steps=800, lr=1e-3),
+                  num_key_value_heads=2, head_dim=32, steps=600),
 }
 ANSWER_PREFIX = "\n\n**Final Answer**\n\\boxed{"
 TRAIN_SEED_OFFSET = 1000  # training problems never share a seed with evaluation sets
