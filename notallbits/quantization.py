@@ -26,10 +26,10 @@ def calibration_texts(questions_path: str | None, samples: int, prompt_style: st
     texts = list(DEFAULT_CALIBRATION)
     if questions_path:
         from notallbits.data.prepare import read_questions
-        from notallbits.generation.prompts import format_question
-
         if prompt_style == "toy":
             from notallbits.toy.task import format_question
+        else:
+            from notallbits.generation.prompts import format_question
         texts = [format_question(q) for q in read_questions(questions_path)]
     return [texts[i % len(texts)] for i in range(samples)]
 

@@ -17,7 +17,7 @@ STAGES = ["results/data/", "results/models/", "results/generations/", "results/s
 
 def test_full_grid_dry_run_and_noop(tmp_path):
     t0 = time.perf_counter()
-    summary = run_snakemake(tmp_path, ROOT / "config.yaml", "--dry-run", "--quiet", "rules")
+    run_snakemake(tmp_path, ROOT / "config.yaml", "--dry-run", "--quiet", "rules")
     dry_seconds = time.perf_counter() - t0
     plan = run_snakemake(tmp_path, ROOT / "config.yaml", "--dry-run")  # untimed: lists every output
     text = plan.stdout + plan.stderr

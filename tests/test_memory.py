@@ -7,7 +7,7 @@ import sys
 import pytest
 
 from notallbits import UserError
-from notallbits.memory import GIB, Arch, checkpoint_bytes, kv_bytes, kv_bytes_per_token, table1, weight_bytes
+from notallbits.memory import Arch, checkpoint_bytes, kv_bytes, kv_bytes_per_token, table1, weight_bytes
 
 
 def test_kv_per_token_qwen3_8b_by_hand():

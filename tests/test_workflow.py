@@ -10,7 +10,7 @@ import pytest
 import yaml
 
 from notallbits.io import read_framed_jsonl
-from tests.conftest import DEMO, ROOT, run_snakemake
+from tests.conftest import DEMO, run_snakemake
 
 pytestmark = pytest.mark.slow
 

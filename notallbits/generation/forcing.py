@@ -64,9 +64,6 @@ class Trace:
             if len(self.thinking) >= self.spec.max_budget:
                 self.finished = True
 
-    @property
-    def thinking_done(self) -> bool:
-        return self.natural_end is not None or len(self.thinking) >= self.spec.max_budget
 
     def push(self, sampled: int) -> int:
         """Take the sampled token, return the token actually fed to the model."""

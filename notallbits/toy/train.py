@@ -7,11 +7,10 @@ import json
 import random
 import sys
 import time
-from pathlib import Path
 
 from notallbits import UserError
 from notallbits.io import atomic_dir
-from notallbits.toy.task import format_question, make_problem, solve, toy_questions, worked_answer
+from notallbits.toy.task import toy_questions, worked_answer
 
 # Widths are multiples of 128 so GPTQ's group size divides every linear input.
 SIZES = {
