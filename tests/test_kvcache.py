@@ -12,11 +12,16 @@ from notallbits.kvcache.eviction import rkv_scores, rkv_select
 from notallbits.memory import Arch, kv_bytes
 
 
+@pytest.fixture(autouse=True)
+def no_grad():
+    with torch.no_grad():
+        yield
+
+
 @pytest.fixture(scope="module")
 def model(tiny_model):
     from transformers import AutoModelForCausalLM
 
-    torch.set_grad_enabled(False)
     return AutoModelForCausalLM.from_pretrained(tiny_model, dtype=torch.float32).eval()
 
 

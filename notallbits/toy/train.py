@@ -81,6 +81,7 @@ def train(size: str, out_dir: str, seed: int = 0, steps: int | None = None, batc
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps + 1, pct_start=0.1)
     t0, losses = time.perf_counter(), []
     model.train()
+    torch.set_grad_enabled(True)  # a caller may have turned autograd off
     for step in range(steps):
         examples = [training_example(tok, rng) for _ in range(batch)]
         width = max(len(ids) for ids, _ in examples)
