@@ -45,7 +45,7 @@ test: $(VENV)/.installed $(VENV_VLLM)/.installed $(VENV_SLURM)/.installed
 	NOTALLBITS_SLURM_SNAKEMAKE="$(abspath $(VENV_SLURM)/bin/snakemake)" \
 	$(BIN)/python -m pytest -q
 
-toys: $(VENV)/.installed   # retrain the shipped toy reasoners (about 5 minutes on 2 cores)
+toys: $(VENV)/.installed   # retrain the shipped toy reasoners (about 3 minutes on 2 cores)
 	rm -rf models/toy
 	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/snakemake --configfile configs/demo.yaml --cores 1 models/toy/toy-s models/toy/toy-m models/toy/toy-l
 

@@ -51,3 +51,11 @@ def test_short_training_lowers_loss(tmp_path):
     stats = train("toy-s", tmp_path / "toy", steps=40, batch=8)
     assert stats["final_loss"] < 0.6 * stats["first_loss"]
     assert (tmp_path / "toy" / "model.safetensors").exists()
+
+
+@pytest.mark.slow
+def test_training_is_deterministic(tmp_path):
+    # the shipped toys must be rebuildable bit for bit by the train_toy rule on a fresh clone
+    train("toy-s", tmp_path / "a", steps=15, batch=4)
+    train("toy-s", tmp_path / "b", steps=15, batch=4)
+    assert (tmp_path / "a" / "model.safetensors").read_bytes() == (tmp_path / "b" / "model.safetensors").read_bytes()

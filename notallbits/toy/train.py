@@ -16,9 +16,9 @@ from notallbits.toy.task import toy_questions, worked_answer
 SIZES = {
     "toy-s": dict(hidden_size=128, intermediate_size=256, num_hidden_layers=1, num_attention_heads=4,
                   num_key_value_heads=2, head_dim=32, steps=600),
-    "toy-m": dict(hidden_size=128, intermediate_size=384, num_hidden_layers=2, num_attention_heads=4,
+    "toy-m": dict(hidden_size=128, intermediate_size=256, num_hidden_layers=2, num_attention_heads=4,
                   num_key_value_heads=2, head_dim=32, steps=600),
-    "toy-l": dict(hidden_size=256, intermediate_size=512, num_hidden_layers=2, num_attention_heads=8,
+    "toy-l": dict(hidden_size=128, intermediate_size=384, num_hidden_layers=2, num_attention_heads=4,
                   num_key_value_heads=2, head_dim=32, steps=600),
 }
 ANSWER_PREFIX = "\n\n**Final Answer**\n\\boxed{"
