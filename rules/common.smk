@@ -16,6 +16,9 @@ except UserError as exc:
 JOBS = grid.jobs(config)  # (dataset, model, bits, kv) -> budgets, samples, K, backend
 DATASETS = sorted({j.dataset for j in JOBS})
 RESULTS = "results"
+# appended to shell entries that log to a file: a failed job also shows its last line (the
+# one-line error) on the console, as script entries do
+SHOW_ERROR = " || {{ tail -n 1 {log} >&2; exit 1; }}"
 
 
 def _alternatives(names):

@@ -10,5 +10,5 @@ rule prepare_data:
         spec=dataset_spec,
     conda:
         "../envs/analysis.yaml"
-    script:
-        "../scripts/prepare_data.py"
+    shell:  # a stable entry: an edit to the package must not rewrite the data and so rerun every generation
+        "python -m notallbits prepare-data --spec {params.spec:q} --out {output} > {log} 2>&1" + SHOW_ERROR

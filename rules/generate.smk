@@ -24,4 +24,4 @@ rule generate:
         generation_env
     shell:
         "{params.python} -m notallbits generate --questions {input.questions} --spec {params.spec:q}"
-        " --progress {params.progress} --out {output} > {log} 2>&1"
+        " --progress {params.progress} --out {output} > {log} 2>&1" + SHOW_ERROR

@@ -14,7 +14,7 @@ rule build_tiny_model:
     conda:
         "../envs/generate-transformers.yaml"
     shell:
-        "{params.python} -m notallbits tiny-model {output} > {log} 2>&1"
+        "{params.python} -m notallbits tiny-model {output} > {log} 2>&1" + SHOW_ERROR
 
 
 rule train_toy:
@@ -34,7 +34,7 @@ rule train_toy:
     conda:
         "../envs/generate-transformers.yaml"
     shell:
-        "{params.python} -m notallbits train-toy --size {wildcards.model} --out {output} > {log} 2>&1"
+        "{params.python} -m notallbits train-toy --size {wildcards.model} --out {output} > {log} 2>&1" + SHOW_ERROR
 
 
 rule quantize:
@@ -63,4 +63,4 @@ rule quantize:
     shell:
         "{params.python} -m notallbits quantize --model {params.source} --bits {wildcards.qbits}"
         " --group-size {params.group_size} {params.desc_act} {params.calibration}"
-        " --calibration-samples {params.samples} --prompt-style {params.style} --out {output} > {log} 2>&1"
+        " --calibration-samples {params.samples} --prompt-style {params.style} --out {output} > {log} 2>&1" + SHOW_ERROR

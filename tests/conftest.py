@@ -19,18 +19,19 @@ def tiny_model(tmp_path_factory) -> Path:
     return build(tmp_path_factory.mktemp("models") / "tiny-qwen3")
 
 
-def snakemake_cmd(workdir: Path, configfile: Path, *extra: str, snakemake: str | None = None) -> list[str]:
+def snakemake_cmd(workdir: Path, configfile: Path, *extra: str, snakemake: str | None = None,
+                  snakefile: Path = ROOT / "Snakefile") -> list[str]:
     exe = snakemake or shutil.which("snakemake", path=os.path.dirname(sys.executable)) or "snakemake"
-    return [exe, "-s", str(ROOT / "Snakefile"), "--directory", str(workdir), "--configfile", str(configfile),
+    return [exe, "-s", str(snakefile), "--directory", str(workdir), "--configfile", str(configfile),
             "--cores", "2", *extra]
 
 
 def run_snakemake(workdir: Path, configfile: Path, *extra: str, check: bool = True,
-                  snakemake: str | None = None) -> subprocess.CompletedProcess:
+                  snakemake: str | None = None, snakefile: Path = ROOT / "Snakefile") -> subprocess.CompletedProcess:
     # as in an activated environment: the rules' default interpreter `python` is this one
     env = {**os.environ, "PATH": os.path.dirname(sys.executable) + os.pathsep + os.environ.get("PATH", "")}
-    proc = subprocess.run(snakemake_cmd(workdir, configfile, *extra, snakemake=snakemake), capture_output=True,
-                          text=True, env=env)
+    proc = subprocess.run(snakemake_cmd(workdir, configfile, *extra, snakemake=snakemake, snakefile=snakefile),
+                          capture_output=True, text=True, env=env)
     if check and proc.returncode != 0:
         raise AssertionError(f"snakemake failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-5000:]}")
     return proc

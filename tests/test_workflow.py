@@ -2,6 +2,7 @@
 incremental run, and one-line failures on bad input."""
 
 import re
+import shutil
 import subprocess
 import sys
 
@@ -10,7 +11,7 @@ import pytest
 import yaml
 
 from notallbits.io import read_framed_jsonl
-from tests.conftest import DEMO, run_snakemake
+from tests.conftest import DEMO, ROOT, run_snakemake
 
 pytestmark = pytest.mark.slow
 
@@ -55,6 +56,24 @@ def test_report_and_advisor(demo_run):
 def test_second_run_is_a_noop(demo_run):
     proc = run_snakemake(demo_run, DEMO, "--dry-run")
     assert "Nothing to be done" in proc.stdout + proc.stderr
+
+
+def test_editing_code_reruns_no_model_or_generation_job(demo_run, tmp_path):
+    """A GPU hour is precious: editing any script (or the package) reruns cheap steps at most.
+    Snakemake reruns a `script:` rule whose script is newer than its outputs; every rule upstream
+    of generation therefore has a stable `shell:` entry."""
+    copy = tmp_path / "workflow"
+    copy.mkdir()
+    for name in ("Snakefile", "config.yaml", "rules", "scripts", "envs", "report"):
+        src = ROOT / name
+        (shutil.copytree if src.is_dir() else shutil.copy2)(src, copy / name)
+    for f in (copy / "scripts").iterdir():
+        f.write_text(f.read_text() + "# an edited comment\n")
+    proc = run_snakemake(demo_run, DEMO, "--dry-run", "--quiet", "rules", snakefile=copy / "Snakefile")
+    plan = proc.stdout + proc.stderr
+    assert "score" in plan  # the edited scripts do rerun their own (cheap) steps
+    for rule in ("generate", "quantize", "prepare_data", "build_tiny_model"):
+        assert not re.search(rf"^{rule}\s", plan, flags=re.M), plan
 
 
 def test_truncated_generation_fails_in_one_line(demo_run):
