@@ -8,8 +8,11 @@ whose byte layout is the one the paper's memory formula describes.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import sys
+import tempfile
+from pathlib import Path
 
 from notallbits import UserError
 from notallbits.io import atomic_dir
@@ -44,11 +47,28 @@ def quantize(src: str, out: str, bits: int, group_size: int = 128, desc_act: boo
     os.environ.setdefault("GPTQMODEL_CPU_WORKERS", str(max(1, min(os.cpu_count() or 1, 8))))
     from gptqmodel import GPTQModel, QuantizeConfig
 
+    src = os.path.abspath(src) if os.path.isdir(src) else src
+    out = os.path.abspath(out)
     qcfg = QuantizeConfig(bits=bits, group_size=group_size, desc_act=desc_act, sym=True)
-    model = GPTQModel.load(src, qcfg)
-    model.quantize(texts or DEFAULT_CALIBRATION, batch_size=4)
-    with atomic_dir(out) as tmp:
-        model.save(str(tmp))
+    # GPTQModel writes its per-module loss log to ./logs/ of the working directory (the
+    # workflow's, or the repository): run it in a scratch folder and pass the log to ours
+    with tempfile.TemporaryDirectory(prefix="gptq-") as scratch, _working_directory(scratch):
+        model = GPTQModel.load(src, qcfg)
+        model.quantize(texts or DEFAULT_CALIBRATION, batch_size=4)
+        with atomic_dir(out) as tmp:
+            model.save(str(tmp))
+        for log in sorted(Path("logs").glob("*.log")):
+            sys.stderr.write(log.read_text())
+
+
+@contextlib.contextmanager
+def _working_directory(path: str):
+    before = os.getcwd()
+    os.chdir(path)
+    try:
+        yield
+    finally:
+        os.chdir(before)
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:

@@ -10,5 +10,6 @@ rule prepare_data:
         spec=dataset_spec,
     conda:
         "../envs/analysis.yaml"
-    shell:  # a stable entry: an edit to the package must not rewrite the data and so rerun every generation
+    # shell, not script: an edited script reruns its rule, and new data would rerun every quantize and generate job
+    shell:
         "python -m notallbits prepare-data --spec {params.spec:q} --out {output} > {log} 2>&1" + SHOW_ERROR

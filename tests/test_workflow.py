@@ -41,6 +41,9 @@ def test_demo_outputs(demo_run):
     header, records = read_framed_jsonl(demo_run / "results/generations/demo-arith/tiny-qwen3/w4/kv-full.jsonl")
     assert header["budgets"] == [32, 64, 128] and len(records) == 6 * 4 * 3
     assert list((demo_run / "results/benchmarks/generate").rglob("*.tsv"))
+    # every output lives under results/ and figures/: nothing a library drops into the working directory
+    assert sorted(p.name for p in demo_run.iterdir() if not p.name.startswith(".")) == ["figures", "results"]
+    assert '"process": "gptq"' in (demo_run / "results/logs/quantize/tiny-qwen3/w4.log").read_text()  # its loss log
 
 
 def test_report_and_advisor(demo_run):
@@ -59,7 +62,7 @@ def test_second_run_is_a_noop(demo_run):
 
 
 def test_editing_code_reruns_no_model_or_generation_job(demo_run, tmp_path):
-    """A GPU hour is precious: editing any script (or the package) reruns cheap steps at most.
+    """A GPU hour is precious: editing any script reruns cheap steps at most.
     Snakemake reruns a `script:` rule whose script is newer than its outputs; every rule upstream
     of generation therefore has a stable `shell:` entry."""
     copy = tmp_path / "workflow"
