@@ -5,7 +5,11 @@ from snakemake.utils import min_version
 min_version("9.0")
 
 
-configfile: "config.yaml"
+# The paper grid by default. A --configfile (the demo, your own grid) replaces it instead of
+# being merged into it: a merge would leak the paper's models, KV methods and vLLM backend.
+if not workflow.overwrite_configfiles:
+
+    configfile: "config.yaml"
 
 
 report: "report/workflow.rst"

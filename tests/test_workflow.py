@@ -79,6 +79,14 @@ def test_editing_code_reruns_no_model_or_generation_job(demo_run, tmp_path):
         assert not re.search(rf"^{rule}\s", plan, flags=re.M), plan
 
 
+def test_configfile_replaces_the_paper_grid(tmp_path):
+    # as `make demo` runs it: from the repository root, where the paper's config.yaml lies
+    shutil.copy(ROOT / "config.yaml", tmp_path / "config.yaml")
+    plan = run_snakemake(tmp_path, DEMO, "--dry-run", "--printshellcmds").stdout
+    assert '"backend": "transformers"' in plan
+    assert '"backend": "vllm"' not in plan and "Qwen/" not in plan
+
+
 def test_truncated_generation_fails_in_one_line(demo_run):
     gen = demo_run / "results/generations/demo-choice/tiny-qwen3/w16/kv-full.jsonl"
     lines = gen.read_text().splitlines()
