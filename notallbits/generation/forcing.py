@@ -96,3 +96,32 @@ class Trace:
             self.finished = True
         return token
 
+
+
+@dataclass
+class SampleResult:
+    """One sample's finished trace and its forced answers: the record every backend returns
+    and the progress store keeps (see progress.py)."""
+
+    sample: int
+    seed: int
+    thinking_ids: list[int]
+    wait_positions: list[int]  # thinking index where each Wait was inserted
+    natural_end: int | None
+    natural_answer: list[int]
+    answers: dict[int, list[int]] = field(default_factory=dict)  # forced answers per budget
+    trace_seconds: float = 0.0
+
+    def needs_forcing(self, budget: int) -> bool:
+        """A sample that ended naturally within the budget keeps its own answer."""
+        return self.natural_end is None or self.natural_end > budget
+
+
+@dataclass(frozen=True)
+class QuestionRequest:
+    """The samples of one question that a job still has to generate."""
+
+    question_id: str
+    prompt_ids: tuple[int, ...]
+    samples: tuple[int, ...]  # sample indices
+    seeds: tuple[int, ...]  # one per sample index: a sample's trace depends only on its seed

@@ -6,27 +6,11 @@ from __future__ import annotations
 
 import copy
 import time
-from dataclasses import dataclass, field
 
 from notallbits import UserError
-from notallbits.generation.forcing import ForcingSpec, Trace
+from notallbits.generation.backend import Backend
+from notallbits.generation.forcing import ForcingSpec, SampleResult, Trace
 from notallbits.generation.sampling import derive_seed, sample_next
-
-
-@dataclass
-class SampleResult:
-    sample: int
-    seed: int
-    thinking_ids: list[int]
-    wait_positions: list[int]  # thinking index where each Wait was inserted
-    natural_end: int | None
-    natural_answer: list[int]
-    answers: dict[int, list[int]] = field(default_factory=dict)  # forced answers per budget
-    trace_seconds: float = 0.0
-
-    def needs_forcing(self, budget: int) -> bool:
-        """A sample that ended naturally within the budget keeps its own answer."""
-        return self.natural_end is None or self.natural_end > budget
 
 
 def resolve_device(device: str) -> str:
@@ -53,16 +37,23 @@ def load_model(path: str, dtype: str = "bfloat16", device: str = "auto"):
     return model, tokenizer
 
 
-class TransformersBackend:
+class TransformersBackend(Backend):
     name = "transformers"
 
-    def __init__(self, model, tokenizer, kv_settings: dict, temperature: float, top_p: float):
+    def __init__(self, model, tokenizer, kv_settings: dict, temperature: float, top_p: float, batch_size: int = 32):
+        self.batch_size = batch_size
         self.model = model
         self.tokenizer = tokenizer
         self.kv_settings = kv_settings
         self.temperature = temperature
         self.top_p = top_p
         self.device = model.device
+
+    @classmethod
+    def from_spec(cls, spec: dict) -> "TransformersBackend":
+        gen, samp = spec["generation"], spec["sampling"]
+        model, tokenizer = load_model(spec["model_path"], gen["dtype"], gen["device"])
+        return cls(model, tokenizer, spec["kv_settings"], samp["temperature"], samp["top_p"], gen["batch_size"])
 
     # -- model plumbing ------------------------------------------------------------
     def _new_cache(self):

@@ -14,7 +14,7 @@ import os
 from dataclasses import asdict
 from pathlib import Path
 
-from notallbits.generation.hf_backend import SampleResult
+from notallbits.generation.forcing import SampleResult
 from notallbits.io import write_text
 
 

@@ -15,7 +15,8 @@ from pathlib import Path
 from notallbits import UserError
 from notallbits.data.prepare import read_questions
 from notallbits.generation import FORMAT_VERSION
-from notallbits.generation.forcing import ForcingSpec
+from notallbits.generation.backend import make_backend
+from notallbits.generation.forcing import ForcingSpec, QuestionRequest
 from notallbits.generation.prompts import build_prompt
 from notallbits.generation.sampling import derive_seed
 from notallbits.io import write_framed_jsonl
@@ -78,39 +79,47 @@ def generate(questions_path: str, spec: dict, out_path: str, progress_root: str)
     n = spec["samples"]
     t0 = time.perf_counter()
     stats = {"trace_tokens": 0, "answer_tokens": 0, "reused_samples": 0, "generated_samples": 0}
-    records = []
     bar = tqdm(total=len(questions) * n * fspec.max_budget, desc="thinking tokens", file=sys.stderr,
                mininterval=5, unit="tok")
+    # what each question still needs: stored traces serve if they reached this job's largest
+    # budget (or ended naturally); the rest goes to the engine as one job
+    prompts, usable, requests = {}, {}, []
     for q in questions:
         qid = q["id"]
-        prompt_ids = tokenizer.encode(build_prompt(tokenizer, q, spec.get("prompt_style", "default")),
-                                      add_special_tokens=False)
-        seeds = sample_seeds(samp["seed"], qid, n)
-        done = store.load(qid)
-        # a stored trace serves if it reached this job's largest budget (or ended naturally)
-        usable = {i: r for i, r in done.items() if i < n and (len(r.thinking_ids) >= fspec.max_budget
-                                                            or r.natural_end is not None)}
-        todo = [i for i in range(n) if i not in usable]
-        batch = gen["batch_size"]
-        for start in range(0, len(todo), batch):
-            idx = todo[start:start + batch]
-            for i, res in zip(idx, backend.generate(prompt_ids, [seeds[i] for i in idx], fspec, progress=bar)):
-                res.sample = i
-                usable[i] = res
-                stats["trace_tokens"] += len(res.thinking_ids) + len(res.natural_answer)
-                stats["answer_tokens"] += sum(len(a) for a in res.answers.values())
-            stats["generated_samples"] += len(idx)
-        reused = [usable[i] for i in range(n) if i not in todo]
+        prompts[qid] = tokenizer.encode(build_prompt(tokenizer, q, spec.get("prompt_style", "default")),
+                                        add_special_tokens=False)
+        usable[qid] = {i: r for i, r in store.load(qid).items()
+                       if i < n and (len(r.thinking_ids) >= fspec.max_budget or r.natural_end is not None)}
+        todo = [i for i in range(n) if i not in usable[qid]]
+        if todo:
+            seeds = sample_seeds(samp["seed"], qid, n)
+            requests.append(QuestionRequest(qid, tuple(prompts[qid]), tuple(todo), tuple(seeds[i] for i in todo)))
+    pending = {r.question_id for r in requests}
+
+    def finish(qid: str, fresh: set[int]) -> None:
+        """Force stored traces at budgets they lack, then save the question's progress."""
+        reused = [r for i, r in sorted(usable[qid].items()) if i not in fresh]
         stats["reused_samples"] += len(reused)
         missing = sorted({b for r in reused for b in budgets if r.needs_forcing(b) and b not in r.answers})
         if missing:
             before = {id(r): sum(len(a) for a in r.answers.values()) for r in reused}
             need = [r for r in reused if any(r.needs_forcing(b) and b not in r.answers for b in missing)]
-            backend.force_from_traces(prompt_ids, need, missing, fspec)
+            backend.force_from_traces(prompts[qid], need, missing, fspec)
             stats["answer_tokens"] += sum(sum(len(a) for a in r.answers.values()) - before[id(r)] for r in need)
-        store.save(qid, usable)
-        for i in range(n):
-            records.extend(records_for(qid, usable[i], budgets, fspec, tokenizer))
+        store.save(qid, usable[qid])
+
+    for q in questions:
+        if q["id"] not in pending:
+            finish(q["id"], set())
+    for req, results in backend.generate_job(requests, fspec, progress=bar):
+        for res in results:
+            usable[req.question_id][res.sample] = res
+            stats["trace_tokens"] += len(res.thinking_ids) + len(res.natural_answer)
+            stats["answer_tokens"] += sum(len(a) for a in res.answers.values())
+        stats["generated_samples"] += len(results)
+        finish(req.question_id, {res.sample for res in results})
+    records = [rec for q in questions for i in range(n)
+               for rec in records_for(q["id"], usable[q["id"]][i], budgets, fspec, tokenizer)]
     bar.close()
     wall = time.perf_counter() - t0
     generated = stats["trace_tokens"] + stats["answer_tokens"]
@@ -139,18 +148,6 @@ def model_facts(model_path: str) -> dict:
     arch = Arch.from_hf_config(cfg.get("text_config", cfg))
     return {"weight_bytes": checkpoint_bytes(folder), "layers": arch.layers, "kv_heads": arch.kv_heads,
             "head_dim": arch.head_dim}
-
-
-def make_backend(spec: dict):
-    gen, samp = spec["generation"], spec["sampling"]
-    if spec["backend"] == "vllm":
-        from notallbits.generation.vllm_backend import VLLMBackend
-
-        return VLLMBackend(spec["model_path"], gen, samp)
-    from notallbits.generation.hf_backend import TransformersBackend, load_model
-
-    model, tokenizer = load_model(spec["model_path"], gen["dtype"], gen["device"])
-    return TransformersBackend(model, tokenizer, spec["kv_settings"], samp["temperature"], samp["top_p"])
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:

@@ -13,8 +13,8 @@ from __future__ import annotations
 import os
 import time
 
-from notallbits.generation.forcing import ForcingSpec, Trace
-from notallbits.generation.hf_backend import SampleResult
+from notallbits.generation.backend import Backend
+from notallbits.generation.forcing import ForcingSpec, SampleResult, Trace
 from notallbits.generation.sampling import derive_seed
 
 
@@ -27,7 +27,7 @@ def _cpu_only() -> bool:
         return True
 
 
-class VLLMBackend:
+class VLLMBackend(Backend):
     name = "vllm"
 
     def __init__(self, model_path: str, gen: dict, sampling: dict):
@@ -47,6 +47,12 @@ class VLLMBackend:
         self.engine_start_seconds = time.perf_counter() - t0
         self.temperature = sampling["temperature"]
         self.top_p = sampling["top_p"]
+
+    @classmethod
+    def from_spec(cls, spec: dict) -> "VLLMBackend":
+        backend = cls(spec["model_path"], spec["generation"], spec["sampling"])
+        backend.batch_size = spec["generation"]["batch_size"]
+        return backend
 
     def _params(self, max_tokens: int, seed: int, stop_ids):
         from vllm import SamplingParams
