@@ -9,7 +9,8 @@ import sys
 
 from notallbits import UserError
 
-# Commands that put work on a GPU: each holds one device for its lifetime (see devices.py).
+# Commands that put work on a GPU: each holds its devices for its lifetime (see devices.py);
+# a module's gpus_needed(args) says how many (0: CPU on purpose), default one.
 GPU_COMMANDS = {"generate", "quantize"}
 
 # name -> (module, one-line help). The module provides add_arguments(parser) and run(args).
@@ -47,10 +48,11 @@ def main(argv: list[str] | None = None) -> int:
     parser, module = build_parser(argv)
     args = parser.parse_args(argv)
     try:
-        if args.command in GPU_COMMANDS:
+        gpus = getattr(module, "gpus_needed", lambda _: 1)(args) if args.command in GPU_COMMANDS else 0
+        if gpus:
             from notallbits.generation.devices import gpu_slot
 
-            with gpu_slot():
+            with gpu_slot(count=gpus):
                 module.run(args)
         else:
             module.run(args)

@@ -157,6 +157,17 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--progress", required=True, help="folder for resumable per-question progress")
 
 
+def gpus_needed(args: argparse.Namespace) -> int:
+    """Devices the job's slot holds (cli.py): none when the config asks for CPU."""
+    try:
+        spec = json.loads(args.spec)
+    except json.JSONDecodeError:
+        return 1  # run() reports the bad spec
+    if str(spec.get("generation", {}).get("device", "auto")) == "cpu":
+        return 0
+    return int(spec.get("gpus", 1))
+
+
 def run(args: argparse.Namespace) -> None:
     try:
         spec = json.loads(args.spec)
