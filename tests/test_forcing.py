@@ -1,5 +1,9 @@
 """Budget forcing on token ids: exact token counts, Wait replacement, cap-only mode."""
 
+import json
+
+import pytest
+
 from notallbits.generation.forcing import ForcingSpec, Trace
 
 END, EOS, PAD, WAIT1, WAIT2 = 90, 91, 92, 80, 81
@@ -57,3 +61,106 @@ def test_from_tokenizer_on_tiny_model(tiny_model):
     assert tok.convert_tokens_to_ids("<|im_end|>") in s.eos_ids
     assert tok.decode(s.answer_prefix_ids) == "</think>\n\n**Final Answer**\n\\boxed{"
     assert tok.decode(s.wait_ids) == "Wait"
+
+
+# ---------------------------------------------------------------- forcing at the right place
+POSITIONS = 64  # the constructed model below tells apart positions modulo this
+
+
+@pytest.fixture(scope="module")
+def position_model(tmp_path_factory):
+    """A hand-built model whose greedy next token names the position it is read at.
+
+    One GPT-2 block with its attention and MLP outputs zeroed, so the last hidden state is
+    ``wte[token] + wpe[position]``; token embeddings are zero and ``wpe[p]`` is the unit vector
+    ``e[p % 64]``; ``lm_head`` maps ``e[j]`` to ``TOKENS[j]``, 64 ordinary tokens that decode to
+    distinct printable strings. So after any context whose last token sits at position p the
+    greedy answer is TOKENS[p % 64], TOKENS[(p + 1) % 64], ...: an answer forced after
+    ``prompt + thinking[:T] + </think> + prefix`` spells out where it was forced, and one taken
+    from the cache at the end of the trace names the wrong place.
+    """
+    import torch
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    from notallbits.tinymodel import build_tokenizer
+
+    tok = build_tokenizer()
+    special, seen, tokens = set(tok.all_special_ids), set(), []
+    for i in range(len(tok)):
+        text = tok.decode([i])
+        if i not in special and text.isascii() and text.isprintable() and text.strip() and text not in seen:
+            tokens.append(i)
+            seen.add(text)
+    tokens = tokens[:POSITIONS]
+    cfg = GPT2Config(vocab_size=len(tok), n_positions=1024, n_embd=POSITIONS, n_layer=1, n_head=1,
+                     tie_word_embeddings=False, bos_token_id=tok.eos_token_id, eos_token_id=tok.eos_token_id)
+    model = GPT2LMHeadModel(cfg)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.zero_()
+        for norm in (model.transformer.ln_f, model.transformer.h[0].ln_1, model.transformer.h[0].ln_2):
+            norm.weight.fill_(1.0)
+        for p in range(cfg.n_positions):
+            model.transformer.wpe.weight[p, p % POSITIONS] = 1.0
+        for j, t in enumerate(tokens):
+            model.lm_head.weight[t, j] = 50.0
+    folder = tmp_path_factory.mktemp("models") / "position-gpt2"
+    model.save_pretrained(folder)
+    tok.save_pretrained(folder)
+    # the summary's model facts read Qwen-style config keys
+    cfg_path = folder / "config.json"
+    raw = json.loads(cfg_path.read_text())
+    raw.update(num_hidden_layers=1, num_attention_heads=1, hidden_size=POSITIONS, intermediate_size=4 * POSITIONS)
+    cfg_path.write_text(json.dumps(raw))
+    return folder, tokens
+
+
+def position_spec(model, budgets, answer_max=4):
+    return {"dataset": "demo", "model": "pos", "model_path": str(model), "bits": 16, "kv": "full",
+            "kv_settings": {"method": "full"}, "backend": "transformers", "budgets": budgets, "samples": 2,
+            "sampling": {"temperature": 0.0, "top_p": 1.0, "seed": 0},
+            "generation": {"wait_extension": True, "wait_text": "Wait", "answer_prefix": "\n\\boxed{",
+                           "answer_max_tokens": answer_max, "batch_size": 8, "dtype": "float32",
+                           "device": "cpu"}}
+
+
+def test_forced_answer_is_read_at_the_budget_not_at_the_trace_end(position_model, tmp_path):
+    """Catches forced answers taken from the cache at the end of the trace (or from any place
+    other than the fork at the budget), in a fresh job and in a resumed job that adds a budget
+    (``force_from_traces``): on the position model the answer at budget T must name position
+    len(prompt) + T + len(</think> + prefix) - 1 and the next ones."""
+    from transformers import AutoTokenizer
+
+    from notallbits.data.registry import demo_arith
+    from notallbits.generation.forcing import ForcingSpec
+    from notallbits.generation.prompts import build_prompt
+    from notallbits.generation.run import generate
+    from notallbits.io import read_framed_jsonl, write_jsonl
+
+    folder, tokens = position_model
+    questions = tmp_path / "q.jsonl"
+    write_jsonl(questions, demo_arith(1))
+    tok = AutoTokenizer.from_pretrained(folder)
+    spec = position_spec(folder, [4, 16])
+    prompt = tok.encode(build_prompt(tok, demo_arith(1)[0]), add_special_tokens=False)
+    fspec = ForcingSpec.from_tokenizer(tok, [4, 16], "Wait", "\n\\boxed{", 4)
+
+    def expected(budget):
+        last = len(prompt) + budget + len(fspec.answer_prefix_ids) - 1
+        answer = [tokens[(last + i) % POSITIONS] for i in range(4)]
+        return tok.decode(list(fspec.answer_prefix_ids[1:]) + answer, skip_special_tokens=True)
+
+    assert len({expected(b) for b in (4, 8, 16)}) == 3  # the model tells these budgets apart
+    generate(str(questions), spec, str(tmp_path / "a.jsonl"), str(tmp_path / "p"))
+    _, records = read_framed_jsonl(tmp_path / "a.jsonl")
+    assert len(records) == 2 * 2 and all(r["forced"] for r in records)
+    for r in records:
+        assert r["answer_text"] == expected(r["budget_tokens"]), r
+    # resumed with a new, smaller budget: answered from the stored trace, not regenerated
+    header = generate(str(questions), position_spec(folder, [4, 8, 16]), str(tmp_path / "b.jsonl"),
+                      str(tmp_path / "p"))
+    assert header["stats"]["generated_samples"] == 0
+    _, records = read_framed_jsonl(tmp_path / "b.jsonl")
+    assert sorted(r["budget_tokens"] for r in records) == [4, 4, 8, 8, 16, 16]
+    for r in records:
+        assert r["answer_text"] == expected(r["budget_tokens"]), r

@@ -105,3 +105,21 @@ def test_bad_spec_is_one_line(tiny_model, questions, tmp_path):
     with pytest.raises(UserError, match="cannot load model"):
         generate(str(questions), make_spec(tmp_path / "missing", [8]), str(tmp_path / "g.jsonl"), str(tmp_path / "p"))
     assert not (tmp_path / "g.jsonl").exists()
+
+
+def test_resumed_job_whose_budget_grew_extends_its_traces(tiny_model, questions, tmp_path):
+    """Catches a stored trace reused for a job whose largest budget is longer than the trace:
+    after a job with budgets [8], the same job with budgets [8, 16] must trace every sample to
+    16 tokens, and its records must equal those of a fresh job with budgets [8, 16] (a sample's
+    trace depends only on its seed)."""
+    generate(str(questions), make_spec(tiny_model, [8]), str(tmp_path / "a.jsonl"), str(tmp_path / "p"))
+    assert all(len(t) == 8 for t in progress_traces(tmp_path / "p").values())
+    header = generate(str(questions), make_spec(tiny_model, [8, 16]), str(tmp_path / "b.jsonl"), str(tmp_path / "p"))
+    assert header["stats"]["generated_samples"] == 6 and header["stats"]["trace_tokens"] == 6 * 16
+    _, grown = read_framed_jsonl(tmp_path / "b.jsonl")
+    assert sorted(r["thinking_tokens"] for r in grown if r["budget_tokens"] == 16) == [16] * 6
+    assert all(len(t) == 16 for t in progress_traces(tmp_path / "p").values())
+    generate(str(questions), make_spec(tiny_model, [8, 16]), str(tmp_path / "c.jsonl"), str(tmp_path / "fresh"))
+    _, fresh = read_framed_jsonl(tmp_path / "c.jsonl")
+    key = lambda r: (r["question_id"], r["sample"], r["budget_tokens"])  # noqa: E731
+    assert sorted(grown, key=key) == sorted(fresh, key=key)

@@ -82,3 +82,84 @@ def test_cli_is_instant_and_torch_free():
     assert result["kv_gib"] == pytest.approx(65.91, abs=0.01)
     assert result["total_gib"] == pytest.approx(result["weights_gib"] + result["kv_gib"])
     assert set(result) >= {"weights_gib", "kv_gib", "total_gib"}
+
+
+# A small Qwen3-shaped decoder: 2 layers, hidden 256, 4 query heads and 2 KV heads of 64,
+# MLP 384, 1000 tokens, tied embeddings. Its 7 linears per layer (in, out):
+# q (256, 256), k (256, 128), v (256, 128), o (256, 256), gate/up (256, 384), down (384, 256).
+SMALL_QWEN3 = {"num_hidden_layers": 2, "hidden_size": 256, "num_attention_heads": 4, "num_key_value_heads": 2,
+               "head_dim": 64, "intermediate_size": 384, "vocab_size": 1000, "tie_word_embeddings": True}
+
+
+def gptq_tensor_bytes(fan_in, fan_out, bits, group=128):
+    """One linear as GPTQ writes it: qweight int32 [in*bits/32, out], qzeros int32
+    [groups, out*bits/32], scales fp16 [groups, out], g_idx int32 [in]."""
+    groups = -(-fan_in // group)
+    return {"qweight": fan_in * bits // 32 * fan_out * 4, "qzeros": groups * (fan_out * bits // 32) * 4,
+            "scales": groups * fan_out * 2, "g_idx": fan_in * 4}
+
+
+def test_gptq_weight_bytes_by_hand():
+    """Catches GPTQ scales (or zeros, or g_idx) dropped from the weight bytes. Hand count for
+    SMALL_QWEN3 at 4 bits, per layer:
+      q, o:      qweight 32x256x4 = 32768, qzeros 2x32x4 = 256, scales 2x256x2 = 1024, g_idx 1024 -> 35072
+      k, v:      16384 + 128 + 512 + 1024 = 18048
+      gate, up:  49152 + 384 + 1536 + 1024 = 52096
+      down:      qweight 48x256x4 = 49152, qzeros 3x32x4 = 384, scales 3x256x2 = 1536, g_idx 1536 -> 52608
+      layer:     2x35072 + 2x18048 + 2x52096 + 52608 = 263040; two layers 526080
+    unquantized bf16: embeddings 1000x256 (tied) + norms 2x(2x256 + 2x64) + 256 = 257536 params
+    = 515072 bytes. Total 1041152. At 8 bits: 1021440 + 515072 = 1536512."""
+    arch = Arch.from_hf_config(SMALL_QWEN3)
+    assert weight_bytes(arch, 4, layout="gptq") == 526080 + 515072 == 1041152
+    assert weight_bytes(arch, 8, layout="gptq") == 1021440 + 515072 == 1536512
+    # the same from the per-tensor table of the format (scales are 19200 of those bytes at 4 bits)
+    shapes = [(256, 256), (256, 128), (256, 128), (256, 256), (256, 384), (256, 384), (384, 256)]
+    for bits in (4, 8):
+        tensors = [gptq_tensor_bytes(i, o, bits) for i, o in shapes]
+        assert weight_bytes(arch, bits, layout="gptq") == 2 * sum(sum(t.values()) for t in tensors) + 515072
+    assert 2 * sum(gptq_tensor_bytes(i, o, 4)["scales"] for i, o in shapes) == 2 * (2 * 1024 + 2 * 512 + 3 * 1536)
+    # the paper layout (no g_idx, zeros as P_W-bit values): 983040 quantized params
+    assert weight_bytes(arch, 4, layout="paper") == 983040 // 2 + 983040 // 128 * 20 // 8 + 515072 == 1025792
+    assert weight_bytes(arch, 16) == (983040 + 257536) * 2
+
+
+def test_kv_bytes_scale_with_samples_for_every_method():
+    """Catches K (parallel samples / votes) ignored in the KV memory, for any method: G
+    samples hold G caches. SMALL_QWEN3 holds 2 x 2 layers x 2 heads x 64 x 2 B = 1024 B per
+    token; HQQ 4-bit with group 64 stores 0.5625 B per value plus a 128-token bf16 window."""
+    arch = Arch.from_hf_config(SMALL_QWEN3)
+    assert kv_bytes_per_token(arch) == 1024
+    values_per_token = 512
+    hqq_one = round((4000 - 128) * values_per_token * 0.5625) + 128 * 1024
+    cases = [({"method": "full"}, 4000 * 1024), ({"method": "rkv", "budget": 1024, "buffer": 128}, 1152 * 1024),
+             ({"method": "streamingllm", "budget": 1024}, 1024 * 1024),
+             ({"method": "hqq", "nbits": 4, "q_group_size": 64, "residual_length": 128}, hqq_one)]
+    for settings, one in cases:
+        assert kv_bytes(arch, settings, 4000, 1) == one, settings
+        assert kv_bytes(arch, settings, 4000, 8) == 8 * one, settings
+
+
+def test_summary_charges_k_caches_for_maj_at_k(tmp_path):
+    """Catches K ignored in the KV memory of Maj@K in the summary table (aggregate): rows of
+    one job at K = 1, 4 and 16 must cost 1, 4 and 16 caches of T tokens (1024 B per token
+    for SMALL_QWEN3-shaped KV: 2 layers, 2 KV heads, head_dim 64), and their totals differ."""
+    import json
+
+    import pandas as pd
+
+    from notallbits.aggregate import summarize
+
+    base = {"dataset": "aime25", "model": "small", "bits": 4, "kv": "full", "backend": "transformers",
+            "kv_settings": json.dumps({"method": "full"}), "weight_bytes": 1041152, "layers": 2, "kv_heads": 2,
+            "head_dim": 64, "job_wall_seconds": 10.0, "job_generated_tokens": 1000, "job_tokens_per_second": 100.0,
+            "questions": 30, "samples": 16, "parsed_rate": 1.0, "mean_thinking_tokens": 2000.0,
+            "mean_answer_tokens": 10.0}
+    rows = [{**base, "budget_tokens": t, "k": k, "accuracy": 0.1 * k / 16 + t / 1e5}
+            for t in (2000, 8000) for k in (1, 4, 16)]
+    path = tmp_path / "scores.csv"
+    pd.DataFrame(rows).to_csv(path, index=False)
+    df = summarize([str(path)])
+    got = {(r.budget_tokens, r.k): r.kv_bytes for r in df.itertuples()}
+    assert got == {(t, k): k * t * 1024 for t in (2000, 8000) for k in (1, 4, 16)}
+    assert (df["total_gib"] == df["weight_gib"] + df["kv_gib"]).all()
+    assert df.loc[(df["budget_tokens"] == 8000) & (df["k"] == 16), "kv_gib"].item() == 16 * 8000 * 1024 / 2**30

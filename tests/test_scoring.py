@@ -89,3 +89,38 @@ def test_majority_known_values():
 def test_majority_is_fast_for_paper_sizes():
     votes = [str(i % 11) for i in range(32)]
     assert 0 <= majority_accuracy(votes, {"0"}, 16) <= 1
+
+
+def _is_self_inverse(perm):
+    return all(perm[perm[i]] == i for i in range(len(perm)))
+
+
+def test_every_option_is_scored_by_the_text_shown_under_its_letter(monkeypatch):
+    """Catches the GPQA option permutation recorded as the inverse of the one applied to the
+    choices: for many questions (their permutations mostly not their own inverse), every letter
+    is correct through ``is_correct`` exactly when the option shown under it is the correct
+    answer's text, for the GPQA loader (rows shaped like Idavidrein/gpqa), the demo set and
+    ``shuffle_choices`` itself."""
+    from notallbits.data import registry
+    from notallbits.data.registry import LETTERS, demo_choice, gpqa_diamond, shuffle_choices
+
+    rows = [{"Record ID": f"rec{j:03d}", "Question": f"Which particle is number {j}?",
+             "Correct Answer": f"right {j}", "Incorrect Answer 1": f"wrong {j}a",
+             "Incorrect Answer 2": f"wrong {j}b", "Incorrect Answer 3": f"wrong {j}c"} for j in range(24)]
+    monkeypatch.setattr(registry, "_load_hub", lambda hf_id, config, split: rows)
+    gpqa = gpqa_diamond({"shuffle_seed": 0})
+    demo = demo_choice(24)
+    direct = []
+    for j in range(24):
+        choices, answer, perm = shuffle_choices(f"q{j}", "right", ["w1", "w2", "w3", "w4"], seed=3)
+        direct.append({"task": "choice", "choices": choices, "answer": answer, "permutation": perm})
+    for questions, right_text in ((gpqa, lambda q, i: q["choices"][i].startswith("right")),
+                                  (demo, lambda q, i: int(q["choices"][i]) == max(map(int, q["choices"]))),
+                                  (direct, lambda q, i: q["choices"][i] == "right")):
+        # the check discriminates only where a permutation differs from its inverse
+        assert sum(not _is_self_inverse(q["permutation"]) for q in questions) >= len(questions) // 2
+        assert len({tuple(q["permutation"]) for q in questions}) >= 6
+        for q in questions:
+            for i, letter in enumerate(LETTERS[:len(q["choices"])]):
+                assert is_correct(letter, q) == right_text(q, i), (q, letter)
+            assert is_correct(q["answer"], q)
