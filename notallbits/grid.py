@@ -168,6 +168,19 @@ def jobs(config: dict) -> dict[Job, JobSpec]:
     return dict(sorted(specs.items()))
 
 
+# dataset keys that override generation settings for that dataset's jobs (a program needs a
+# code fence and more answer tokens than a boxed number)
+DATASET_GENERATION_OVERRIDES = ("answer_prefix", "answer_max_tokens")
+
+
+def generation_settings(config: dict, dataset: str) -> dict:
+    """The generation settings a job on ``dataset`` runs with (the backend is chosen per job)."""
+    gen = {k: v for k, v in config["generation"].items() if k != "backend"}
+    spec = config["datasets"][dataset]
+    gen.update({k: spec[k] for k in DATASET_GENERATION_OVERRIDES if k in spec})
+    return gen
+
+
 def kv_settings(config: dict, kv: str) -> dict:
     """The KV method's full settings (defaults filled), as the generation job receives them."""
     from notallbits.kvcache.settings import normalize

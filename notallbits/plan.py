@@ -10,13 +10,17 @@ from pathlib import Path
 from notallbits import UserError, grid
 
 # Public sizes of the hub benchmarks (questions); local sets are counted.
-KNOWN_QUESTIONS = {"aime25": 30, "gpqa_diamond": 198}
+KNOWN_QUESTIONS = {"aime25": 30, "gpqa_diamond": 198, "math500": 500}
+# LiveCodeBench code_generation_lite problems per release (a date window keeps fewer)
+LCB_RELEASE_PROBLEMS = {1: 400, 2: 511, 3: 612, 4: 713, 5: 880, 6: 1055}
 
 
 def question_count(spec: dict) -> int:
     loader = spec["loader"]
     if loader in KNOWN_QUESTIONS:
         n = KNOWN_QUESTIONS[loader]
+    elif loader == "livecodebench":
+        n = LCB_RELEASE_PROBLEMS.get(int((spec.get("version") or "release_v5").removeprefix("release_v")), 1055)
     elif loader == "jsonl":
         n = sum(1 for line in Path(spec["path"]).read_text().splitlines() if line.strip())
     else:

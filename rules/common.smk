@@ -151,7 +151,7 @@ def generation_spec(wildcards):
             "budgets": spec.budgets,
             "samples": spec.samples,
             "sampling": config["sampling"],
-            "generation": {k: v for k, v in config["generation"].items() if k != "backend"},
+            "generation": grid.generation_settings(config, wildcards.dataset),
             "prompt_style": config["datasets"][wildcards.dataset].get("prompt_style", "default"),
         },
         sort_keys=True,

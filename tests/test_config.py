@@ -15,7 +15,12 @@ def paper():
 
 
 def test_paper_grid_counts(paper):
-    assert [s["name"] for s in paper["sweeps"]] == ["main", "kv-compression"]
+    assert [s["name"] for s in paper["sweeps"]] == ["main", "kv-compression", "extended-tasks"]
+    extended = grid.validate({**paper, "sweeps": paper["sweeps"][2:]})
+    # MATH-500 and LiveCodeBench: 2 datasets x 6 models x 3 precisions x 4 budgets x 4 vote counts
+    assert len(grid.cells(extended)) == 2 * 6 * 3 * 4 * 4 and len(grid.jobs(extended)) == 2 * 6 * 3
+    assert grid.generation_settings(extended, "livecodebench")["answer_prefix"] == "\n\n```python\n"
+    paper["sweeps"] = paper["sweeps"][:2]
     kv = grid.validate(paper)
     # KV sweep: 2 datasets x 6 models x bf16 x 9 KV settings x 3 budgets x K in {1, 8}
     assert len(grid.cells(kv)) == 1440 + 2 * 6 * 9 * 3 * 2 and len(grid.jobs(kv)) == 36 + 2 * 6 * 9

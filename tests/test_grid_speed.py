@@ -21,7 +21,7 @@ def test_full_grid_dry_run_and_noop(tmp_path):
     dry_seconds = time.perf_counter() - t0
     plan = run_snakemake(tmp_path, ROOT / "config.yaml", "--dry-run")  # untimed: lists every output
     text = plan.stdout + plan.stderr
-    assert re.search(r"generate\s+144\b", text) and re.search(r"score\s+144\b", text)
+    assert re.search(r"generate\s+180\b", text) and re.search(r"score\s+180\b", text)
     assert dry_seconds <= 5, dry_seconds
     outputs = set()
     for line in text.splitlines():

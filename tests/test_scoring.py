@@ -124,3 +124,38 @@ def test_every_option_is_scored_by_the_text_shown_under_its_letter(monkeypatch):
             for i, letter in enumerate(LETTERS[:len(q["choices"])]):
                 assert is_correct(letter, q) == right_text(q, i), (q, letter)
             assert is_correct(q["answer"], q)
+
+# MATH-500-style answers: the gold is often not an integer, math-verify decides
+MATH500_OUTPUTS = [
+    ("**Final Answer**\n\\boxed{\\dfrac{3}{4}}", "\\frac{3}{4}", True),
+    ("**Final Answer**\n\\boxed{0.75}", "\\frac{3}{4}", True),
+    ("**Final Answer**\n\\boxed{\\frac{4}{3}}", "\\frac{3}{4}", False),
+    ("so $r = \\sqrt{12}$.\n\n**Final Answer**\n\\boxed{2\\sqrt{3}}", "2\\sqrt{3}", True),
+    ("**Final Answer**\n\\boxed{\\sqrt{12}}", "2\\sqrt{3}", True),
+    ("**Final Answer**\n\\boxed{3\\sqrt{2}}", "2\\sqrt{3}", False),
+    ("**Final Answer**\n\\boxed{(-\\infty, 3]}", "(-\\infty,3]", True),
+    ("**Final Answer**\n\\boxed{(-\\infty, 3)}", "(-\\infty,3]", False),
+    ("**Final Answer**\n\\boxed{10\\text{ cm}}", "10", True),
+    ("**Final Answer**\n\\boxed{\\text{(C)}}", "\\text{(C)}", True),
+    ("The solutions are \\boxed{2} and \\boxed{3}.", "2, 3", True),  # a multi-part answer in two boxes
+    ("First \\boxed{2}, then I found the real answer: \\boxed{5}", "2, 5", False),  # a correction, not two parts
+    ("**Final Answer**\n\\boxed{x^2 + 1}", "1+x^2", True),
+]
+
+
+@pytest.mark.parametrize("text, gold, ok", MATH500_OUTPUTS)
+def test_math500_answers(text, gold, ok):
+    assert math_correct(extract_math(text), gold) is ok
+
+
+def test_equivalent_answers_vote_together():
+    """Maj@K counts \\frac{1}{2}, 0.5 and \\dfrac12 as one answer: 3 of 5 samples say one half."""
+    from notallbits.scoring import score_job
+
+    q = {"id": "m1", "task": "math", "question": "?", "answer": "\\frac{1}{2}", "choices": None, "permutation": None}
+    texts = ["\\boxed{\\frac{1}{2}}", "\\boxed{0.5}", "\\boxed{\\dfrac12}", "\\boxed{2}", "\\boxed{2}"]
+    records = [{"question_id": "m1", "sample": i, "budget_tokens": 8, "answer_text": t, "thinking_tokens": 8,
+                "answer_tokens": 3} for i, t in enumerate(texts)]
+    rows, samples = score_job([q], records, [5])
+    assert rows[0]["accuracy"] == 1.0  # 3 equivalent right answers outvote 2 wrong ones
+    assert len({s["parsed"] for s in samples}) == 2

@@ -18,8 +18,8 @@ pytestmark = pytest.mark.slow
 
 def test_demo_outputs(demo_run):
     summary = pd.read_csv(demo_run / "results" / "summary.csv")
-    # main sweep: datasets x bits x budgets x K; KV sweep: 5 methods x budgets x K
-    assert len(summary) == 2 * 3 * 3 * 3 + 5 * 3 * 3
+    # main sweep: datasets x bits x budgets x K; KV sweep: 5 methods x budgets x K; code: budgets x K
+    assert len(summary) == 2 * 3 * 3 * 3 + 5 * 3 * 3 + 2 * 2
     assert {"accuracy", "weight_bytes", "kv_bytes", "total_gib", "job_generated_tokens",
             "job_wall_seconds"} <= set(summary.columns)
     # KV bytes = K x tokens held x (2 x layers x KV heads x head_dim x 2 bytes) = K x tokens x 512 here
@@ -105,7 +105,7 @@ def test_adding_a_budget_reuses_traces(demo_run, tmp_path):
     cfg.write_text(yaml.safe_dump(config))
     plan = run_snakemake(demo_run, cfg, "--dry-run", "--quiet", "rules").stdout
     assert "quantize" not in plan and "build_tiny_model" not in plan and "prepare_data" not in plan
-    assert re.search(r"generate\s+11", plan), plan  # 6 full-cache + 5 KV-method jobs
+    assert re.search(r"generate\s+12", plan), plan  # 6 full-cache + 5 KV-method jobs + 1 code job
     run_snakemake(demo_run, cfg)
     for gen in (demo_run / "results/generations").rglob("*.jsonl"):
         header, records = read_framed_jsonl(gen)

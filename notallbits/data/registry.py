@@ -1,7 +1,12 @@
 """Dataset registry. Every loader returns normalized records:
 
-    {"id": str, "task": "math" | "choice", "question": str, "choices": list[str] | None,
+    {"id": str, "task": "math" | "choice" | "code", "question": str, "choices": list[str] | None,
      "answer": str, "permutation": list[int] | None}
+
+Code problems (task "code", LiveCodeBench) carry their tests instead of an answer string:
+``tests`` (list of {input, output, testtype: stdin | functional}), ``fn_name`` (functional
+problems: the method of ``class Solution`` to call) and ``starter_code``; ``answer`` holds the
+number of tests, for humans.
 
 For multiple choice, ``choices`` is already in the shuffled order shown to the model,
 ``answer`` is the correct letter, and ``permutation[i]`` is the index in the source order
@@ -19,14 +24,19 @@ from notallbits import UserError
 
 LETTERS = string.ascii_uppercase
 REQUIRED_FIELDS = ("id", "task", "question", "answer")
+TASKS = ("math", "choice", "code")
 
 
 def check_record(rec: dict, where: str) -> dict:
     for key in REQUIRED_FIELDS:
         if key not in rec or rec[key] in (None, ""):
             raise UserError(f"{where}: missing field {key!r}")
-    if rec["task"] not in ("math", "choice"):
-        raise UserError(f"{where}: field 'task' must be 'math' or 'choice', got {rec['task']!r}")
+    if rec["task"] not in TASKS:
+        raise UserError(f"{where}: field 'task' must be one of {', '.join(TASKS)}, got {rec['task']!r}")
+    if rec["task"] == "code":
+        from notallbits.codegrade import check_tests
+
+        check_tests(rec.get("tests"), where)
     if rec["task"] == "choice":
         choices = rec.get("choices")
         if not choices or len(choices) < 2:
@@ -70,6 +80,31 @@ def demo_choice(n: int = 8, seed: int = 0) -> list[dict]:
         choices, answer, perm = shuffle_choices(qid, str(correct), [str(x) for x in nums if x != correct], seed)
         out.append({"id": qid, "task": "choice", "question": "Which of these numbers is the largest?",
                     "choices": choices, "answer": answer, "permutation": perm})
+    return out
+
+
+DEMO_CODE = [
+    # (id, question, starter code, fn_name, tests as (input, output))
+    ("code-sum", "Read two integers a and b on one line and print a + b.", "", None,
+     [("1 2\n", "3\n"), ("-5 11\n", "6\n"), ("1000000000 1000000000\n", "2000000000\n")]),
+    ("code-max", "The first line holds n, the second n integers. Print the largest.", "", None,
+     [("3\n1 9 4\n", "9\n"), ("1\n-7\n", "-7\n")]),
+    ("code-reverse", "Return the list reversed.", "class Solution:\n    def reverse(self, xs: list) -> list:\n",
+     "reverse", [("[1, 2, 3]", "[3, 2, 1]"), ("[]", "[]")]),
+    ("code-count", "Return how many times the character c occurs in s.",
+     "class Solution:\n    def count(self, s: str, c: str) -> int:\n", "count",
+     [('"banana"\n"a"', "3"), ('"xyz"\n"a"', "0")]),
+]
+
+
+def demo_code(n: int = 4) -> list[dict]:
+    """Small LiveCodeBench-shaped problems (stdin and functional), for the CPU demo of the code grader."""
+    out = []
+    for qid, question, starter, fn_name, tests in DEMO_CODE[:n]:
+        kind = "functional" if fn_name else "stdin"
+        out.append({"id": qid, "task": "code", "question": question, "choices": None,
+                    "answer": f"{len(tests)} tests", "permutation": None, "starter_code": starter, "fn_name": fn_name,
+                    "tests": [{"input": i, "output": o, "testtype": kind} for i, o in tests]})
     return out
 
 
@@ -124,6 +159,88 @@ def gpqa_diamond(spec: dict) -> list[dict]:
     return out
 
 
+def math500(spec: dict) -> list[dict]:
+    """MATH-500 (HuggingFaceH4/MATH-500: 500 problems of the MATH test set; answers are often
+    not integers — fractions, radicals, intervals, expressions — and are checked by math-verify)."""
+    hf_id = spec.get("hf_id") or "HuggingFaceH4/MATH-500"
+    out = []
+    for j, row in enumerate(_load_hub(hf_id, None, "test")):
+        qid = str(row.get("unique_id") or f"math500-{j:03d}")
+        out.append(check_record({"id": qid, "task": "math", "question": (row.get("problem") or "").strip(),
+                                 "choices": None, "answer": str(row.get("answer") or "").strip(),
+                                 "permutation": None}, f"{hf_id} {qid}"))
+    return out
+
+
+def _lcb_files(version: str) -> list[str]:
+    """LiveCodeBench code_generation_lite ships one JSONL per release: release_vN = test.jsonl ..
+    testN.jsonl (release_v1 = test.jsonl)."""
+    import re
+
+    m = re.fullmatch(r"release_v(\d+)", version)
+    if not m or int(m.group(1)) < 1:
+        raise UserError(f"LiveCodeBench version {version!r}: expected release_v1, release_v2, ...")
+    return ["test.jsonl"] + [f"test{i}.jsonl" for i in range(2, int(m.group(1)) + 1)]
+
+
+def decode_lcb_tests(field) -> list[dict]:
+    """LiveCodeBench stores hidden tests as JSON, or as base64(zlib(pickle(JSON text))). The pickle
+    holds one string: it is read with an unpickler that refuses every class (no code runs)."""
+    import base64
+    import io
+    import json
+    import pickle
+    import zlib
+
+    if isinstance(field, list):
+        return field
+    try:
+        return json.loads(field)
+    except json.JSONDecodeError:
+        pass
+
+    class StringsOnly(pickle.Unpickler):
+        def find_class(self, module, name):
+            raise pickle.UnpicklingError(f"refusing {module}.{name} in LiveCodeBench tests")
+
+    text = StringsOnly(io.BytesIO(zlib.decompress(base64.b64decode(field.encode())))).load()
+    return json.loads(text)
+
+
+def lcb_record(row: dict, where: str) -> dict:
+    """One LiveCodeBench code_generation_lite row as a normalized record."""
+    import json
+
+    meta = row.get("metadata") or "{}"
+    meta = json.loads(meta) if isinstance(meta, str) else meta
+    tests = decode_lcb_tests(row.get("public_test_cases") or "[]") + decode_lcb_tests(row.get("private_test_cases") or "[]")
+    tests = [{"input": t["input"], "output": t["output"], "testtype": t["testtype"]} for t in tests]
+    return check_record({"id": str(row["question_id"]), "task": "code", "question": row["question_content"].strip(),
+                         "choices": None, "answer": f"{len(tests)} tests", "permutation": None, "tests": tests,
+                         "fn_name": meta.get("func_name"), "starter_code": row.get("starter_code") or "",
+                         "contest_date": str(row.get("contest_date", ""))[:10], "platform": row.get("platform")},
+                        where)
+
+
+def livecodebench(spec: dict) -> list[dict]:
+    """LiveCodeBench code generation (livecodebench/code_generation_lite): problems of one release,
+    optionally within a contest-date window (``start_date``/``end_date``, YYYY-MM-DD, inclusive)."""
+    try:
+        import datasets
+    except ImportError as exc:  # pragma: no cover - environment problem
+        raise UserError("the 'datasets' package is needed to load LiveCodeBench") from exc
+    hf_id = spec.get("hf_id") or "livecodebench/code_generation_lite"
+    version = spec.get("version") or "release_v5"
+    try:
+        rows = datasets.load_dataset(hf_id, data_files=_lcb_files(version), split="train")
+    except Exception as exc:  # noqa: BLE001 - any hub failure is a one-line user error
+        raise UserError(f"could not load {hf_id} ({version}): {type(exc).__name__}: "
+                        f"{str(exc).splitlines()[0] if str(exc) else ''}") from None
+    start, end = spec.get("start_date") or "0000-00-00", spec.get("end_date") or "9999-99-99"
+    return [lcb_record(row, f"{hf_id} {row.get('question_id')}") for row in rows
+            if start <= str(row.get("contest_date", ""))[:10] <= end]
+
+
 def jsonl(spec: dict) -> list[dict]:
     from notallbits.io import read_jsonl
 
@@ -135,6 +252,9 @@ LOADERS: dict[str, Callable[[dict], list[dict]]] = {
     "gpqa_diamond": gpqa_diamond,
     "demo_arith": lambda spec: demo_arith(spec.get("limit") or 8, spec.get("shuffle_seed", 0)),
     "demo_choice": lambda spec: demo_choice(spec.get("limit") or 8, spec.get("shuffle_seed", 0)),
+    "math500": math500,
+    "livecodebench": livecodebench,
+    "demo_code": lambda spec: demo_code(spec.get("limit") or len(DEMO_CODE)),
     "jsonl": jsonl,
     "toy_math": lambda spec: _toy(spec, "math"),
     "toy_choice": lambda spec: _toy(spec, "choice"),

@@ -9,7 +9,27 @@ CHOICE_INSTRUCTION = ("Answer with the letter of the correct option. "
                       "Please reason step by step, and put your final letter within \\boxed{}.")
 
 
+# LiveCodeBench's code-generation prompt (its lm_styles for chat models), in its words
+CODE_SYSTEM = ("You are an expert Python programmer. You will be given a question (problem specification) and will "
+               "generate a correct Python program that matches the specification and passes all tests.")
+CODE_WITH_STARTER = ("### Format: You will use the following starter code to write the solution to the problem and "
+                     "enclose your code within delimiters.\n```python\n{starter}\n```\n\n")
+CODE_STDIN = ("### Format: Read the inputs from stdin solve the problem and write the answer to stdout (do not directly "
+              "test on the sample inputs). Enclose your code within delimiters as follows. Ensure that when the python "
+              "program runs, it reads the inputs, runs the algorithm and writes output to STDOUT.\n"
+              "```python\n# YOUR CODE HERE\n```\n\n")
+
+
+def format_code_question(record: dict) -> str:
+    starter = record.get("starter_code") or ""
+    fmt = CODE_WITH_STARTER.format(starter=starter) if starter.strip() else CODE_STDIN
+    return (f"{CODE_SYSTEM}\n\n### Question:\n{record['question']}\n\n{fmt}"
+            "### Answer: (use the provided format with backticks)\n\n")
+
+
 def format_question(record: dict) -> str:
+    if record["task"] == "code":
+        return format_code_question(record)
     if record["task"] == "choice":
         options = "\n".join(f"{LETTERS[i]}) {c}" for i, c in enumerate(record["choices"]))
         return f"{record['question']}\n\n{options}\n\n{CHOICE_INSTRUCTION}"

@@ -1,0 +1,91 @@
+"""MATH-500 and LiveCodeBench: their loaders through the real `datasets` code path on local files
+shaped like the hub's, the LiveCodeBench prompt, and code scoring with Maj@K over behaviour."""
+
+import base64
+import json
+import pickle
+import zlib
+
+import pytest
+
+from notallbits import UserError
+from notallbits.data.registry import decode_lcb_tests, demo_code, load
+from notallbits.generation.prompts import format_question
+from notallbits.scoring import score_job
+
+PRIVATE = [{"input": "4 5\n", "output": "9\n", "testtype": "stdin"}]
+
+
+def lcb_row(qid, date, starter="", fn=None, public=None, private=PRIVATE):
+    """A row as livecodebench/code_generation_lite stores it (hidden tests zlib+pickle+base64)."""
+    packed = base64.b64encode(zlib.compress(pickle.dumps(json.dumps(private)))).decode()
+    return {"question_title": qid, "question_content": f"Problem {qid}: add two numbers.", "platform": "atcoder",
+            "question_id": qid, "contest_id": "abc1", "contest_date": f"{date}T00:00:00", "starter_code": starter,
+            "difficulty": "easy", "public_test_cases": json.dumps(public or [{"input": "1 2\n", "output": "3\n",
+                                                                             "testtype": "stdin"}]),
+            "private_test_cases": packed, "metadata": json.dumps({"func_name": fn} if fn else {})}
+
+
+@pytest.fixture
+def lcb_folder(tmp_path):
+    rows = [lcb_row("a1", "2024-08-01"), lcb_row("a2", "2024-10-05"), lcb_row("a3", "2025-02-01")]
+    (tmp_path / "test.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows[:2]))
+    (tmp_path / "test2.jsonl").write_text(json.dumps(rows[2]) + "\n")
+    return tmp_path
+
+
+def test_livecodebench_loader_release_and_date_window(lcb_folder):
+    v2 = load({"loader": "livecodebench", "hf_id": str(lcb_folder), "version": "release_v2"})
+    assert [q["id"] for q in v2] == ["a1", "a2", "a3"]
+    assert v2[0]["tests"] == [{"input": "1 2\n", "output": "3\n", "testtype": "stdin"}] + PRIVATE
+    window = load({"loader": "livecodebench", "hf_id": str(lcb_folder), "version": "release_v2",
+                   "start_date": "2024-09-01", "end_date": "2025-01-31"})
+    assert [q["id"] for q in window] == ["a2"]
+    assert [q["id"] for q in load({"loader": "livecodebench", "hf_id": str(lcb_folder),
+                                   "version": "release_v1"})] == ["a1", "a2"]
+
+
+def test_hidden_tests_never_unpickle_objects():
+    evil = base64.b64encode(zlib.compress(pickle.dumps(ValueError("x")))).decode()
+    with pytest.raises(pickle.UnpicklingError):
+        decode_lcb_tests(evil)
+
+
+def test_math500_loader(tmp_path):
+    rows = [{"problem": "Compute 1/2 + 1/4.", "solution": "...", "answer": "\\frac{3}{4}", "subject": "Algebra",
+             "level": 1, "unique_id": "test/algebra/1.json"}]
+    (tmp_path / "test.jsonl").write_text(json.dumps(rows[0]) + "\n")
+    (q,) = load({"loader": "math500", "hf_id": str(tmp_path)})
+    assert q["id"] == "test/algebra/1.json" and q["answer"] == "\\frac{3}{4}" and q["task"] == "math"
+
+
+def test_code_prompt_follows_livecodebench():
+    stdin, functional = demo_code()[0], demo_code()[2]
+    assert "Read the inputs from stdin" in format_question(stdin) and "### Question:" in format_question(stdin)
+    text = format_question(functional)
+    assert "starter code" in text and "def reverse(self" in text and text.endswith("### Answer: (use the provided format with backticks)\n\n")
+
+
+def test_code_record_without_tests_is_refused():
+    from notallbits.data.registry import check_record
+
+    with pytest.raises(UserError, match="non-empty 'tests'"):
+        check_record({"id": "c", "task": "code", "question": "q", "answer": "0 tests", "tests": []}, "x.jsonl record 1")
+
+
+def test_code_scoring_votes_on_behaviour():
+    """Two differently written correct programs vote together; Maj@3 over (right, right', wrong) is right."""
+    q = demo_code()[0]  # stdin: a + b
+    programs = ["```python\na, b = map(int, input().split())\nprint(a + b)\n```",
+                "```python\nimport sys\nx = sys.stdin.read().split()\nprint(int(x[0]) + int(x[1]))\n```",
+                "```python\nprint(3)\n```",
+                "I could not write it."]
+    records = [{"question_id": q["id"], "sample": i, "budget_tokens": 16, "answer_text": t, "thinking_tokens": 16,
+                "answer_tokens": 20} for i, t in enumerate(programs)]
+    rows, samples = score_job([q], records, [1, 3])
+    assert [s["correct"] for s in samples] == [True, True, False, False]
+    assert samples[0]["parsed"] == samples[1]["parsed"] != samples[2]["parsed"] and samples[3]["parsed"] is None
+    acc = {r["k"]: r["accuracy"] for r in rows}
+    assert acc[1] == pytest.approx(0.5)
+    # Maj@3 over 4 samples: subsets {0,1,2},{0,1,3},{0,2,3},{1,2,3} -> right, right, tie(1/2), tie(1/2)
+    assert acc[3] == pytest.approx(0.75)
