@@ -57,9 +57,29 @@ def main(argv: list[str] | None = None) -> int:
         else:
             module.run(args)
     except UserError as exc:
+        _close_progress_bars()
         print(f"notallbits {args.command}: error: {exc}", file=sys.stderr)
         return 2
+    except Exception as exc:  # noqa: BLE001 - a bug or an environment problem: keep the traceback
+        import traceback
+
+        _close_progress_bars()
+        traceback.print_exc()
+        # the console shows a failed job's last log line: make it the error, not the traceback's tail
+        print(f"notallbits {args.command}: error: unexpected {type(exc).__name__}: "
+              f"{(str(exc).strip().splitlines() or [''])[0]} (traceback above)", file=sys.stderr)
+        return 1
     return 0
+
+
+def _close_progress_bars() -> None:
+    """Close open tqdm bars before the error is printed: a bar left open redraws itself
+    when the interpreter exits, and would be the last line of the log instead of the error."""
+    tqdm = sys.modules.get("tqdm")
+    if tqdm is None:
+        return
+    for bar in list(getattr(tqdm.tqdm, "_instances", ())):
+        bar.close()
 
 
 if __name__ == "__main__":

@@ -43,6 +43,8 @@ def quantize(src: str, out: str, bits: int, group_size: int = 128, desc_act: boo
         raise UserError(f"GPTQ bits must be 4 or 8, got {bits} (16 means the bf16 checkpoint, no job)")
     if not (os.path.isdir(src) or "/" in src):
         raise UserError(f"model path {src!r} does not exist")
+    from notallbits import manifest  # a corrupt input checkpoint: one line, not a loader traceback
+    manifest.verify(src)
     # GPTQModel sizes a CPU worker pool from the machine; 2-core hosts need this set
     os.environ.setdefault("GPTQMODEL_CPU_WORKERS", str(max(1, min(os.cpu_count() or 1, 8))))
     from gptqmodel import GPTQModel, QuantizeConfig
@@ -57,6 +59,7 @@ def quantize(src: str, out: str, bits: int, group_size: int = 128, desc_act: boo
         model.quantize(texts or DEFAULT_CALIBRATION, batch_size=4)
         with atomic_dir(out) as tmp:
             model.save(str(tmp))
+            manifest.write(tmp)  # sizes and hashes, checked before a job loads it
         for log in sorted(Path("logs").glob("*.log")):
             sys.stderr.write(log.read_text())
 

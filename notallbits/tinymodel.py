@@ -10,7 +10,7 @@ import argparse
 import json
 from pathlib import Path
 
-from notallbits import UserError
+from notallbits import UserError, manifest
 from notallbits.io import atomic_dir
 
 SPECIAL_TOKENS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<think>", "</think>"]
@@ -82,6 +82,7 @@ def build(out_dir: str | Path, seed: int = 0, dtype: str = "bfloat16", **arch) -
         model.save_pretrained(tmp, safe_serialization=True)
         tokenizer.save_pretrained(tmp)
         (tmp / "notallbits.json").write_text(json.dumps({"built_by": "notallbits.tinymodel", "seed": seed}) + "\n")
+        manifest.write(tmp)
     return out_dir
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from notallbits.data.registry import check_record, load
+from notallbits.data.registry import check_record, check_unique_ids, load
 from notallbits.io import read_jsonl, write_jsonl
 
 
@@ -17,7 +17,8 @@ def prepare(spec: dict, out_path: str) -> int:
 
 def read_questions(path: str) -> list[dict]:
     """Read a normalized dataset file, failing with one line on a missing field."""
-    return [check_record(r, f"{path} record {i + 1}") for i, r in enumerate(read_jsonl(path))]
+    records = [check_record(r, f"{path} record {i + 1}") for i, r in enumerate(read_jsonl(path))]
+    return check_unique_ids(records, path)
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:

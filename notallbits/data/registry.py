@@ -46,6 +46,18 @@ def check_record(rec: dict, where: str) -> dict:
     return rec
 
 
+def check_unique_ids(records: list[dict], where: str) -> list[dict]:
+    """Question ids name progress files and join generations to gold answers: one id, one question."""
+    first: dict[str, int] = {}
+    for i, rec in enumerate(records, 1):
+        qid = str(rec["id"])
+        if qid in first:
+            raise UserError(f"{where}: records {first[qid]} and {i} have the same id {qid!r} "
+                            "(question ids must be unique within a dataset)")
+        first[qid] = i
+    return records
+
+
 def shuffle_choices(qid: str, correct: str, incorrect: list[str], seed: int) -> tuple[list[str], str, list[int]]:
     """Shuffle options once, deterministically per (seed, question id)."""
     source = [correct, *incorrect]
@@ -276,4 +288,4 @@ def load(spec: dict) -> list[dict]:
         records = records[: spec["limit"]]
     if not records:
         raise UserError(f"dataset ({spec['loader']}) has no questions")
-    return records
+    return check_unique_ids(records, spec.get("path") or f"dataset ({spec['loader']})")

@@ -26,6 +26,9 @@ def load_model(path: str, dtype: str = "bfloat16", device: str = "auto"):
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    from notallbits.manifest import verify
+
+    verify(path)  # a truncated checkpoint: one line naming the file, not a SafetensorError
     device = resolve_device(device)
     try:
         tokenizer = AutoTokenizer.from_pretrained(path)

