@@ -2,12 +2,17 @@
 # A table of contents only; helpers live in rules/common.smk, logic in the notallbits package.
 from snakemake.utils import min_version
 
+from notallbits.grid import exit_on_bad_yaml
+
 min_version("9.0")
 
 
 # The paper grid by default. A --configfile (the demo, your own grid) replaces it instead of
 # being merged into it: a merge would leak the paper's models, KV methods and vLLM backend.
 if not workflow.overwrite_configfiles:
+    # Snakemake's own YAML error names neither the file nor the line (nor can a --configfile
+    # be checked here: Snakemake reads it before this file; `notallbits plan FILE` gives the line)
+    exit_on_bad_yaml("config.yaml")
 
     configfile: "config.yaml"
 

@@ -78,6 +78,19 @@ def format_advice(a: dict) -> str:
     return "\n".join(out)
 
 
+def read_summary(path: str):
+    """The summary table as aggregate writes it: CSV, or Parquet by its extension."""
+    import pandas as pd
+
+    parquet = path.endswith((".parquet", ".pq"))
+    try:
+        return pd.read_parquet(path) if parquet else pd.read_csv(path)
+    except Exception as exc:  # noqa: BLE001 - any reader failure is a bad input file
+        detail = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise UserError(f"{path}: not a readable {'Parquet' if parquet else 'CSV'} summary table ({detail}); "
+                        "pass the summary.csv or summary.parquet that the workflow wrote") from None
+
+
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--memory", required=True, help="accelerator memory, e.g. 8GiB")
     p.add_argument("--dataset", required=True)
@@ -93,5 +106,5 @@ def run(args: argparse.Namespace) -> None:
 
     if not os.path.exists(args.summary):
         raise UserError(f"{args.summary} does not exist: run the workflow first (or pass --summary)")
-    advice = advise(pd.read_csv(args.summary), parse_memory(args.memory), args.dataset, args.view)
+    advice = advise(read_summary(args.summary), parse_memory(args.memory), args.dataset, args.view)
     print(json.dumps(advice, indent=1) if args.json else format_advice(advice))

@@ -117,13 +117,21 @@ def _check_references(config: dict) -> None:
         src = spec["source"]
         if spec.get("build") == "toy" and src != f"models/toy/{name}":
             raise UserError(f"config: models.{name}.source: a toy model is built at 'models/toy/{name}'")
-        if spec.get("build") or HF_ID.match(src):
+        if spec.get("build"):
             continue
-        if not Path(src).exists():
-            raise UserError(f"config: models.{name}.source: model path {src!r} does not exist")
+        problem = model_source_problem(src)
+        if problem:
+            raise UserError(f"config: models.{name}.source: {problem}")
     for name, spec in config["datasets"].items():
         if spec["loader"] == "jsonl" and not spec.get("path"):
             raise UserError(f"config: datasets.{name}.path: required for loader 'jsonl'")
+        if spec["loader"] == "jsonl":
+            from notallbits.data.prepare import read_questions
+
+            try:  # missing, not UTF-8, bad JSON, a bad record, duplicate ids: now, not at the first job
+                read_questions(spec["path"])
+            except UserError as exc:
+                raise UserError(f"config: datasets.{name}.path: {exc}") from None
     for name, spec in config.get("kv_methods", {}).items():
         try:
             kv_settings(config, name)
@@ -134,11 +142,55 @@ def _check_references(config: dict) -> None:
         raise UserError(f"config: quantization.calibration_dataset: unknown dataset {cal!r}")
 
 
-def load(path: str | Path) -> dict:
+def model_source_problem(src: str) -> str | None:
+    """Why a model source can be neither a local folder nor a hub id, or None if it can be one.
+
+    A path that exists is a folder. One written as a path (``./x/y``, ``/x``, two slashes),
+    or whose first part is an existing folder (``models/mine`` beside ``models/``), is a
+    folder that is missing. Only the rest (``Qwen/Qwen3-8B``) is taken for a hub id.
+    """
+    if Path(src).exists():
+        return None
+    if src.startswith(("./", "../", "/", "~")):
+        return f"model path {src!r} does not exist"
+    if not HF_ID.match(src):
+        return f"{src!r} is neither a local folder nor a hub id (owner/name)"
+    first = src.split("/")[0]
+    if Path(first).is_dir():
+        return (f"model path {src!r} does not exist (read as a local path, not a hub id, "
+                f"because {first}/ is a folder here)")
+    return None
+
+
+def load_yaml(path: str | Path) -> dict:
+    """A YAML file's content; one line with the file and line on a syntax error."""
+    from notallbits.io import read_text
+
     path = Path(path)
-    if not path.exists():
-        raise UserError(f"config file {path} does not exist")
-    return validate(yaml.safe_load(path.read_text()))
+    text = read_text(path, "config file")
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark else str(path)
+        what = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        context = getattr(exc, "context", None)
+        raise UserError(f"{where}: not valid YAML ({what}{', ' + context if context else ''})") from None
+
+
+def exit_on_bad_yaml(path: str | Path) -> None:
+    """For the Snakefile: Snakemake's own YAML error names neither the file nor the line."""
+    import sys
+
+    if Path(path).exists():
+        try:
+            load_yaml(path)
+        except UserError as exc:
+            sys.exit(f"error: {exc}")
+
+
+def load(path: str | Path) -> dict:
+    return validate(load_yaml(path))
 
 
 def cells(config: dict) -> list[tuple]:

@@ -245,3 +245,118 @@ def test_unexpected_error_is_the_last_log_line(tmp_path):
     assert "Traceback" in proc.stderr
     assert proc.stderr.splitlines()[-1] == ("notallbits boom: error: unexpected RuntimeError: disk full "
                                             "(traceback above)")
+
+
+# ------------------------------------------------------------------ 6. inputs checked at start-up
+SMALL = """\
+models:
+  mine: {source: MODEL}
+datasets:
+  mine: {loader: jsonl, path: DATA}
+sweeps:
+  - {datasets: [mine], models: [mine], bits: [16], budgets: [32], samples: 1, k: [1]}
+"""
+
+
+def small_config(tmp_path, model="Qwen/Qwen3-0.6B", data="questions.jsonl"):
+    path = tmp_path / "config.yaml"
+    path.write_text(SMALL.replace("MODEL", model).replace("DATA", data))
+    return path
+
+
+@pytest.fixture
+def in_tmp(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # config paths are relative to the workflow's directory
+    write_jsonl(tmp_path / "questions.jsonl", [question("q1", "What is 1 + 2?")])
+    return tmp_path
+
+
+@pytest.mark.parametrize("setup, message", [
+    (lambda d: (d / "questions.jsonl").unlink(),
+     "config: datasets.mine.path: questions.jsonl: file does not exist"),
+    (lambda d: (d / "questions.jsonl").write_bytes(b'{"id": "q\xe9"}\n'),
+     "config: datasets.mine.path: questions.jsonl: not UTF-8 text (byte 0xe9 at line 1)"),
+    (lambda d: (d / "questions.jsonl").write_text('{"id": "q1"}\n'),
+     "config: datasets.mine.path: questions.jsonl record 1: missing field 'task'"),
+])
+def test_jsonl_dataset_is_checked_at_start_up(in_tmp, setup, message):
+    """It was an InputFunctionException traceback from the runtime estimator (or the first job)."""
+    from notallbits import grid
+
+    setup(in_tmp)
+    with pytest.raises(UserError) as err:
+        grid.load(small_config(in_tmp))
+    assert str(err.value) == message
+
+
+@pytest.mark.parametrize("source, message", [
+    ("models/mine", "config: models.mine.source: model path 'models/mine' does not exist (read as a local path, "
+                    "not a hub id, because models/ is a folder here)"),
+    ("./mine/w16", "config: models.mine.source: model path './mine/w16' does not exist"),
+    ("a/b/c", "config: models.mine.source: 'a/b/c' is neither a local folder nor a hub id (owner/name)"),
+])
+def test_local_model_path_is_not_taken_for_a_hub_id(in_tmp, source, message):
+    """`models/mine` (one slash) was taken for a hub id and failed at the first job with
+    "couldn't connect"."""
+    from notallbits import grid
+
+    (in_tmp / "models").mkdir()
+    with pytest.raises(UserError) as err:
+        grid.load(small_config(in_tmp, model=source))
+    assert str(err.value) == message
+    (in_tmp / "models" / "mine").mkdir()  # an existing folder wins, as does anything hub-shaped
+    grid.load(small_config(in_tmp, model="models/mine"))
+    grid.load(small_config(in_tmp, model="Qwen/Qwen3-0.6B"))
+
+
+def test_malformed_yaml_names_file_and_line(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("models:\n  mine: {source: Qwen/Qwen3-0.6B}\ndatasets:\n  mine: [1, 2\nsweeps: []\n")
+    proc = cli("plan", bad)
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines() == [
+        f"notallbits plan: error: {bad}:5:7: not valid YAML (expected ',' or ']', but got ':', "
+        "while parsing a flow sequence)"]
+
+
+def test_malformed_default_config_names_file_and_line(tmp_path):
+    """Snakemake's own message named neither the file nor the line."""
+    (tmp_path / "config.yaml").write_text((ROOT / "config.yaml").read_text() + "oops: [1, 2\n  x: y\n")
+    exe = shutil.which("snakemake", path=os.path.dirname(sys.executable)) or "snakemake"
+    proc = subprocess.run([exe, "-s", str(ROOT / "Snakefile"), "-n", "--cores", "1"], cwd=tmp_path,
+                          capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert proc.returncode != 0
+    n = len((ROOT / "config.yaml").read_text().splitlines())
+    assert f"error: config.yaml:{n + 2}:4: not valid YAML" in proc.stderr
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--kv", "hqq", "--kv-nbits", "3"], "KV method hqq: nbits must be 2, 4 or 8, got 3"),
+    (["--kv", "streamingllm", "--kv-budget", "-100"], "KV method streamingllm: budget -100 must exceed sink 4"),
+    (["--kv", "rkv", "--kv-budget", "-100"], "KV method rkv: budget -100 must exceed the observation window 8"),
+    (["--samples", "0"], "--budget and --samples must be positive, got 4096 and 0"),
+])
+def test_memory_rejects_impossible_kv_settings(args, message):
+    """`--kv-budget -100` printed -0.01 GiB of KV; `--kv-nbits 3` was accepted."""
+    proc = cli("memory", "--model", "Qwen3-8B", "--budget", "4096", *args)
+    assert proc.returncode == 2 and proc.stdout == ""
+    assert proc.stderr.strip().splitlines() == [f"notallbits memory: error: {message}"]
+
+
+def test_advise_reads_a_parquet_summary(tmp_path):
+    """`advise --summary summary.parquet` (aggregate writes one) was read as CSV: a traceback."""
+    import pandas as pd
+
+    from tests.test_analysis import row
+
+    table = pd.DataFrame([row("Qwen3-4B", 4, 2.0, 2000, 1, 0.3, 0.20), row("Qwen3-8B", 8, 8.9, 2000, 1, 0.3, 0.40)])
+    table.to_parquet(tmp_path / "summary.parquet")
+    table.to_csv(tmp_path / "summary.csv", index=False)
+    outs = [cli("advise", "--memory", "12GiB", "--dataset", "aime25", "--json", "--summary", tmp_path / name)
+            for name in ("summary.parquet", "summary.csv")]
+    assert [p.returncode for p in outs] == [0, 0] and outs[0].stdout == outs[1].stdout
+    (tmp_path / "x.parquet").write_text("model,bits\n")
+    proc = cli("advise", "--memory", "12GiB", "--dataset", "aime25", "--summary", tmp_path / "x.parquet")
+    assert proc.returncode == 2 and len(proc.stderr.strip().splitlines()) == 1
+    assert proc.stderr.startswith(f"notallbits advise: error: {tmp_path / 'x.parquet'}: not a readable Parquet "
+                                  "summary table (")
