@@ -220,8 +220,6 @@ def run(args: argparse.Namespace) -> None:
     from notallbits.kvcache.settings import normalize  # the one owner of KV-setting checks
 
     normalize(settings)  # --kv-nbits 3 or --kv-budget -100: one line, not a negative GiB figure
-    if args.budget <= 0 or args.samples <= 0:
-        raise UserError(f"--budget and --samples must be positive, got {args.budget} and {args.samples}")
     w, kv = weight_bytes(arch, args.bits, args.layout), kv_bytes(arch, settings, args.budget, args.samples)
     result = {"model": args.model, "bits": args.bits, "budget_tokens": args.budget, "samples": args.samples,
               "kv": settings, "weights_gib": w / GIB, "kv_gib": kv / GIB, "total_gib": (w + kv) / GIB,

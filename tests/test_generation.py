@@ -30,8 +30,9 @@ def questions(tmp_path):
 def progress_traces(root):
     out = {}
     for f in sorted(root.rglob("arith-*.json")):
-        for s in json.loads(f.read_text())["samples"]:
-            out[(f.stem, s["sample"])] = s["thinking_ids"]
+        data = json.loads(f.read_text())
+        for s in data["samples"]:
+            out[(data["question_id"], s["sample"])] = s["thinking_ids"]
     return out
 
 

@@ -146,5 +146,7 @@ def test_missing_dataset_field_fails_in_one_line(tmp_path):
     cfg.write_text(yaml.safe_dump(config))
     proc = run_snakemake(tmp_path / "work", cfg, "results/data/mine.jsonl", check=False)
     assert proc.returncode != 0
-    assert f"error: {data} record 1: missing field 'answer'" in proc.stdout + proc.stderr
-    assert not (tmp_path / "work/results/data/mine.jsonl").exists()
+    # checked with the config, before any job (issue 13): one line naming the key and the file
+    assert proc.stderr.strip().splitlines() == [
+        f"error: config: datasets.mine.path: {data} record 1: missing field 'answer'"]
+    assert not (tmp_path / "work/results").exists()
