@@ -137,6 +137,7 @@ def generate(questions_path: str, spec: dict, out_path: str, progress_root: str)
 
 def model_facts(model_path: str) -> dict:
     """Architecture and measured weight bytes of the checkpoint a job ran, for the summary."""
+    from notallbits.manifest import verify
     from notallbits.memory import Arch, checkpoint_bytes
 
     folder = Path(model_path)
@@ -144,6 +145,7 @@ def model_facts(model_path: str) -> dict:
         from huggingface_hub import snapshot_download
 
         folder = Path(snapshot_download(model_path, local_files_only=True))
+    verify(folder)  # weight_bytes below must come from a whole checkpoint
     cfg = json.loads((folder / "config.json").read_text())
     arch = Arch.from_hf_config(cfg.get("text_config", cfg))
     return {"weight_bytes": checkpoint_bytes(folder), "layers": arch.layers, "kv_heads": arch.kv_heads,
