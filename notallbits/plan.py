@@ -28,6 +28,121 @@ def question_count(spec: dict) -> int:
     return min(n, spec["limit"]) if spec.get("limit") else n
 
 
+# ---------------------------------------------------------------- GPU sizing
+# Decode is memory-bound: every step reads the weights once and the KV cache of every sequence
+# in flight. Offline there is no tokenizer, so prompts are assumed this long (GPQA's are about
+# 300-700 tokens, AIME's 100-300); engine memory beyond weights and KV (activations, CUDA
+# graphs, communication buffers) is assumed per GPU.
+PROMPT_TOKENS = 1024
+ENGINE_OVERHEAD_GIB = 2.0
+TP_CHOICES = (1, 2, 4)
+
+
+def context_tokens(max_budget: int, answer_max_tokens: int, prompt_tokens: int = PROMPT_TOKENS) -> int:
+    """Longest sequence of a job: prompt + thinking + answer prefix (~16) + answer (as vLLM's
+    max_model_len is derived per job, see vllm_backend.job_context_tokens)."""
+    return prompt_tokens + max_budget + 16 + answer_max_tokens + 1
+
+
+def gpu_memory_needed_gib(arch, bits: int, context: int, gpus: int = 1, kv_tokens: int | None = None) -> float:
+    """Per-GPU memory to start the engine: its share of the weights and of one full-length
+    sequence's KV (tensor parallelism splits both), plus the engine overhead. vLLM refuses to
+    start when gpu_memory_utilization x the GPU's memory is below this."""
+    from notallbits.memory import GIB, kv_bytes_per_token, weight_bytes
+
+    kv = (kv_tokens if kv_tokens is not None else context) * kv_bytes_per_token(arch)
+    return (weight_bytes(arch, bits) + kv) / gpus / GIB + ENGINE_OVERHEAD_GIB
+
+
+def sequences_in_flight(arch, bits: int, context: int, gpus: int, hardware: dict, gen: dict,
+                        kv_tokens: int | None = None) -> int:
+    """Full-length sequences whose KV fits beside the weights (at least one), at most max_num_seqs."""
+    from notallbits.memory import GIB, kv_bytes_per_token, weight_bytes
+
+    pool = gpus * (hardware["gpu_memory_gib"] * gen["gpu_memory_utilization"] - ENGINE_OVERHEAD_GIB) * GIB
+    pool -= weight_bytes(arch, bits)
+    per_sequence = (kv_tokens if kv_tokens is not None else context) * kv_bytes_per_token(arch)
+    return int(max(1, min(gen["max_num_seqs"], pool // per_sequence)))
+
+
+def decode_seconds(arch, bits: int, sequences: int, budgets: list[int], answer_max_tokens: int, in_flight: int,
+                   gpus: int, bandwidth_gb_per_s: float, prompt_tokens: int = PROMPT_TOKENS,
+                   kv_tokens_held=None) -> float:
+    """Seconds to decode a job at the memory bandwidth: steps x weight bytes (the sequences go
+    through in waves of ``in_flight``) + every generated token's read of its sequence's KV
+    (the trace to the largest budget, then a forced answer at each budget). Tensor
+    parallelism reads each GPU's share in parallel. ``kv_tokens_held(t)``: tokens a
+    compressed cache holds after t (default: all of them)."""
+    from math import ceil
+
+    from notallbits.memory import kv_bytes_per_token, weight_bytes
+
+    held = kv_tokens_held or (lambda t: t)
+    top = max(budgets)
+    waves = ceil(sequences / in_flight)
+    steps = waves * (top + answer_max_tokens)
+    # sum over the trace's steps of the tokens in cache, by a coarse quadrature (64 points)
+    points = 64
+    trace_kv = sum(prompt_tokens + held(top * (i + 0.5) / points) for i in range(points)) * top / points
+    answer_kv = sum(answer_max_tokens * (prompt_tokens + held(b)) for b in budgets)
+    kv_bytes = sequences * (trace_kv + answer_kv) * kv_bytes_per_token(arch)
+    return (steps * weight_bytes(arch, bits) + kv_bytes) / (gpus * bandwidth_gb_per_s * 1e9)
+
+
+def shards_needed(minutes_for, questions: int, max_runtime_minutes: int) -> int:
+    """Fewest question shards whose largest fits the maximum runtime; ``minutes_for(q)`` is a
+    job's runtime for q questions. Every shard has at least one question, so a job whose single
+    question does not fit needs (and gets) one shard per question."""
+    from math import ceil
+
+    for shards in range(1, questions + 1):
+        if minutes_for(ceil(questions / shards)) <= max_runtime_minutes:
+            return shards
+    return questions
+
+
+def model_arch(config: dict, model: str):
+    """The model's architecture for sizing: its architecture key, source or name; a model
+    built here (tiny, toy) is sized as the smallest Qwen3, an upper bound."""
+    from notallbits.memory import Arch
+
+    spec = config["models"][model]
+    for name in (spec.get("architecture"), spec["source"], model):
+        if name:
+            try:
+                return Arch.named(name)
+            except UserError:
+                continue
+    return Arch.named("Qwen3-0.6B")
+
+
+def job_minutes(config: dict, job, spec, questions: int) -> float:
+    """Minutes a generation job needs on the GPUs it asks for: decode at the memory bandwidth
+    (hardware.gpu_bandwidth_gb_per_s), reading per step the weights and the KV of the
+    sequences in flight (as many full-length ones as fit beside the weights, at most
+    generation.max_num_seqs), x1.5 margin + 15 min for loading. Compressed-KV jobs run on
+    transformers, a question's samples at a time, ~4x slower than the bandwidth bound (a
+    Python loop per step); their caches hold fewer tokens."""
+    from notallbits.memory import kv_tokens_held
+
+    gen, hw = config["generation"], config["hardware"]
+    arch = model_arch(config, job.model)
+    gpus = int(config["models"][job.model].get("gpus", 1))
+    context = context_tokens(max(spec.budgets), gen["answer_max_tokens"])
+    if spec.backend == "vllm":
+        in_flight, held, slowdown = sequences_in_flight(arch, job.bits, context, gpus, hw, gen), None, 1
+    else:
+        settings = grid.kv_settings(config, job.kv) if job.kv != "full" else {"method": "full"}
+        scale = settings.get("nbits", 16) / 16 if settings.get("method") == "hqq" else 1
+        in_flight, slowdown = min(gen["batch_size"], spec.samples), 4
+
+        def held(t):
+            return scale * kv_tokens_held(settings, max(1, int(t)))
+    seconds = decode_seconds(arch, job.bits, questions * spec.samples, spec.budgets, gen["answer_max_tokens"],
+                             in_flight, gpus, hw["gpu_bandwidth_gb_per_s"], kv_tokens_held=held)
+    return 15 + 1.5 * slowdown * seconds / 60
+
+
 def parse_throughputs(items: list[str]) -> dict[str, float]:
     out = {}
     for item in items:
@@ -60,7 +175,45 @@ def plan(config: dict, throughputs: dict[str, float]) -> dict:
         m["gpu_hours"] = None if j["gpu_hours"] is None or m["gpu_hours"] is None else m["gpu_hours"] + j["gpu_hours"]
     hours = [j["gpu_hours"] for j in jobs]
     return {"cells": len(grid.cells(config)), "jobs": len(jobs), "tokens": sum(j["tokens"] for j in jobs),
-            "gpu_hours": None if None in hours else sum(hours), "per_model": per_model, "per_job": jobs}
+            "gpu_hours": None if None in hours else sum(hours), "per_model": per_model, "per_job": jobs,
+            "gpu_memory": gpu_memory(config), "runtimes": runtimes(config)}
+
+
+def gpu_memory(config: dict) -> list[dict]:
+    """Per model and weight bits: the GPU memory the engine needs to start with 1, 2 or 4 GPUs
+    (tensor parallel; weights + one longest sequence's KV + overhead, per GPU), whether
+    hardware.gpu_memory_gib x gpu_memory_utilization covers it, and how many longest sequences
+    are then in flight."""
+    gen, hw = config["generation"], config["hardware"]
+    usable = hw["gpu_memory_gib"] * gen["gpu_memory_utilization"]
+    longest: dict[tuple[str, int], int] = {}
+    for job, spec in grid.jobs(config).items():
+        if spec.backend == "vllm" or job.kv == "full":
+            key = (job.model, job.bits)
+            longest[key] = max(longest.get(key, 0), context_tokens(max(spec.budgets), gen["answer_max_tokens"]))
+    rows = []
+    for (model, bits), context in sorted(longest.items()):
+        arch = model_arch(config, model)
+        row = {"model": model, "bits": bits, "context_tokens": context}
+        for g in TP_CHOICES:
+            need = gpu_memory_needed_gib(arch, bits, context, g)
+            row[f"gib_per_gpu_{g}"] = round(need, 1)
+            row[f"in_flight_{g}"] = sequences_in_flight(arch, bits, context, g, hw, gen) if need <= usable else 0
+        rows.append(row)
+    return rows
+
+
+def runtimes(config: dict) -> list[dict]:
+    """Each generation job's runtime estimate and the question shards that keep every job
+    within hardware.max_runtime_minutes."""
+    limit = config["hardware"]["max_runtime_minutes"]
+    out = []
+    for job, spec in grid.jobs(config).items():
+        q = question_count(config["datasets"][job.dataset])
+        minutes = job_minutes(config, job, spec, q)
+        out.append({"job": job.key, "minutes": round(minutes, 1),
+                    "shards": shards_needed(lambda n: job_minutes(config, job, spec, n), q, limit)})
+    return out
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -83,3 +236,19 @@ def run(args: argparse.Namespace) -> None:
         print(f"total: {result['gpu_hours']:.1f} GPU-hours")
     else:
         print("pass --throughput MODEL=TOK_PER_S (or default=...) for GPU-hours")
+    cfg = grid.load(args.config)
+    hw, gen = cfg["hardware"], cfg["generation"]
+    print(f"GPU memory to start vLLM (GiB per GPU: weights + one longest sequence's KV + {ENGINE_OVERHEAD_GIB} "
+          f"overhead; a {hw['gpu_memory_gib']} GiB GPU at gpu_memory_utilization {gen['gpu_memory_utilization']} "
+          f"gives {hw['gpu_memory_gib'] * gen['gpu_memory_utilization']:.1f}; prompts assumed {PROMPT_TOKENS} tokens):")
+    for r in result["gpu_memory"]:
+        cells = "  ".join(f"{g} GPU{'s' if g > 1 else ' '}: {r[f'gib_per_gpu_{g}']:6.1f}"
+                          f" ({r[f'in_flight_{g}'] or 'does not fit':>3}{' seqs' if r[f'in_flight_{g}'] else ''})"
+                          for g in TP_CHOICES)
+        print(f"  {r['model']:>12} w{r['bits']:<2} {r['context_tokens']:>6} tokens  {cells}")
+    over = [r for r in result["runtimes"] if r["shards"] > 1]
+    print(f"runtime at {hw['gpu_bandwidth_gb_per_s']} GB/s: {len(over)} of {len(result['runtimes'])} jobs exceed "
+          f"hardware.max_runtime_minutes={hw['max_runtime_minutes']} on their GPUs and need question shards"
+          + (":" if over else ""))
+    for r in over:
+        print(f"  {r['job']}: {r['minutes'] / 60:.1f} h -> {r['shards']} shards")

@@ -38,7 +38,7 @@ def calibration_texts(questions_path: str | None, samples: int, prompt_style: st
 
 
 def quantize(src: str, out: str, bits: int, group_size: int = 128, desc_act: bool = False,
-             texts: list[str] | None = None) -> None:
+             texts: list[str] | None = None, device: str = "auto") -> None:
     if bits not in (4, 8):
         raise UserError(f"GPTQ bits must be 4 or 8, got {bits} (16 means the bf16 checkpoint, no job)")
     if not (os.path.isdir(src) or "/" in src):
@@ -49,13 +49,16 @@ def quantize(src: str, out: str, bits: int, group_size: int = 128, desc_act: boo
     os.environ.setdefault("GPTQMODEL_CPU_WORKERS", str(max(1, min(os.cpu_count() or 1, 8))))
     from gptqmodel import GPTQModel, QuantizeConfig
 
+    from notallbits.generation.hf_backend import resolve_device
+
     src = os.path.abspath(src) if os.path.isdir(src) else src
     out = os.path.abspath(out)
     qcfg = QuantizeConfig(bits=bits, group_size=group_size, desc_act=desc_act, sym=True)
     # GPTQModel writes its per-module loss log to ./logs/ of the working directory (the
     # workflow's, or the repository): run it in a scratch folder and pass the log to ours
     with tempfile.TemporaryDirectory(prefix="gptq-") as scratch, _working_directory(scratch):
-        model = GPTQModel.load(src, qcfg)
+        # GPTQModel's own choice falls back to CPU when torch cannot use the GPUs: never silently
+        model = GPTQModel.load(src, qcfg, device=resolve_device(device))
         model.quantize(texts or DEFAULT_CALIBRATION, batch_size=4)
         with atomic_dir(out) as tmp:
             model.save(str(tmp))
@@ -83,9 +86,15 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--calibration-samples", type=int, default=128)
     p.add_argument("--prompt-style", default="default", choices=["default", "toy"])
     p.add_argument("--out", required=True)
+    p.add_argument("--device", default="auto", help="auto (cuda when the machine has GPUs), cuda or cpu")
+
+
+def gpus_needed(args: argparse.Namespace) -> int:
+    """Devices the job's slot holds (cli.py): none when asked for CPU."""
+    return 0 if args.device == "cpu" else 1
 
 
 def run(args: argparse.Namespace) -> None:
     texts = calibration_texts(args.calibration, args.calibration_samples, args.prompt_style)
-    quantize(args.model, args.out, args.bits, args.group_size, args.desc_act, texts)
+    quantize(args.model, args.out, args.bits, args.group_size, args.desc_act, texts, args.device)
     print(f"wrote {args.bits}-bit GPTQ checkpoint to {args.out}", file=sys.stderr)

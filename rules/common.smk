@@ -1,6 +1,7 @@
 # Config validation, the cell grid, wildcard constraints and input functions.
 # The only place with Python helpers; every rule file reads from here.
 import json
+import os
 import re
 import sys
 from pathlib import Path
@@ -12,6 +13,12 @@ try:
     config = grid.validate(config)  # fills schema defaults, checks cross references
 except UserError as exc:
     sys.exit(f"error: {exc}")
+
+# Every job imports the workflow's own package from here, not from an install: envs/*.yaml
+# list third-party packages only (Snakemake copies them to .snakemake/conda/<hash>.yaml, where
+# a relative `-e ..` would point at .snakemake/). Each job, local or on a cluster node, parses
+# this file again, so its shell and script entries inherit the path.
+os.environ["PYTHONPATH"] = os.pathsep.join([workflow.basedir] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p and p != workflow.basedir])
 
 JOBS = grid.jobs(config)  # (dataset, model, bits, kv) -> budgets, samples, K, backend
 DATASETS = sorted({j.dataset for j in JOBS})
@@ -92,17 +99,14 @@ def quantize_runtime(wildcards):
 
 
 def gen_runtime(wildcards):
-    """Minutes: tokens of the job / an assumed tokens-per-second (25k at 1 GiB of bf16 weights,
-    falling as size^0.8), x1.5 margin; compressed-KV jobs run unbatched on transformers (x4)."""
-    from notallbits.plan import question_count
+    """Minutes to ask the scheduler for: decode at the GPUs' memory bandwidth (weights + KV of
+    the sequences in flight per step; notallbits.plan.job_minutes), at most
+    hardware.max_runtime_minutes."""
+    from notallbits.plan import job_minutes, question_count
 
-    spec = JOBS[job_of(wildcards)]
-    questions = question_count(config["datasets"][wildcards.dataset])
-    tokens = questions * spec.samples * (max(spec.budgets) + len(spec.budgets) * config["generation"]["answer_max_tokens"])
-    tok_per_s = 25000 / max(_bf16_gib(wildcards.model), 1.0) ** 0.8
-    if wildcards.kv != "full":
-        tok_per_s /= 4
-    return int(15 + 1.5 * tokens / tok_per_s / 60)
+    job = job_of(wildcards)
+    minutes = job_minutes(config, job, JOBS[job], question_count(config["datasets"][wildcards.dataset]))
+    return int(min(minutes, config["hardware"]["max_runtime_minutes"]))
 
 
 # ---------------------------------------------------------------- input functions

