@@ -230,3 +230,38 @@ def test_generate_rule_asks_for_at_most_the_maximum_runtime(tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     runtimes = [int(m) for m in re.findall(r"runtime=(\d+)", proc.stdout + proc.stderr)]
     assert len(runtimes) >= 2 and max(runtimes) == 2000 and min(runtimes) < 2000, runtimes
+
+
+# ---------------------------------------------------------------- the GPU check (#11.6)
+def run_gpucheck(tmp_path, gpus=None):
+    env = {k: v for k, v in os.environ.items() if k not in ("CUDA_VISIBLE_DEVICES", "NOTALLBITS_GPUS")}
+    env["PYTHONPATH"] = str(ROOT)
+    if gpus:
+        env["NOTALLBITS_GPUS"] = str(gpus)
+    return subprocess.run([sys.executable, "-m", "notallbits.gpucheck", "--vllm-python", "", "--work",
+                           str(tmp_path / "work")], capture_output=True, text=True, env=env, cwd=ROOT, timeout=600)
+
+
+def test_gpu_check_on_a_cpu_machine_says_what_it_skipped(tmp_path):
+    proc = run_gpucheck(tmp_path)
+    assert proc.returncode == 0, proc.stdout + proc.stderr[-2000:]
+    lines = proc.stdout.strip().splitlines()
+    checks = [ln for ln in lines[1:-1]]
+    assert all(ln.split()[0] in ("PASS", "SKIP") for ln in checks), checks
+    skipped = {ln.split(":")[0].split(None, 1)[1] for ln in checks if ln.startswith("SKIP")}
+    assert {"device slots", "vllm bf16 (multiprocess engine)", "vllm gptq 4-bit (Marlin)", "two jobs in parallel",
+            "transformers gptq 4-bit on cuda"} <= skipped
+    assert all("no GPU" in ln for ln in checks if ln.startswith("SKIP") and "vllm platform" not in ln)
+    assert lines[-1].startswith("1 passed, 0 failed, 7 skipped") and "skipped: device slots" in lines[-1]
+
+
+def test_gpu_check_fails_where_gpus_exist_but_cannot_be_used(tmp_path):
+    """With GPUs present (faked) and a CPU build of torch, the checks fail loudly, never skip."""
+    proc = run_gpucheck(tmp_path, gpus=2)
+    assert proc.returncode == 1, proc.stdout + proc.stderr[-2000:]
+    out = proc.stdout
+    assert "PASS device slots: 3 holders" in out  # the slot logic itself works on the fake pair
+    assert "FAIL gptq 4-bit checkpoint: notallbits quantize: error: this machine shows 1 GPU(s) but torch" in out
+    assert "FAIL vllm bf16 (multiprocess engine): vLLM here does not run on CUDA (no vLLM interpreter" in out
+    assert "SKIP transformers gptq 4-bit on cuda: no GPTQ checkpoint" in out
+
