@@ -130,6 +130,20 @@ def test_built_checkpoint_files_follow_the_umask(tiny_model):
         assert f.stat().st_mode & 0o777 == 0o666 & ~mask, f.name
 
 
+@pytest.mark.slow
+def test_gptq_checkpoints_are_readable_and_carry_a_manifest(gptq_models):
+    """GPTQModel's folder came out 0700 (mkdtemp); the manifest is written with it."""
+    from notallbits import manifest
+
+    mask = os.umask(0o022)
+    os.umask(mask)
+    for folder in gptq_models.values():
+        assert folder.stat().st_mode & 0o777 == 0o777 & ~mask
+        assert all(f.stat().st_mode & 0o777 == 0o666 & ~mask for f in folder.iterdir()), folder
+        assert manifest.verify(folder, hashes=False)
+        assert json.loads((folder / manifest.MANIFEST).read_text()) == manifest.build(folder)
+
+
 # ------------------------------------------------------------------ 5. errors that name the file
 def test_bad_json_names_its_real_line(tmp_path):
     path = tmp_path / "g.jsonl"
