@@ -192,7 +192,8 @@ def gpu_memory(config: dict) -> list[dict]:
             key = (job.model, job.bits)
             longest[key] = max(longest.get(key, 0), context_tokens(max(spec.budgets), gen["answer_max_tokens"]))
     rows = []
-    for (model, bits), context in sorted(longest.items()):
+    order = list(config["models"])
+    for (model, bits), context in sorted(longest.items(), key=lambda kv: (order.index(kv[0][0]), kv[0][1])):
         arch = model_arch(config, model)
         row = {"model": model, "bits": bits, "context_tokens": context}
         for g in TP_CHOICES:
