@@ -265,3 +265,28 @@ def test_gpu_check_fails_where_gpus_exist_but_cannot_be_used(tmp_path):
     assert "FAIL vllm bf16 (multiprocess engine): vLLM here does not run on CUDA (no vLLM interpreter" in out
     assert "SKIP transformers gptq 4-bit on cuda: no GPTQ checkpoint" in out
 
+
+
+def test_plan_says_which_gpu_memory_each_model_needs(tmp_path):
+    """Qwen3-32B in bf16: 61.0 GiB of weights (32.8 B parameters) + one 31,073-token sequence's
+    KV at 256 KiB per token (64 layers x 8 KV heads x 128 x 2 x 2 B) = 7.6 GiB, + 2 GiB engine
+    overhead: it starts on one 80 GB GPU (71.6 GiB usable at 0.9) with room for one such
+    sequence; on 40 GB GPUs (36 GiB usable) it needs four (36.3 GiB each with two)."""
+    from notallbits import grid
+    from notallbits.plan import plan
+
+    config = grid.load(ROOT / "config.yaml")
+    rows = {(r["model"], r["bits"]): r for r in plan(config, {})["gpu_memory"]}
+    r = rows[("Qwen3-32B", 16)]
+    assert r["context_tokens"] == 1024 + 30000 + 16 + 32 + 1
+    assert r["gib_per_gpu_1"] == pytest.approx(61.0 + 31073 * 262144 / 2**30 + 2, abs=0.1)
+    assert r["in_flight_1"] == 1 and r["in_flight_2"] > r["in_flight_1"]
+    assert r["gib_per_gpu_4"] == pytest.approx((61.0 + 7.59) / 4 + 2, abs=0.1)
+    config["hardware"]["gpu_memory_gib"] = 40.0
+    rows = {(r["model"], r["bits"]): r for r in plan(config, {})["gpu_memory"]}
+    r = rows[("Qwen3-32B", 16)]
+    assert r["in_flight_1"] == 0 and r["in_flight_2"] == 0 and r["in_flight_4"] >= 1
+    proc = subprocess.run([sys.executable, "-m", "notallbits", "plan", str(ROOT / "config.yaml")], capture_output=True,
+                          text=True, env={**os.environ, "PYTHONPATH": str(ROOT)}, timeout=120)
+    assert proc.returncode == 0 and "GPU memory to start vLLM" in proc.stdout
+    assert any(ln.split()[:2] == ["Qwen3-32B", "w16"] and "1 GPU :   70.6" in ln for ln in proc.stdout.splitlines())
