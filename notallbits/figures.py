@@ -176,20 +176,27 @@ def kv_methods(df, dataset: str, out_path: str) -> None:
     _save(fig, out_path)
 
 
-def table_image(csv_path: str, out_path: str, title: str) -> None:
-    """Render a small CSV table (e.g. the paper's Table 1) as an image."""
+def table_image(csv_text: str, out_path: str, title: str, footnote: str = "") -> None:
+    """Render a small CSV table (e.g. the paper's Table 1), cells as written, as an image."""
+    import io
+    import textwrap
+
     import pandas as pd
 
     plt, _ = _setup()
-    table = pd.read_csv(csv_path)
-    fig, ax = plt.subplots(figsize=(1.4 * len(table.columns), 0.45 * (len(table) + 2)))
+    table = pd.read_csv(io.StringIO(csv_text), dtype=str)
+    note = textwrap.fill(footnote, 150) if footnote else ""
+    height = 0.3 * (len(table) + 3) + (0.15 * (note.count("\n") + 1) if note else 0)
+    fig, ax = plt.subplots(figsize=(1.4 * len(table.columns), height))
     ax.axis("off")
-    cells = [[f"{v:.2f}" if isinstance(v, float) else str(v) for v in row] for row in table.itertuples(index=False)]
-    t = ax.table(cellText=cells, colLabels=list(table.columns), loc="center", cellLoc="center")
+    t = ax.table(cellText=table.values.tolist(), colLabels=list(table.columns), loc="center", cellLoc="center")
     t.auto_set_font_size(False)
     t.set_fontsize(8)
     t.scale(1, 1.3)
     ax.set_title(title)
+    if note:
+        fig.text(0.01, 0.01, note, fontsize=6, va="bottom", ha="left")
+        fig.subplots_adjust(bottom=0.2)
     _save(fig, out_path)
 
 
@@ -221,11 +228,11 @@ def run(args: argparse.Namespace) -> None:
 
 
 def write_table1(csv_path: str, png_path: str) -> None:
-    """The paper's Table 1 from the memory model, as CSV and as an image (2 decimals)."""
+    """The paper's Table 1 from the memory model (2 decimals): a typed CSV, and an image of the
+    printed form with the tied-lm_head footnote."""
     from notallbits.io import write_text
-    from notallbits.memory import table1
+    from notallbits.memory import table1, table1_csv, table1_footnote
 
     rows = table1()
-    write_text(csv_path, ",".join(rows[0]) + "\n" + "".join(
-        ",".join(f"{v:.2f}" if isinstance(v, float) else str(v) for v in r.values()) + "\n" for r in rows))
-    table_image(csv_path, png_path, "Table 1: weight and KV memory of Qwen3 (GiB)")
+    write_text(csv_path, table1_csv(rows, marked=False))
+    table_image(table1_csv(rows), png_path, "Table 1: weight and KV memory of Qwen3 (GiB)", table1_footnote())

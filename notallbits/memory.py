@@ -3,12 +3,16 @@
     M = M_weights(N, P_W) + M_kv(method, T, G)
 
 Weights, two layouts of a quantized checkpoint:
-  * ``paper``: N_q·P_W/8 + (N_q/g)·(P_S + P_Z)/8 + N_unq·16/8 — 16-bit scales, P_W-bit zero
-    points, unquantized tensors (embeddings, lm_head unless tied, norms) in bf16. Table 1 and
-    planning use this one.
-  * ``gptq``: what GPTQModel really writes (qweight/qzeros int32-packed, fp16 scales) — the
-    paper layout plus one int32 ``g_idx`` per input feature of every quantized linear. The
-    summary uses *measured* checkpoint bytes, which equal this layout exactly.
+  * ``gptq`` (the default everywhere): what a GPTQ checkpoint really holds and what the GPU
+    loads — qweight and qzeros packed P_W bits per value, fp16 scales per group of g = 128
+    input channels, one int32 ``g_idx`` per input channel of every quantized linear, and the
+    unquantized tensors (embeddings, lm_head unless tied, norms) in bf16. The summary uses
+    *measured* checkpoint bytes, which equal this layout exactly (tests/test_memory.py).
+  * ``appendix_b``: Appendix B's formula as written, N_q·P_W/8 + (N_q/g)·(P_S + P_Z)/8 +
+    N_unq·16/8, i.e. the same without ``g_idx`` (4·N_in bytes per linear: 0.1–0.3% of a
+    quantized model). Kept to show the difference.
+Table 1 (``table1``) uses ``gptq`` and one convention of the paper's: its 16-bit column counts
+the lm_head of the tied small models (0.6B/1.7B/4B) as a matrix of its own (``TABLE1_FOOTNOTE``).
 KV cache per token: 2 (K and V) · layers · KV heads · head_dim · bytes. Full cache holds T
 tokens per sample; eviction holds min(T, budget + buffer); HQQ stores P_kv-bit values with a
 16-bit scale and zero per group of g_kv, plus a bf16 residual window of recent tokens.
@@ -111,25 +115,29 @@ def known_archs() -> dict:
     return {k: v for k, v in data.items() if not k.startswith("_")}
 
 
-def weight_bytes(arch: Arch, bits: int, layout: str = "paper", group_size: int = 128) -> int:
+LAYOUTS = ("gptq", "appendix_b")
+
+
+def weight_bytes(arch: Arch, bits: int, layout: str = "gptq", group_size: int = 128) -> int:
+    """Bytes of the weights at ``bits`` (16 = bf16) in ``layout`` (see the module docstring)."""
     if bits not in (4, 8, 16):
         raise UserError(f"bits must be 4, 8 or 16, got {bits}")
+    if layout not in LAYOUTS:
+        raise UserError(f"unknown weight layout {layout!r} ({' or '.join(LAYOUTS)})")
     if bits == 16:
         return arch.params * NATIVE_BYTES
     unq = arch.unquantized_params * NATIVE_BYTES
-    if layout == "paper":
+    if layout == "appendix_b":
         nq = arch.quantized_params
         return nq * bits // 8 + (nq // group_size) * (SCALE_BITS + bits) // 8 + unq
-    if layout == "gptq":
-        total = 0
-        for fan_in, fan_out in arch.linear_shapes():
-            groups = ceil(fan_in / group_size)
-            total += (fan_in * fan_out * bits // 8  # qweight
-                      + groups * fan_out * bits // 8  # qzeros, packed like the weights
-                      + groups * fan_out * 2  # fp16 scales
-                      + fan_in * 4)  # int32 g_idx
-        return arch.layers * total + unq
-    raise UserError(f"unknown weight layout {layout!r} (paper or gptq)")
+    total = 0
+    for fan_in, fan_out in arch.linear_shapes():
+        groups = ceil(fan_in / group_size)
+        total += (fan_in * fan_out * bits // 8  # qweight
+                  + groups * fan_out * bits // 8  # qzeros, packed like the weights
+                  + groups * fan_out * 2  # fp16 scales
+                  + fan_in * 4)  # int32 g_idx
+    return arch.layers * total + unq
 
 
 def kv_bytes_per_token(arch: Arch, dtype_bytes: int = NATIVE_BYTES) -> int:
@@ -168,16 +176,61 @@ def kv_bytes(arch: Arch, settings: dict, budget_tokens: int, samples: int, resid
     raise UserError(f"unknown KV method {method!r}")
 
 
+def tied_lm_head_bytes(arch: Arch) -> int:
+    """bf16 bytes of a separate lm_head matrix for a model that ties it to the embedding (else 0)."""
+    return arch.vocab * arch.hidden * NATIVE_BYTES if arch.tied else 0
+
+
+TABLE1_COLUMNS = ("model", "params_b", "weight_gib_4bit", "weight_gib_8bit", "weight_gib_16bit", "kv_gib_30k",
+                  "kv_gib_30k_x16")
+TABLE1_FOOTNOTE = (
+    "* 16-bit of a model with tied embeddings (Qwen3-0.6B/1.7B/4B): the paper's convention, which "
+    "counts the lm_head as a bf16 matrix of its own (vocab x hidden x 2 B); the loaded model holds "
+    "it once ({tied}). 4/8-bit: GPTQ checkpoints (qweight, qzeros, fp16 scales, int32 g_idx; "
+    "bf16 embedding, lm_head not quantized). KV: bf16, 2 x layers x KV heads x head_dim x 2 B per "
+    "token, one 30k-token sample and 16 of them. GiB = 2^30 B (the paper's GB).")
+
+
 def table1() -> list[dict]:
-    """The paper's Table 1: weights per precision, KV of one 30k-token sample and of 16."""
+    """The paper's Table 1 in GiB: weights per precision, KV of one 30k-token sample and of 16.
+
+    Weights in the GPTQ layout the checkpoints have; the 16-bit cell of a tied model adds the
+    separate lm_head the paper counts (``TABLE1_FOOTNOTE``), which ``weight_bytes`` (and so
+    planning and the summary) does not. Values are unrounded; print them with 2 decimals.
+    """
     rows = []
     for name in known_archs():
         arch = Arch.named(name)
         kv30k = kv_bytes(arch, {"method": "full"}, 30000, 1)
-        rows.append({"model": name, "params_b": round(arch.params / 1e9, 2),
-                     **{f"weight_gib_{b}bit": round(weight_bytes(arch, b) / GIB, 4) for b in (4, 8, 16)},
-                     "kv_gib_30k": round(kv30k / GIB, 4), "kv_gib_30k_x16": round(16 * kv30k / GIB, 4)})
+        weights = {b: weight_bytes(arch, b) for b in (4, 8, 16)}
+        weights[16] += tied_lm_head_bytes(arch)
+        rows.append({"model": name, "params_b": arch.params / 1e9,
+                     **{f"weight_gib_{b}bit": weights[b] / GIB for b in (4, 8, 16)},
+                     "kv_gib_30k": kv30k / GIB, "kv_gib_30k_x16": 16 * kv30k / GIB,
+                     "tied_lm_head": arch.tied})
     return rows
+
+
+def table1_csv(rows: list[dict] | None = None, marked: bool = True) -> str:
+    """Table 1 with 2 decimals, as printed. ``marked``: the tied models' 16-bit cells carry the
+    footnote's * (the printed form); else a typed ``lm_head_counted_separately`` column says it."""
+    rows = table1() if rows is None else rows
+    columns = list(TABLE1_COLUMNS) + ([] if marked else ["lm_head_counted_separately"])
+    lines = [",".join(columns)]
+    for r in rows:
+        cells = [r["model"]] + [f"{r[c]:.2f}" for c in TABLE1_COLUMNS[1:]]
+        if marked and r["tied_lm_head"]:
+            cells[TABLE1_COLUMNS.index("weight_gib_16bit")] += "*"
+        if not marked:
+            cells.append(str(r["tied_lm_head"]).lower())
+        lines.append(",".join(cells))
+    return "\n".join(lines) + "\n"
+
+
+def table1_footnote() -> str:
+    tied = ", ".join(f"{name.split('-')[-1]} {weight_bytes(Arch.named(name), 16) / GIB:.2f} GiB"
+                     for name in known_archs() if Arch.named(name).tied)
+    return TABLE1_FOOTNOTE.format(tied=tied)
 
 
 # ---------------------------------------------------------------- CLI
@@ -192,22 +245,23 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--kv", default="full", choices=KV_CHOICES)
     p.add_argument("--kv-nbits", type=int, default=4, help="HQQ KV bits")
     p.add_argument("--kv-budget", type=int, default=2048, help="eviction budget (tokens kept)")
-    p.add_argument("--layout", default="paper", choices=["paper", "gptq"])
+    p.add_argument("--layout", default="gptq", choices=LAYOUTS,
+                   help="gptq: what GPTQ checkpoints hold (default); appendix_b: the formula without g_idx")
     p.add_argument("--json", action="store_true")
     p.add_argument("--table1", action="store_true", help="print (or --out) the paper's Table 1")
-    p.add_argument("--out", help="with --table1: write CSV here")
+    p.add_argument("--out", help="with --table1: write the CSV here (the footnote goes to stdout)")
 
 
 def run(args: argparse.Namespace) -> None:
     if args.table1:
-        rows = table1()
-        text = ",".join(rows[0]) + "\n" + "".join(",".join(str(v) for v in r.values()) + "\n" for r in rows)
+        text = table1_csv(marked=not args.out)
         if args.out:
             from notallbits.io import write_text
 
             write_text(args.out, text)
         else:
             print(text, end="")
+        print("# " + table1_footnote())
         return
     if not args.model or args.budget is None:
         raise UserError("--model and --budget are required (or --table1)")

@@ -7,7 +7,8 @@ import sys
 import pytest
 
 from notallbits import UserError
-from notallbits.memory import Arch, checkpoint_bytes, kv_bytes, kv_bytes_per_token, table1, weight_bytes
+from notallbits.memory import (GIB, Arch, checkpoint_bytes, kv_bytes, kv_bytes_per_token, table1, table1_csv,
+                               weight_bytes)
 
 
 def test_kv_per_token_qwen3_8b_by_hand():
@@ -22,13 +23,62 @@ def test_qwen3_8b_params_by_hand():
     assert a.unquantized_params == 2 * 151936 * 4096 + 36 * (2 * 4096 + 2 * 128) + 4096  # untied lm_head
 
 
-def test_table1_qwen3_8b_row_matches_paper():
-    row = next(r for r in table1() if r["model"] == "Qwen3-8B")
-    assert row["weight_gib_4bit"] == pytest.approx(5.68, abs=0.01)
-    assert row["weight_gib_8bit"] == pytest.approx(8.94, abs=0.01)
-    assert row["weight_gib_16bit"] == pytest.approx(15.26, abs=0.01)
-    assert row["kv_gib_30k"] == pytest.approx(4.12, abs=0.01)
-    assert row["kv_gib_30k_x16"] == pytest.approx(65.91, abs=0.01)
+# Table 1 as `notallbits memory --table1` prints it. Provenance of each cell:
+# * published: the Qwen3-8B row (5.68 / 8.94 / 15.26 GiB, KV at 30k 4.12, x16 65.92), given in issue #10
+#   as the paper's; every KV cell follows from the same per-token formula and the public configs.
+# * derived, not checked against the printed paper (its HTML could not be retrieved here): the other
+#   weight cells, from the two conventions issue #10 states -- GPTQ's int32 g_idx is counted (it moves
+#   1.7B 8-bit, 4B 4-bit, 14B 4/8-bit and 32B 4/8-bit by 0.01-0.02 against the formula without it) and
+#   the 16-bit cell of a tied model (0.6B/1.7B/4B) counts the lm_head as a matrix of its own (+0.29,
+#   +0.58, +0.72 GiB).
+TABLE1_PRINTED = """\
+model,params_b,weight_gib_4bit,weight_gib_8bit,weight_gib_16bit,kv_gib_30k,kv_gib_30k_x16
+Qwen3-0.6B,0.60,0.50,0.71,1.40*,3.20,51.27
+Qwen3-1.7B,1.72,1.26,1.93,3.78*,3.20,51.27
+Qwen3-4B,4.02,2.49,4.19,8.22*,4.12,65.92
+Qwen3-8B,8.19,5.68,8.94,15.26,4.12,65.92
+Qwen3-14B,14.77,9.30,15.50,27.51,4.58,73.24
+Qwen3-32B,32.76,18.01,32.66,61.02,7.32,117.19
+"""
+
+
+def test_table1_to_the_printed_digit():
+    assert table1_csv() == TABLE1_PRINTED
+
+
+def test_table1_cli_prints_table_and_footnote():
+    out = subprocess.run([sys.executable, "-m", "notallbits", "memory", "--table1"], capture_output=True, text=True,
+                         check=True).stdout
+    table, footnote = out[: len(TABLE1_PRINTED)], out[len(TABLE1_PRINTED):]
+    assert table == TABLE1_PRINTED
+    assert footnote.startswith("# * 16-bit of a model with tied embeddings") and "g_idx" in footnote
+
+
+# Qwen3 model cards (huggingface.co/Qwen/Qwen3-*): "Number of Parameters" and "(Non-Embedding)", in billions.
+MODEL_CARD_PARAMS_B = {"Qwen3-0.6B": (0.6, 0.44), "Qwen3-1.7B": (1.7, 1.4), "Qwen3-4B": (4.0, 3.6),
+                       "Qwen3-8B": (8.2, 6.95), "Qwen3-14B": (14.8, 13.2), "Qwen3-32B": (32.8, 31.2)}
+
+
+@pytest.mark.parametrize("name", sorted(MODEL_CARD_PARAMS_B))
+def test_parameter_counts_match_model_cards(name):
+    """The architecture facts behind Table 1 against the published parameter counts: the total
+    (tied models count the shared matrix once) and without embedding and lm_head."""
+    arch = Arch.named(name)
+    total, non_embedding = MODEL_CARD_PARAMS_B[name]
+    digits = len(str(total).split(".")[1])
+    assert round(arch.params / 1e9, digits) == total
+    embedding = arch.vocab * arch.hidden * (1 if arch.tied else 2)
+    digits = len(str(non_embedding).split(".")[1])
+    assert round((arch.params - embedding) / 1e9, digits) == non_embedding
+
+
+def test_tied_lm_head_only_in_table1():
+    """Planning and the summary count what a loaded model holds: a tied lm_head once."""
+    arch = Arch.named("Qwen3-0.6B")
+    row = next(r for r in table1() if r["model"] == "Qwen3-0.6B")
+    assert weight_bytes(arch, 16) == arch.params * 2
+    assert row["weight_gib_16bit"] * GIB == (arch.params + 151936 * 1024) * 2
+    assert row["weight_gib_4bit"] * GIB == weight_bytes(arch, 4)  # quantized cells: the checkpoint's bytes
 
 
 def test_kv_methods_by_hand():
@@ -56,9 +106,10 @@ def test_analytic_equals_measured_bf16(tiny_model):
 def test_analytic_equals_measured_gptq(gptq_models, bits):
     arch = Arch.named(str(gptq_models[bits]))
     assert weight_bytes(arch, bits, layout="gptq") == checkpoint_bytes(gptq_models[bits])
-    # the paper layout differs exactly by the int32 g_idx (one per input feature per linear)
+    assert weight_bytes(arch, bits) == checkpoint_bytes(gptq_models[bits])  # the default layout
+    # Appendix B's formula as written differs exactly by the int32 g_idx (one per input feature per linear)
     g_idx = arch.layers * sum(fan_in for fan_in, _ in arch.linear_shapes()) * 4
-    assert weight_bytes(arch, bits, layout="gptq") - weight_bytes(arch, bits, layout="paper") == g_idx
+    assert weight_bytes(arch, bits) - weight_bytes(arch, bits, layout="appendix_b") == g_idx
 
 
 def test_bad_inputs():
@@ -79,7 +130,7 @@ def test_cli_is_instant_and_torch_free():
 
     result = json.loads(out)
     assert result["weights_gib"] == pytest.approx(5.68, abs=0.01)
-    assert result["kv_gib"] == pytest.approx(65.91, abs=0.01)
+    assert f"{result['kv_gib']:.2f}" == "65.92"
     assert result["total_gib"] == pytest.approx(result["weights_gib"] + result["kv_gib"])
     assert set(result) >= {"weights_gib", "kv_gib", "total_gib"}
 
