@@ -31,7 +31,8 @@ include: "rules/plot.smk"
 
 
 # Cheap steps run where Snakemake runs (also on a cluster's login node); only model
-# building, quantization and generation are submitted to a scheduler.
+# building, quantization and generation are submitted to a scheduler. The plot rules,
+# made in a loop over the figure list, say so themselves (localrule: True).
 localrules:
     all,
     prepare_data,
@@ -39,12 +40,6 @@ localrules:
     aggregate,
     analyze,
     table1,
-    plot_accuracy_vs_memory,
-    plot_pareto_choices,
-    plot_parallel_scaling,
-    plot_latency_vs_accuracy,
-    plot_throughput_vs_accuracy,
-    plot_kv_methods,
 
 
 rule all:

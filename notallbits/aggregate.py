@@ -12,7 +12,7 @@ import json
 
 GIB = 2**30
 
-COLUMNS = ["dataset", "model", "bits", "kv", "backend", "budget_tokens", "k", "accuracy", "questions",
+COLUMNS = ["dataset", "model", "bits", "kv", "kv_method", "backend", "budget_tokens", "k", "accuracy", "questions",
            "samples", "parsed_rate", "weight_bytes", "kv_bytes", "weight_gib", "kv_gib", "total_gib",
            "mean_thinking_tokens", "mean_answer_tokens", "latency_seconds", "job_generated_tokens",
            "job_wall_seconds", "job_tokens_per_second"]
@@ -31,6 +31,7 @@ def summarize(score_paths: list[str]):
         arch = Arch(int(row.layers), int(row.kv_heads), int(row.head_dim))
         kv.append(kv_bytes(arch, json.loads(row.kv_settings), int(row.budget_tokens), int(row.k)))
     df["kv_bytes"] = pd.Series(kv, dtype="int64")
+    df["kv_method"] = [json.loads(s).get("method", "full") for s in df["kv_settings"]]
     df["weight_gib"] = df["weight_bytes"] / GIB
     df["kv_gib"] = df["kv_bytes"] / GIB
     df["total_gib"] = df["weight_gib"] + df["kv_gib"]

@@ -176,6 +176,42 @@ def kv_methods(df, dataset: str, out_path: str) -> None:
     _save(fig, out_path)
 
 
+KV_METHOD_TITLES = {"full": "full cache", "rkv": "R-KV (eviction)", "streamingllm": "StreamingLLM (eviction)",
+                    "hqq": "HQQ (KV quantization)"}
+
+
+def kv_weight_bits(df, dataset: str, out_path: str) -> None:
+    """The paper's KV-compression view: accuracy (Maj@1) vs total memory, one panel per KV
+    method, colour and marker by weight precision, with a frontier per precision."""
+    plt, sns = _setup()
+    data = _dataset_rows(df, dataset)
+    data = data[data["k"] == 1]
+    methods = [m for m in KV_METHOD_TITLES if m in set(data["kv_method"])]
+    methods += sorted(set(data["kv_method"]) - set(methods))
+    bits = sorted(int(b) for b in data["bits"].unique())
+    palette = dict(zip(bits, sns.color_palette("colorblind", len(bits))))
+    fig, axes = plt.subplots(1, len(methods), figsize=(4.2 * len(methods), 4), squeeze=False, sharey=True)
+    for ax, method in zip(axes[0], methods):
+        sub = data[data["kv_method"] == method]
+        for b in bits:
+            group = sub[sub["bits"] == b]
+            if group.empty:
+                continue
+            ax.scatter(group["total_gib"], group["accuracy_pct"], color=palette[b], marker=MARKERS.get(b, "o"),
+                       s=22, alpha=0.55, label=f"{b}-bit weights")
+            front = pareto_frontier(group, y="accuracy_pct")
+            ax.step(front["total_gib"], front["accuracy_pct"], where="post", color=palette[b], lw=1.4)
+        settings = ", ".join(sorted(sub["kv"].unique()))
+        ax.set_title(f"{KV_METHOD_TITLES.get(method, method)}\n{settings}", fontsize=9)
+        ax.set_xscale("log")
+        ax.set_ylim(-3, 103)
+        ax.set_xlabel("total memory (GiB, log scale)")
+        ax.legend(fontsize=7, frameon=False, loc="upper left")
+    axes[0][0].set_ylabel("accuracy (%, Maj@1)")
+    fig.suptitle(f"{dataset}: KV method x weight precision")
+    _save(fig, out_path)
+
+
 def table_image(csv_text: str, out_path: str, title: str, footnote: str = "") -> None:
     """Render a small CSV table (e.g. the paper's Table 1), cells as written, as an image."""
     import io
@@ -200,6 +236,9 @@ def table_image(csv_text: str, out_path: str, title: str, footnote: str = "") ->
     _save(fig, out_path)
 
 
+# Every per-dataset figure: name -> function(df, dataset, out_path). The workflow makes one rule
+# per entry (rules/plot.smk), whose caption is report/<name>.rst: a new figure is a function,
+# an entry here and a caption.
 FIGURES = {
     "accuracy_vs_memory": accuracy_vs_memory,
     "pareto_choices": pareto_choices,
@@ -207,6 +246,7 @@ FIGURES = {
     "latency_vs_accuracy": latency_vs_accuracy,
     "throughput_vs_accuracy": throughput_vs_accuracy,
     "kv_methods": kv_methods,
+    "kv_weight_bits": kv_weight_bits,
 }
 
 

@@ -26,6 +26,7 @@ import argparse
 import json
 import struct
 from dataclasses import asdict, dataclass
+from functools import lru_cache
 from importlib import resources
 from math import ceil
 from pathlib import Path
@@ -110,8 +111,14 @@ class Arch:
         return self.quantized_params + self.unquantized_params
 
 
+@lru_cache(maxsize=None)
+def _shipped_archs() -> str:
+    return resources.files("notallbits").joinpath("archs/qwen3.json").read_text()
+
+
 def known_archs() -> dict:
-    data = json.loads(resources.files("notallbits").joinpath("archs/qwen3.json").read_text())
+    """The shipped architectures (read once: the DAG asks for them for every generation job)."""
+    data = json.loads(_shipped_archs())
     return {k: v for k, v in data.items() if not k.startswith("_")}
 
 

@@ -186,8 +186,7 @@ def score_files():
     return [f"{RESULTS}/scores/{j.key}.csv" for j in JOBS]
 
 
-FIGURES = ["accuracy_vs_memory", "pareto_choices", "parallel_scaling", "latency_vs_accuracy",
-           "throughput_vs_accuracy", "kv_methods"]
+from notallbits.figures import FIGURES  # the per-dataset figures: one plot rule each (rules/plot.smk)
 
 
 def all_targets():

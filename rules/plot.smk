@@ -1,100 +1,26 @@
-# Figures, one rule each, all drawn from the summary table; captions in report/.
+# Figures, all drawn from the summary table: one rule per entry of notallbits.figures.FIGURES
+# (plot_<name>), caption in report/<name>.rst. Cheap: they run where Snakemake runs.
 
 
-rule plot_accuracy_vs_memory:
-    input:
-        summary=rules.aggregate.output.csv,
-    output:
-        report("figures/accuracy_vs_memory_{dataset}.png", caption="../report/accuracy_vs_memory.rst",
-               category="Figures", subcategory="{dataset}"),
-    log:
-        f"{RESULTS}/logs/plot/accuracy_vs_memory_{{dataset}}.log",
-    params:
-        figure="accuracy_vs_memory",
-    conda:
-        "../envs/analysis.yaml"
-    script:
-        "../scripts/plot.py"
+for _figure in FIGURES:
 
-
-rule plot_pareto_choices:
-    input:
-        summary=rules.aggregate.output.csv,
-    output:
-        report("figures/pareto_choices_{dataset}.png", caption="../report/pareto_choices.rst",
-               category="Figures", subcategory="{dataset}"),
-    log:
-        f"{RESULTS}/logs/plot/pareto_choices_{{dataset}}.log",
-    params:
-        figure="pareto_choices",
-    conda:
-        "../envs/analysis.yaml"
-    script:
-        "../scripts/plot.py"
-
-
-rule plot_parallel_scaling:
-    input:
-        summary=rules.aggregate.output.csv,
-    output:
-        report("figures/parallel_scaling_{dataset}.png", caption="../report/parallel_scaling.rst",
-               category="Figures", subcategory="{dataset}"),
-    log:
-        f"{RESULTS}/logs/plot/parallel_scaling_{{dataset}}.log",
-    params:
-        figure="parallel_scaling",
-    conda:
-        "../envs/analysis.yaml"
-    script:
-        "../scripts/plot.py"
-
-
-rule plot_latency_vs_accuracy:
-    input:
-        summary=rules.aggregate.output.csv,
-    output:
-        report("figures/latency_vs_accuracy_{dataset}.png", caption="../report/latency_vs_accuracy.rst",
-               category="Figures", subcategory="{dataset}"),
-    log:
-        f"{RESULTS}/logs/plot/latency_vs_accuracy_{{dataset}}.log",
-    params:
-        figure="latency_vs_accuracy",
-    conda:
-        "../envs/analysis.yaml"
-    script:
-        "../scripts/plot.py"
-
-
-rule plot_throughput_vs_accuracy:
-    input:
-        summary=rules.aggregate.output.csv,
-    output:
-        report("figures/throughput_vs_accuracy_{dataset}.png", caption="../report/throughput_vs_accuracy.rst",
-               category="Figures", subcategory="{dataset}"),
-    log:
-        f"{RESULTS}/logs/plot/throughput_vs_accuracy_{{dataset}}.log",
-    params:
-        figure="throughput_vs_accuracy",
-    conda:
-        "../envs/analysis.yaml"
-    script:
-        "../scripts/plot.py"
-
-
-rule plot_kv_methods:
-    input:
-        summary=rules.aggregate.output.csv,
-    output:
-        report("figures/kv_methods_{dataset}.png", caption="../report/kv_methods.rst",
-               category="Figures", subcategory="{dataset}"),
-    log:
-        f"{RESULTS}/logs/plot/kv_methods_{{dataset}}.log",
-    params:
-        figure="kv_methods",
-    conda:
-        "../envs/analysis.yaml"
-    script:
-        "../scripts/plot.py"
+    rule:
+        name:
+            f"plot_{_figure}"
+        localrule: True
+        input:
+            summary=rules.aggregate.output.csv,
+        output:
+            report(f"figures/{_figure}_{{dataset}}.png", caption=f"../report/{_figure}.rst",
+                   category="Figures", subcategory="{dataset}"),
+        log:
+            f"{RESULTS}/logs/plot/{_figure}_{{dataset}}.log",
+        params:
+            figure=_figure,
+        conda:
+            "../envs/analysis.yaml"
+        script:
+            "../scripts/plot.py"
 
 
 rule table1:

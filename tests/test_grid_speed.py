@@ -15,13 +15,21 @@ STAGES = ["results/data/", "results/models/", "results/generations/", "results/s
           "results/analysis/", "figures/"]
 
 
+# config.yaml's generation jobs (counted in tests/test_config.py): main sweep 2 datasets x 6 models x
+# 3 weight bits (full cache); KV sweep 2 x 6 x 3 weight bits x 9 KV settings; extended tasks 2 x 6 x 3.
+MAIN_JOBS, KV_JOBS, EXTENDED_JOBS = 2 * 6 * 3, 2 * 6 * 3 * 9, 2 * 6 * 3
+
+
 def test_full_grid_dry_run_and_noop(tmp_path):
     t0 = time.perf_counter()
     run_snakemake(tmp_path, ROOT / "config.yaml", "--dry-run", "--quiet", "rules")
     dry_seconds = time.perf_counter() - t0
     plan = run_snakemake(tmp_path, ROOT / "config.yaml", "--dry-run")  # untimed: lists every output
     text = plan.stdout + plan.stderr
-    assert re.search(r"generate\s+180\b", text) and re.search(r"score\s+180\b", text)
+    jobs = MAIN_JOBS + KV_JOBS + EXTENDED_JOBS
+    assert re.search(rf"generate\s+{jobs}\b", text) and re.search(rf"score\s+{jobs}\b", text)
+    # GPTQ checkpoints: 6 models x 2 bits, shared by every sweep
+    assert re.search(r"quantize\s+12\b", text)
     assert dry_seconds <= 5, dry_seconds
     outputs = set()
     for line in text.splitlines():

@@ -10,6 +10,7 @@ import pandas as pd
 import pytest
 import yaml
 
+from notallbits.figures import FIGURES
 from notallbits.io import read_framed_jsonl
 from tests.conftest import DEMO, ROOT, run_snakemake
 
@@ -18,8 +19,10 @@ pytestmark = pytest.mark.slow
 
 def test_demo_outputs(demo_run):
     summary = pd.read_csv(demo_run / "results" / "summary.csv")
-    # main sweep: datasets x bits x budgets x K; KV sweep: 5 methods x budgets x K; code: budgets x K
-    assert len(summary) == 2 * 3 * 3 * 3 + 5 * 3 * 3 + 2 * 2
+    # main sweep: datasets x bits x budgets x K; KV sweep: 5 methods x budgets x K at 16 bits and
+    # 2 methods x budgets x K at 4 bits; code: budgets x K
+    assert len(summary) == 2 * 3 * 3 * 3 + 5 * 3 * 3 + 2 * 3 * 3 + 2 * 2
+    assert set(summary[summary["bits"] == 4]["kv"]) == {"full", "rkv-48", "hqq-4bit"}
     assert {"accuracy", "weight_bytes", "kv_bytes", "total_gib", "job_generated_tokens",
             "job_wall_seconds"} <= set(summary.columns)
     # KV bytes = K x tokens held x (2 x layers x KV heads x head_dim x 2 bytes) = K x tokens x 512 here
@@ -34,8 +37,7 @@ def test_demo_outputs(demo_run):
     w = summary.groupby("bits")["weight_bytes"].first()
     assert w[4] < w[8] < w[16]
     for dataset in ("demo-arith", "demo-choice"):
-        for fig in ("accuracy_vs_memory", "pareto_choices", "parallel_scaling", "latency_vs_accuracy",
-                    "throughput_vs_accuracy", "kv_methods"):
+        for fig in FIGURES:
             assert (demo_run / "figures" / f"{fig}_{dataset}.png").stat().st_size > 10_000, fig
     assert (demo_run / "results/analysis/thresholds.csv").exists()
     header, records = read_framed_jsonl(demo_run / "results/generations/demo-arith/tiny-qwen3/w4/kv-full.jsonl")

@@ -1,0 +1,58 @@
+"""The figure list is the one place a figure is declared: the workflow makes a local plot rule per
+entry, each with its caption, and the KV x weight-precision view draws what its caption says."""
+
+import os
+from pathlib import Path
+
+import pandas as pd
+
+from notallbits.figures import FIGURES, kv_weight_bits
+from tests.conftest import DEMO, ROOT
+
+
+def test_every_figure_has_a_local_rule_a_caption_and_a_target(tmp_path):
+    from snakemake.api import SnakemakeApi
+    from snakemake.settings.types import ConfigSettings, OutputSettings, ResourceSettings
+
+    cwd = os.getcwd()
+    os.chdir(tmp_path)
+    try:
+        with SnakemakeApi(OutputSettings(quiet={"all"})) as api:
+            workflow = api.workflow(resource_settings=ResourceSettings(cores=1),
+                                    config_settings=ConfigSettings(configfiles=[DEMO]),
+                                    snakefile=ROOT / "Snakefile", workdir=tmp_path)._workflow
+            rules = {r.name: r for r in workflow.rules}
+            targets = set(workflow.globals["all_targets"]())
+            local = set(workflow._localrules)
+    finally:
+        os.chdir(cwd)
+    for name in FIGURES:
+        assert f"plot_{name}" in rules and f"plot_{name}" in local, name
+        assert (ROOT / "report" / f"{name}.rst").read_text().strip(), name
+        assert {f"figures/{name}_demo-arith.png", f"figures/{name}_demo-choice.png"} <= targets, name
+    assert {n for n in rules if n.startswith("plot_")} == {f"plot_{n}" for n in FIGURES}
+
+
+def test_kv_weight_bits_one_panel_per_method_colour_by_bits(tmp_path, monkeypatch):
+    rows = []
+    for method, kv in (("full", "full"), ("rkv", "rkv-2k"), ("hqq", "hqq-4bit")):
+        for bits in (4, 8, 16):
+            for budget in (2000, 6000):
+                for k in (1, 8):
+                    rows.append({"dataset": "aime25", "model": "Qwen3-8B", "bits": bits, "kv": kv,
+                                 "kv_method": method, "budget_tokens": budget, "k": k,
+                                 "accuracy": 0.1 * bits / 16 + budget / 1e5, "total_gib": bits + budget / 1000})
+    import matplotlib.figure
+
+    drawn = {}
+    monkeypatch.setattr("notallbits.figures._save", lambda fig, out: drawn.setdefault("fig", fig))
+    kv_weight_bits(pd.DataFrame(rows), "aime25", str(tmp_path / "x.png"))
+    fig = drawn["fig"]
+    assert isinstance(fig, matplotlib.figure.Figure)
+    axes = fig.axes
+    assert [ax.get_title().split("\n")[0] for ax in axes] == ["full cache", "R-KV (eviction)", "HQQ (KV quantization)"]
+    for ax in axes:
+        labels = ax.get_legend_handles_labels()[1]
+        assert labels == ["4-bit weights", "8-bit weights", "16-bit weights"]
+        # Maj@1 only: 3 precisions x 2 budgets points per panel
+        assert sum(len(c.get_offsets()) for c in ax.collections) == 6
