@@ -16,24 +16,28 @@ def paper():
 
 def test_paper_grid_counts(paper):
     assert [s["name"] for s in paper["sweeps"]] == ["main", "kv-compression", "extended-tasks"]
+    whole = grid.validate(copy.deepcopy(paper))  # what `notallbits grid config.yaml` reports
+    assert len(grid.cells(whole)) == 4608 + 1944 + 576 == 7128 and len(grid.jobs(whole)) == 36 + 324 + 36 == 396
     extended = grid.validate({**paper, "sweeps": paper["sweeps"][2:]})
     # MATH-500 and LiveCodeBench: 2 datasets x 6 models x 3 precisions x 4 budgets x 4 vote counts
     assert len(grid.cells(extended)) == 2 * 6 * 3 * 4 * 4 and len(grid.jobs(extended)) == 2 * 6 * 3
     assert grid.generation_settings(extended, "livecodebench")["answer_prefix"] == "\n\n```python\n"
     paper["sweeps"] = paper["sweeps"][:2]
     kv = grid.validate(paper)
-    # KV sweep: 2 datasets x 6 models x bf16 x 9 KV settings x 3 budgets x K in {1, 8}
-    assert len(grid.cells(kv)) == 1440 + 2 * 6 * 9 * 3 * 2 and len(grid.jobs(kv)) == 36 + 2 * 6 * 9
+    # KV sweep: 2 datasets x 6 models x 4/8/16-bit weights x 9 KV settings x 3 budgets x K in {1, 8}
+    assert len(grid.cells(kv)) == 4608 + 2 * 6 * 3 * 9 * 3 * 2 == 6552
+    assert len(grid.jobs(kv)) == 36 + 2 * 6 * 3 * 9 == 360
     assert all(s.backend == "transformers" for j, s in grid.jobs(kv).items() if j.kv != "full")
+    assert {j.bits for j in grid.jobs(kv) if j.kv != "full"} == {4, 8, 16}  # KV methods x weight precision
     paper["sweeps"] = paper["sweeps"][:1]
     config = grid.validate(paper)
-    # 2 datasets x 6 models x 3 precisions x 8 budgets (2k..30k step 4k) x 5 vote counts
-    assert len(grid.cells(config)) == 2 * 6 * 3 * 8 * 5
+    # 2 datasets x 6 models x 3 precisions x 8 budgets (2k..30k step 4k) x 16 vote counts
+    assert len(grid.cells(config)) == 2 * 6 * 3 * 8 * 16
     jobs = grid.jobs(config)
     assert len(jobs) == 2 * 6 * 3  # one generation job serves all budgets and K
     spec = jobs[grid.Job("aime25", "Qwen3-8B", 4, "full")]
     assert spec.budgets == list(range(2000, 30001, 4000))
-    assert spec.samples == 32 and spec.ks == [1, 2, 4, 8, 16]
+    assert spec.samples == 32 and spec.ks == list(range(1, 17))  # Maj@K for every K = 1..16
 
 
 def test_defaults_filled(paper):
@@ -50,7 +54,7 @@ def test_union_of_sweeps_merges_jobs(paper):
     config = grid.validate(paper)
     spec = grid.jobs(config)[grid.Job("aime25", "Qwen3-8B", 4, "full")]
     assert spec.budgets[:2] == [1000, 2000] and spec.samples == 40 and 32 in spec.ks
-    assert len(grid.cells(config)) == 1440 + 2  # new cells: (1000, K=32) and (2000, K=32)
+    assert len(grid.cells(config)) == 4608 + 2  # new cells: (1000, K=32) and (2000, K=32)
 
 
 @pytest.mark.parametrize("mutate, message", [
