@@ -1,5 +1,6 @@
 # Config validation, the cell grid, wildcard constraints and input functions.
 # The only place with Python helpers; every rule file reads from here.
+import functools
 import json
 import os
 import re
@@ -81,6 +82,7 @@ def _arch(model):
     return None  # built here or unknown: small defaults
 
 
+@functools.lru_cache(maxsize=None)  # asked for every generation and quantize job
 def _bf16_gib(model):
     arch = _arch(model)
     return weight_bytes(arch, 16) / GIB if arch else 1.0

@@ -169,8 +169,8 @@ def test_gptq_weight_bytes_by_hand():
         tensors = [gptq_tensor_bytes(i, o, bits) for i, o in shapes]
         assert weight_bytes(arch, bits, layout="gptq") == 2 * sum(sum(t.values()) for t in tensors) + 515072
     assert 2 * sum(gptq_tensor_bytes(i, o, 4)["scales"] for i, o in shapes) == 2 * (2 * 1024 + 2 * 512 + 3 * 1536)
-    # the paper layout (no g_idx, zeros as P_W-bit values): 983040 quantized params
-    assert weight_bytes(arch, 4, layout="paper") == 983040 // 2 + 983040 // 128 * 20 // 8 + 515072 == 1025792
+    # Appendix B's formula (no g_idx, zeros as P_W-bit values): 983040 quantized params
+    assert weight_bytes(arch, 4, layout="appendix_b") == 983040 // 2 + 983040 // 128 * 20 // 8 + 515072 == 1025792
     assert weight_bytes(arch, 16) == (983040 + 257536) * 2
 
 
