@@ -82,7 +82,7 @@ def test_plan_counts_tokens_by_hand():
     raw["sweeps"] = raw["sweeps"][:1]  # the main grid
     config = grid.validate(raw)
     p = plan(config, {"default": 1000.0})
-    assert p["cells"] == 1440 and p["jobs"] == 36
+    assert p["cells"] == 2 * 6 * 3 * 8 * 16 and p["jobs"] == 36  # Maj@K for K = 1..16 costs no job
     # per job: questions x 32 samples x (30000 + 8 budgets x 32 answer tokens)
     per_sample = 30000 + 8 * config["generation"]["answer_max_tokens"]
     assert p["tokens"] == 6 * 3 * (30 + 198) * 32 * per_sample
