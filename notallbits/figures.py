@@ -190,7 +190,8 @@ def kv_weight_bits(df, dataset: str, out_path: str) -> None:
     methods += sorted(set(data["kv_method"]) - set(methods))
     bits = sorted(int(b) for b in data["bits"].unique())
     palette = dict(zip(bits, sns.color_palette("colorblind", len(bits))))
-    fig, axes = plt.subplots(1, len(methods), figsize=(4.2 * len(methods), 4), squeeze=False, sharey=True)
+    fig, axes = plt.subplots(1, len(methods), figsize=(4.2 * len(methods), 4), squeeze=False, sharex=True,
+                             sharey=True)
     for ax, method in zip(axes[0], methods):
         sub = data[data["kv_method"] == method]
         for b in bits:
