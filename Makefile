@@ -13,7 +13,7 @@ VENV_SLURM ?= .venv-slurm
 BIN := $(VENV)/bin
 CORES ?= all
 
-.PHONY: demo demo-vllm toys test paper-dryrun clean vllm-env gpu-check
+.PHONY: demo demo-vllm toys test paper-dryrun clean vllm-env gpu-check mutation
 
 $(VENV)/.installed: requirements/main.txt pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -57,6 +57,15 @@ test: $(VENV)/.installed $(VENV_VLLM)/.installed $(VENV_SLURM)/.installed
 	NOTALLBITS_VLLM_PYTHON="$(abspath $(VENV_VLLM)/bin/python)" \
 	NOTALLBITS_SLURM_SNAKEMAKE="$(abspath $(VENV_SLURM)/bin/snakemake)" \
 	$(BIN)/python -m pytest -q
+
+# Mutation testing of the core modules with the fast tests as the killing suite (not in CI;
+# config in pyproject.toml [tool.mutmut]). Time-limited; a second call resumes where it stopped.
+MUTATION_SECONDS ?= 7200
+MUTATION_CHILDREN ?= 2
+mutation: $(VENV)/.installed requirements/mutation.txt
+	$(BIN)/python -m pip install --quiet -r requirements/mutation.txt
+	env -u PYTHONPATH nice -n 19 timeout $(MUTATION_SECONDS) $(BIN)/mutmut run --max-children $(MUTATION_CHILDREN) || true
+	$(BIN)/python scripts/mutation_score.py mutants
 
 toys: $(VENV)/.installed   # retrain the shipped toy reasoners (about 3 minutes on 2 cores)
 	rm -rf models/toy

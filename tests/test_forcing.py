@@ -1,10 +1,7 @@
 """Budget forcing on token ids: exact token counts, Wait replacement, cap-only mode."""
 
-import json
-
-import pytest
-
 from notallbits.generation.forcing import ForcingSpec, Trace
+from tests.conftest import POSITIONS  # the position model (conftest) tells positions apart modulo this
 
 END, EOS, PAD, WAIT1, WAIT2 = 90, 91, 92, 80, 81
 
@@ -64,55 +61,6 @@ def test_from_tokenizer_on_tiny_model(tiny_model):
 
 
 # ---------------------------------------------------------------- forcing at the right place
-POSITIONS = 64  # the constructed model below tells apart positions modulo this
-
-
-@pytest.fixture(scope="module")
-def position_model(tmp_path_factory):
-    """A hand-built model whose greedy next token names the position it is read at.
-
-    One GPT-2 block with its attention and MLP outputs zeroed, so the last hidden state is
-    ``wte[token] + wpe[position]``; token embeddings are zero and ``wpe[p]`` is the unit vector
-    ``e[p % 64]``; ``lm_head`` maps ``e[j]`` to ``TOKENS[j]``, 64 ordinary tokens that decode to
-    distinct printable strings. So after any context whose last token sits at position p the
-    greedy answer is TOKENS[p % 64], TOKENS[(p + 1) % 64], ...: an answer forced after
-    ``prompt + thinking[:T] + </think> + prefix`` spells out where it was forced, and one taken
-    from the cache at the end of the trace names the wrong place.
-    """
-    import torch
-    from transformers import GPT2Config, GPT2LMHeadModel
-
-    from notallbits.tinymodel import build_tokenizer
-
-    tok = build_tokenizer()
-    special, seen, tokens = set(tok.all_special_ids), set(), []
-    for i in range(len(tok)):
-        text = tok.decode([i])
-        if i not in special and text.isascii() and text.isprintable() and text.strip() and text not in seen:
-            tokens.append(i)
-            seen.add(text)
-    tokens = tokens[:POSITIONS]
-    cfg = GPT2Config(vocab_size=len(tok), n_positions=1024, n_embd=POSITIONS, n_layer=1, n_head=1,
-                     tie_word_embeddings=False, bos_token_id=tok.eos_token_id, eos_token_id=tok.eos_token_id)
-    model = GPT2LMHeadModel(cfg)
-    with torch.no_grad():
-        for p in model.parameters():
-            p.zero_()
-        for norm in (model.transformer.ln_f, model.transformer.h[0].ln_1, model.transformer.h[0].ln_2):
-            norm.weight.fill_(1.0)
-        for p in range(cfg.n_positions):
-            model.transformer.wpe.weight[p, p % POSITIONS] = 1.0
-        for j, t in enumerate(tokens):
-            model.lm_head.weight[t, j] = 50.0
-    folder = tmp_path_factory.mktemp("models") / "position-gpt2"
-    model.save_pretrained(folder)
-    tok.save_pretrained(folder)
-    # the summary's model facts read Qwen-style config keys
-    cfg_path = folder / "config.json"
-    raw = json.loads(cfg_path.read_text())
-    raw.update(num_hidden_layers=1, num_attention_heads=1, hidden_size=POSITIONS, intermediate_size=4 * POSITIONS)
-    cfg_path.write_text(json.dumps(raw))
-    return folder, tokens
 
 
 def position_spec(model, budgets, answer_max=4):

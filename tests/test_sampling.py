@@ -11,7 +11,6 @@ PROBS = [0.40, 0.25, 0.15, 0.08, 0.05, 0.04, 0.02, 0.01]
 
 def reference_support(logits, temperature, top_p):
     """Tokens transformers' TemperatureLogitsWarper + TopPLogitsWarper leave drawable."""
-    import torch
     from transformers import TemperatureLogitsWarper, TopPLogitsWarper
 
     scores = TemperatureLogitsWarper(temperature)(None, logits[None].clone())

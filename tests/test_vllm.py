@@ -99,3 +99,22 @@ def test_demo_workflow_through_vllm(tmp_path, demo_run):
         # the whole sweep costs little more than its largest budget alone
         largest_alone = header["questions"] * header["samples"] * (max(header["budgets"]) + 8)
         assert st["generated_tokens"] / largest_alone <= 1.2, st
+
+
+def test_vllm_forces_at_the_budget_like_transformers(position_model, questions, tmp_path):
+    """Catches vLLM forced answers prompted with the whole trace instead of the trace cut at
+    the budget: on the position model (conftest; its answer names the position it is forced
+    at, checked against the construction in test_forcing) vLLM's answers equal transformers'
+    at every budget, and differ between budgets."""
+    import sys
+
+    folder, _ = position_model
+    budgets = [4, 16]
+    _, hf = run_generate(sys.executable, questions, spec(folder, "transformers", budgets, 0.0, "float32"),
+                         tmp_path / "hf.jsonl", tmp_path / "phf")
+    _, vl = run_generate(VLLM, questions, spec(folder, "vllm", budgets, 0.0, "float32"),
+                         tmp_path / "vl.jsonl", tmp_path / "pvl")
+    key = lambda r: (r["question_id"], r["sample"], r["budget_tokens"])  # noqa: E731
+    assert {key(r): r["answer_text"] for r in vl} == {key(r): r["answer_text"] for r in hf}
+    by_budget = {b: {r["answer_text"] for r in hf if r["budget_tokens"] == b} for b in budgets}
+    assert not by_budget[4] & by_budget[16]
