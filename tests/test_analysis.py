@@ -87,3 +87,31 @@ def test_plan_counts_tokens_by_hand():
     per_sample = 30000 + 8 * config["generation"]["answer_max_tokens"]
     assert p["tokens"] == 6 * 3 * (30 + 198) * 32 * per_sample
     assert p["gpu_hours"] == pytest.approx(p["tokens"] / 1000 / 3600)
+
+
+def test_frontiers_thresholds_and_written_tables(summary, tmp_path):
+    """Per (dataset, view): the single-view frontier of the fixture is its five undominated
+    points; in the batch16 view KV costs 16x, so the 30k-token Maj@4 point (8.9 + 16 x 16.5
+    GiB) is still the most accurate and stays, and the threshold of both views is Qwen3-8B
+    8-bit at 2k tokens. write_analysis writes the three tables from the summary CSV."""
+    from notallbits.analysis import frontiers, thresholds, write_analysis
+
+    two = pd.concat([summary, summary.assign(dataset="gpqa_diamond")], ignore_index=True)
+    f = frontiers(two)
+    assert sorted(set(zip(f["dataset"], f["view"]))) == [
+        ("aime25", "batch16"), ("aime25", "single"), ("gpqa_diamond", "batch16"), ("gpqa_diamond", "single")]
+    single = f[(f["view"] == "single") & (f["dataset"] == "aime25")]
+    assert list(single["accuracy"]) == [0.05, 0.20, 0.40, 0.55, 0.65]
+    batch = f[(f["view"] == "batch16") & (f["dataset"] == "aime25")]
+    assert list(batch["accuracy"]) == [0.05, 0.20, 0.40, 0.45, 0.55, 0.65]  # 32B at 2k beats 8B at 14k there
+    assert batch["memory_gib"].tolist()[-1] == pytest.approx(8.9 + 16 * 16.5)
+    t = {(r["dataset"], r["view"]): r for r in thresholds(two)}
+    assert len(t) == 4
+    assert (t["aime25", "single"]["model"], t["aime25", "single"]["budget_tokens"]) == ("Qwen3-8B", 2000)
+    path = tmp_path / "summary.csv"
+    two.to_csv(path, index=False)
+    out = [tmp_path / n for n in ("front.csv", "thr.csv", "bestk.csv")]
+    write_analysis(str(path), *map(str, out))
+    assert len(pd.read_csv(out[0])) == len(f)
+    assert len(pd.read_csv(out[1])) == 4 and set(pd.read_csv(out[1])["view"]) == {"single", "batch16"}
+    assert set(pd.read_csv(out[2])["dataset"]) == {"aime25", "gpqa_diamond"}

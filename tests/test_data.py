@@ -40,3 +40,71 @@ def test_missing_field_is_one_line(tmp_path):
 
 def test_limit():
     assert len(load({"loader": "demo_arith", "limit": 3})) == 3
+
+
+def test_aime25_loader_on_rows_shaped_like_the_hub(monkeypatch):
+    """opencompass/AIME2025 (two configs, fields question/answer) and math-ai/aime25 (fields
+    problem/answer/id) both become 'math' records with string answers; a row without an
+    answer is one line naming the source and the id."""
+    from notallbits.data import registry
+
+    calls = []
+
+    def hub(hf_id, config, split):
+        calls.append((hf_id, config, split))
+        if hf_id == "opencompass/AIME2025":
+            return [{"question": f"{config} problem {j}", "answer": f" {70 + j} "} for j in range(2)]
+        return [{"id": 3, "problem": "Find n.", "answer": 204}, {"problem": "Find m.", "answer": "7"}]
+
+    monkeypatch.setattr(registry, "_load_hub", hub)
+    recs = registry.aime25({})
+    assert calls == [("opencompass/AIME2025", "AIME2025-I", "test"), ("opencompass/AIME2025", "AIME2025-II", "test")]
+    assert [r["id"] for r in recs] == ["AIME2025-I-01", "AIME2025-I-02", "AIME2025-II-01", "AIME2025-II-02"]
+    assert recs[1] == {"id": "AIME2025-I-02", "task": "math", "question": "AIME2025-I problem 1", "choices": None,
+                       "answer": "71", "permutation": None}
+    other = registry.aime25({"hf_id": "math-ai/aime25"})
+    assert calls[-1] == ("math-ai/aime25", None, "test")
+    assert [(r["id"], r["question"], r["answer"]) for r in other] == [("3", "Find n.", "204"), ("1", "Find m.", "7")]
+    monkeypatch.setattr(registry, "_load_hub", lambda *a: [{"problem": "x", "answer": None}])
+    with pytest.raises(UserError, match=r"^math-ai/aime25 0: missing field 'answer'$"):
+        registry.aime25({"hf_id": "math-ai/aime25"})
+
+
+def test_gpqa_loader_needs_every_field(monkeypatch):
+    from notallbits.data import registry
+
+    row = {"Question": "q", "Correct Answer": "a", "Incorrect Answer 1": "b", "Incorrect Answer 2": "c",
+           "Incorrect Answer 3": ""}
+    monkeypatch.setattr(registry, "_load_hub", lambda *a: [row])
+    with pytest.raises(UserError, match=r"^Idavidrein/gpqa row 0: missing field 'Incorrect Answer 3'$"):
+        registry.gpqa_diamond({})
+
+
+def test_toy_loaders_and_prepare_round_trip(tmp_path):
+    """Toy datasets plug into the registry; prepare-data writes what read_questions reads back."""
+    from notallbits.data.prepare import prepare
+
+    math = load({"loader": "toy_math", "limit": 5})
+    choice = load({"loader": "toy_choice", "limit": 3, "shuffle_seed": 1})
+    assert len(math) == 5 and {q["task"] for q in math} == {"math"}
+    assert len(choice) == 3 and all(q["task"] == "choice" and q["permutation"] for q in choice)
+    assert load({"loader": "toy_math", "limit": 5}) == math
+    assert prepare({"loader": "demo_choice", "limit": 4}, str(tmp_path / "d.jsonl")) == 4
+    assert read_questions(str(tmp_path / "d.jsonl")) == demo_choice(4)
+    with pytest.raises(UserError, match="unknown dataset loader 'nope'"):
+        load({"loader": "nope"})
+
+
+def test_check_record_errors():
+    from notallbits.data.registry import check_record
+
+    ok = {"id": "q", "task": "choice", "question": "?", "answer": "B", "choices": ["x", "y"]}
+    assert check_record(ok, "f") is ok
+    with pytest.raises(UserError, match=r"^f: field 'task' must be 'math' or 'choice', got 'essay'$"):
+        check_record({**ok, "task": "essay"}, "f")
+    with pytest.raises(UserError, match=r"^f: multiple-choice record needs a 'choices' list$"):
+        check_record({**ok, "choices": ["x"]}, "f")
+    with pytest.raises(UserError, match=r"^f: answer 'C' is not a letter of its 2 choices$"):
+        check_record({**ok, "answer": "C"}, "f")
+    with pytest.raises(UserError, match=r"^f: missing field 'question'$"):
+        check_record({**ok, "question": ""}, "f")

@@ -112,3 +112,21 @@ def test_forced_answer_is_read_at_the_budget_not_at_the_trace_end(position_model
     assert sorted(r["budget_tokens"] for r in records) == [4, 4, 8, 8, 16, 16]
     for r in records:
         assert r["answer_text"] == expected(r["budget_tokens"]), r
+
+
+def test_flush_forced_appends_the_queued_wait_at_once_up_to_the_budget():
+    """vLLM's rounds: after an early end the rest of the Wait ids go in at once (the engine
+    gets them as prompt), and never past the largest budget."""
+    tr = Trace(spec(budgets=(4, 8)))
+    feed(tr, [1, 2, END])
+    assert tr.thinking == [1, 2, WAIT1] and not tr.finished
+    tr.flush_forced()
+    assert tr.thinking == [1, 2, WAIT1, WAIT2] and tr.wait_positions == [2] and not tr.finished
+    tr = Trace(spec(budgets=(4,)))
+    feed(tr, [1, 2, EOS])
+    tr.flush_forced()
+    assert tr.thinking == [1, 2, WAIT1, WAIT2] and tr.finished
+    tr = Trace(spec(budgets=(3,)))
+    feed(tr, [1, 2, END])
+    tr.flush_forced()
+    assert tr.thinking == [1, 2, WAIT1] and tr.finished

@@ -214,3 +214,37 @@ def test_summary_charges_k_caches_for_maj_at_k(tmp_path):
     assert got == {(t, k): k * t * 1024 for t in (2000, 8000) for k in (1, 4, 16)}
     assert (df["total_gib"] == df["weight_gib"] + df["kv_gib"]).all()
     assert df.loc[(df["budget_tokens"] == 8000) & (df["k"] == 16), "kv_gib"].item() == 16 * 8000 * 1024 / 2**30
+
+
+def test_cli_in_process_by_hand(capsys, tmp_path):
+    """`notallbits memory` for each KV method and --table1, against the hand counts above:
+    Qwen3-8B holds 147456 B of KV per token; R-KV keeps 2048 + 128 tokens, StreamingLLM 2048."""
+    import json
+
+    from notallbits.cli import main
+
+    def cli(*args):
+        main(["memory", "--model", "Qwen3-8B", "--budget", "30000", "--json", *args])
+        return json.loads(capsys.readouterr().out)
+
+    full = cli("--samples", "2")
+    assert full["kv_bytes"] == 2 * 30000 * 147_456 and full["samples"] == 2 and full["budget_tokens"] == 30000
+    assert full["weight_bytes"] == weight_bytes(Arch.named("Qwen3-8B"), 16) and full["bits"] == 16
+    assert full["arch"]["layers"] == 36 and full["kv"] == {"method": "full"}
+    assert cli("--kv", "rkv", "--kv-budget", "1024")["kv_bytes"] == (1024 + 128) * 147_456
+    assert cli("--kv", "streamingllm")["kv_bytes"] == 2048 * 147_456
+    hqq = cli("--kv", "hqq", "--kv-nbits", "2")
+    assert hqq["kv"] == {"method": "hqq", "nbits": 2}
+    assert hqq["kv_bytes"] == kv_bytes(Arch.named("Qwen3-8B"), {"method": "hqq", "nbits": 2}, 30000, 1)
+    gptq = cli("--bits", "4", "--layout", "gptq")
+    assert gptq["weight_bytes"] == weight_bytes(Arch.named("Qwen3-8B"), 4, layout="gptq")
+    main(["memory", "--model", "Qwen3-8B", "--bits", "4", "--budget", "30000", "--samples", "16"])
+    assert capsys.readouterr().out == ("Qwen3-8B 4-bit, T=30000, G=16, KV full: weights 5.68 GiB + KV 65.92 GiB"
+                                       " = 71.60 GiB\n")
+    main(["memory", "--table1", "--out", str(tmp_path / "t1.csv")])
+    lines = (tmp_path / "t1.csv").read_text().splitlines()
+    assert lines[0].split(",")[:3] == ["model", "params_b", "weight_gib_4bit"] and len(lines) == 1 + len(table1())
+    main(["memory", "--table1"])
+    assert capsys.readouterr().out.splitlines() == lines
+    assert main(["memory", "--model", "Qwen3-8B"]) == 2
+    assert capsys.readouterr().err == "notallbits memory: error: --model and --budget are required (or --table1)\n"

@@ -8,6 +8,7 @@ from math import comb
 
 import pytest
 
+from notallbits import UserError
 from notallbits.scoring import extract_letter, extract_math, is_correct, majority_accuracy, math_correct
 
 MATH_OUTPUTS = [
@@ -159,3 +160,75 @@ def test_equivalent_answers_vote_together():
     rows, samples = score_job([q], records, [5])
     assert rows[0]["accuracy"] == 1.0  # 3 equivalent right answers outvote 2 wrong ones
     assert len({s["parsed"] for s in samples}) == 2
+
+
+def _job():
+    """Two questions x 3 samples x 2 budgets with hand-checked votes (see test_score_job_by_hand)."""
+    questions = [{"id": "m1", "task": "math", "question": "6*7?", "choices": None, "answer": "42", "permutation": None},
+                 {"id": "c1", "task": "choice", "question": "Which?", "choices": ["w2", "right", "w3", "w1"],
+                  "answer": "B", "permutation": [2, 0, 3, 1]}]
+    texts = {(100, "m1"): ["\\boxed{42}", "\\boxed{41}", "I never boxed it"],
+             (100, "c1"): ["\\boxed{B}", "The answer is (B).", "\\boxed{A}"],
+             (200, "m1"): ["\\boxed{42}"] * 3, (200, "c1"): ["\\boxed{C}"] * 3}
+    records = [{"question_id": qid, "sample": s, "budget_tokens": b, "answer_text": t, "thinking_tokens": b - s,
+                "answer_tokens": 4 + s} for (b, qid), ts in texts.items() for s, t in enumerate(ts)]
+    return questions, records
+
+
+def test_score_job_by_hand():
+    """Per (budget, K): budget 100, math votes 42/41/none -> Maj@1 1/3, Maj@3 1/2 (42 and 41
+    tie, the none abstains); choice votes B/B/A with B correct -> 2/3 and 1; so accuracy
+    (1/3 + 2/3)/2 = 0.5 at K=1 and (1/2 + 1)/2 = 0.75 at K=3, 5 of 6 answers parsed. Budget
+    200: all right on math, all wrong (C) on choice -> 0.5 at every K."""
+    from notallbits.scoring import score_job
+
+    questions, records = _job()
+    rows, samples = score_job(questions, records, [1, 3])
+    got = {(r["budget_tokens"], r["k"]): r for r in rows}
+    assert sorted(got) == [(100, 1), (100, 3), (200, 1), (200, 3)]
+    assert got[100, 1]["accuracy"] == pytest.approx(0.5) and got[100, 3]["accuracy"] == pytest.approx(0.75)
+    assert got[200, 1]["accuracy"] == pytest.approx(0.5) and got[200, 3]["accuracy"] == pytest.approx(0.5)
+    assert got[100, 1]["parsed_rate"] == pytest.approx(5 / 6) and got[200, 3]["parsed_rate"] == 1.0
+    assert got[100, 1]["questions"] == 2 and got[100, 1]["samples"] == 3
+    assert got[100, 1]["mean_thinking_tokens"] == pytest.approx(99) and got[200, 1]["mean_thinking_tokens"] == 199
+    assert got[100, 1]["mean_answer_tokens"] == pytest.approx(5)
+    by = {(r["budget_tokens"], r["question_id"], r["sample"]): r for r in samples}
+    assert len(samples) == 12
+    assert [by[100, "m1", s]["parsed"] for s in range(3)] == ["42", "41", None]
+    assert [by[100, "c1", s]["correct"] for s in range(3)] == [True, True, False]
+    assert by[100, "c1", 2]["parsed"] == "A" and by[200, "m1", 1]["thinking_tokens"] == 199
+    with pytest.raises(UserError, match="K=4 exceeds the 3 samples"):
+        score_job(questions, records, [4])
+    with pytest.raises(UserError, match="unknown question 'x'"):
+        score_job(questions, records + [{**records[0], "question_id": "x"}], [1])
+
+
+def test_score_file_writes_job_facts_and_samples(tmp_path):
+    """The score CSV joins the job's facts (model, bits, KV settings, measured weight bytes and
+    architecture, throughput) to each (budget, K) row; the per-sample CSV has one row each."""
+    import csv
+    import json
+
+    from notallbits.io import write_framed_jsonl, write_jsonl
+    from notallbits.scoring import score_file
+
+    questions, records = _job()
+    write_jsonl(tmp_path / "q.jsonl", questions)
+    header = {"dataset": "demo", "model": "tiny", "bits": 4, "kv": "rkv", "backend": "transformers",
+              "kv_settings": {"method": "rkv", "budget": 16}, "stats": {"wall_seconds": 2.5,
+              "generated_tokens": 500, "tokens_per_second": 200.0},
+              "model_facts": {"weight_bytes": 1234, "layers": 2, "kv_heads": 2, "head_dim": 32}}
+    write_framed_jsonl(tmp_path / "g.jsonl", header, records)
+    rows = score_file(str(tmp_path / "q.jsonl"), str(tmp_path / "g.jsonl"), [1, 3], str(tmp_path / "s.csv"),
+                      str(tmp_path / "samples.csv"))
+    table = list(csv.DictReader(open(tmp_path / "s.csv")))
+    assert len(rows) == len(table) == 4
+    first = table[0]
+    assert (first["dataset"], first["model"], first["bits"], first["kv"], first["backend"]) == (
+        "demo", "tiny", "4", "rkv", "transformers")
+    assert json.loads(first["kv_settings"]) == {"budget": 16, "method": "rkv"}
+    assert (first["weight_bytes"], first["layers"], first["kv_heads"], first["head_dim"]) == ("1234", "2", "2", "32")
+    assert (first["job_wall_seconds"], first["job_generated_tokens"], first["job_tokens_per_second"]) == (
+        "2.5", "500", "200.0")
+    assert (first["budget_tokens"], first["k"], float(first["accuracy"])) == ("100", "1", 0.5)
+    assert len(list(csv.DictReader(open(tmp_path / "samples.csv")))) == 12
