@@ -28,8 +28,10 @@ def rules():
     out = []
     for f in [ROOT / "Snakefile", *sorted((ROOT / "rules").glob("*.smk"))]:
         text = f.read_text()
-        for m in re.finditer(r"^rule (\w+):\n((?:[ \t]+.*\n|\n)*)", text, flags=re.M):
-            out.append((m.group(1), m.group(2)))
+        # `rule name:` at the top level, or `rule:` made in a loop (indented) with a `name:` directive
+        for m in re.finditer(r"^([ \t]*)rule(?: (\w+))?:\n((?:\1[ \t]+.*\n|\n)*)", text, flags=re.M):
+            name = m.group(2) or re.search(r"name:\n\s+(.+)\n", m.group(3)).group(1).strip()
+            out.append((name, m.group(3)))
     return out
 
 
