@@ -20,6 +20,7 @@ from pathlib import Path
 import yaml
 
 from notallbits import UserError
+from notallbits.kvcache.settings import needs_transformers, normalize
 
 HF_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 
@@ -215,8 +216,8 @@ def jobs(config: dict) -> dict[Job, JobSpec]:
             spec.ks = sorted(set(spec.ks) | set(sweep["k"]))
             spec.samples = max(spec.samples, sweep["samples"])
             # vLLM has no decode-time eviction and only FP8 KV: compressed caches need transformers
-            spec.backend = sweep.get("backend", default_backend) if kv_settings(config, kv)["method"] == "full" \
-                else "transformers"
+            spec.backend = "transformers" if needs_transformers(kv_settings(config, kv)) \
+                else sweep.get("backend", default_backend)
     return dict(sorted(specs.items()))
 
 
@@ -235,8 +236,6 @@ def generation_settings(config: dict, dataset: str) -> dict:
 
 def kv_settings(config: dict, kv: str) -> dict:
     """The KV method's full settings (defaults filled), as the generation job receives them."""
-    from notallbits.kvcache.settings import normalize
-
     return normalize({"method": "full"} if kv == "full" else dict(config["kv_methods"][kv]))
 
 

@@ -14,8 +14,10 @@ Weights, two layouts of a quantized checkpoint:
 Table 1 (``table1``) uses ``gptq`` and one convention of the paper's: its 16-bit column counts
 the lm_head of the tied small models (0.6B/1.7B/4B) as a matrix of its own (``TABLE1_FOOTNOTE``).
 KV cache per token: 2 (K and V) · layers · KV heads · head_dim · bytes. Full cache holds T
-tokens per sample; eviction holds min(T, budget + buffer); HQQ stores P_kv-bit values with a
-16-bit scale and zero per group of g_kv, plus a bf16 residual window of recent tokens.
+tokens per sample; StreamingLLM min(T, budget); R-KV min(T, budget + buffer) plus one layer's
+K + V of scoring scratch; HQQ stores P_kv-bit values with a 16-bit scale and zero per group of
+g_kv, plus a bf16 residual window of recent tokens. The KV method table
+(``kvcache/settings.py``) owns these rules and the methods' defaults.
 
 No torch here: ``notallbits memory`` must answer instantly, without weights.
 """
@@ -32,6 +34,7 @@ from math import ceil
 from pathlib import Path
 
 from notallbits import UserError
+from notallbits.kvcache.settings import METHODS, normalize, tokens_held
 
 GIB = 2**30
 DTYPE_BYTES = {"BF16": 2, "F16": 2, "F32": 4, "F64": 8, "I64": 8, "I32": 4, "I16": 2, "I8": 1, "U8": 1,
@@ -152,35 +155,23 @@ def kv_bytes_per_token(arch: Arch, dtype_bytes: int = NATIVE_BYTES) -> int:
 
 
 def kv_tokens_held(settings: dict, budget_tokens: int) -> int:
-    """Tokens one sample keeps in its cache after a trace of ``budget_tokens``.
-
-    Eviction counts the peak, budget + buffer: R-KV lets the cache grow by ``buffer`` tokens
-    before compressing back, and that peak is what must fit in memory (StreamingLLM has no
-    buffer). The paper's own eviction equation is not public.
-    """
-    method = settings.get("method", "full")
-    if method in ("streamingllm", "rkv"):
-        return min(budget_tokens, settings["budget"] + settings.get("buffer", 128 if method == "rkv" else 0))
-    return budget_tokens
+    """Tokens one sample holds at its peak after a trace of ``budget_tokens`` (the KV method
+    table in ``kvcache/settings.py`` says how): eviction counts the peak, which is what must
+    fit — StreamingLLM its budget, R-KV budget + buffer (it compresses every ``buffer``
+    positions, as the authors' decoding loop does)."""
+    return tokens_held(settings, budget_tokens)
 
 
 def kv_bytes(arch: Arch, settings: dict, budget_tokens: int, samples: int, residual: bool = True) -> int:
-    """KV bytes of ``samples`` parallel samples (G) at token budget T (prompt not counted)."""
+    """Peak KV bytes of ``samples`` parallel samples (G) at token budget T (prompt not counted),
+    with the scratch memory a method needs while compressing (R-KV: one layer's K + V)."""
     if budget_tokens <= 0:
         raise UserError(f"budget must be positive, got {budget_tokens}")
     if samples <= 0:
         raise UserError(f"samples must be positive, got {samples}")
-    method = settings.get("method", "full")
-    per_token = kv_bytes_per_token(arch)
-    if method in ("full", "streamingllm", "rkv"):
-        return samples * kv_tokens_held(settings, budget_tokens) * per_token
-    if method == "hqq":
-        nbits, group = settings.get("nbits", 4), settings.get("q_group_size", 64)
-        window = min(budget_tokens, settings.get("residual_length", 128)) if residual else 0
-        values = 2 * arch.layers * arch.kv_heads * arch.head_dim * (budget_tokens - window)
-        quantized = values * nbits / 8 + values / group * (SCALE_BITS + SCALE_BITS) / 8  # 16-bit scale + zero
-        return samples * (round(quantized) + window * per_token)
-    raise UserError(f"unknown KV method {method!r}")
+    s = normalize(settings)
+    values_per_token = kv_bytes_per_token(arch) // NATIVE_BYTES
+    return samples * METHODS[s["method"]].sample_bytes(s, budget_tokens, arch.layers, values_per_token, residual)
 
 
 def tied_lm_head_bytes(arch: Arch) -> int:
@@ -241,7 +232,6 @@ def table1_footnote() -> str:
 
 
 # ---------------------------------------------------------------- CLI
-KV_CHOICES = ("full", "streamingllm", "rkv", "hqq")
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -249,7 +239,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--bits", type=int, default=16)
     p.add_argument("--budget", type=int, help="token budget T")
     p.add_argument("--samples", type=int, default=1, help="parallel samples G (= votes K)")
-    p.add_argument("--kv", default="full", choices=KV_CHOICES)
+    p.add_argument("--kv", default="full", choices=list(METHODS))
     p.add_argument("--kv-nbits", type=int, default=4, help="HQQ KV bits")
     p.add_argument("--kv-budget", type=int, default=2048, help="eviction budget (tokens kept)")
     p.add_argument("--layout", default="gptq", choices=LAYOUTS,
@@ -276,11 +266,9 @@ def run(args: argparse.Namespace) -> None:
     settings = {"method": args.kv}
     if args.kv == "hqq":
         settings.update(nbits=args.kv_nbits)
-    elif args.kv in ("streamingllm", "rkv"):
+    elif "budget" in METHODS[args.kv].defaults:
         settings.update(budget=args.kv_budget)
-    from notallbits.kvcache.settings import normalize  # the one owner of KV-setting checks
-
-    normalize(settings)  # --kv-nbits 3 or --kv-budget -100: one line, not a negative GiB figure
+    normalize(settings)  # the KV method table checks: --kv-nbits 3 or --kv-budget -100 fail in one line
     w, kv = weight_bytes(arch, args.bits, args.layout), kv_bytes(arch, settings, args.budget, args.samples)
     result = {"model": args.model, "bits": args.bits, "budget_tokens": args.budget, "samples": args.samples,
               "kv": settings, "weights_gib": w / GIB, "kv_gib": kv / GIB, "total_gib": (w + kv) / GIB,

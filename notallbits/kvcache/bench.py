@@ -1,12 +1,27 @@
-"""Decode speed of each KV method relative to the full cache, same model and trace length.
+"""KV-method benchmarks, on this machine.
+
+Decode speed of each KV method relative to the full cache, same model and trace length:
 
     python -m notallbits.kvcache.bench MODEL_DIR [--tokens 512] [--batch 4] [--budget 128]
+
+Time and peak extra memory of one R-KV compression of one layer (no model needed), at a
+head shape (default Qwen3-8B: 32 query heads, 8 KV heads, head_dim 128, bf16 keys), against
+the bound the memory model counts (the layer's own K + V bytes) and optionally against
+another implementation (a file defining ``rkv_select``, e.g. an older eviction.py):
+
+    python -m notallbits.kvcache.bench --rkv [--budgets 256 2048 4096 8192] [--batches 1 8] [--old FILE]
+
+Peak extra memory: on CUDA ``torch.cuda.max_memory_allocated`` above the inputs; on CPU the
+peak of live tensor bytes allocated during the call, tracked through a TorchDispatchMode
+(every tensor an op returns that does not alias an input counts until it is freed; an op's
+internal workspace is not seen).
 """
 
 from __future__ import annotations
 
 import argparse
 import time
+import weakref
 
 
 def decode_seconds(model, settings: dict, tokens: int, batch: int, repeats: int = 3) -> float:
@@ -28,19 +43,149 @@ def decode_seconds(model, settings: dict, tokens: int, batch: int, repeats: int 
     return best
 
 
-def main(argv=None) -> None:
+# --------------------------------------------------------------------------- peak memory
+def peak_extra_bytes(fn, *args, **kwargs) -> tuple[object, int]:
+    """(fn's result, peak bytes of tensors allocated during the call and alive at once)."""
     import torch
-    from transformers import AutoModelForCausalLM
 
+    if any(isinstance(a, torch.Tensor) and a.is_cuda for a in args):
+        torch.cuda.synchronize()
+        base = torch.cuda.memory_allocated()
+        torch.cuda.reset_peak_memory_stats()
+        out = fn(*args, **kwargs)
+        torch.cuda.synchronize()
+        return out, torch.cuda.max_memory_allocated() - base
+    with _LiveTensorBytes() as tracker:
+        out = fn(*args, **kwargs)
+    return out, tracker.peak
+
+
+def _live_tensor_bytes_mode():
+    from torch.utils._python_dispatch import TorchDispatchMode
+    from torch.utils._pytree import tree_flatten
+
+    class LiveTensorBytes(TorchDispatchMode):
+        def __init__(self):
+            super().__init__()
+            self.live = self.peak = 0
+            self.storages: dict[int, list[int]] = {}  # data_ptr -> [bytes, live tensors on it]
+
+        def _release(self, ptr: int) -> None:
+            entry = self.storages[ptr]
+            entry[1] -= 1
+            if entry[1] == 0:
+                self.live -= entry[0]
+                del self.storages[ptr]
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            import torch
+
+            out = func(*args, **(kwargs or {}))
+            inputs = {t.untyped_storage().data_ptr() for t in tree_flatten((args, kwargs))[0]
+                      if isinstance(t, torch.Tensor)}
+            for t in tree_flatten(out)[0]:
+                if not isinstance(t, torch.Tensor) or t.untyped_storage().nbytes() == 0:
+                    continue
+                ptr = t.untyped_storage().data_ptr()
+                if ptr in self.storages:
+                    self.storages[ptr][1] += 1
+                elif ptr in inputs:
+                    continue  # a view of, or an in-place result on, memory allocated before the call
+                else:
+                    self.storages[ptr] = [t.untyped_storage().nbytes(), 1]
+                    self.live += self.storages[ptr][0]
+                    self.peak = max(self.peak, self.live)
+                weakref.finalize(t, self._release, ptr)
+            return out
+
+    return LiveTensorBytes
+
+
+def _LiveTensorBytes():  # noqa: N802 - a class built lazily (torch is imported on use)
+    return _live_tensor_bytes_mode()()
+
+
+# --------------------------------------------------------------------------- R-KV compression
+def rkv_compression(select, batch: int, budget: int, buffer: int = 128, heads: int = 32, kv_heads: int = 8,
+                    head_dim: int = 128, dtype: str = "bfloat16", device: str = "cpu", repeats: int = 1) -> dict:
+    """Time and peak extra memory of one compression of one layer at the compressing step's
+    cache length, budget + buffer."""
+    import torch
+
+    from notallbits.kvcache.settings import normalize
+
+    s = normalize({"method": "rkv", "budget": budget, "buffer": buffer})
+    length = budget + buffer
+    g = torch.Generator(device=device).manual_seed(0)
+    dt = getattr(torch, dtype)
+    queries = torch.randn(batch, heads, s["window"], head_dim, generator=g, device=device).to(dt)
+    keys = torch.randn(batch, kv_heads, length, head_dim, generator=g, device=device).to(dt)
+    best, peak = float("inf"), 0
+    with torch.inference_mode():
+        for _ in range(repeats):
+            t0 = time.perf_counter()
+            _, peak = peak_extra_bytes(select, queries, keys, s)
+            best = min(best, time.perf_counter() - t0)
+    return {"batch": batch, "budget": budget, "tokens": length, "seconds": best, "peak_extra_bytes": peak,
+            "layer_kv_bytes": 2 * keys.nbytes}
+
+
+def rkv_table(budgets, batches, old_file: str | None = None, device: str = "cpu", max_old_bytes: float = 6 * 2**30):
+    from notallbits.kvcache.eviction import rkv_select
+
+    old = None
+    if old_file:
+        import importlib.util
+
+        spec = importlib.util.spec_from_file_location("old_eviction", old_file)
+        old = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(old)
+    mib = 2**20
+    print("batch budget tokens | new: seconds, peak extra MiB, / layer K+V"
+          + (" | old: seconds, peak extra MiB | old/new time, memory" if old else ""))
+    for batch in batches:
+        for budget in budgets:
+            new = rkv_compression(rkv_select, batch, budget, device=device)
+            line = (f"{batch:5d} {budget:6d} {new['tokens']:6d} | {new['seconds']:8.3f} {new['peak_extra_bytes'] / mib:9.1f}"
+                    f" {new['peak_extra_bytes'] / new['layer_kv_bytes']:5.2f}")
+            # the old scorer holds ~ 2 fp32 L x L matrices per KV head: skip where that cannot fit here
+            if old is not None and 2 * 4 * batch * 8 * new["tokens"] ** 2 <= max_old_bytes:
+                o = rkv_compression(lambda q, k, s: old.rkv_select(q, k, {**s, "sim_threshold": 0.9}), batch, budget,
+                                    device=device)
+                line += (f" | {o['seconds']:8.3f} {o['peak_extra_bytes'] / mib:9.1f}"
+                         f" | {o['seconds'] / new['seconds']:6.1f}x {o['peak_extra_bytes'] / new['peak_extra_bytes']:6.1f}x")
+            elif old is not None:
+                line += " | (old skipped: would need > max_old_bytes)"
+            print(line, flush=True)
+
+
+def main(argv=None) -> None:
     p = argparse.ArgumentParser()
-    p.add_argument("model")
+    p.add_argument("model", nargs="?")
     p.add_argument("--tokens", type=int, default=512)
     p.add_argument("--batch", type=int, default=4)
     p.add_argument("--budget", type=int, default=128)
+    p.add_argument("--rkv", action="store_true", help="time and memory of one R-KV compression")
+    p.add_argument("--budgets", type=int, nargs="+", default=[256, 2048, 4096, 8192])
+    p.add_argument("--batches", type=int, nargs="+", default=[1, 8])
+    p.add_argument("--old", help="with --rkv: a file with another rkv_select to compare")
+    p.add_argument("--device", default="cpu")
     args = p.parse_args(argv)
+    if args.rkv:
+        rkv_table(args.budgets, args.batches, args.old, args.device)
+        return
+    if not args.model:
+        p.error("MODEL_DIR is required (or --rkv)")
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from notallbits.kvcache.settings import METHODS
+
     model = AutoModelForCausalLM.from_pretrained(args.model, dtype=torch.bfloat16).eval()
-    methods = {"full": {"method": "full"}, "streamingllm": {"method": "streamingllm", "budget": args.budget},
-               "rkv": {"method": "rkv", "budget": args.budget}, "hqq-4bit": {"method": "hqq", "nbits": 4}}
+    methods = {"full": {"method": "full"}}
+    for name, method in METHODS.items():  # every method of the table, eviction at --budget
+        if name != "full":
+            methods[name] = {"method": name, **({"budget": args.budget} if "budget" in method.defaults else {})}
     base = decode_seconds(model, methods["full"], args.tokens, args.batch)
     print(f"full: {args.tokens * args.batch / base:.0f} tok/s")
     for name, settings in methods.items():

@@ -52,50 +52,138 @@ class StreamingLLMLayer(EvictingLayer):
         return keep(keys), keep(values)
 
 
-def rkv_scores(queries, keys, settings: dict):
-    """R-KV token scores per KV head: lam * importance - (1 - lam) * redundancy.
+# --------------------------------------------------------------------------- R-KV
+# R-KV (Cai et al. 2025), the selection of the authors' code (github.com/Zefan-Cai/R-KV,
+# rkv/compression/r1_kv.py and rkv/utils.py compute_attention_scores / cal_similarity),
+# written anew so that one compression needs bounded scratch memory:
+#   importance: logits of the last `window` queries to the keys outside the window, max over
+#     the query heads of each KV group, softmax over those keys, mean over the window's
+#     queries, max-pooled over tokens with `kernel` (padding kernel // 2);
+#   redundancy: cosine similarity between all keys (norm + 1e-8) with a zero diagonal; in each
+#     row i the entry of the most recent key above `sim_threshold` is zeroed (that copy escapes
+#     the penalty; with no such key, the authors' index search yields 0 and zeroes column 0, kept
+#     here as written), mean over rows, softmax over tokens;
+#   score = lam * importance - (1 - lam) * redundancy over the tokens outside the window; each KV
+#     head keeps its top budget - window plus the last `window` tokens.
+# Differences, on purpose: float32 throughout (the authors' code runs in the model dtype, whose
+# bf16 rounding creates ties that top-k breaks arbitrarily), and each batch row scores with its
+# own keys (cal_similarity takes key_states[0], so rows > 0 of a batch used row 0's redundancy;
+# their runs decode batch 1, where both agree).
 
-    queries: [B, Hq, W, D] (post-RoPE, the observation window); keys: [B, Hkv, L, D].
-    importance = attention of the window's queries to each key (mean over the window and the
-    query heads of the group), max-pooled over tokens with ``kernel``, scaled to [0, 1] per head;
-    redundancy = mean cosine similarity to the other keys, set to 1 for a token that has a
-    later near-duplicate (similarity > sim_threshold): of a run of duplicates only the most
-    recent escapes the penalty.
-    """
-    b, hq, w, d = queries.shape
+def _scratch_plan(pairs: int, length: int, window: int, dim: int, limit_bytes: int) -> tuple[int, int]:
+    """(KV heads scored at once, similarity rows per chunk) so that the float32 scratch of one
+    compression stays under ``limit_bytes``. Per head: keys in float32 (4·L·D), importance
+    (at most four [window, L] float32 arrays alive at once, and a few [L] vectors), and per
+    similarity row 4 + 1 + 4 bytes per key (values, mask, index of the matches), rounded up."""
+    fixed = 4 * length * (dim + 4 * window + 8)
+    per_row = 12 * length
+    heads = max(1, min(pairs, limit_bytes // (fixed + 64 * per_row)))
+    rows = max(1, min(length, (limit_bytes // heads - fixed) // per_row))
+    return heads, rows
+
+
+def _rkv_importance(q, k, window: int, kernel: int, ok):
+    """q [P, G, Wq, D], k [P, L, D] float32, ok [P, L] bool or None -> pooled importance
+    [P, L - window]."""
+    old = k.shape[1] - window
+    q = q[:, :, -window:]
+    logits = None
+    for g in range(q.shape[1]):  # max over the group, one query head at a time
+        lg = q[:, g] @ k[:, :old].transpose(1, 2)
+        logits = lg if logits is None else torch.maximum(logits, lg, out=logits)
+        del lg
+    logits /= q.shape[-1] ** 0.5
+    if ok is None:
+        attn = torch.softmax(logits, dim=-1).mean(1)
+    else:
+        logits.masked_fill_(~ok[:, None, :old], float("-inf"))
+        probs = torch.softmax(logits, dim=-1).nan_to_num_(0.0)  # a query row of only padding: no weight
+        q_ok = ok[:, k.shape[1] - q.shape[2]:].to(probs.dtype)  # the window's queries are its last tokens
+        attn = (probs * q_ok[..., None]).sum(1) / q_ok.sum(1, keepdim=True).clamp_min(1)
+    return F.max_pool1d(attn[:, None], kernel, stride=1, padding=kernel // 2)[:, 0]
+
+
+def _rkv_redundancy(k, threshold: float, ok, rows: int):
+    """k [P, L, D] float32 (normalised in place), ok [P, L] bool or None (all real) ->
+    redundancy [P, L], computed in chunks of ``rows`` similarity rows (never the L x L matrix)."""
+    pairs, length, _ = k.shape
+    k /= k.norm(dim=-1, keepdim=True) + 1e-8
+    total = torch.zeros(pairs, length, device=k.device)
+    position = torch.arange(length, dtype=torch.int32, device=k.device)
+    # a row without a key above the threshold: the authors' search returns index 0 (the first
+    # real token once padding is dropped) and zeroes that entry
+    first = torch.zeros(pairs, 1, dtype=torch.int32, device=k.device) if ok is None \
+        else ok.to(torch.uint8).argmax(-1, keepdim=True).to(torch.int32)
+    for r0 in range(0, length, rows):
+        r1 = min(length, r0 + rows)
+        sim = k[:, r0:r1] @ k.transpose(1, 2)  # [P, c, L]
+        sim.diagonal(offset=r0, dim1=1, dim2=2).zero_()
+        if ok is not None:
+            sim.masked_fill_(~ok[:, None, :], 0.0)
+        last = torch.where(sim > threshold, position, -1).amax(-1)  # most recent key above threshold
+        last = torch.where(last >= 0, last, first)
+        sim.scatter_(2, last[..., None].long(), 0.0)
+        if ok is not None:
+            sim.masked_fill_(~ok[:, r0:r1, None], 0.0)
+        total += sim.sum(1)
+        del sim, last
+    if ok is None:
+        return torch.softmax(total / length, dim=-1)
+    mean = total / ok.sum(-1, keepdim=True).clamp_min(1)
+    return torch.softmax(mean.masked_fill_(~ok, float("-inf")), dim=-1)
+
+
+def rkv_scores(queries, keys, settings: dict, valid=None, scratch_bytes: int | None = None):
+    """R-KV scores [B, Hkv, L - window] of the tokens outside the observation window (the
+    rule is described above). queries [B, Hq, Wq, D] post-RoPE (the last ones, Wq >= window
+    is not required); keys [B, Hkv, L, D]; ``valid`` [B, L] bool marks real tokens: padding
+    takes no part in the softmaxes nor the similarity means and scores -inf.
+    ``scratch_bytes`` caps the float32 working memory (default: the layer's K + V bytes,
+    i.e. 2·keys.nbytes); heads and similarity rows are processed in chunks to stay under it."""
+    b, hq, wq, d = queries.shape
     hkv, length = keys.shape[1], keys.shape[2]
-    group = hq // hkv
-    q = queries.float().reshape(b, hkv, group * w, d)
-    k = keys.float()
-    attn = torch.softmax(q @ k.transpose(-1, -2) / d**0.5, dim=-1).mean(dim=2)  # [B, Hkv, L]
-    kernel = settings["kernel"]
-    attn = F.max_pool1d(attn.reshape(b * hkv, 1, length), kernel, stride=1, padding=kernel // 2).reshape(b, hkv, length)
-    importance = attn / attn.amax(dim=-1, keepdim=True).clamp_min(1e-12)
-    kn = F.normalize(k, dim=-1)
-    sim = kn @ kn.transpose(-1, -2)  # [B, Hkv, L, L]
-    eye = torch.eye(length, dtype=torch.bool, device=k.device)
-    sim = sim.masked_fill(eye, 0.0)
-    redundancy = sim.sum(-1) / max(length - 1, 1)
-    later = torch.ones(length, length, dtype=torch.bool, device=k.device).triu(1)  # j > i
-    has_later_duplicate = ((sim > settings["sim_threshold"]) & later).any(-1)
-    redundancy = torch.where(has_later_duplicate, torch.ones_like(redundancy), redundancy)
+    window, pairs = settings["window"], b * hkv
+    limit = 2 * keys.nbytes if scratch_bytes is None else scratch_bytes
+    heads, rows = _scratch_plan(pairs, length, window, d, limit)
+    q = queries.reshape(pairs, hq // hkv, wq, d)
+    k = keys.reshape(pairs, length, d)
+    ok = None if valid is None else \
+        valid.to(device=keys.device, dtype=torch.bool)[:, None].expand(b, hkv, length).reshape(pairs, length)
     lam = settings["lam"]
-    return lam * importance - (1 - lam) * redundancy
+    out = torch.empty(pairs, length - window, device=keys.device)
+    for p0 in range(0, pairs, heads):
+        p1 = min(pairs, p0 + heads)
+        kf = k[p0:p1].to(torch.float32, copy=True)  # normalised in place below
+        part = None if ok is None else ok[p0:p1]
+        importance = _rkv_importance(q[p0:p1].float(), kf, window, settings["kernel"], part)
+        redundancy = _rkv_redundancy(kf, settings["sim_threshold"], part, rows)[:, : length - window]
+        del kf
+        out[p0:p1] = lam * importance - (1 - lam) * redundancy
+    if ok is not None:
+        out.masked_fill_(~ok[:, : length - window], float("-inf"))
+    return out.reshape(b, hkv, length - window)
 
 
-def rkv_select(queries, keys, settings: dict):
+def rkv_select(queries, keys, settings: dict, valid=None):
     """Indices [B, Hkv, budget] (sorted) of the tokens each KV head keeps: the top
-    budget - window by score among the older tokens, plus the last ``window`` always."""
+    budget - window by R-KV score among the older tokens, plus the last ``window`` always.
+    Padding (``valid`` False) scores -inf, so it is kept only by a row with fewer than
+    ``budget`` real tokens; the caller gathers its mask with the same indices."""
     budget, window = settings["budget"], settings["window"]
     length = keys.shape[-2]
-    scores = rkv_scores(queries, keys, settings)[..., : length - window]
-    top = scores.topk(budget - window, dim=-1).indices
+    top = rkv_scores(queries, keys, settings, valid).topk(budget - window, dim=-1).indices
     recent = torch.arange(length - window, length, device=keys.device).expand(*top.shape[:-1], window)
     return torch.cat([top, recent], dim=-1).sort(dim=-1).values
 
 
 class RKVLayer(EvictingLayer):
-    """Grows to budget + buffer, then compresses back to budget (per head)."""
+    """R-KV at the authors' schedule (run_math.py, divide_method "step_length",
+    divide_length 128 = our ``buffer``): a step compresses when one of its tokens sits at a
+    sequence position that is a multiple of ``buffer`` (the prefill, position 0, included)
+    and the cache then holds more than ``budget`` tokens. Decoding one token a step, the cache
+    grows from budget to budget + buffer and the compressing step attends to all
+    budget + buffer before storing budget: the peak is budget + buffer tokens per layer (what
+    memory.kv_tokens_held counts), plus the scoring scratch of one layer at a time."""
 
     def __init__(self, settings: dict):
         super().__init__(settings)
@@ -108,7 +196,10 @@ class RKVLayer(EvictingLayer):
 
     def evict(self, keys, values):
         s = self.settings
-        if keys.shape[-2] <= s["budget"] + s["buffer"]:
+        length = keys.shape[-2]
+        stored = self.keys.shape[-2] if self.keys.dim() == 4 else 0
+        first = self.seen - (length - stored)  # sequence position of this step's first token
+        if length <= s["budget"] or (self.seen - 1) // s["buffer"] * s["buffer"] < first:
             return keys, values
         idx = rkv_select(self.recent_queries, keys, s)
         gather = idx.unsqueeze(-1).expand(*idx.shape, keys.shape[-1])

@@ -1,35 +1,111 @@
-"""KV-method settings: defaults and checks, torch-free so config validation and the
-memory model can use them at Snakefile parse time."""
+"""What a KV method is: the one table of KV methods, torch-free so config validation, the grid,
+the rules and the memory model read it at Snakefile parse time.
+
+Per method: its defaults, its checks, the tokens one sample holds at the peak, the bytes of
+that peak (with any scratch memory the method needs while compressing), and whether it needs
+the transformers backend (vLLM has no decode-time eviction and only FP8 KV). The cache classes
+live in ``eviction.py`` / transformers; ``make_cache`` in ``__init__`` maps a method to one.
+The config schema's ``kv_methods`` enum and keys are pinned to this table by a test.
+"""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import Callable
+
 from notallbits import UserError
 
-DEFAULTS: dict[str, dict] = {
-    "full": {},
+NATIVE_BYTES = 2  # bf16 keys and values
+SCALE_BITS = 16  # HQQ's scale and zero point per group
+
+
+@dataclass(frozen=True)
+class KVMethod:
+    name: str
+    defaults: dict
+    needs_transformers: bool
+    tokens_held: Callable[[dict, int], int]  # (settings, trace tokens T) -> peak tokens of one sample
+    check: Callable[[dict], str | None] = lambda s: None  # -> what is wrong, or None
+
+    def sample_bytes(self, s: dict, tokens: int, layers: int, values_per_token: int, residual: bool = True) -> int:
+        """Peak KV bytes of one sample at trace length ``tokens``; ``values_per_token`` is
+        2 · layers · kv_heads · head_dim (K and V of every layer)."""
+        return self.tokens_held(s, tokens) * values_per_token * NATIVE_BYTES
+
+
+class _RKV(KVMethod):
+    def sample_bytes(self, s, tokens, layers, values_per_token, residual=True):
+        # Scratch: one compression scores one layer in chunks of float32 work memory bounded by
+        # that layer's own K + V bytes (eviction.rkv_scores); layers compress one after another.
+        held = self.tokens_held(s, tokens)
+        scratch = held * values_per_token * NATIVE_BYTES // layers if tokens > s["budget"] else 0
+        return held * values_per_token * NATIVE_BYTES + scratch
+
+
+class _HQQ(KVMethod):
+    def sample_bytes(self, s, tokens, layers, values_per_token, residual=True):
+        # the paper's Appendix B: P_kv-bit values, a 16-bit scale and zero per group of
+        # q_group_size; plus transformers' bf16 residual window of recent tokens
+        window = min(tokens, s["residual_length"]) if residual else 0
+        values = values_per_token * (tokens - window)
+        quantized = values * s["nbits"] / 8 + values / s["q_group_size"] * (SCALE_BITS + SCALE_BITS) / 8
+        return round(quantized) + window * values_per_token * NATIVE_BYTES
+
+
+def _check_rkv(s: dict) -> str | None:
+    if s["budget"] <= s["window"]:
+        return f"budget {s['budget']} must exceed the observation window {s['window']}"
+    if s["kernel"] % 2 == 0:
+        return f"kernel {s['kernel']} must be odd (max-pooling with padding kernel // 2 keeps the length)"
+    if not 0 <= s["sim_threshold"] < 1:
+        return f"sim_threshold {s['sim_threshold']} must be in [0, 1)"
+    return None
+
+
+METHODS: dict[str, KVMethod] = {m.name: m for m in [
+    KVMethod("full", {}, needs_transformers=False, tokens_held=lambda s, t: t),
     # StreamingLLM (Xiao et al. 2024): attention sinks + a window of recent tokens
-    "streamingllm": {"budget": 2048, "sink": 4},
-    # R-KV (Cai et al. 2025): grow to budget + buffer, then compress back to budget
-    "rkv": {"budget": 2048, "buffer": 128, "window": 8, "kernel": 7, "lam": 0.1, "sim_threshold": 0.9},
+    KVMethod("streamingllm", {"budget": 2048, "sink": 4}, needs_transformers=True,
+             tokens_held=lambda s, t: min(t, s["budget"]),
+             check=lambda s: (f"budget {s['budget']} must exceed sink {s['sink']}"
+                              if s["budget"] <= s["sink"] else None)),
+    # R-KV (Cai et al. 2025), defaults of the paper and the authors' README/run_math.py:
+    # window (their window_size / alpha) 8, kernel_size 7, lambda 0.1 (their code's mix_lambda
+    # default is 0.07), similarity threshold 0.5 (cal_similarity's threshold), buffer = their
+    # divide_length / B_buffer 128: compress every 128 positions, so a sample peaks at
+    # budget + buffer tokens (eviction.RKVLayer)
+    _RKV("rkv", {"budget": 2048, "buffer": 128, "window": 8, "kernel": 7, "lam": 0.1, "sim_threshold": 0.5},
+         needs_transformers=True, tokens_held=lambda s, t: min(t, s["budget"] + s["buffer"]), check=_check_rkv),
     # HQQ KV quantization through transformers' QuantizedCache, as in the paper
-    "hqq": {"nbits": 4, "q_group_size": 64, "residual_length": 128},
-}
+    _HQQ("hqq", {"nbits": 4, "q_group_size": 64, "residual_length": 128}, needs_transformers=True,
+         tokens_held=lambda s, t: t,
+         check=lambda s: f"nbits must be 2, 4 or 8, got {s['nbits']}" if s["nbits"] not in (2, 4, 8) else None),
+]}
+
+DEFAULTS: dict[str, dict] = {name: m.defaults for name, m in METHODS.items()}
 
 
 def normalize(settings: dict) -> dict:
     """Fill defaults and reject unknown keys or impossible values with one line."""
     method = settings.get("method", "full")
-    if method not in DEFAULTS:
-        raise UserError(f"unknown KV method {method!r} (known: {', '.join(DEFAULTS)})")
-    unknown = set(settings) - set(DEFAULTS[method]) - {"method"}
+    if method not in METHODS:
+        raise UserError(f"unknown KV method {method!r} (known: {', '.join(METHODS)})")
+    defaults = METHODS[method].defaults
+    unknown = set(settings) - set(defaults) - {"method"}
     if unknown:
         raise UserError(f"KV method {method}: unknown setting {sorted(unknown)[0]!r} "
-                        f"(allowed: {', '.join(DEFAULTS[method]) or 'none'})")
-    out = {"method": method, **DEFAULTS[method], **settings}
-    if method == "hqq" and out["nbits"] not in (2, 4, 8):
-        raise UserError(f"KV method hqq: nbits must be 2, 4 or 8, got {out['nbits']}")
-    if method == "streamingllm" and out["budget"] <= out["sink"]:
-        raise UserError(f"KV method streamingllm: budget {out['budget']} must exceed sink {out['sink']}")
-    if method == "rkv" and out["budget"] <= out["window"]:
-        raise UserError(f"KV method rkv: budget {out['budget']} must exceed the observation window {out['window']}")
+                        f"(allowed: {', '.join(defaults) or 'none'})")
+    out = {"method": method, **defaults, **settings}
+    problem = METHODS[method].check(out)
+    if problem:
+        raise UserError(f"KV method {method}: {problem}")
     return out
+
+
+def tokens_held(settings: dict, tokens: int) -> int:
+    s = normalize(settings)
+    return METHODS[s["method"]].tokens_held(s, tokens)
+
+
+def needs_transformers(settings: dict) -> bool:
+    return METHODS[normalize(settings)["method"]].needs_transformers
