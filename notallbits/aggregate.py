@@ -15,7 +15,7 @@ GIB = 2**30
 COLUMNS = ["dataset", "model", "bits", "kv", "kv_method", "backend", "budget_tokens", "k", "accuracy", "questions",
            "samples", "parsed_rate", "weight_bytes", "kv_bytes", "weight_gib", "kv_gib", "total_gib",
            "mean_thinking_tokens", "mean_answer_tokens", "latency_seconds", "job_generated_tokens",
-           "job_wall_seconds", "job_tokens_per_second"]
+           "job_wall_seconds", "job_tokens_per_second", "quant_settings"]
 
 
 def summarize(score_paths: list[str]):
@@ -26,6 +26,8 @@ def summarize(score_paths: list[str]):
     if not score_paths:
         raise ValueError("no score files to aggregate")
     df = pd.concat([pd.read_csv(p) for p in score_paths], ignore_index=True)
+    # GPTQ settings + calibration as JSON ("" for bf16, and for files written before the column)
+    df["quant_settings"] = df["quant_settings"].fillna("") if "quant_settings" in df else ""
     kv = []
     for row in df.itertuples():
         arch = Arch(int(row.layers), int(row.kv_heads), int(row.head_dim))

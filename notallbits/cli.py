@@ -11,7 +11,7 @@ from notallbits import UserError
 
 # Commands that put work on a GPU: each holds its devices for its lifetime (see devices.py);
 # a module's gpus_needed(args) says how many (0: CPU on purpose), default one.
-GPU_COMMANDS = {"generate", "quantize"}
+GPU_COMMANDS = {"generate", "quantize", "calibration-traces"}
 
 # name -> (module, one-line help). The module provides add_arguments(parser) and run(args).
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
@@ -19,6 +19,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "train-toy": ("notallbits.toy.train", "train one toy reasoner (tiny Qwen3 that thinks step by step)"),
     "prepare-data": ("notallbits.data.prepare", "write a dataset as normalized JSONL"),
     "quantize": ("notallbits.quantization", "GPTQ-quantize a checkpoint"),
+    "calibration-traces": ("notallbits.calibration", "the bf16 model's own traces as GPTQ calibration text"),
     "generate": ("notallbits.generation.run", "generate budget-forced samples for one cell"),
     "score": ("notallbits.scoring", "score a generation file (pass@1, Maj@K)"),
     "aggregate": ("notallbits.aggregate", "build the tidy summary table"),

@@ -138,9 +138,9 @@ def _check_references(config: dict) -> None:
             kv_settings(config, name)
         except UserError as exc:
             raise UserError(f"config: kv_methods.{name}: {exc}") from None
-    cal = config.get("quantization", {}).get("calibration_dataset")
-    if cal and cal not in config["datasets"]:
-        raise UserError(f"config: quantization.calibration_dataset: unknown dataset {cal!r}")
+    from notallbits.calibration import check_config as check_calibration
+
+    check_calibration(config)
 
 
 def model_source_problem(src: str) -> str | None:

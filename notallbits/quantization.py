@@ -3,73 +3,189 @@
 GPTQModel writes the classic GPTQ checkpoint (qweight/qzeros/scales/g_idx, symmetric,
 group 128), which transformers (through optimum + gptqmodel) and vLLM both load, and
 whose byte layout is the one the paper's memory formula describes.
+
+Every GPTQModel option that changes the weights is set here explicitly, to classic GPTQ as
+auto-gptq ran it (see :func:`quantizer_settings` and the README for what still differs), and
+recorded with the calibration settings in ``notallbits.json`` beside GPTQModel's
+``quantize_config.json``; the summary carries the same record (``quant_settings``).
+
+Scratch (GPTQModel's loss logs and its disk-offload folder, anything it puts in the temporary
+folder) lives in ``.<output>.scratch`` beside the output, removed on any exit, SIGTERM
+included; a run after a ``kill -9`` removes what the killed one left.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import json
 import os
+import shutil
+import signal
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 from notallbits import UserError
+from notallbits.hfcache import pin_user_cache
 from notallbits.io import atomic_dir
 
-DEFAULT_CALIBRATION = [
+pin_user_cache()  # before anything imports gptqmodel: its tokenicer would move HF_HOME to /tmp
+
+# Three short sentences: the calibration this module used before it calibrated like GPTQ.
+# Kept only as the weak baseline the tests compare real calibration against.
+SHORT_SENTENCES = [
     "Let me think step by step. First, compute the product, then add the remaining term.",
     "We need to find the number of integers n such that the expression is a perfect square.",
     "The answer is the largest of the options, so compare each value with the others.",
 ]
 
+# The config keys (quantization.*) that are quantizer options, with their defaults.
+CONFIG_OPTIONS = {"group_size": 128, "sym": True, "desc_act": False, "damp_percent": 0.01, "act_group_aware": False}
+# Options with no config key, fixed to what auto-gptq (0.7) did: a layer's linears in order
+# (q/k/v, o, up/gate, down), each seeing the outputs of the already quantized ones; plain
+# groups; no MSE grid search of the scale; lm_head in bf16; no RTN fallback (it only fires for
+# MoE experts that see under 0.5% of the tokens); GPTQ v1 checkpoint format, int32 packing.
+FIXED_OPTIONS = {"true_sequential": True, "static_groups": False, "mse": 0.0, "lm_head": False,
+                 "fallback": None, "format": "gptq", "pack_dtype": "int32"}
+# GPTQModel retries a Hessian whose Cholesky fails with a larger damp (+0.01 each time);
+# auto-gptq stopped with an error there. Healthy layers never see it.
+DAMP_AUTO_INCREMENT = 0.01
+BATCH_SIZE = 4  # forward batch of calibration samples: the Hessian is a sum over tokens either way
 
-def calibration_texts(questions_path: str | None, samples: int, prompt_style: str = "default") -> list[str]:
-    """Questions of the calibration dataset rendered as prompts, repeated up to ``samples``."""
-    texts = list(DEFAULT_CALIBRATION)
-    if questions_path:
-        from notallbits.data.prepare import read_questions
-        if prompt_style == "toy":
-            from notallbits.toy.task import format_question
-        else:
-            from notallbits.generation.prompts import format_question
-        texts = [format_question(q) for q in read_questions(questions_path)]
-    return [texts[i % len(texts)] for i in range(samples)]
 
-
-def quantize(src: str, out: str, bits: int, group_size: int = 128, desc_act: bool = False,
-             texts: list[str] | None = None, device: str = "auto") -> None:
+def quantizer_settings(bits: int, options: dict | None = None) -> dict:
+    """The full, explicit GPTQ settings of one checkpoint (what notallbits.json records)."""
     if bits not in (4, 8):
         raise UserError(f"GPTQ bits must be 4 or 8, got {bits} (16 means the bf16 checkpoint, no job)")
+    options = dict(options or {})
+    unknown = sorted(set(options) - set(CONFIG_OPTIONS))
+    if unknown:
+        raise UserError(f"unknown quantizer option {unknown[0]!r} (known: {', '.join(CONFIG_OPTIONS)})")
+    settings = {"method": "gptq", "bits": int(bits), **CONFIG_OPTIONS, **options, **FIXED_OPTIONS,
+                "damp_auto_increment": DAMP_AUTO_INCREMENT, "batch_size": BATCH_SIZE}
+    if settings["desc_act"] and settings["act_group_aware"]:
+        raise UserError("quantization: desc_act and act_group_aware exclude each other (GPTQModel)")
+    return settings
+
+
+def _quantize_config(settings: dict, offload_dir: str):
+    from gptqmodel import QuantizeConfig
+
+    return QuantizeConfig(
+        bits=settings["bits"], group_size=settings["group_size"], sym=settings["sym"], desc_act=settings["desc_act"],
+        damp_percent=settings["damp_percent"], damp_auto_increment=settings["damp_auto_increment"],
+        act_group_aware=settings["act_group_aware"], true_sequential=settings["true_sequential"],
+        static_groups=settings["static_groups"], mse=settings["mse"], lm_head=settings["lm_head"],
+        fallback=settings["fallback"], format=settings["format"], pack_dtype=settings["pack_dtype"],
+        offload_to_disk=True, offload_to_disk_path=offload_dir)
+
+
+def quantize(src: str, out: str, bits: int, options: dict | None = None, calibration: dict | None = None,
+             calibration_file: str | None = None, samples: list | None = None, device: str = "auto") -> dict:
+    """GPTQ-quantize ``src`` into the folder ``out``; returns the record written to notallbits.json.
+
+    ``calibration`` are the normalized ``quantization.calibration`` settings (default: the
+    schema's); ``samples`` (token-id lists or texts) replaces the data they describe (tests).
+    """
+    settings = quantizer_settings(bits, options)
     if not (os.path.isdir(src) or "/" in src):
         raise UserError(f"model path {src!r} does not exist")
     from notallbits import manifest  # a corrupt input checkpoint: one line, not a loader traceback
+
     manifest.verify(src)
+    calibration = {"source": "wikitext2", "samples": 128, "seq_len": 2048, "seed": 0, **(calibration or {})}
     # GPTQModel sizes a CPU worker pool from the machine; 2-core hosts need this set
     os.environ.setdefault("GPTQMODEL_CPU_WORKERS", str(max(1, min(os.cpu_count() or 1, 8))))
-    from gptqmodel import GPTQModel, QuantizeConfig
-
-    from notallbits.generation.hf_backend import resolve_device
-
     src = os.path.abspath(src) if os.path.isdir(src) else src
-    out = os.path.abspath(out)
-    qcfg = QuantizeConfig(bits=bits, group_size=group_size, desc_act=desc_act, sym=True)
-    # GPTQModel writes its per-module loss log to ./logs/ of the working directory (the
-    # workflow's, or the repository): run it in a scratch folder and pass the log to ours
-    with tempfile.TemporaryDirectory(prefix="gptq-") as scratch, _working_directory(scratch):
+    out_path = Path(out).resolve()
+    t0 = time.perf_counter()
+    with job_scratch(out_path) as scratch:
+        from gptqmodel import GPTQModel
+        from gptqmodel.version import __version__ as gptqmodel_version
+
+        from notallbits.generation.hf_backend import resolve_device
+
         # GPTQModel's own choice falls back to CPU when torch cannot use the GPUs: never silently
-        model = GPTQModel.load(src, qcfg, device=resolve_device(device))
-        model.quantize(texts or DEFAULT_CALIBRATION, batch_size=4)
-        with atomic_dir(out) as tmp:
-            model.save(str(tmp))
-            manifest.write(tmp)  # sizes and hashes, checked before a job loads it
-        for log in sorted(Path("logs").glob("*.log")):
-            sys.stderr.write(log.read_text())
+        model = GPTQModel.load(src, _quantize_config(settings, str(scratch / "offload")),
+                               device=resolve_device(device))
+        if samples is None:
+            from transformers import AutoTokenizer
+
+            from notallbits.calibration import calibration_samples
+
+            samples = calibration_samples(calibration, AutoTokenizer.from_pretrained(src), calibration_file)
+            described = calibration
+        else:
+            described = {"source": "given", "samples": len(samples)}
+        data = [s if isinstance(s, str) else {"input_ids": s, "attention_mask": [1] * len(s)} for s in samples]
+        # GPTQModel writes its per-module loss log to ./logs: run it in the scratch folder
+        with _working_directory(scratch / "work"):
+            model.quantize(data, batch_size=settings["batch_size"], calibration_data_min_length=1)
+            record = {"built_by": "notallbits.quantization", "source_model": src, "quantizer": settings,
+                      "calibration": described,
+                      "calibration_tokens": sum(len(s) for s in samples if not isinstance(s, str)),
+                      "gptqmodel_version": gptqmodel_version,
+                      "quantize_seconds": round(time.perf_counter() - t0, 2)}
+            with atomic_dir(out_path) as tmp:
+                model.save(str(tmp))
+                (tmp / "notallbits.json").write_text(json.dumps(record, indent=1, sort_keys=True) + "\n")
+                manifest.write(tmp)  # sizes and hashes, checked before a job loads it (last)
+            for log in sorted(Path("logs").glob("*.log")):
+                sys.stderr.write(log.read_text())
+    return record
+
+
+def scratch_path(out: str | os.PathLike) -> Path:
+    out = Path(out)
+    return out.parent / f".{out.name}.scratch"
 
 
 @contextlib.contextmanager
-def _working_directory(path: str):
+def job_scratch(out: Path):
+    """A scratch folder beside the output (``TMPDIR`` and ``tempfile`` point into it), removed
+    on any exit; SIGTERM exits through here too. What a ``kill -9`` left is removed first."""
+    scratch = scratch_path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    shutil.rmtree(scratch, ignore_errors=True)
+    for stale in out.parent.glob(f".{out.name}.*"):  # half-written outputs of a killed job
+        if stale != scratch and stale.is_dir():
+            shutil.rmtree(stale, ignore_errors=True)
+    for sub in ("tmp", "work", "offload"):
+        (scratch / sub).mkdir(parents=True)
+    saved_env, saved_tempdir = os.environ.get("TMPDIR"), tempfile.tempdir
+    os.environ["TMPDIR"] = tempfile.tempdir = str(scratch / "tmp")
+    handler = None
+    if _in_main_thread():
+        handler = signal.signal(signal.SIGTERM, _exit_on_sigterm)
+    try:
+        yield scratch
+    finally:
+        if handler is not None:
+            signal.signal(signal.SIGTERM, handler)
+        tempfile.tempdir = saved_tempdir
+        if saved_env is None:
+            os.environ.pop("TMPDIR", None)
+        else:
+            os.environ["TMPDIR"] = saved_env
+        shutil.rmtree(scratch, ignore_errors=True)
+
+
+def _exit_on_sigterm(signum, frame):
+    raise SystemExit(128 + signum)
+
+
+def _in_main_thread() -> bool:
+    import threading
+
+    return threading.current_thread() is threading.main_thread()
+
+
+@contextlib.contextmanager
+def _working_directory(path: Path):
     before = os.getcwd()
+    path.mkdir(parents=True, exist_ok=True)
     os.chdir(path)
     try:
         yield
@@ -80,11 +196,9 @@ def _working_directory(path: str):
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", required=True, help="bf16 checkpoint (folder or hub id)")
     p.add_argument("--bits", type=int, required=True)
-    p.add_argument("--group-size", type=int, default=128)
-    p.add_argument("--desc-act", action="store_true")
-    p.add_argument("--calibration", help="normalized dataset JSONL whose questions calibrate GPTQ")
-    p.add_argument("--calibration-samples", type=int, default=128)
-    p.add_argument("--prompt-style", default="default", choices=["default", "toy"])
+    p.add_argument("--settings", default="{}",
+                   help="JSON: the config's quantization section (quantizer options and calibration)")
+    p.add_argument("--calibration-file", help="local text/JSONL file or the traces file of source 'traces'")
     p.add_argument("--out", required=True)
     p.add_argument("--device", default="auto", help="auto (cuda when the machine has GPUs), cuda or cpu")
 
@@ -95,6 +209,12 @@ def gpus_needed(args: argparse.Namespace) -> int:
 
 
 def run(args: argparse.Namespace) -> None:
-    texts = calibration_texts(args.calibration, args.calibration_samples, args.prompt_style)
-    quantize(args.model, args.out, args.bits, args.group_size, args.desc_act, texts, args.device)
-    print(f"wrote {args.bits}-bit GPTQ checkpoint to {args.out}", file=sys.stderr)
+    try:
+        settings = json.loads(args.settings)
+    except json.JSONDecodeError as exc:
+        raise UserError(f"--settings is not valid JSON: {exc.msg}") from None
+    calibration = settings.pop("calibration", {})
+    record = quantize(args.model, args.out, args.bits, settings, calibration, args.calibration_file,
+                      device=args.device)
+    print(json.dumps(record, sort_keys=True), file=sys.stderr)
+    print(f"wrote {args.bits}-bit GPTQ checkpoint to {args.out} ({record['quantize_seconds']} s)", file=sys.stderr)

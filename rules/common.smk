@@ -116,9 +116,15 @@ def bf16_source(wildcards):
     return bf16_path(wildcards.model)
 
 
-def calibration_style(wildcards):
-    cal = config["quantization"].get("calibration_dataset")
-    return config["datasets"][cal].get("prompt_style", "default") if cal else "default"
+from notallbits.calibration import source_kind as _calibration_kind
+
+CALIBRATION = config["quantization"]["calibration"]
+
+
+def quantize_settings(wildcards):
+    """Everything in the config that changes a quantized checkpoint (quantizer options and
+    calibration), as one canonical JSON param: an edit reruns quantize and what follows it."""
+    return json.dumps(config["quantization"], sort_keys=True)
 
 
 def quantize_input(wildcards):
@@ -126,10 +132,45 @@ def quantize_input(wildcards):
     src = bf16_path(wildcards.model)
     if is_local(src):
         inputs["model"] = src
-    cal = config["quantization"].get("calibration_dataset")
-    if cal:
-        inputs["calibration"] = f"{RESULTS}/data/{cal}.jsonl"
+    kind = _calibration_kind(CALIBRATION["source"])
+    if kind == "file":
+        inputs["calibration"] = CALIBRATION["source"]
+    elif kind == "traces":
+        inputs["calibration"] = f"{RESULTS}/calibration/{wildcards.model}/traces.jsonl"
     return inputs
+
+
+def calibration_file_arg(wildcards, input):
+    return f"--calibration-file {input.calibration}" if "calibration" in input.keys() else ""
+
+
+def calibration_traces_input(wildcards):
+    inputs = {"questions": f"{RESULTS}/data/{CALIBRATION.get('dataset')}.jsonl"}
+    src = bf16_path(wildcards.model)
+    if is_local(src):
+        inputs["model"] = src
+    return inputs
+
+
+def calibration_traces_spec(wildcards):
+    """What changes the bf16 model's calibration traces, as one canonical JSON param."""
+    dataset = CALIBRATION.get("dataset")
+    return json.dumps(
+        {
+            "model_path": bf16_path(wildcards.model),
+            "dataset": dataset,
+            "prompt_style": config["datasets"].get(dataset, {}).get("prompt_style", "default"),
+            "samples": CALIBRATION["samples"],
+            "seq_len": CALIBRATION["seq_len"],
+            "seed": CALIBRATION["seed"],
+            "temperature": config["sampling"]["temperature"],
+            "top_p": config["sampling"]["top_p"],
+            "dtype": config["generation"]["dtype"],
+            "device": config["generation"]["device"],
+            "batch_size": config["generation"]["batch_size"],
+        },
+        sort_keys=True,
+    )
 
 
 def generate_input(wildcards):

@@ -49,11 +49,8 @@ rule quantize:
     params:
         python=config["interpreters"]["quantize"],
         source=bf16_source,
-        group_size=config["quantization"]["group_size"],
-        desc_act="--desc-act" if config["quantization"]["desc_act"] else "",
-        calibration=lambda w, input: f"--calibration {input.calibration}" if "calibration" in input.keys() else "",
-        samples=config["quantization"]["calibration_samples"],
-        style=calibration_style,
+        settings=quantize_settings,
+        calibration=calibration_file_arg,
     resources:
         gpu=1,
         mem_mb=quantize_mem_mb,
@@ -62,5 +59,28 @@ rule quantize:
         "../envs/quantize.yaml"
     shell:
         "{params.python} -m notallbits quantize --model {params.source} --bits {wildcards.qbits}"
-        " --group-size {params.group_size} {params.desc_act} {params.calibration}"
-        " --calibration-samples {params.samples} --prompt-style {params.style} --out {output} > {log} 2>&1" + SHOW_ERROR
+        " --settings {params.settings:q} {params.calibration} --out {output} > {log} 2>&1" + SHOW_ERROR
+
+
+# quantization.calibration.source: traces — the bf16 model's own reasoning on a dataset no sweep evaluates
+rule calibration_traces:
+    input:
+        unpack(calibration_traces_input),
+    output:
+        f"{RESULTS}/calibration/{{model}}/traces.jsonl",
+    log:
+        f"{RESULTS}/logs/calibration_traces/{{model}}.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/calibration_traces/{{model}}.tsv"
+    params:
+        python=config["interpreters"]["generate_transformers"],
+        spec=calibration_traces_spec,
+    resources:
+        gpu=1,
+        mem_mb=gen_mem_mb,
+        runtime=quantize_runtime,
+    conda:
+        "../envs/generate-transformers.yaml"
+    shell:
+        "{params.python} -m notallbits calibration-traces --questions {input.questions} --spec {params.spec:q}"
+        " --out {output} > {log} 2>&1" + SHOW_ERROR

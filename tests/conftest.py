@@ -40,13 +40,17 @@ def run_snakemake(workdir: Path, configfile: Path, *extra: str, check: bool = Tr
 
 @pytest.fixture(scope="session")
 def gptq_models(tiny_model, tmp_path_factory) -> dict[int, Path]:
-    """The tiny model GPTQ-quantized to 4 and 8 bits by the project's quantizer (~30 s each)."""
-    from notallbits.quantization import DEFAULT_CALIBRATION, quantize
+    """The tiny model GPTQ-quantized to 4 and 8 bits by the project's quantizer (~30 s each),
+    calibrated on 16 random 128-token windows of a local text file (the repository's README)."""
+    from notallbits.quantization import quantize
 
     root = tmp_path_factory.mktemp("gptq")
+    corpus = root / "corpus.txt"
+    corpus.write_text((ROOT / "README.md").read_text())
     out = {}
     for bits in (4, 8):
-        quantize(str(tiny_model), str(root / f"w{bits}"), bits, texts=DEFAULT_CALIBRATION * 4)
+        quantize(str(tiny_model), str(root / f"w{bits}"), bits,
+                 calibration={"source": str(corpus), "samples": 16, "seq_len": 128, "seed": 0})
         out[bits] = root / f"w{bits}"
     return out
 

@@ -270,7 +270,19 @@ LOADERS: dict[str, Callable[[dict], list[dict]]] = {
     "jsonl": jsonl,
     "toy_math": lambda spec: _toy(spec, "math"),
     "toy_choice": lambda spec: _toy(spec, "choice"),
+    "toy_train": lambda spec: _toy_train(spec),
 }
+
+# Loaders whose questions are generated from shuffle_seed: another seed, other questions.
+# For the others the seed only reorders options, so the questions are those of the source.
+SEEDED_LOADERS = {"demo_arith", "demo_choice", "toy_math", "toy_choice", "toy_train"}
+
+
+def question_identity(spec: dict) -> tuple:
+    """What fixes a dataset's questions (not its limit or option order): two specs with the
+    same identity share questions, which calibration must not (grid validation)."""
+    seed = spec.get("shuffle_seed", 0) if spec["loader"] in SEEDED_LOADERS else None
+    return spec["loader"], spec.get("hf_id"), spec.get("path"), seed
 
 
 def _toy(spec: dict, task: str) -> list[dict]:
@@ -278,6 +290,14 @@ def _toy(spec: dict, task: str) -> list[dict]:
 
     # evaluation seeds; training draws from seeds offset by toy.train.TRAIN_SEED_OFFSET
     return toy_questions(spec.get("limit") or 32, spec.get("shuffle_seed", 0), task)
+
+
+def _toy_train(spec: dict) -> list[dict]:
+    """The toy reasoners' own training problems (the first N that train-toy --seed drew):
+    a math set that is never evaluated, for reasoning-domain GPTQ calibration."""
+    from notallbits.toy.task import training_problems
+
+    return training_problems(spec.get("limit") or 128, spec.get("shuffle_seed", 0))
 
 
 def load(spec: dict) -> list[dict]:

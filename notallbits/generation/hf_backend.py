@@ -61,6 +61,9 @@ def gptq_loading_config(path: str, device: str, kernel: str):
 
 def load_model(path: str, dtype: str = "bfloat16", device: str = "auto", gptq_kernel: str = "gptq_triton"):
     """Load a bf16 or GPTQ checkpoint (local folder or hub id) and its tokenizer."""
+    from notallbits.hfcache import pin_user_cache
+
+    pin_user_cache()  # a GPTQ checkpoint loads through optimum -> gptqmodel -> tokenicer, which moves HF_HOME
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 

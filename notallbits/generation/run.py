@@ -151,7 +151,19 @@ def model_facts(model_path: str) -> dict:
     cfg = json.loads((folder / "config.json").read_text())
     arch = Arch.from_hf_config(cfg.get("text_config", cfg))
     return {"weight_bytes": checkpoint_bytes(folder), "layers": arch.layers, "kv_heads": arch.kv_heads,
-            "head_dim": arch.head_dim}
+            "head_dim": arch.head_dim, "quant_settings": quant_settings(folder)}
+
+
+def quant_settings(folder: Path) -> str:
+    """The GPTQ record a quantized checkpoint carries (quantizer options + calibration), as
+    canonical JSON; "" for a checkpoint this project did not quantize (bf16)."""
+    record = folder / "notallbits.json"
+    if not record.exists():
+        return ""
+    built = json.loads(record.read_text())
+    if built.get("built_by") != "notallbits.quantization":
+        return ""
+    return json.dumps({"quantizer": built["quantizer"], "calibration": built["calibration"]}, sort_keys=True)
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:

@@ -14,6 +14,8 @@ from notallbits.data.registry import LETTERS, shuffle_choices
 
 MIN_DIGITS, MAX_DIGITS = 3, 8
 WAIT_LINE = "Wait {answer}\n"
+TRAIN_SEED_OFFSET = 1000  # training problems never share a seed with evaluation sets
+CHOICE_SHARE = 0.3  # of training problems
 
 
 def make_problem(rng: random.Random) -> list[int]:
@@ -65,3 +67,21 @@ def worked_answer(record: dict, rng: random.Random) -> tuple[str, str]:
     result = f"{answer}" if record["task"] == "math" else f"{answer} {final}"
     thinking = "\n".join(lines) + "\n" + "".join(WAIT_LINE.format(answer=result) for _ in range(rng.randint(0, 2)))
     return thinking, final
+
+
+def draw_training_problem(rng: random.Random) -> dict:
+    """One training problem, as train-toy draws it from its stream."""
+    task = "choice" if rng.random() < CHOICE_SHARE else "math"
+    return toy_questions(1, rng.randrange(10**9) + TRAIN_SEED_OFFSET, task)[0]
+
+
+def training_problems(n: int, seed: int = 0) -> list[dict]:
+    """The first n problems ``train-toy --seed seed`` trained on, in order (same stream of
+    draws: the problem, then its worked answer's restatements)."""
+    rng = random.Random(seed)
+    out = []
+    for i in range(n):
+        record = draw_training_problem(rng)
+        worked_answer(record, rng)  # consumes the draws training makes here
+        out.append({**record, "id": f"toy-train-{seed}-{i:05d}"})
+    return out

@@ -10,7 +10,7 @@ import time
 
 from notallbits import UserError, manifest
 from notallbits.io import atomic_dir
-from notallbits.toy.task import toy_questions, worked_answer
+from notallbits.toy.task import TRAIN_SEED_OFFSET, draw_training_problem, worked_answer
 
 # Widths are multiples of 128 so GPTQ's group size divides every linear input.
 SIZES = {
@@ -22,7 +22,7 @@ SIZES = {
                   num_key_value_heads=2, head_dim=32, steps=600),
 }
 ANSWER_PREFIX = "\n\n**Final Answer**\n\\boxed{"
-TRAIN_SEED_OFFSET = 1000  # training problems never share a seed with evaluation sets
+__all__ = ["TRAIN_SEED_OFFSET", "train"]  # the offset lives in toy.task beside the draw that uses it
 
 
 def char_tokenizer():
@@ -46,8 +46,7 @@ def char_tokenizer():
 
 def training_example(tokenizer, rng: random.Random) -> tuple[list[int], int]:
     """(token ids, index where the assistant's part starts: the loss covers only that)."""
-    task = "choice" if rng.random() < 0.3 else "math"
-    record = toy_questions(1, rng.randrange(10**9) + TRAIN_SEED_OFFSET, task)[0]
+    record = draw_training_problem(rng)
     from notallbits.generation.prompts import build_prompt
 
     prompt = build_prompt(tokenizer, record, style="toy")

@@ -1,0 +1,110 @@
+"""The GPTQ quantizer: settings explicit and recorded, scratch that never outlives the job,
+and real calibration measurably better than three short sentences on a model that learned."""
+
+import json
+import math
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import ROOT
+
+TOY_L = ROOT / "models" / "toy" / "toy-l"
+
+
+def test_checkpoint_records_classic_gptq_settings(gptq_models):
+    for bits, folder in gptq_models.items():
+        ours = json.loads((folder / "notallbits.json").read_text())
+        theirs = json.loads((folder / "quantize_config.json").read_text())  # written by GPTQModel itself
+        q = ours["quantizer"]
+        assert (q["bits"], q["group_size"], q["sym"], q["desc_act"]) == (bits, 128, True, False)
+        assert (theirs["bits"], theirs["group_size"], theirs["sym"], theirs["desc_act"]) == (bits, 128, True, False)
+        # auto-gptq's defaults (damp 0.01, no GPTQModel-only act_group_aware), not GPTQModel 7.6's (0.05, on)
+        assert q["damp_percent"] == theirs["meta"]["damp_percent"] == 0.01
+        assert q["act_group_aware"] is theirs["meta"]["act_group_aware"] is False
+        assert theirs["meta"]["static_groups"] is False and theirs["meta"]["true_sequential"] is True
+        assert theirs["meta"]["mse"] == 0.0 and theirs["format"] == "gptq" and theirs["lm_head"] is False
+        assert ours["calibration"]["samples"] == 16 and ours["calibration_tokens"] == 16 * 128
+
+
+def test_summary_carries_the_settings(gptq_models):
+    from notallbits.generation.run import model_facts
+
+    facts = json.loads(model_facts(str(gptq_models[4]))["quant_settings"])
+    assert facts["quantizer"]["damp_percent"] == 0.01 and facts["calibration"]["seq_len"] == 128
+
+
+# ---------------------------------------------------------------- scratch (#13.7)
+def _quantize_cmd(model, out, corpus):
+    settings = {"calibration": {"source": str(corpus), "samples": 64, "seq_len": 128}}
+    return [sys.executable, "-m", "notallbits", "quantize", "--model", str(model), "--bits", "4",
+            "--settings", json.dumps(settings), "--out", str(out)]
+
+
+def _leftovers(tmpdir: Path) -> list[str]:
+    return sorted(p.name for p in tmpdir.iterdir() if p.name.startswith(("gptq-", "gptqmodel_")))
+
+
+@pytest.mark.slow
+def test_killed_quantize_job_leaves_no_scratch(tiny_model, tmp_path):
+    tmpdir = tmp_path / "tmp"  # the job's TMPDIR: private, so other jobs' folders cannot confuse the test
+    tmpdir.mkdir()
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text((ROOT / "README.md").read_text())
+    out = tmp_path / "models" / "w4"
+    env = {**os.environ, "TMPDIR": str(tmpdir), "PYTHONPATH": str(ROOT)}
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        log = tmp_path / f"log-{sig.name}"
+        with open(log, "w") as fh:
+            proc = subprocess.Popen(_quantize_cmd(tiny_model, out, corpus), stdout=fh, stderr=fh, env=env,
+                                    cwd=tmp_path)
+        deadline = time.time() + 600
+        while "Calibration:" not in log.read_text(errors="replace"):  # GPTQModel is quantizing
+            assert proc.poll() is None and time.time() < deadline, log.read_text()[-3000:]
+            time.sleep(0.2)
+        proc.send_signal(sig)
+        assert proc.wait(timeout=120) != 0
+        assert _leftovers(tmpdir) == [], sig
+        assert not out.exists()
+        if sig == signal.SIGTERM:  # exits through the cleanup
+            assert sorted(p.name for p in out.parent.iterdir()) == [], "scratch beside the output"
+    # the rerun removes what kill -9 left beside the output, and succeeds
+    proc = subprocess.run(_quantize_cmd(tiny_model, out, corpus), capture_output=True, text=True, env=env,
+                          cwd=tmp_path, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert (out / "model.safetensors").exists() and (out / "notallbits.json").exists()
+    assert sorted(p.name for p in out.parent.iterdir()) == ["w4"]
+    assert _leftovers(tmpdir) == [] and sorted(p.name for p in tmp_path.iterdir()) == [
+        "corpus.txt", "log-SIGKILL", "log-SIGTERM", "models", "tmp"]
+
+
+# ---------------------------------------------------------------- calibration quality
+def heldout_nll(model_path, problems: int = 48) -> tuple[float, int]:
+    """Perplexity of toy-l's held-out evaluation problems' worked solutions (the assistant part)."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from notallbits.generation.prompts import build_prompt
+    from notallbits.toy.task import toy_questions, worked_answer
+    from notallbits.toy.train import ANSWER_PREFIX
+
+    tok = AutoTokenizer.from_pretrained(model_path)
+    model = AutoModelForCausalLM.from_pretrained(model_path, dtype="auto", device_map="cpu").eval()
+    rng = random.Random(0)
+    nll, n = 0.0, 0
+    with torch.inference_mode():
+        for task in ("math", "choice"):
+            for rec in toy_questions(problems, 0, task):  # evaluation seed 0: never trained on
+                thinking, final = worked_answer(rec, rng)
+                p = tok.encode(build_prompt(tok, rec, style="toy"), add_special_tokens=False)
+                c = tok.encode(f"{thinking}</think>{ANSWER_PREFIX}{final}}}<|im_end|>", add_special_tokens=False)
+                logp = torch.log_softmax(model(input_ids=torch.tensor([p + c])).logits[0, len(p) - 1:-1].float(), -1)
+                nll -= logp[torch.arange(len(c)), torch.tensor(c)].sum().item()
+                n += len(c)
+    return math.exp(nll / n), n
