@@ -167,7 +167,7 @@ def calibration_traces_spec(wildcards):
             "top_p": config["sampling"]["top_p"],
             "dtype": config["generation"]["dtype"],
             "device": config["generation"]["device"],
-            "batch_size": config["generation"]["batch_size"],
+            "batch_size": CALIBRATION["batch_size"],
         },
         sort_keys=True,
     )

@@ -85,8 +85,9 @@ def test_killed_quantize_job_leaves_no_scratch(tiny_model, tmp_path):
 
 
 # ---------------------------------------------------------------- calibration quality
-def heldout_nll(model_path, problems: int = 48) -> tuple[float, int]:
-    """Perplexity of toy-l's held-out evaluation problems' worked solutions (the assistant part)."""
+def heldout_stats(bf16_path, paths, problems: int = 48) -> list[tuple[float, float]]:
+    """(perplexity, mean KL(bf16 || model) per token) on the worked solutions of held-out
+    evaluation problems (seed 0, never trained on), over the assistant part as in training."""
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -94,17 +95,55 @@ def heldout_nll(model_path, problems: int = 48) -> tuple[float, int]:
     from notallbits.toy.task import toy_questions, worked_answer
     from notallbits.toy.train import ANSWER_PREFIX
 
-    tok = AutoTokenizer.from_pretrained(model_path)
-    model = AutoModelForCausalLM.from_pretrained(model_path, dtype="auto", device_map="cpu").eval()
+    tok = AutoTokenizer.from_pretrained(bf16_path)
     rng = random.Random(0)
-    nll, n = 0.0, 0
-    with torch.inference_mode():
-        for task in ("math", "choice"):
-            for rec in toy_questions(problems, 0, task):  # evaluation seed 0: never trained on
-                thinking, final = worked_answer(rec, rng)
-                p = tok.encode(build_prompt(tok, rec, style="toy"), add_special_tokens=False)
-                c = tok.encode(f"{thinking}</think>{ANSWER_PREFIX}{final}}}<|im_end|>", add_special_tokens=False)
-                logp = torch.log_softmax(model(input_ids=torch.tensor([p + c])).logits[0, len(p) - 1:-1].float(), -1)
-                nll -= logp[torch.arange(len(c)), torch.tensor(c)].sum().item()
-                n += len(c)
-    return math.exp(nll / n), n
+    texts = []
+    for task in ("math", "choice"):
+        for rec in toy_questions(problems, 0, task):
+            thinking, final = worked_answer(rec, rng)
+            p = tok.encode(build_prompt(tok, rec, style="toy"), add_special_tokens=False)
+            texts.append((p, tok.encode(f"{thinking}</think>{ANSWER_PREFIX}{final}}}<|im_end|>",
+                                        add_special_tokens=False)))
+
+    def logprobs(path):
+        model = AutoModelForCausalLM.from_pretrained(path, dtype="auto", device_map="cpu").eval()
+        with torch.inference_mode():
+            return [torch.log_softmax(model(input_ids=torch.tensor([p + c])).logits[0, len(p) - 1:-1].float(), -1)
+                    for p, c in texts]
+
+    ref = logprobs(bf16_path)
+    n = sum(len(c) for _, c in texts)
+    out = []
+    for path in paths:
+        lps = ref if path == bf16_path else logprobs(path)
+        nll = -sum(lp[torch.arange(len(c)), torch.tensor(c)].sum().item() for lp, (_, c) in zip(lps, texts))
+        kl = sum((r.exp() * (r - lp)).sum().item() for r, lp in zip(ref, lps))
+        out.append((math.exp(nll / n), kl / n))
+    return out
+
+
+@pytest.mark.slow
+def test_real_calibration_beats_three_short_sentences(tmp_path):
+    """toy-l (a model that learned its task) quantized with its own traces on its training
+    problems (the demo's calibration) vs the three short sentences cycled to 128 samples that
+    the quantizer used before. Figures: README, "GPTQ calibration on toy-l"."""
+    from notallbits.calibration import generate_traces
+    from notallbits.data.registry import load
+    from notallbits.io import write_jsonl
+    from notallbits.quantization import SHORT_SENTENCES, quantize
+
+    write_jsonl(tmp_path / "train.jsonl", load({"loader": "toy_train", "limit": 128}))
+    traces = tmp_path / "traces.jsonl"
+    generate_traces(str(TOY_L), str(tmp_path / "train.jsonl"), str(traces), 128, 256, 0, 0.6, 0.95, "toy",
+                    device="cpu", batch_size=32)
+    real = {"source": "traces", "samples": 128, "seq_len": 256, "seed": 0}
+    quantize(str(TOY_L), str(tmp_path / "w4"), 4, calibration=real, calibration_file=str(traces))
+    quantize(str(TOY_L), str(tmp_path / "w4-short"), 4, samples=[SHORT_SENTENCES[i % 3] for i in range(128)])
+    quantize(str(TOY_L), str(tmp_path / "w8"), 8, calibration=real, calibration_file=str(traces))
+    paths = [str(TOY_L), str(tmp_path / "w4"), str(tmp_path / "w4-short"), str(tmp_path / "w8")]
+    (bf16, _), (ppl4, kl4), (ppl4_short, kl4_short), (ppl8, _) = heldout_stats(str(TOY_L), paths)
+    print(f"bf16 {bf16:.6f}  4-bit traces {ppl4:.6f} (KL {kl4:.3e})  4-bit short {ppl4_short:.6f} "
+          f"(KL {kl4_short:.3e})  8-bit traces {ppl8:.6f}")
+    assert ppl4 < ppl4_short
+    assert kl4 < kl4_short / 2  # the sensitive measure: the real calibration stays closer to bf16
+    assert abs(ppl8 / bf16 - 1) < 0.01

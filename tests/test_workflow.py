@@ -119,6 +119,17 @@ def test_adding_a_budget_reuses_traces(demo_run, tmp_path):
     assert sorted(summary["budget_tokens"].unique()) == [32, 48, 64, 128]
 
 
+def test_calibration_change_reruns_quantize_and_what_follows(demo_run, tmp_path):
+    config = yaml.safe_load(DEMO.read_text())
+    config["quantization"]["calibration"]["seed"] = 1
+    cfg = tmp_path / "calibration_seed.yaml"
+    cfg.write_text(yaml.safe_dump(config))
+    plan = run_snakemake(demo_run, cfg, "--dry-run", "--quiet", "rules").stdout
+    assert re.search(r"calibration_traces\s+1", plan) and re.search(r"quantize\s+2", plan), plan
+    assert re.search(r"generate\s+4", plan), plan  # the 4- and 8-bit jobs of both datasets, not the bf16 ones
+    assert "build_tiny_model" not in plan and "prepare_data" not in plan
+
+
 @pytest.mark.parametrize("edit, message", [
     (lambda c: c.update(colour="red"), "error: config: unknown key 'colour'"),
     (lambda c: c["sweeps"][0].update(bits=[3]), "error: config: sweeps[0].bits[0]: 3 is not one of [4, 8, 16]"),
@@ -145,7 +156,7 @@ def test_missing_dataset_field_fails_in_one_line(tmp_path):
     config = yaml.safe_load(DEMO.read_text())
     config["datasets"] = {"mine": {"loader": "jsonl", "path": str(data)}}
     config["sweeps"] = [{**config["sweeps"][0], "datasets": ["mine"]}]
-    config["quantization"].pop("calibration_dataset")
+    config["quantization"]["calibration"] = {"source": "wikitext2"}  # its traces set is gone with the datasets
     cfg = tmp_path / "c.yaml"
     cfg.write_text(yaml.safe_dump(config))
     proc = run_snakemake(tmp_path / "work", cfg, "results/data/mine.jsonl", check=False)
