@@ -108,10 +108,15 @@ def test_frontiers_thresholds_and_written_tables(summary, tmp_path):
     t = {(r["dataset"], r["view"]): r for r in thresholds(two)}
     assert len(t) == 4
     assert (t["aime25", "single"]["model"], t["aime25", "single"]["budget_tokens"]) == ("Qwen3-8B", 2000)
+    # batch16: weights grow up to Qwen3-32B at 2k (25 GiB there), then budget and votes
+    assert (t["aime25", "batch16"]["model"], t["aime25", "batch16"]["memory_gib"]) == ("Qwen3-32B", 17.0 + 16 * 0.5)
+    assert list(f.index) == list(range(len(f)))
     path = tmp_path / "summary.csv"
     two.to_csv(path, index=False)
     out = [tmp_path / n for n in ("front.csv", "thr.csv", "bestk.csv")]
     write_analysis(str(path), *map(str, out))
-    assert len(pd.read_csv(out[0])) == len(f)
+    written = pd.read_csv(out[0])
+    assert len(written) == len(f) and written["accuracy"].tolist() == f["accuracy"].tolist()
+    assert written["memory_gib"].tolist() == pytest.approx(f["memory_gib"].tolist(), rel=1e-6)
     assert len(pd.read_csv(out[1])) == 4 and set(pd.read_csv(out[1])["view"]) == {"single", "batch16"}
     assert set(pd.read_csv(out[2])["dataset"]) == {"aime25", "gpqa_diamond"}

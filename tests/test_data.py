@@ -108,3 +108,37 @@ def test_check_record_errors():
         check_record({**ok, "answer": "C"}, "f")
     with pytest.raises(UserError, match=r"^f: missing field 'question'$"):
         check_record({**ok, "question": ""}, "f")
+
+
+def test_gpqa_loader_reads_its_settings(monkeypatch):
+    """The spec's hf_id and shuffle_seed reach the hub call and the shuffle; ids come from
+    'Record ID' (else gpqa-NNN); the question text is kept, stripped."""
+    from notallbits.data import registry
+
+    rows = [{"Record ID": "recA" if j == 0 else None, "Question": f" Q{j}? ", "Correct Answer": "right",
+             "Incorrect Answer 1": "w1", "Incorrect Answer 2": "w2", "Incorrect Answer 3": "w3"} for j in range(12)]
+    calls = []
+    monkeypatch.setattr(registry, "_load_hub", lambda *a: calls.append(a) or rows)
+    seed0 = registry.gpqa_diamond({})
+    seed1 = registry.gpqa_diamond({"hf_id": "mirror/gpqa", "shuffle_seed": 1})
+    assert calls == [("Idavidrein/gpqa", "gpqa_diamond", "train"), ("mirror/gpqa", "gpqa_diamond", "train")]
+    assert [q["id"] for q in seed0[:3]] == ["recA", "gpqa-001", "gpqa-002"]
+    assert seed0[1]["question"] == "Q1?" and seed0[1]["task"] == "choice"
+    assert [q["permutation"] for q in seed0] == [shuffle_choices(q["id"], "right", ["w1", "w2", "w3"], 0)[2]
+                                                  for q in seed0]
+    assert [q["permutation"] for q in seed0] != [q["permutation"] for q in seed1]
+
+
+def test_load_limits_and_seeds(tmp_path):
+    """limit cuts any loader (also past a toy loader's default of 32); shuffle_seed reaches the
+    toy loaders; an empty dataset is one line."""
+    from notallbits.io import write_jsonl
+
+    assert len(load({"loader": "toy_math", "limit": 40})) == 40
+    assert load({"loader": "toy_choice", "limit": 6, "shuffle_seed": 1}) != load({"loader": "toy_choice", "limit": 6})
+    write_jsonl(tmp_path / "five.jsonl", demo_arith(5))
+    assert [q["id"] for q in load({"loader": "jsonl", "path": str(tmp_path / "five.jsonl"), "limit": 2})] == [
+        "arith-000", "arith-001"]
+    write_jsonl(tmp_path / "empty.jsonl", [])
+    with pytest.raises(UserError, match=r"^dataset \(jsonl\) has no questions$"):
+        load({"loader": "jsonl", "path": str(tmp_path / "empty.jsonl")})

@@ -228,6 +228,9 @@ def test_cli_in_process_by_hand(capsys, tmp_path):
         return json.loads(capsys.readouterr().out)
 
     full = cli("--samples", "2")
+    assert full["kv_gib"] == full["kv_bytes"] / 2**30 and full["weights_gib"] == full["weight_bytes"] / 2**30
+    assert full["total_gib"] == pytest.approx(full["weights_gib"] + full["kv_gib"])
+    assert cli("--kv", "hqq")["kv"] == {"method": "hqq", "nbits": 4}  # 4-bit unless told
     assert full["kv_bytes"] == 2 * 30000 * 147_456 and full["samples"] == 2 and full["budget_tokens"] == 30000
     assert full["weight_bytes"] == weight_bytes(Arch.named("Qwen3-8B"), 16) and full["bits"] == 16
     assert full["arch"]["layers"] == 36 and full["kv"] == {"method": "full"}
@@ -253,3 +256,16 @@ def test_cli_in_process_by_hand(capsys, tmp_path):
     assert capsys.readouterr().out.startswith(table1_csv())
     assert main(["memory", "--model", "Qwen3-8B"]) == 2
     assert capsys.readouterr().err == "notallbits memory: error: --model and --budget are required (or --table1)\n"
+
+
+def test_kv_defaults_and_limits_by_hand():
+    """Settings without a method are a full cache; HQQ 2-bit with group 64 stores
+    2/8 + 32/(8 x 64) = 0.3125 B per value (+ the 128-token bf16 window); no samples is an error."""
+    arch = Arch.from_hf_config(SMALL_QWEN3)
+    assert kv_bytes(arch, {}, 3000, 2) == 2 * 3000 * 1024
+    hqq2 = kv_bytes(arch, {"method": "hqq", "nbits": 2}, 3000, 1)
+    assert hqq2 == round((3000 - 128) * 512 * 0.3125) + 128 * 1024
+    assert kv_bytes(arch, {"method": "hqq", "nbits": 2, "q_group_size": 32}, 3000, 1) == (
+        round((3000 - 128) * 512 * (0.25 + 0.125)) + 128 * 1024)
+    with pytest.raises(UserError, match="samples must be positive, got 0"):
+        kv_bytes(arch, {"method": "full"}, 3000, 0)
