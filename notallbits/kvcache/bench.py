@@ -9,7 +9,7 @@ head shape (default Qwen3-8B: 32 query heads, 8 KV heads, head_dim 128, bf16 key
 the bound the memory model counts (the layer's own K + V bytes) and optionally against
 another implementation (a file defining ``rkv_select``, e.g. an older eviction.py):
 
-    python -m notallbits.kvcache.bench --rkv [--budgets 256 2048 4096 8192] [--batches 1 8] [--old FILE]
+    python -m notallbits.kvcache.bench --rkv [--budgets 256 2048 4096 8192] [--batches 1 8] [--old FILE] [--threads 1]
 
 Peak extra memory: on CUDA ``torch.cuda.max_memory_allocated`` above the inputs; on CPU the
 peak of live tensor bytes allocated during the call, tracked through a TorchDispatchMode
@@ -107,7 +107,7 @@ def _LiveTensorBytes():  # noqa: N802 - a class built lazily (torch is imported 
 
 # --------------------------------------------------------------------------- R-KV compression
 def rkv_compression(select, batch: int, budget: int, buffer: int = 128, heads: int = 32, kv_heads: int = 8,
-                    head_dim: int = 128, dtype: str = "bfloat16", device: str = "cpu", repeats: int = 1) -> dict:
+                    head_dim: int = 128, dtype: str = "bfloat16", device: str = "cpu", repeats: int = 2) -> dict:
     """Time and peak extra memory of one compression of one layer at the compressing step's
     cache length, budget + buffer."""
     import torch
@@ -120,12 +120,15 @@ def rkv_compression(select, batch: int, budget: int, buffer: int = 128, heads: i
     dt = getattr(torch, dtype)
     queries = torch.randn(batch, heads, s["window"], head_dim, generator=g, device=device).to(dt)
     keys = torch.randn(batch, kv_heads, length, head_dim, generator=g, device=device).to(dt)
-    best, peak = float("inf"), 0
+    best = float("inf")
     with torch.inference_mode():
-        for _ in range(repeats):
+        for _ in range(repeats):  # timed without the memory tracker (its per-op hook costs time)
             t0 = time.perf_counter()
-            _, peak = peak_extra_bytes(select, queries, keys, s)
+            select(queries, keys, s)
+            if keys.is_cuda:
+                torch.cuda.synchronize()
             best = min(best, time.perf_counter() - t0)
+        _, peak = peak_extra_bytes(select, queries, keys, s)
     return {"batch": batch, "budget": budget, "tokens": length, "seconds": best, "peak_extra_bytes": peak,
             "layer_kv_bytes": 2 * keys.nbytes}
 
@@ -170,7 +173,12 @@ def main(argv=None) -> None:
     p.add_argument("--batches", type=int, nargs="+", default=[1, 8])
     p.add_argument("--old", help="with --rkv: a file with another rkv_select to compare")
     p.add_argument("--device", default="cpu")
+    p.add_argument("--threads", type=int, help="torch CPU threads (1 gives steadier timings on a shared machine)")
     args = p.parse_args(argv)
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
     if args.rkv:
         rkv_table(args.budgets, args.batches, args.old, args.device)
         return
