@@ -89,7 +89,7 @@ def test_same_seed_same_trace_and_budget_added_later_reuses_traces(tiny_model, q
     # add a budget: no trace is regenerated, old budgets' records are unchanged
     header = generate(str(questions), make_spec(tiny_model, [8, 16, 24], dtype="bfloat16"),
                       str(tmp_path / "c.jsonl"), str(tmp_path / "pa"))
-    assert header["stats"]["generated_samples"] == 0 and header["stats"]["trace_tokens"] == 0
+    assert header["stats"]["generated_samples"] == 0 and header["stats"]["invocation"]["trace_tokens"] == 0
     _, again = read_framed_jsonl(tmp_path / "c.jsonl")
     key = lambda r: (r["question_id"], r["sample"], r["budget_tokens"])  # noqa: E731
     old = {key(r): r for r in first}

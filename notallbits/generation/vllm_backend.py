@@ -1,21 +1,28 @@
 """vLLM backend: the same budget forcing, records and seeds semantics as the transformers
 backend, on token ids, with vLLM's scheduler and prefix caching doing the heavy lifting.
 
-Thinking is generated in rounds: each request stops on the end-of-thinking or EOS ids
-(never on strings); a stopped sample gets the Wait ids appended to its prompt and goes
-on, until exactly T_max thinking tokens. Every budget T is then a short continuation of
-the cut trace (prompt + thinking[:T] + ``</think>`` + answer prefix): with prefix caching the
-shared prefix is not recomputed, and nothing is ever regenerated.
+The whole job is in flight at once (``generate_job``): every question x sample goes to one
+engine, driven step by step through ``LLMEngine.add_request``/``step``. A thinking request
+stops on the end-of-thinking or EOS ids (never on strings); the stopped sample gets the Wait
+ids appended and is resubmitted at once, with no barrier on the other samples, until exactly
+T_max thinking tokens. As soon as a trace passes a budget T, its forced answer (a short
+continuation prompt + thinking[:T] + ``</think>`` + answer prefix, whose prefix is cached)
+joins the same stream. Seeds: the k-th submission of a sample's trace samples with
+``derive_seed(seed, "round", k)``, the answer at T with ``derive_seed(seed, "answer", T)``, so a
+sample's trace depends only on its seed. ``generate`` keeps the older per-question rounds
+(one blocking ``LLM.generate`` per round), used by the benchmark as the baseline.
 """
 
 from __future__ import annotations
 
 import os
 import time
+from dataclasses import dataclass, field
+from typing import Iterator
 
 from notallbits import UserError
 from notallbits.generation.backend import Backend
-from notallbits.generation.forcing import ForcingSpec, SampleResult, Trace
+from notallbits.generation.forcing import ForcingSpec, QuestionRequest, SampleResult, Trace
 from notallbits.generation.sampling import derive_seed
 
 
@@ -154,15 +161,15 @@ class VLLMBackend(Backend):
             rounds += 1
         results = [SampleResult(i, seed, tr.thinking, tr.wait_positions, tr.natural_end, tr.natural_answer)
                    for i, (tr, seed) in enumerate(zip(traces, seeds))]
-        self.force_from_traces(prompt_ids, results, list(spec.budgets), spec)
+        self._force_rounds(prompt_ids, results, list(spec.budgets), spec)
         elapsed = time.perf_counter() - t0
         for r in results:
             r.trace_seconds = elapsed / len(results)
         return results
 
-    def force_from_traces(self, prompt_ids: list[int], results: list[SampleResult], budgets: list[int],
-                          spec: ForcingSpec) -> None:
-        """Forced answers at each budget: short continuations of the cut trace."""
+    def _force_rounds(self, prompt_ids: list[int], results: list[SampleResult], budgets: list[int],
+                      spec: ForcingSpec) -> None:
+        """Forced answers at each budget in one blocking call (the per-question baseline)."""
         jobs = [(r, b) for b in budgets for r in results if r.needs_forcing(b) and b not in r.answers]
         if not jobs:
             return
@@ -170,3 +177,165 @@ class VLLMBackend(Backend):
         params = [self._params(spec.answer_max_tokens, derive_seed(r.seed, "answer", b), spec.eos_ids) for r, b in jobs]
         for (r, b), tokens in zip(jobs, self._run(prompts, params)):
             r.answers[b] = tokens
+
+    # -- the whole job in flight -----------------------------------------------------
+    def generate_job(self, requests: list[QuestionRequest], spec: ForcingSpec,
+                     progress=None) -> Iterator[tuple[QuestionRequest, list[SampleResult]]]:
+        """Every sample of every request in one engine; questions yielded as they finish."""
+        samples = [_Sample(q, i, seed, Trace(spec), SampleResult(i, seed, [], [], None, []), list(req.prompt_ids))
+                   for q, req in enumerate(requests) for i, seed in zip(req.samples, req.seeds)]
+        for q, results in _EngineLoop(self, spec, progress).run(samples, len(requests)):
+            yield requests[q], results
+
+    def force_from_traces(self, prompt_ids: list[int], results: list[SampleResult], budgets: list[int],
+                          spec: ForcingSpec) -> None:
+        """Forced answers at new budgets for stored traces, through the same engine loop;
+        the cost is added to each sample's stored seconds and steps."""
+        samples = []
+        for r in results:
+            s = _Sample(0, r.sample, r.seed, None, r, prompt=list(prompt_ids))
+            s.budgets_sent = {b for b in spec.budgets if b not in budgets or b in r.answers or not r.needs_forcing(b)}
+            samples.append(s)
+        for _ in _EngineLoop(self, spec, None).run(samples, 1):
+            pass
+
+
+@dataclass(eq=False)
+class _Sample:
+    """One sample's state in the engine loop."""
+
+    question: int  # index into the job's requests
+    index: int  # sample index within its question
+    seed: int
+    trace: Trace | None  # None: the trace is stored already (forcing only)
+    result: SampleResult
+    prompt: list[int] = field(default_factory=list)
+    submissions: int = 0
+    budgets_sent: set[int] = field(default_factory=set)
+    open: int = 0  # requests of this sample in the engine
+
+    @property
+    def thinking(self) -> list[int]:
+        return self.trace.thinking if self.trace is not None else self.result.thinking_ids
+
+    @property
+    def done(self) -> bool:
+        return self.open == 0 and (self.trace is None or self.trace.finished)
+
+
+class _EngineLoop:
+    """Drives ``LLM.llm_engine`` with add_request/step until every sample is done.
+
+    Accounting: each engine step's wall time (from one step's start to the next, so the
+    caller's time between yields is included) and the step itself are split equally over
+    the requests in flight during that step, and credited to their samples; a sample also
+    counts the steps its requests were in flight. Summed over a job's samples this gives the
+    job's engine time, its engine steps and its mean sequences in flight, whichever
+    invocation produced each sample.
+    """
+
+    def __init__(self, backend: "VLLMBackend", spec: ForcingSpec, progress):
+        self.backend, self.spec, self.progress = backend, spec, progress
+        self.engine = backend.llm.llm_engine
+        self.live: dict[str, tuple[_Sample, int | None]] = {}  # request id -> (sample, budget or None)
+        self.stop_thinking = {spec.end_think_id, *spec.eos_ids}
+
+    def _add(self, s: _Sample, rid: str, prompt: list[int], params, budget: int | None) -> None:
+        from vllm.inputs import TokensPrompt
+
+        self.engine.add_request(rid, TokensPrompt(prompt_token_ids=prompt), params)
+        self.live[rid] = (s, budget)
+        s.open += 1
+
+    def _continue_trace(self, s: _Sample) -> None:
+        tr, spec, b = s.trace, self.spec, self.backend
+        seed = derive_seed(s.seed, "round", s.submissions)
+        if tr.natural_end is None:  # still thinking: up to the largest budget
+            params = b._params(spec.max_budget - len(tr.thinking), seed, self.stop_thinking)
+            prompt = s.prompt + tr.thinking
+        else:  # cap-only mode: the model's own answer after its own </think>
+            params = b._params(spec.answer_max_tokens + 1 - len(tr.natural_answer), seed, spec.eos_ids)
+            prompt = s.prompt + tr.thinking + tr.natural_answer
+        self._add(s, f"{s.question}/{s.index}/t{s.submissions}", prompt, params, None)
+        s.submissions += 1
+
+    def _force_passed(self, s: _Sample) -> None:
+        """Send the forced answer of every budget this trace has passed for good."""
+        spec, r = self.spec, s.result
+        tr = s.trace
+        settled_all = tr is None or tr.finished or tr.natural_end is not None
+        length = len(s.thinking)
+        for budget in spec.budgets:
+            if budget in s.budgets_sent:
+                continue
+            # cap-only: at exactly T tokens the next one may still be a natural </think>
+            if not (settled_all or length > budget or (spec.wait_extension and length >= budget)):
+                continue
+            s.budgets_sent.add(budget)
+            natural_end = tr.natural_end if tr is not None else r.natural_end
+            if natural_end is not None and natural_end <= budget:
+                continue  # ended naturally within the budget: keeps its own answer
+            params = self.backend._params(spec.answer_max_tokens, derive_seed(s.seed, "answer", budget), spec.eos_ids)
+            self._add(s, f"{s.question}/{s.index}/a{budget}", s.prompt + s.thinking[:budget] + list(spec.answer_prefix_ids),
+                      params, budget)
+
+    def run(self, samples: list[_Sample], questions: int) -> Iterator[tuple[int, list[SampleResult]]]:
+        if not samples:
+            return
+        by_question: dict[int, list[_Sample]] = {}
+        for s in samples:
+            by_question.setdefault(s.question, []).append(s)
+        remaining = {q: len(v) for q, v in by_question.items()}
+        for s in samples:
+            if s.trace is not None:
+                self._continue_trace(s)
+            else:
+                self._force_passed(s)
+        t_prev = time.perf_counter()
+        while self.live:
+            in_flight = list(self.live.values())
+            outputs = self.engine.step()
+            finished_questions = []
+            for out in outputs:
+                if not out.finished:
+                    continue
+                s, budget = self.live.pop(out.request_id)
+                s.open -= 1
+                tokens = list(out.outputs[0].token_ids)
+                if budget is not None:
+                    s.result.answers[budget] = tokens
+                else:
+                    tr = s.trace
+                    before = len(tr.thinking)
+                    for tok in tokens:
+                        tr.push(tok)
+                        if tr.finished:
+                            break
+                    tr.flush_forced()
+                    if self.progress is not None:
+                        self.progress.update(len(tr.thinking) - before)
+                    if not tr.finished:
+                        self._continue_trace(s)
+                self._force_passed(s)
+                if s.done:
+                    remaining[s.question] -= 1
+                    if remaining[s.question] == 0:
+                        finished_questions.append(s.question)
+            now = time.perf_counter()
+            share, n = (now - t_prev) / len(in_flight), len(in_flight)
+            t_prev = now
+            for s, _ in in_flight:
+                r = s.result
+                r.trace_seconds += share
+                r.engine_steps += 1 / n
+                r.sequence_steps += 1
+                r.max_sequences_in_flight = max(r.max_sequences_in_flight, n)
+            for q in finished_questions:
+                results = []
+                for s in by_question[q]:
+                    r, tr = s.result, s.trace
+                    if tr is not None:
+                        r.thinking_ids, r.wait_positions = tr.thinking, tr.wait_positions
+                        r.natural_end, r.natural_answer = tr.natural_end, tr.natural_answer
+                    results.append(r)
+                yield q, results
