@@ -124,3 +124,53 @@ def test_resumed_job_whose_budget_grew_extends_its_traces(tiny_model, questions,
     _, fresh = read_framed_jsonl(tmp_path / "c.jsonl")
     key = lambda r: (r["question_id"], r["sample"], r["budget_tokens"])  # noqa: E731
     assert sorted(grown, key=key) == sorted(fresh, key=key)
+
+
+def test_timing_and_tokens_survive_a_kill_and_resume(tiny_model, tmp_path):
+    """A job killed after some questions are saved and then resumed reports the same tokens
+    and timing of the same order as one run in one go (issue #13: the header used to cover
+    only the last invocation: fewer tokens, and a wall time of ~0 after a rerun from progress)."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from notallbits.aggregate import summarize
+    from notallbits.scoring import score_file
+
+    write_jsonl(tmp_path / "q.jsonl", demo_arith(6))
+    spec = make_spec(tiny_model, [8, 48], samples=2, dtype="bfloat16")
+    spec["generation"]["batch_size"] = 2  # one question at a time, however the backend batches
+    generate(str(tmp_path / "q.jsonl"), spec, str(tmp_path / "once.jsonl"), str(tmp_path / "p1"))
+
+    progress = tmp_path / "p2"
+    proc = subprocess.Popen([sys.executable, "-m", "notallbits", "generate", "--questions", str(tmp_path / "q.jsonl"),
+                             "--spec", json.dumps(spec), "--out", str(tmp_path / "twice.jsonl"), "--progress",
+                             str(progress)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            env={**os.environ, "PYTHONPATH": os.getcwd()})
+    saved = []
+    while proc.poll() is None and len(saved) < 2:
+        saved = list(progress.rglob("arith-*.json"))
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert 2 <= len(list(progress.rglob("arith-*.json"))) < 6, "the job was not killed halfway"
+    assert not (tmp_path / "twice.jsonl").exists()
+    resumed = generate(str(tmp_path / "q.jsonl"), spec, str(tmp_path / "twice.jsonl"), str(progress))
+    assert 2 <= resumed["stats"]["reused_samples"] // 2 < 6
+    # and once more, everything from progress
+    generate(str(tmp_path / "q.jsonl"), spec, str(tmp_path / "thrice.jsonl"), str(progress))
+
+    rows = []
+    for name in ("once", "twice", "thrice"):
+        score_file(str(tmp_path / "q.jsonl"), str(tmp_path / f"{name}.jsonl"), [1, 2], str(tmp_path / f"{name}.csv"))
+        df = summarize([str(tmp_path / f"{name}.csv")])
+        rows.append(df.set_index(["budget_tokens", "k"]).sort_index())
+    once, twice, thrice = rows
+    assert (twice["job_generated_tokens"] == once["job_generated_tokens"]).all()
+    assert (thrice["job_generated_tokens"] == once["job_generated_tokens"]).all()
+    assert (thrice["job_wall_seconds"] == twice["job_wall_seconds"]).all()
+    for col in ("job_wall_seconds", "job_tokens_per_second", "latency_seconds"):
+        ratio = twice[col] / once[col]
+        assert ((ratio > 0.2) & (ratio < 5)).all(), (col, once[col].tolist(), twice[col].tolist())

