@@ -113,7 +113,7 @@ def test_adding_a_budget_reuses_traces(demo_run, tmp_path):
     run_snakemake(demo_run, cfg)
     for gen in (demo_run / "results/generations").rglob("*.jsonl"):
         header, records = read_framed_jsonl(gen)
-        assert header["stats"]["generated_samples"] == 0 and header["stats"]["trace_tokens"] == 0, gen
+        assert header["stats"]["generated_samples"] == 0 and header["stats"]["invocation"]["trace_tokens"] == 0, gen
         assert {r["budget_tokens"] for r in records} == {32, 48, 64, 128}
     summary = pd.read_csv(demo_run / "results" / "summary.csv")
     assert sorted(summary["budget_tokens"].unique()) == [32, 48, 64, 128]
