@@ -228,10 +228,35 @@ DATASET_GENERATION_OVERRIDES = ("answer_prefix", "answer_max_tokens")
 
 def generation_settings(config: dict, dataset: str) -> dict:
     """The generation settings a job on ``dataset`` runs with (the backend is chosen per job)."""
-    gen = {k: v for k, v in config["generation"].items() if k != "backend"}
+    gen = {k: v for k, v in config["generation"].items() if k not in ("backend", "shard_tokens")}
     spec = config["datasets"][dataset]
     gen.update({k: spec[k] for k in DATASET_GENERATION_OVERRIDES if k in spec})
     return gen
+
+
+def job_tokens(config: dict, spec: JobSpec, questions: int) -> int:
+    """Tokens a generation job generates at most: one trace per sample to the largest budget
+    and a forced answer at each budget."""
+    answer = generation_settings(config, spec.job.dataset)["answer_max_tokens"]
+    return questions * spec.samples * (max(spec.budgets) + len(spec.budgets) * answer)
+
+
+def shard_count(config: dict, spec: JobSpec, questions: int) -> int:
+    """Question shards of a generation job: datasets.<name>.shards, raised to keep each shard
+    under generation.shard_tokens, never more than one per question."""
+    shards = config["datasets"][spec.job.dataset].get("shards", 1)
+    target = config["generation"].get("shard_tokens")
+    if target:
+        shards = max(shards, -(-job_tokens(config, spec, questions) // target))
+    return max(1, min(shards, questions))
+
+
+def shard_questions(questions: list, index: int, count: int) -> list:
+    """Shard ``index`` (1-based) of ``count``: contiguous blocks whose sizes differ by at most one."""
+    if not 1 <= index <= count:
+        raise UserError(f"shard {index} of {count} does not exist")
+    n = len(questions)
+    return questions[(index - 1) * n // count: index * n // count]
 
 
 def kv_settings(config: dict, kv: str) -> dict:

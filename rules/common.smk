@@ -39,6 +39,7 @@ wildcard_constraints:
     bits="4|8|16",
     qbits="4|8",
     kv=_alternatives(set(config["kv_methods"]) | {"full"}),
+    shard=r"\d+of\d+",
 
 
 def built_models(kind):
@@ -107,7 +108,8 @@ def gen_runtime(wildcards):
     from notallbits.plan import job_minutes, question_count
 
     job = job_of(wildcards)
-    minutes = job_minutes(config, job, JOBS[job], question_count(config["datasets"][wildcards.dataset]))
+    questions = -(-question_count(config["datasets"][wildcards.dataset]) // job_shards(job))  # one shard's
+    minutes = job_minutes(config, job, JOBS[job], questions)
     return int(min(minutes, config["hardware"]["max_runtime_minutes"]))
 
 
@@ -181,13 +183,42 @@ def generate_input(wildcards):
     return inputs
 
 
+# ---------------------------------------------------------------- shards and GPUs per job
+def job_shards(job):
+    """Question shards of a generation job (grid.shard_count); 1 = one unsharded job."""
+    from notallbits.plan import question_count
+
+    return grid.shard_count(config, JOBS[job], question_count(config["datasets"][job.dataset]))
+
+
+def generation_files(wildcards):
+    """The generation output(s) of a job: one file, or one per question shard (scoring gathers them)."""
+    job = job_of(wildcards)
+    stem = f"{RESULTS}/generations/{job.dataset}/{job.model}/w{job.bits}/kv-{job.kv}"
+    n = job_shards(job)
+    return [f"{stem}.jsonl"] if n == 1 else [f"{stem}.shard{i}of{n}.jsonl" for i in range(1, n + 1)]
+
+
+def model_gpus(wildcards):
+    """GPUs a generation job of this model takes (models.<name>.gpus: tensor parallelism)."""
+    return config["models"][wildcards.model].get("gpus", 1)
+
+
 def generation_spec(wildcards):
     """Everything that changes a generation job's results, as one JSON param: editing any
-    of it reruns that job only; editing code or comments reruns nothing."""
+    of it reruns that job only; editing code or comments reruns nothing. A shard adds which
+    questions it takes; a multi-GPU model adds its GPU count (both absent otherwise)."""
     spec = JOBS[job_of(wildcards)]
     model = wildcards.model
+    extra = {}
+    if wildcards.get("shard"):
+        index, count = wildcards.shard.split("of")
+        extra["shard"] = [int(index), int(count)]
+    if model_gpus(wildcards) > 1:
+        extra["gpus"] = model_gpus(wildcards)
     return json.dumps(
         {
+            **extra,
             "dataset": wildcards.dataset,
             "model": model,
             "model_path": model_path(model, wildcards.bits),
@@ -208,7 +239,9 @@ def generation_spec(wildcards):
 def dataset_spec(wildcards):
     """Canonical JSON (sorted keys): params are compared as text, so key order must not
     make Snakemake think a dataset changed."""
-    return json.dumps(config["datasets"][wildcards.dataset], sort_keys=True)
+    # how the generation jobs are split is no property of the questions
+    return json.dumps({k: v for k, v in config["datasets"][wildcards.dataset].items() if k != "shards"},
+                      sort_keys=True)
 
 
 def generation_env(wildcards):

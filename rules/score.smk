@@ -4,7 +4,7 @@
 rule score:
     input:
         questions=f"{RESULTS}/data/{{dataset}}.jsonl",
-        generations=rules.generate.output[0],
+        generations=generation_files,
     output:
         scores=f"{RESULTS}/scores/{{dataset}}/{{model}}/w{{bits}}/kv-{{kv}}.csv",
         samples=f"{RESULTS}/scores/{{dataset}}/{{model}}/w{{bits}}/kv-{{kv}}.samples.csv",

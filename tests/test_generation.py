@@ -2,6 +2,7 @@
 forced answers equal to an independent greedy decode, reproducible seeds, resumption."""
 
 import json
+import re
 
 import pytest
 
@@ -138,6 +139,7 @@ def test_timing_and_tokens_survive_a_kill_and_resume(tiny_model, tmp_path):
 
     from notallbits.aggregate import summarize
     from notallbits.scoring import score_file
+    from tests.conftest import ROOT
 
     write_jsonl(tmp_path / "q.jsonl", demo_arith(6))
     spec = make_spec(tiny_model, [8, 48], samples=2, dtype="bfloat16")
@@ -148,7 +150,7 @@ def test_timing_and_tokens_survive_a_kill_and_resume(tiny_model, tmp_path):
     proc = subprocess.Popen([sys.executable, "-m", "notallbits", "generate", "--questions", str(tmp_path / "q.jsonl"),
                              "--spec", json.dumps(spec), "--out", str(tmp_path / "twice.jsonl"), "--progress",
                              str(progress)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                            env={**os.environ, "PYTHONPATH": os.getcwd()})
+                            env={**os.environ, "PYTHONPATH": str(ROOT)})
     saved = []
     while proc.poll() is None and len(saved) < 2:
         saved = list(progress.rglob("arith-*.json"))
@@ -174,3 +176,71 @@ def test_timing_and_tokens_survive_a_kill_and_resume(tiny_model, tmp_path):
     for col in ("job_wall_seconds", "job_tokens_per_second", "latency_seconds"):
         ratio = twice[col] / once[col]
         assert ((ratio > 0.2) & (ratio < 5)).all(), (col, once[col].tolist(), twice[col].tolist())
+
+
+def test_question_shards_gather_to_the_unsharded_job_and_reshard_regenerates_nothing(tiny_model, tmp_path):
+    """A job split into question shards (sharing one progress folder) scores like the job in
+    one piece, and changing the shard count afterwards generates no sample again."""
+    from notallbits.scoring import score_file
+
+    write_jsonl(tmp_path / "q.jsonl", demo_arith(5))
+    spec = make_spec(tiny_model, [8, 16], samples=2, dtype="bfloat16")
+    generate(str(tmp_path / "q.jsonl"), spec, str(tmp_path / "whole.jsonl"), str(tmp_path / "p1"))
+    parts = []
+    for i in (1, 2):
+        header = generate(str(tmp_path / "q.jsonl"), {**spec, "shard": [i, 2]}, str(tmp_path / f"s{i}.jsonl"),
+                          str(tmp_path / "p2"))
+        assert header["shard"] == [i, 2] and header["questions"] == [2, 3][i - 1]
+        parts.append(str(tmp_path / f"s{i}.jsonl"))
+    whole = score_file(str(tmp_path / "q.jsonl"), str(tmp_path / "whole.jsonl"), [1, 2], str(tmp_path / "w.csv"))
+    sharded = score_file(str(tmp_path / "q.jsonl"), parts, [1, 2], str(tmp_path / "s.csv"))
+    assert [r["accuracy"] for r in whole] == [r["accuracy"] for r in sharded]
+    assert [r["job_generated_tokens"] for r in whole] == [r["job_generated_tokens"] for r in sharded]
+    assert [r["questions"] for r in sharded] == [5] * len(sharded)
+    for i in (1, 2, 3):  # three shards now: everything comes from the shared progress
+        header = generate(str(tmp_path / "q.jsonl"), {**spec, "shard": [i, 3]}, str(tmp_path / f"t{i}.jsonl"),
+                          str(tmp_path / "p2"))
+        assert header["stats"]["generated_samples"] == 0
+    from notallbits import UserError
+
+    with pytest.raises(UserError, match="shards 1..2"):
+        score_file(str(tmp_path / "q.jsonl"), parts[:1], [1], str(tmp_path / "x.csv"))
+
+
+def test_shard_count_and_slices():
+    from notallbits.grid import Job, JobSpec, shard_count, shard_questions
+
+    qs = list(range(30))
+    slices = [shard_questions(qs, i, 4) for i in (1, 2, 3, 4)]
+    assert sum(slices, []) == qs and sorted(map(len, slices)) == [7, 7, 8, 8]
+    spec = JobSpec(Job("d", "m", 16, "full"), budgets=[2000, 30000], samples=32, ks=[1])
+    config = {"datasets": {"d": {"loader": "aime25"}}, "generation": {"answer_max_tokens": 32, "shard_tokens": None}}
+    assert shard_count(config, spec, 30) == 1
+    config["datasets"]["d"]["shards"] = 4
+    assert shard_count(config, spec, 30) == 4
+    # 30 x 32 x (30000 + 2 x 32) = 28.86M tokens: under a 10M target, 3 shards
+    config["generation"]["shard_tokens"] = 10_000_000
+    assert shard_count(config, spec, 30) == 4 and shard_count(config, spec, 2) == 2
+    config["datasets"]["d"]["shards"] = 1
+    assert shard_count(config, spec, 30) == 3
+
+
+def test_dry_run_shows_shard_jobs_and_multi_gpu_resources(tmp_path):
+    """Shards are jobs of their own; a multi-GPU model's jobs ask for that many GPUs and
+    carry tensor parallelism in their spec."""
+    import yaml
+
+    from tests.conftest import DEMO, run_snakemake
+
+    config = yaml.safe_load(DEMO.read_text())
+    config["datasets"]["demo-arith"]["shards"] = 3
+    config["models"]["tiny-qwen3"]["gpus"] = 2
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(yaml.safe_dump(config))
+    out = run_snakemake(tmp_path, cfg, "--dry-run", "--printshellcmds").stdout
+    shard_jobs = re.findall(r"rule generate_shard:\n(?:.*\n)*?\s+wildcards: dataset=(\S+), .*shard=(\d+of\d+)", out)
+    assert shard_jobs and {d for d, _ in shard_jobs} == {"demo-arith"}
+    assert {s for _, s in shard_jobs} == {"1of3", "2of3", "3of3"}
+    assert '\\"shard\\": [2, 3]' in out or '"shard": [2, 3]' in out
+    assert re.search(r"rule generate:\n(?:.*\n)*?\s+resources: .*gpu=2", out)
+    assert '"gpus": 2' in out or '\\"gpus\\": 2' in out

@@ -66,6 +66,10 @@ def generate(questions_path: str, spec: dict, out_path: str, progress_root: str)
 
     check_spec(spec)
     questions = read_questions(questions_path)
+    if spec.get("shard"):  # one question shard of the job; progress is shared by all shards
+        from notallbits.grid import shard_questions
+
+        questions = shard_questions(questions, *spec["shard"])
     budgets = sorted(spec["budgets"])
     gen, samp = spec["generation"], spec["sampling"]
     backend = make_backend({**spec, "questions": questions})  # vLLM sizes its context from the prompts
@@ -135,6 +139,7 @@ def generate(questions_path: str, spec: dict, out_path: str, progress_root: str)
               "model_path": spec["model_path"], "bits": spec["bits"], "kv": spec["kv"],
               "kv_settings": spec["kv_settings"], "backend": spec["backend"], "budgets": budgets,
               "samples": n, "questions": len(questions), "sampling": samp, "generation": gen, "stats": stats,
+              **({"shard": spec["shard"]} if spec.get("shard") else {}),
               "model_facts": model_facts(spec["model_path"]),
               "environment": environment(str(getattr(backend, "device", "")))}
     write_framed_jsonl(out_path, header, records)

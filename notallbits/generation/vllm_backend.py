@@ -88,7 +88,7 @@ class VLLMBackend(Backend):
     name = "vllm"
 
     def __init__(self, model_path: str, gen: dict, sampling: dict, questions: list[dict] | None = None,
-                 prompt_style: str = "default", budgets: list[int] | None = None):
+                 prompt_style: str = "default", budgets: list[int] | None = None, gpus: int = 1):
         from notallbits.manifest import verify
 
         verify(model_path)  # a truncated checkpoint: one line naming the file, before the engine starts
@@ -116,7 +116,7 @@ class VLLMBackend(Backend):
         self.llm = LLM(model=model_path, dtype=dtype, enable_prefix_caching=True, seed=sampling["seed"],
                        enforce_eager=self.platform == "cpu", max_model_len=self.max_model_len,
                        gpu_memory_utilization=gen.get("gpu_memory_utilization", 0.9),
-                       max_num_seqs=gen.get("max_num_seqs", 256),
+                       max_num_seqs=gen.get("max_num_seqs", 256), tensor_parallel_size=gpus,
                        **(_whole_prompt_args(model_path, self.max_model_len) if self.platform == "cpu" else {}))
         self.engine_start_seconds = time.perf_counter() - t0
         self.temperature = sampling["temperature"]
@@ -129,7 +129,8 @@ class VLLMBackend(Backend):
     @classmethod
     def from_spec(cls, spec: dict) -> "VLLMBackend":
         backend = cls(spec["model_path"], spec["generation"], spec["sampling"], questions=spec.get("questions"),
-                      prompt_style=spec.get("prompt_style", "default"), budgets=spec.get("budgets"))
+                      prompt_style=spec.get("prompt_style", "default"), budgets=spec.get("budgets"),
+                      gpus=int(spec.get("gpus", 1)))
         backend.batch_size = spec["generation"]["batch_size"]
         return backend
 
