@@ -127,12 +127,12 @@ def test_prompt_over_4096_tokens_with_seeded_sampling(tiny_model, tmp_path):
 
     from notallbits.generation.prompts import build_prompt
 
-    words = " ".join(f"{i % 97} plus {i % 13}" for i in range(1400))
+    words = " ".join(f"{i % 97} plus {i % 13}" for i in range(660))
     q = {"id": "long", "task": "math", "question": f"Add up: {words}.", "choices": None, "answer": "1",
          "permutation": None}
     tok = AutoTokenizer.from_pretrained(tiny_model)
     n_prompt = len(tok.encode(build_prompt(tok, q), add_special_tokens=False))
-    assert 4800 <= n_prompt <= 6000, n_prompt
+    assert 4500 <= n_prompt <= 6000, n_prompt
     write_jsonl(tmp_path / "q.jsonl", [q])
     header, records = run_generate(VLLM, tmp_path / "q.jsonl", spec(tiny_model, "vllm", [8, 16], 0.6, "bfloat16"),
                                    tmp_path / "g.jsonl", tmp_path / "p")
