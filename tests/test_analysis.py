@@ -41,6 +41,7 @@ def test_threshold_is_where_weights_stop_growing(summary):
     t = threshold(front)
     assert (t["model"], t["bits"], t["budget_tokens"]) == ("Qwen3-8B", 8, 2000)
     assert t["effective_weight_gib"] == 8.9 and t["moves_explained"] == 1.0
+    assert (t["weights_moves"], t["compute_moves"], t["k"], t["accuracy"]) == (2, 2, 1, 0.40)
 
 
 def test_batch16_view_charges_kv_sixteen_times(summary):
@@ -75,6 +76,7 @@ def test_best_k_by_memory(summary):
     table = best_k_by_memory(summary)
     big = table[table["memory_cap_gib"] >= 30].iloc[0]
     assert big["best_k"] == 4 and big["accuracy"] == 0.65
+    assert (big["model"], big["bits"], big["budget_tokens"], big["kv"]) == ("Qwen3-8B", 8, 30000, "full")
 
 
 def test_plan_counts_tokens_by_hand():
@@ -120,3 +122,11 @@ def test_frontiers_thresholds_and_written_tables(summary, tmp_path):
     assert written["memory_gib"].tolist() == pytest.approx(f["memory_gib"].tolist(), rel=1e-6)
     assert len(pd.read_csv(out[1])) == 4 and set(pd.read_csv(out[1])["view"]) == {"single", "batch16"}
     assert set(pd.read_csv(out[2])["dataset"]) == {"aime25", "gpqa_diamond"}
+
+
+def test_threshold_of_a_frontier_that_only_buys_weights():
+    """Two frontier points, the second with bigger weights: one 'weights' move, so the split
+    comes after it and the threshold is the second (largest-weights) point."""
+    front = pd.DataFrame([row("Qwen3-0.6B", 4, 0.5, 2000, 1, 0.1, 0.05), row("Qwen3-4B", 4, 2.0, 2000, 1, 0.3, 0.2)])
+    t = threshold(with_view(front, "single"))
+    assert (t["model"], t["weights_moves"], t["compute_moves"], t["moves_explained"]) == ("Qwen3-4B", 1, 0, 1.0)

@@ -139,6 +139,10 @@ def test_load_limits_and_seeds(tmp_path):
     write_jsonl(tmp_path / "five.jsonl", demo_arith(5))
     assert [q["id"] for q in load({"loader": "jsonl", "path": str(tmp_path / "five.jsonl"), "limit": 2})] == [
         "arith-000", "arith-001"]
+    assert load({"loader": "toy_math", "limit": 4}) == load({"loader": "toy_math", "limit": 4, "shuffle_seed": 0})
+    write_jsonl(tmp_path / "dup.jsonl", demo_arith(2) + demo_arith(1))
+    with pytest.raises(UserError, match=r"dup.jsonl: records 1 and 3 have the same id 'arith-000'"):
+        load({"loader": "jsonl", "path": str(tmp_path / "dup.jsonl")})
     write_jsonl(tmp_path / "empty.jsonl", [])
     with pytest.raises(UserError, match=r"^dataset \(jsonl\) has no questions$"):
         load({"loader": "jsonl", "path": str(tmp_path / "empty.jsonl")})

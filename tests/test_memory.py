@@ -233,7 +233,7 @@ def test_cli_in_process_by_hand(capsys, tmp_path):
     assert cli("--kv", "hqq")["kv"] == {"method": "hqq", "nbits": 4}  # 4-bit unless told
     assert full["kv_bytes"] == 2 * 30000 * 147_456 and full["samples"] == 2 and full["budget_tokens"] == 30000
     assert full["weight_bytes"] == weight_bytes(Arch.named("Qwen3-8B"), 16) and full["bits"] == 16
-    assert full["arch"]["layers"] == 36 and full["kv"] == {"method": "full"}
+    assert full["arch"]["layers"] == 36 and full["kv"] == {"method": "full"} and full["model"] == "Qwen3-8B"
     # R-KV: the peak 1024 + 128 tokens and one of the 36 layers' K + V of scoring scratch
     assert cli("--kv", "rkv", "--kv-budget", "1024")["kv_bytes"] == (1024 + 128) * (147_456 + 147_456 // 36)
     assert cli("--kv", "streamingllm")["kv_bytes"] == 2048 * 147_456
@@ -252,8 +252,13 @@ def test_cli_in_process_by_hand(capsys, tmp_path):
     written = (tmp_path / "t1.csv").read_text()
     assert written == table1_csv(marked=False) and len(written.splitlines()) == 1 + len(table1())
     assert written.split(",")[:3] == ["model", "params_b", "weight_gib_4bit"]
+    assert "lm_head_counted_separately" in written.splitlines()[0]
     main(["memory", "--table1"])
-    assert capsys.readouterr().out.startswith(table1_csv())
+    printed = capsys.readouterr().out
+    assert printed.startswith(table1_csv()) and printed.splitlines()[-1].startswith("# * 16-bit")
+    # an untied model's 16-bit cell is exactly its checkpoint bytes (no separate lm_head to add)
+    row = next(r for r in table1() if r["model"] == "Qwen3-8B")
+    assert row["weight_gib_16bit"] * 2**30 == weight_bytes(Arch.named("Qwen3-8B"), 16)
     assert main(["memory", "--model", "Qwen3-8B"]) == 2
     assert capsys.readouterr().err == "notallbits memory: error: --model and --budget are required (or --table1)\n"
 
