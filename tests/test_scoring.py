@@ -236,8 +236,7 @@ def test_score_file_writes_job_facts_and_samples(tmp_path):
 
 def test_different_integers_never_vote_together():
     """Vote classes: 42 and 43 are different answers, so with votes 42, 43, 43 (gold 42) the
-    majority of all three says 43 and Maj@3 is 0; an unclosed box swallowing the next one
-    (a cut-off answer) is parsed, not a crash."""
+    majority of all three says 43 and Maj@3 is 0."""
     from notallbits.scoring import same_math_answer, score_job
 
     assert same_math_answer("42", "42") and not same_math_answer("42", "43")
@@ -246,4 +245,3 @@ def test_different_integers_never_vote_together():
              "thinking_tokens": 8, "answer_tokens": 2} for i, v in enumerate(["42", "43", "43"])]
     rows, _ = score_job([q], recs, [3])
     assert rows[0]["accuracy"] == 0.0
-    assert extract_math("\\boxed{2 and \\boxed{3}") is not None
