@@ -184,11 +184,13 @@ def generate_input(wildcards):
 
 
 # ---------------------------------------------------------------- shards and GPUs per job
+@functools.lru_cache(maxsize=None)
 def job_shards(job):
-    """Question shards of a generation job (grid.shard_count); 1 = one unsharded job."""
-    from notallbits.plan import question_count
+    """Question shards of a generation job (notallbits.plan.job_shards: the config's shards,
+    raised so no shard's runtime exceeds hardware.max_runtime_minutes); 1 = one unsharded job."""
+    from notallbits.plan import job_shards as planned_shards, question_count
 
-    return grid.shard_count(config, JOBS[job], question_count(config["datasets"][job.dataset]))
+    return planned_shards(config, JOBS[job], question_count(config["datasets"][job.dataset]))
 
 
 def generation_files(wildcards):

@@ -213,23 +213,39 @@ def test_long_context_jobs_are_sized_by_their_kv_reads():
     assert job_minutes(config, job, spec, per_shard) <= 1440 < job_minutes(config, job, spec, -(-q // (shards - 1)))
 
 
-def test_generate_rule_asks_for_at_most_the_maximum_runtime(tmp_path):
-    """The paper grid's dry run: every generate job's runtime resource stays within
-    hardware.max_runtime_minutes (Qwen3-32B on GPQA asked for 86 h before)."""
+def test_jobs_are_sharded_so_none_asks_for_more_than_the_maximum_runtime(tmp_path):
+    """The paper grid's dry run: Qwen3-32B bf16 on GPQA (86 h asked for before, beyond most
+    partitions) and Qwen3-0.6B (223 min asked for, against 45 h of KV reads) run as question
+    shards whose runtime resource stays within hardware.max_runtime_minutes; a limit that
+    fits the whole job leaves it unsharded."""
     import re
 
+    from notallbits import grid
+    from notallbits.plan import job_shards, question_count
+
     exe = os.path.join(os.path.dirname(sys.executable), "snakemake")
-    cfg = tmp_path / "config.yaml"
-    text = (ROOT / "config.yaml").read_text() + "\nhardware: {max_runtime_minutes: 2000}\n"
-    cfg.write_text(text)
-    proc = subprocess.run([exe, "-s", str(ROOT / "Snakefile"), "--directory", str(tmp_path), "--configfile", str(cfg),
-                           "--resources", "gpu=1", "--dry-run", "--cores", "1",
-                           "results/generations/gpqa_diamond/Qwen3-32B/w16/kv-full.jsonl",
-                           "results/generations/aime25/Qwen3-0.6B/w4/kv-full.jsonl"],
-                          capture_output=True, text=True, timeout=600, cwd=tmp_path)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    runtimes = [int(m) for m in re.findall(r"runtime=(\d+)", proc.stdout + proc.stderr)]
-    assert len(runtimes) >= 2 and max(runtimes) == 2000 and min(runtimes) < 2000, runtimes
+    jobs = [("gpqa_diamond", "Qwen3-32B", 16), ("gpqa_diamond", "Qwen3-0.6B", 4)]
+    for limit in (2000, 10**6):
+        cfg = tmp_path / f"config{limit}.yaml"
+        cfg.write_text((ROOT / "config.yaml").read_text() + f"\nhardware: {{max_runtime_minutes: {limit}}}\n")
+        config = grid.load(cfg)
+        expected = {m: job_shards(config, grid.jobs(config)[grid.Job(d, m, b, "full")],
+                                  question_count(config["datasets"][d])) for d, m, b in jobs}
+        proc = subprocess.run([exe, "-s", str(ROOT / "Snakefile"), "--directory", str(tmp_path), "--configfile",
+                               str(cfg), "--resources", "gpu=1", "--dry-run", "--cores", "1",
+                               *[f"results/scores/{d}/{m}/w{b}/kv-full.csv" for d, m, b in jobs]],
+                              capture_output=True, text=True, timeout=600, cwd=tmp_path)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        out = proc.stdout + proc.stderr
+        runtimes = [int(r) for r in re.findall(r"runtime=(\d+)", out)]
+        shards = {m: len(set(re.findall(rf"{m}/w\d+/kv-full\.shard(\d+of\d+)\.jsonl", out))) for _, m, _ in jobs}
+        if limit == 2000:
+            assert expected["Qwen3-32B"] > 10 and expected["Qwen3-0.6B"] > 1
+            assert shards == expected
+            assert runtimes and max(runtimes) <= 2000
+        else:
+            assert expected == {"Qwen3-32B": 1, "Qwen3-0.6B": 1} and shards == {"Qwen3-32B": 0, "Qwen3-0.6B": 0}
+            assert max(runtimes) > 2000
 
 
 # ---------------------------------------------------------------- the GPU check (#11.6)
