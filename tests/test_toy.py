@@ -59,3 +59,6 @@ def test_training_is_deterministic(tmp_path):
     train("toy-s", tmp_path / "a", steps=15, batch=4)
     train("toy-s", tmp_path / "b", steps=15, batch=4)
     assert (tmp_path / "a" / "model.safetensors").read_bytes() == (tmp_path / "b" / "model.safetensors").read_bytes()
+    # ... manifest included (no wall time in the folder), so `make toys` rewrites the shipped manifests as they are
+    manifest = "notallbits-manifest.json"
+    assert (tmp_path / "a" / manifest).read_text() == (tmp_path / "b" / manifest).read_text()
