@@ -1,7 +1,7 @@
 """Per-module mutation score from mutmut's results (mutants/**/*.meta), for `make mutation`.
 
 Score = (killed + timeout) / checked, as mutmut counts it: killed = a fast test failed,
-timeout = the tests ran 15x longer than unmutated (an endless loop, or a loaded machine);
+timeout = the tests used 30x their unmutated time in CPU seconds (mutmut's limit);
 "strict" counts failures only. Checked leaves out mutants the run did not reach (a time limit
 or a name filter). "no tests": no fast test calls the mutated function in-process.
 """
