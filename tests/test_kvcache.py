@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from notallbits import UserError
-from notallbits.kvcache import held_bytes, make_cache, normalize
+from notallbits.kvcache import fork, held_bytes, make_cache, normalize
 from notallbits.kvcache.eviction import rkv_scores, rkv_select
 from notallbits.memory import Arch, kv_bytes
 
@@ -205,14 +205,19 @@ def test_hqq_error_shrinks_with_bits(model, ids):
 
 
 def test_forked_cache_is_independent(model, ids):
-    for settings in ({"method": "rkv", "budget": 16, "buffer": 4}, {"method": "hqq", "nbits": 4},
-                     {"method": "streamingllm", "budget": 16}):
+    """kvcache.fork shares the tensors instead of copying them: decoding on a fork must leave
+    the original exactly as a deep copy would (a second fork then sees the same state)."""
+    for settings in ({"method": "rkv", "budget": 16, "buffer": 4}, {"method": "hqq", "nbits": 4, "residual_length": 8},
+                     {"method": "streamingllm", "budget": 16}, {"method": "full"}):
         _, cache, _ = decode(model, settings, ids[:, :60])
-        fork = copy.deepcopy(cache)
-        a = step(model, fork, ids[:, 60:70], 60)  # advance the fork by 10 tokens
+        twin = fork(cache)
+        a = step(model, twin, ids[:, 60:70], 60)  # advance the fork by 10 tokens
+        for t in range(70, 80):  # and on, token by token (evicting, requantizing)
+            step(model, twin, ids[:, t : t + 1], t)
         assert cache.get_seq_length() == 60
         b = step(model, copy.deepcopy(cache), ids[:, 60:70], 60)
         torch.testing.assert_close(a, b, rtol=0, atol=0)
+        torch.testing.assert_close(step(model, fork(cache), ids[:, 60:70], 60), a, rtol=0, atol=0)
 
 
 def test_held_bytes_match_memory_model(tiny_model, ids):

@@ -4,4 +4,4 @@ Every backend writes the same record per (question, sample, budget), so scoring 
 everything after it never know which engine ran.
 """
 
-FORMAT_VERSION = 1  # bump when records or forcing semantics change; it is a rule param
+FORMAT_VERSION = 2  # bump when records or forcing semantics change; it is a rule param

@@ -1,16 +1,24 @@
 """transformers backend: a manual decode loop, because budget forcing, per-sample seeds,
 forking the KV cache at every budget and decode-time KV compression all need to see each
-step. One prompt is replicated over the samples of a question, so no padding is needed."""
+step.
+
+Rows of many questions decode together (``batch_size`` rows per batch, questions in job
+order): prompts are left-padded, every row gets its own positions, and an explicit 4-D
+attention mask hides each row's padding (the caches keep a row's padding at its left, also
+after evicting: kvcache.padding). Tokens are sampled on the device from counter-based noise
+(sampling.sample_rows), so a sample's trace depends only on its seed, not on its batch.
+At each budget the forced answers of all rows are decoded as one batch on a fork of the
+cache that shares its tensors (kvcache.fork).
+"""
 
 from __future__ import annotations
 
-import copy
 import time
 
 from notallbits import UserError
 from notallbits.generation.backend import Backend
-from notallbits.generation.forcing import ForcingSpec, SampleResult, Trace
-from notallbits.generation.sampling import derive_seed, sample_next
+from notallbits.generation.forcing import ForcingSpec, QuestionRequest, SampleResult, Trace
+from notallbits.generation.sampling import derive_seed, sample_rows
 
 
 def resolve_device(device: str) -> str:
@@ -83,6 +91,19 @@ def load_model(path: str, dtype: str = "bfloat16", device: str = "auto", gptq_ke
     return model, tokenizer
 
 
+def attention_mask(pad, stored: int, q: int, dtype):
+    """Additive mask [B, 1, q, stored + q] for ``q`` new tokens after ``stored`` cached slots:
+    causal, no row sees its padding (``pad`` [B] slots at its left), and every token sees
+    itself (a padding query attends to itself only, so no row of the attention is empty)."""
+    import torch
+
+    j = torch.arange(stored + q, device=pad.device)[None, None, :]
+    i = stored + torch.arange(q, device=pad.device)[None, :, None]
+    allowed = ((j >= pad[:, None, None]) & (j <= i)) | (j == i)
+    return torch.zeros(allowed.shape, dtype=dtype, device=pad.device).masked_fill_(
+        ~allowed, torch.finfo(dtype).min)[:, None]
+
+
 class TransformersBackend(Backend):
     name = "transformers"
 
@@ -108,82 +129,97 @@ class TransformersBackend(Backend):
 
         return make_cache(self.kv_settings, self.model)
 
-    def _forward(self, ids, cache, start: int):
-        """Feed ``ids`` [B, L] at positions start..start+L-1; return last-position logits.
+    def _forward(self, ids, cache, start, pad0):
+        """Feed ``ids`` [B, L], row b at positions start[b]..start[b]+L-1; return the
+        last-position logits [B, V] (on the device).
 
-        Positions are passed explicitly: an evicting cache is shorter than the sequence,
-        and RoPE must keep counting true token positions.
+        Positions are explicit: an evicting cache is shorter than the sequence, rows of a
+        batch differ in length, and RoPE must keep counting each row's true positions.
+        ``pad0``: the rows' padding before the cache held any (see kvcache.padding).
         """
         import torch
 
-        positions = torch.arange(start, start + ids.shape[1], device=self.device)[None]
-        out = self.model(input_ids=ids, past_key_values=cache, position_ids=positions, use_cache=True,
-                         logits_to_keep=1)
+        from notallbits.kvcache import padding
+
+        q = ids.shape[1]
+        stored = cache.layers[0].get_mask_sizes(q)[0] - q
+        positions = (start[:, None] + torch.arange(q, device=self.device)[None]).clamp_min(0)
+        mask = attention_mask(padding(cache, pad0), stored, q, self.model.dtype)
+        out = self.model(input_ids=ids, past_key_values=cache, position_ids=positions, attention_mask=mask,
+                         use_cache=True, logits_to_keep=1)
         return out.logits[:, -1, :]
 
-    def _advance(self, ids, cache, start: int):
+    def _advance(self, ids, cache, start, pad0):
         """Prefill a known continuation. A full cache takes it in one forward; a compressing
         cache must see it token by token to reach exactly the state decoding would have."""
         if self.kv_settings.get("method", "full") == "full":
-            return self._forward(ids, cache, start)
+            return self._forward(ids, cache, start, pad0)
         logits = None
         for j in range(ids.shape[1]):
-            logits = self._forward(ids[:, j : j + 1], cache, start + j)
+            logits = self._forward(ids[:, j : j + 1], cache, start + j, pad0)
         return logits
 
-    def _force(self, cache, pos: int, seeds: list[int], budget: int, spec: ForcingSpec) -> list[list[int]]:
-        """Fork the cache and generate the forced answer of every row at this budget."""
+    def _force(self, cache, pos, pad0, seeds: list[int], budget: int, spec: ForcingSpec) -> list[list[int]]:
+        """Generate the forced answer of every row at this budget, on a fork of the cache."""
         import torch
 
-        fork = copy.deepcopy(cache)
+        from notallbits.kvcache import fork
+
+        fork = fork(cache)
         rows = len(seeds)
         prefix = torch.tensor([spec.answer_prefix_ids] * rows, device=self.device)
-        logits = self._advance(prefix, fork, pos)
-        pos += prefix.shape[1]
+        logits = self._advance(prefix, fork, pos, pad0)
+        pos = pos + prefix.shape[1]
         # a separate stream per (sample, budget): forcing never perturbs the trace itself
-        gens = [torch.Generator().manual_seed(derive_seed(s, "answer", budget)) for s in seeds]
+        streams = torch.tensor([derive_seed(s, "answer", budget) for s in seeds], device=self.device)
         answers: list[list[int]] = [[] for _ in range(rows)]
         done = [False] * rows
-        for _ in range(spec.answer_max_tokens):
-            tokens = sample_next(logits.cpu(), gens, self.temperature, self.top_p)
-            for r, tok in enumerate(tokens):
+        for n in range(spec.answer_max_tokens):
+            tokens = sample_rows(logits, streams, n, self.temperature, self.top_p)
+            for r, tok in enumerate(tokens.tolist()):
                 if not done[r]:
                     answers[r].append(tok)
                     done[r] = tok in spec.eos_ids
             if all(done):
                 break
-            logits = self._forward(torch.tensor(tokens, device=self.device)[:, None], fork, pos)
-            pos += 1
+            logits = self._forward(tokens[:, None], fork, pos, pad0)
+            pos = pos + 1
         return answers
 
-    # -- public --------------------------------------------------------------------
-    def generate(self, prompt_ids: list[int], seeds: list[int], spec: ForcingSpec,
-                 progress=None) -> list[SampleResult]:
-        """Trace every sample to the largest budget, forcing an answer at each budget."""
+    def _decode(self, prompts: list[list[int]], seeds: list[int], spec: ForcingSpec,
+                progress=None) -> list[SampleResult]:
+        """Trace every row (its own prompt and seed) to the largest budget, forcing an answer
+        at each budget."""
         import torch
+
+        from notallbits.kvcache import set_padding
 
         t0 = time.perf_counter()
         rows = len(seeds)
-        pad = self.tokenizer.pad_token_id
+        pad_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
+        width = max(len(p) for p in prompts)
         with torch.inference_mode():
             cache = self._new_cache()
-            ids = torch.tensor([prompt_ids] * rows, device=self.device)
-            logits = self._forward(ids, cache, 0)
-            pos = len(prompt_ids)
+            ids = torch.tensor([[pad_id] * (width - len(p)) + list(p) for p in prompts], device=self.device)
+            pad0 = torch.tensor([width - len(p) for p in prompts], device=self.device)
+            set_padding(cache, pad0)
+            logits = self._forward(ids, cache, -pad0, pad0)
+            pos = torch.tensor([len(p) for p in prompts], device=self.device)
             traces = [Trace(spec) for _ in range(rows)]
-            gens = [torch.Generator().manual_seed(s) for s in seeds]
+            seed_t = torch.tensor(seeds, dtype=torch.long, device=self.device)
             forced: dict[int, list[list[int]]] = {}
             step = 0
             while not all(t.finished for t in traces):
-                sampled = sample_next(logits.cpu(), gens, self.temperature, self.top_p)
-                fed = [pad if tr.finished else tr.push(tok) for tr, tok in zip(traces, sampled)]
-                logits = self._forward(torch.tensor(fed, device=self.device)[:, None], cache, pos)
-                pos += 1
+                sampled = sample_rows(logits, seed_t, step, self.temperature, self.top_p).tolist()
+                thinking = sum(1 for t in traces if not t.finished and t.natural_end is None)
+                fed = [pad_id if tr.finished else tr.push(tok) for tr, tok in zip(traces, sampled)]
+                logits = self._forward(torch.tensor(fed, device=self.device)[:, None], cache, pos, pad0)
+                pos = pos + 1
                 step += 1
                 if progress is not None:
-                    progress.update(1)
+                    progress.update(thinking)
                 if step in spec.budgets and any(t.natural_end is None for t in traces):
-                    forced[step] = self._force(cache, pos, seeds, step, spec)
+                    forced[step] = self._force(cache, pos, pad0, seeds, step, spec)
         elapsed = time.perf_counter() - t0
         results = []
         for r, (tr, seed) in enumerate(zip(traces, seeds)):
@@ -195,25 +231,51 @@ class TransformersBackend(Backend):
             results.append(res)
         return results
 
+    # -- public --------------------------------------------------------------------
+    def generate(self, prompt_ids: list[int], seeds: list[int], spec: ForcingSpec,
+                 progress=None) -> list[SampleResult]:
+        """Trace every sample of one prompt to the largest budget, forcing an answer at each budget."""
+        return self._decode([list(prompt_ids)] * len(seeds), list(seeds), spec, progress)
+
+    def generate_job(self, requests: list[QuestionRequest], spec: ForcingSpec, progress=None):
+        """All requests' samples in batches of ``batch_size`` rows across questions (in job
+        order); a question is yielded when its last sample is done."""
+        rows = [(req, i, seed) for req in requests for i, seed in zip(req.samples, req.seeds)]
+        finished: dict[str, list[SampleResult]] = {req.question_id: [] for req in requests}
+        for start in range(0, len(rows), self.batch_size):
+            batch = rows[start : start + self.batch_size]
+            results = self._decode([list(req.prompt_ids) for req, _, _ in batch], [seed for _, _, seed in batch],
+                                   spec, progress)
+            for (req, i, _), res in zip(batch, results):
+                res.sample = i
+                finished[req.question_id].append(res)
+                if len(finished[req.question_id]) == len(req.samples):
+                    yield req, finished.pop(req.question_id)
+
     def force_from_traces(self, prompt_ids: list[int], results: list[SampleResult], budgets: list[int],
                           spec: ForcingSpec) -> None:
         """Add forced answers at new (smaller) budgets to stored traces, without resampling them."""
         import torch
 
+        rows = len(results)
         with torch.inference_mode():
             cache = self._new_cache()
             seeds = [r.seed for r in results]
-            self._forward(torch.tensor([prompt_ids] * len(results), device=self.device), cache, 0)
-            pos = len(prompt_ids)
+            pad0 = torch.zeros(rows, dtype=torch.long, device=self.device)
+            pos = torch.zeros(rows, dtype=torch.long, device=self.device)
+            self._forward(torch.tensor([prompt_ids] * rows, device=self.device), cache, pos, pad0)
+            done = len(prompt_ids)
+            pos = pos + done
             for budget in sorted(budgets):
-                chunk = [r.thinking_ids[pos - len(prompt_ids): budget] for r in results]
+                chunk = [r.thinking_ids[done - len(prompt_ids): budget] for r in results]
                 width = max(len(c) for c in chunk)
-                pad = self.tokenizer.pad_token_id
+                pad = self.tokenizer.pad_token_id or 0
                 chunk = [c + [pad] * (width - len(c)) for c in chunk]  # rows that ended early are unused
                 if width:
-                    self._advance(torch.tensor(chunk, device=self.device), cache, pos)
-                    pos += width
-                answers = self._force(cache, pos, seeds, budget, spec)
+                    self._advance(torch.tensor(chunk, device=self.device), cache, pos, pad0)
+                    pos = pos + width
+                    done += width
+                answers = self._force(cache, pos, pad0, seeds, budget, spec)
                 for r, res in enumerate(results):
                     if res.needs_forcing(budget):
                         res.answers[budget] = answers[r]

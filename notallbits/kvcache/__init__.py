@@ -1,24 +1,26 @@
 """KV caches that compress during decoding: eviction (StreamingLLM, R-KV) and HQQ
-quantization. Every cache forks with ``copy.deepcopy`` (budget forcing forks at each budget)."""
+quantization. Rows may be left-padded (``set_padding``); every cache forks cheaply with
+``fork`` (budget forcing forks at each budget)."""
 
 from __future__ import annotations
 
 from notallbits.kvcache.settings import DEFAULTS, normalize
 
-__all__ = ["DEFAULTS", "normalize", "make_cache", "held_bytes"]
+__all__ = ["DEFAULTS", "normalize", "make_cache", "held_bytes", "fork", "set_padding", "padding"]
 
 
 def make_cache(settings: dict, model):
     """A fresh cache for one generation, for ``model`` (an HF causal LM)."""
-    from transformers import DynamicCache, QuantizedCache
+    from transformers import DynamicCache
 
     s = normalize(settings)
     config = model.config.get_text_config(decoder=True)
     if s["method"] == "full":
         return DynamicCache(config=config)
     if s["method"] == "hqq":
-        return QuantizedCache(backend="hqq", config=config, nbits=s["nbits"], q_group_size=s["q_group_size"],
-                              residual_length=s["residual_length"])
+        from notallbits.kvcache.quantized import RowQuantizedCache
+
+        return RowQuantizedCache(config.num_hidden_layers, s["nbits"], s["q_group_size"], s["residual_length"])
     from notallbits.kvcache.eviction import EvictingCache, RKVLayer, StreamingLLMLayer, install_query_capture
 
     if s["method"] == "rkv":
@@ -38,9 +40,36 @@ def held_bytes(cache) -> int:
             t = getattr(layer, name, None)
             if isinstance(t, torch.Tensor):
                 total += t.nbytes
-        for name in ("_quantized_keys", "_quantized_values"):
+        if hasattr(layer, "quantized_bytes"):  # kvcache.quantized: groups of rows
+            total += layer.quantized_bytes()
+            continue
+        for name in ("_quantized_keys", "_quantized_values"):  # transformers' own QuantizedLayer
             q = getattr(layer, name, None)
             if q is not None:
                 data, meta = q
                 total += data.nbytes + meta["scale"].nbytes + meta["zero"].nbytes
     return total
+
+
+def set_padding(cache, pad) -> None:
+    """Tell a cache how many padding slots lead each row of the coming left-padded prefill
+    ([B] long, on the model's device). A full cache never moves tokens, so it needs no telling."""
+    if hasattr(cache, "set_padding"):
+        cache.set_padding(pad)
+
+
+def padding(cache, default):
+    """Padding slots per row as the cache holds them now (eviction re-aligns rows)."""
+    pad = getattr(cache.layers[0], "pad", None)
+    return default if pad is None else pad
+
+
+def fork(cache):
+    """A copy of the cache that can be decoded on without touching the original, without
+    copying any tensor: every layer replaces its tensors on update (torch.cat, gather,
+    requantizing) and never writes into them, so the fork shares them until it grows."""
+    import copy
+
+    twin = copy.copy(cache)
+    twin.layers = [copy.copy(layer) for layer in cache.layers]
+    return twin

@@ -4,7 +4,12 @@ A layer returns the full (kept + new) states to the attention of the current ste
 stores the evicted version. ``get_seq_length`` counts every token seen, so query positions
 stay true positions; ``get_mask_sizes`` shifts the key indices so the causal mask treats
 all kept tokens as past. RoPE is applied before caching, so kept keys keep their rotation.
-Assumes no left padding (the backends run one prompt replicated over its samples).
+
+Rows may hold different numbers of tokens (a batch across questions is left-padded):
+``pad`` [B] counts each row's padding slots, always at the left, and eviction is per row
+(a row's sinks are its own first tokens, a row compresses at its own positions; its kept
+tokens are right-aligned again after every eviction). The caller masks the padding
+(generation/hf_backend.py builds the mask from ``EvictingCache.padding``).
 """
 
 from __future__ import annotations
@@ -18,11 +23,17 @@ class EvictingLayer(DynamicLayer):
     def __init__(self, settings: dict):
         super().__init__()
         self.settings = settings
-        self.seen = 0  # tokens ever written (true sequence length)
+        self.seen = 0  # tokens ever written (true sequence length, plus the prefill's padding)
+        # padding slots at the left of each row, [B] long, on the device (for index arithmetic
+        # and the caller's mask) and on the host (to decide when to evict without a device sync);
+        # ``lead``: the prefill's padding (host), which ``seen`` counts
+        self.pad = self.pad_host = self.lead = None
 
     def update(self, key_states, value_states, *args, **kwargs):
         if not self.is_initialized:
             self.lazy_initialization(key_states, value_states)
+        if self.pad is None:
+            self.set_padding(torch.zeros(key_states.shape[0], dtype=torch.long, device=key_states.device))
         self.seen += key_states.shape[-2]
         keys = torch.cat([self.keys, key_states], dim=-2)
         values = torch.cat([self.values, value_states], dim=-2)
@@ -30,7 +41,30 @@ class EvictingLayer(DynamicLayer):
         return keys, values
 
     def evict(self, keys, values):  # pragma: no cover - abstract
+        """Return the kept keys/values (setting ``pad`` for them through ``compact``); never
+        modify tensors in place (a fork shares them: see kvcache.fork)."""
         raise NotImplementedError
+
+    def set_padding(self, pad) -> None:
+        """Before the first forward: padding slots per row of the left-padded prefill, [B] long."""
+        self.pad, self.pad_host = pad, pad.cpu()
+        self.lead = self.pad_host
+
+    def kept_index(self, kept_host, kept):
+        """For each row's ``kept`` tokens, right-aligned in ``width`` slots: the kept-token
+        number k of each slot (negative left of them: padding) and ``pad + k`` (the source
+        slot of token k counted from the row's first real token). [B, width] each."""
+        width = int(kept_host.max())
+        k = torch.arange(width, device=self.pad.device)[None] - (width - kept)[:, None]
+        return k, self.pad[:, None] + k
+
+    def compact(self, keys, values, kept_host, kept, index):
+        """Gather: slot j of row b (head h) takes source slot ``index`` [B, H or 1, width]."""
+        width = index.shape[-1]
+        index = index.clamp(0, keys.shape[-2] - 1).expand(keys.shape[0], keys.shape[1], width)
+        gather = index.unsqueeze(-1).expand(*index.shape, keys.shape[-1])
+        self.pad, self.pad_host = width - kept, width - kept_host
+        return keys.gather(2, gather), values.gather(2, gather)
 
     def get_seq_length(self) -> int:
         return self.seen
@@ -45,11 +79,16 @@ class StreamingLLMLayer(EvictingLayer):
 
     def evict(self, keys, values):
         budget, sink = self.settings["budget"], self.settings["sink"]
-        if keys.shape[-2] <= budget:
+        length = keys.shape[-2]
+        tokens_host = length - self.pad_host  # each row's real tokens
+        if bool((tokens_host <= budget).all()):
             return keys, values
-        recent = budget - sink
-        keep = lambda t: torch.cat([t[..., :sink, :], t[..., -recent:, :]], dim=-2)  # noqa: E731
-        return keep(keys), keep(values)
+        tokens = length - self.pad
+        kept_host, kept = tokens_host.clamp(max=budget), tokens.clamp(max=budget)
+        k, from_start = self.kept_index(kept_host, kept)
+        # sinks (and every token of a row within budget) count from the row's start, the rest from the end
+        index = torch.where((tokens > budget)[:, None] & (k >= sink), length - budget + k, from_start)
+        return self.compact(keys, values, kept_host, kept, index[:, None])
 
 
 # --------------------------------------------------------------------------- R-KV
@@ -198,17 +237,38 @@ class RKVLayer(EvictingLayer):
         s = self.settings
         length = keys.shape[-2]
         stored = self.keys.shape[-2] if self.keys.dim() == 4 else 0
-        first = self.seen - (length - stored)  # sequence position of this step's first token
-        if length <= s["budget"] or (self.seen - 1) // s["buffer"] * s["buffer"] < first:
+        seen = self.seen - self.lead  # each row's tokens so far
+        first = seen - (length - stored)  # each row's sequence position of this step's first token
+        tokens_host = length - self.pad_host  # each row's real tokens in the cache
+        due = (tokens_host > s["budget"]) & ((seen - 1) // s["buffer"] * s["buffer"] >= first)
+        if not bool(due.any()):
             return keys, values
-        idx = rkv_select(self.recent_queries, keys, s)
-        gather = idx.unsqueeze(-1).expand(*idx.shape, keys.shape[-1])
-        return keys.gather(2, gather), values.gather(2, gather)
+        tokens = length - self.pad
+        kept_host = torch.where(due, s["budget"], tokens_host)
+        kept = torch.where(due.to(tokens.device), s["budget"], tokens)
+        _, from_start = self.kept_index(kept_host, kept)
+        index = from_start[:, None].expand(-1, keys.shape[1], -1).clone()
+        width = index.shape[-1]
+        # the rows due, grouped by length: each group is scored on its own tokens only
+        for n in sorted(set(tokens_host[due].tolist())):
+            rows = torch.nonzero(due & (tokens_host == n)).flatten().to(keys.device)
+            start = length - n
+            index[rows, :, width - s["budget"]:] = rkv_select(self.recent_queries[rows], keys[rows, :, start:], s) + start
+        return self.compact(keys, values, kept_host, kept, index)
 
 
 class EvictingCache(Cache):
     def __init__(self, layer_cls, settings: dict, num_layers: int):
         super().__init__(layers=[layer_cls(settings) for _ in range(num_layers)])
+
+    def set_padding(self, pad) -> None:
+        """Before the first (left-padded) forward: padding slots per row, [B] long."""
+        for layer in self.layers:
+            layer.set_padding(pad)
+
+    @property
+    def padding(self):
+        return self.layers[0].pad
 
 
 # --------------------------------------------------------------------------- query capture

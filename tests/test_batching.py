@@ -1,0 +1,99 @@
+"""Rows of many questions decoded in one batch (left padding, per-row positions, per-row
+eviction and quantization, device sampling) give each sample exactly the trace and forced
+answers it gets when its question runs alone."""
+
+import pytest
+import torch
+
+from notallbits.generation.forcing import ForcingSpec, QuestionRequest
+from notallbits.generation.hf_backend import TransformersBackend
+from notallbits.generation.sampling import sample_rows, splitmix64, uniforms
+
+PREFIX = "\n\n**Final Answer**\n\\boxed{"
+
+
+@pytest.fixture(scope="module")
+def model_and_tokenizer(tiny_model):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_model, dtype=torch.float32).eval()
+    return model, AutoTokenizer.from_pretrained(tiny_model)
+
+
+def requests_of_different_lengths(tokenizer, samples=2):
+    from notallbits.data.registry import demo_arith
+    from notallbits.generation.prompts import build_prompt
+
+    out = []
+    for n, q in enumerate(demo_arith(3)):
+        q = dict(q, question=q["question"] + " Show each step." * (3 * n))  # prompts of clearly different lengths
+        ids = tuple(tokenizer.encode(build_prompt(tokenizer, q), add_special_tokens=False))
+        seeds = tuple(1000 * n + i for i in range(samples))
+        out.append(QuestionRequest(q["id"], ids, tuple(range(samples)), seeds))
+    assert len({len(r.prompt_ids) for r in out}) == 3
+    return out
+
+
+def run(model, tokenizer, kv, requests, batch_size, temperature=0.0, budgets=(8, 40)):
+    spec = ForcingSpec.from_tokenizer(tokenizer, budgets, "Wait", PREFIX, 5)
+    backend = TransformersBackend(model, tokenizer, kv, temperature, 0.95, batch_size)
+    out = {}
+    for req, results in backend.generate_job(requests, spec):
+        for res in results:
+            out[(req.question_id, res.sample)] = (res.thinking_ids, res.wait_positions, res.answers)
+    return out
+
+
+KV = {
+    "full": {"method": "full"},
+    # budgets far below prompt + trace: every row evicts, at steps that differ by row
+    "streamingllm": {"method": "streamingllm", "budget": 24, "sink": 4},
+    "rkv": {"method": "rkv", "budget": 24, "buffer": 8},
+    "hqq": {"method": "hqq", "nbits": 4, "residual_length": 8},
+}
+
+
+@pytest.mark.parametrize("kv", list(KV))
+def test_greedy_batch_across_questions_equals_one_question_at_a_time(model_and_tokenizer, kv):
+    model, tokenizer = model_and_tokenizer
+    requests = requests_of_different_lengths(tokenizer)
+    alone = run(model, tokenizer, KV[kv], requests, batch_size=2)  # one question per batch: no padding
+    together = run(model, tokenizer, KV[kv], requests, batch_size=6)  # all three, left-padded
+    assert len(alone) == 6 and all(len(t) == 40 and set(a) == {8, 40} for t, _, a in alone.values())
+    assert together == alone
+
+
+@pytest.mark.parametrize("kv", ["full", "streamingllm"])
+def test_sampled_trace_depends_only_on_its_seed(model_and_tokenizer, kv):
+    model, tokenizer = model_and_tokenizer
+    requests = requests_of_different_lengths(tokenizer)
+    alone = run(model, tokenizer, KV[kv], requests, batch_size=2, temperature=1.0)
+    together = run(model, tokenizer, KV[kv], requests[::-1], batch_size=4, temperature=1.0)  # other neighbours
+    assert together == alone
+    traces = [t for t, _, _ in alone.values()]
+    assert len({tuple(t) for t in traces}) == len(traces)  # different seeds really draw differently
+
+
+def test_splitmix64_matches_reference_vectors():
+    # Vigna's splitmix64.c: seeded with 1234567, and the first output from seed 0
+    seeds = torch.full((5,), 1234567, dtype=torch.long)
+    got = [v % (1 << 64) for v in splitmix64(seeds, torch.arange(5)).tolist()]
+    assert got == [6457827717110365317, 3203168211198807973, 9817491932198370423, 4593380528125082431,
+                   16408922859458223821]
+    assert splitmix64(torch.tensor([0]), torch.tensor([0])).item() % (1 << 64) == 0xE220A8397B1DCDAF
+    u = uniforms(torch.full((20000,), 7), torch.arange(20000))
+    assert 0 <= u.min() and u.max() < 1 and abs(u.mean().item() - 0.5) < 0.01
+
+
+def test_device_sampler_draws_the_nucleus_distribution():
+    """Frequencies over many counters match the top-p renormalized softmax; tokens outside
+    the nucleus (smallest prefix with mass >= top_p) are never drawn; greedy is argmax."""
+    probs = torch.tensor([0.05, 0.4, 0.3, 0.15, 0.1])
+    logits = probs.log()[None].expand(40000, -1)
+    seeds = torch.full((40000,), 11, dtype=torch.long)
+    tokens = sample_rows(logits, seeds, torch.arange(40000), 1.0, 0.8)  # nucleus: 0.4 + 0.3 + 0.15 >= 0.8
+    freq = torch.bincount(tokens, minlength=5).double() / 40000
+    want = torch.tensor([0, 0.4, 0.3, 0.15, 0]) / 0.85
+    assert torch.allclose(freq, want.double(), atol=0.01), freq
+    assert freq[0] == 0 and freq[4] == 0
+    assert sample_rows(logits[:2], seeds[:2], 0, 0.0, 0.8).tolist() == [1, 1]
