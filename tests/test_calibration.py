@@ -114,8 +114,6 @@ def demo_config():
     (lambda c: c["datasets"].update({"toy-train": {"loader": "toy_math", "limit": 100, "prompt_style": "toy"}}),
      "config: quantization.calibration.dataset: 'toy-train' holds the same questions as 'toy-math', evaluated in "
      "sweeps[0] (demo); calibrating on it leaks the test questions"),
-    (lambda c: c["quantization"]["calibration"].update(source="results/data/toy-choice.jsonl", dataset=None),
-     None),
     (lambda c: c["quantization"]["calibration"].update(source="nowhere.txt") or c["quantization"]["calibration"].pop(
         "dataset"),
      "config: quantization.calibration.source: 'nowhere.txt' is neither wikitext2, c4, traces nor an existing "
@@ -123,19 +121,24 @@ def demo_config():
     (lambda c: c["quantization"]["calibration"].pop("dataset"),
      "config: quantization.calibration.dataset: required for source 'traces'"),
 ])
-def test_evaluated_data_is_refused_as_calibration(tmp_path, monkeypatch, edit, message):
+def test_evaluated_data_is_refused_as_calibration(edit, message):
     config = demo_config()
     edit(config)
-    if message is None:  # a prepared evaluation file given as a path
-        monkeypatch.chdir(tmp_path)
-        (tmp_path / "results/data").mkdir(parents=True)
-        (tmp_path / "results/data/toy-choice.jsonl").write_text("{}\n")
-        config["quantization"]["calibration"].pop("dataset")
-        message = ("config: quantization.calibration.source: results/data/toy-choice.jsonl is dataset 'toy-choice', "
-                   "evaluated in sweeps[0] (demo); calibrating on it leaks the test questions")
     with pytest.raises(UserError) as err:
         grid.validate(config)
     assert str(err.value).startswith(message) and "\n" not in str(err.value)
+
+
+def test_an_evaluated_file_is_refused_as_calibration_text(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # the workflow's directory, where prepare_data writes results/data/
+    (tmp_path / "results/data").mkdir(parents=True)
+    (tmp_path / "results/data/toy-choice.jsonl").write_text('{"text": "a prepared evaluation set"}\n')
+    config = demo_config()
+    config["quantization"]["calibration"] = {"source": "results/data/toy-choice.jsonl"}
+    with pytest.raises(UserError, match=r"^config: quantization.calibration.source: results/data/toy-choice.jsonl is "
+                                        r"dataset 'toy-choice', evaluated in sweeps\[0\] \(demo\); calibrating on it "
+                                        r"leaks the test questions$"):
+        grid.validate(config)
 
 
 def test_shipped_configs_calibrate_on_data_no_sweep_evaluates():
