@@ -115,14 +115,15 @@ class Arch:
 
 
 @lru_cache(maxsize=None)
-def _shipped_archs() -> str:
-    return resources.files("notallbits").joinpath("archs/qwen3.json").read_text()
-
-
-def known_archs() -> dict:
-    """The shipped architectures (read once: the DAG asks for them for every generation job)."""
-    data = json.loads(_shipped_archs())
-    return {k: v for k, v in data.items() if not k.startswith("_")}
+def known_archs(group: str | None = None) -> dict:
+    """Shipped architecture facts (archs/<group>.json: the paper's Qwen3 models in ``qwen3``, other
+    families' public configs beside it), so planning works offline; read once (the DAG asks for
+    every job). ``group=None``: all of them."""
+    out = {}
+    for entry in sorted(resources.files("notallbits").joinpath("archs").iterdir(), key=lambda e: e.name):
+        if entry.name.endswith(".json") and group in (None, entry.name.removesuffix(".json")):
+            out.update({k: v for k, v in json.loads(entry.read_text()).items() if not k.startswith("_")})
+    return out
 
 
 LAYOUTS = ("gptq", "appendix_b")
@@ -197,7 +198,7 @@ def table1() -> list[dict]:
     planning and the summary) does not. Values are unrounded; print them with 2 decimals.
     """
     rows = []
-    for name in known_archs():
+    for name in known_archs("qwen3"):  # the paper's models
         arch = Arch.named(name)
         kv30k = kv_bytes(arch, {"method": "full"}, 30000, 1)
         weights = {b: weight_bytes(arch, b) for b in (4, 8, 16)}
@@ -227,7 +228,7 @@ def table1_csv(rows: list[dict] | None = None, marked: bool = True) -> str:
 
 def table1_footnote() -> str:
     tied = ", ".join(f"{name.split('-')[-1]} {weight_bytes(Arch.named(name), 16) / GIB:.2f} GiB"
-                     for name in known_archs() if Arch.named(name).tied)
+                     for name in known_archs("qwen3") if Arch.named(name).tied)
     return TABLE1_FOOTNOTE.format(tied=tied)
 
 

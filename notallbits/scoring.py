@@ -15,7 +15,7 @@ from fractions import Fraction
 from math import comb
 
 from notallbits import UserError
-from notallbits.data.registry import LETTERS
+from notallbits.data.choices import LETTERS
 
 BOX = "\\boxed{"
 

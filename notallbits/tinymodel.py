@@ -58,30 +58,38 @@ def build_tokenizer(vocab_size: int = 512):
     return fast
 
 
-def build(out_dir: str | Path, seed: int = 0, dtype: str = "bfloat16", **arch) -> Path:
-    """Write a random tiny Qwen3ForCausalLM + tokenizer as a normal HF folder (safetensors)."""
+def build(out_dir: str | Path, seed: int = 0, dtype: str = "bfloat16", family: str = "qwen3", **arch) -> Path:
+    """Write a random tiny causal LM of a model family (families.FAMILIES: qwen3, qwen2, llama)
+    + tokenizer with the thinking tokens, as a normal HF folder (safetensors)."""
     import torch
-    from transformers import GenerationConfig, Qwen3Config, Qwen3ForCausalLM
+    import transformers
+    from transformers import AutoModelForCausalLM, GenerationConfig
 
+    from notallbits.families import FAMILIES
+
+    if family not in FAMILIES:
+        raise UserError(f"tiny model: unknown family {family!r} (known: {', '.join(FAMILIES)})")
     out_dir = Path(out_dir)
     tokenizer = build_tokenizer()
     shape = {**TINY_ARCH, **arch}
     for key in ("hidden_size", "intermediate_size"):
         if shape[key] % 128:
             raise UserError(f"tiny model: {key}={shape[key]} is not a multiple of 128 (GPTQ group size)")
-    config = Qwen3Config(vocab_size=len(tokenizer), max_position_embeddings=32768, rope_theta=1_000_000.0,
-                         tie_word_embeddings=True, bos_token_id=None,
-                         eos_token_id=tokenizer.convert_tokens_to_ids("<|im_end|>"),
-                         pad_token_id=tokenizer.pad_token_id, dtype=dtype, **shape)
+    config_class = getattr(transformers, FAMILIES[family].config_class)
+    config = config_class(vocab_size=len(tokenizer), max_position_embeddings=32768, rope_theta=1_000_000.0,
+                          tie_word_embeddings=True, bos_token_id=None,
+                          eos_token_id=tokenizer.convert_tokens_to_ids("<|im_end|>"),
+                          pad_token_id=tokenizer.pad_token_id, dtype=dtype, **shape)
     torch.manual_seed(seed)
-    model = Qwen3ForCausalLM(config).to(getattr(torch, dtype))
+    model = AutoModelForCausalLM.from_config(config).to(getattr(torch, dtype))
     model.generation_config = GenerationConfig(
         eos_token_id=[tokenizer.convert_tokens_to_ids("<|im_end|>"), tokenizer.convert_tokens_to_ids("<|endoftext|>")],
         pad_token_id=tokenizer.pad_token_id, do_sample=True, temperature=0.6, top_p=0.95)
     with atomic_dir(out_dir) as tmp:
         model.save_pretrained(tmp, safe_serialization=True)
         tokenizer.save_pretrained(tmp)
-        (tmp / "notallbits.json").write_text(json.dumps({"built_by": "notallbits.tinymodel", "seed": seed}) + "\n")
+        (tmp / "notallbits.json").write_text(json.dumps({"built_by": "notallbits.tinymodel", "seed": seed,
+                                                        "family": family}) + "\n")
         manifest.write(tmp)
     return out_dir
 
@@ -89,7 +97,8 @@ def build(out_dir: str | Path, seed: int = 0, dtype: str = "bfloat16", **arch) -
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("out_dir")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--family", default="qwen3", help="model family (notallbits/families.py)")
 
 
 def run(args: argparse.Namespace) -> None:
-    build(args.out_dir, seed=args.seed)
+    build(args.out_dir, seed=args.seed, family=args.family)

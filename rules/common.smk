@@ -9,6 +9,7 @@ from pathlib import Path
 
 from notallbits import UserError
 from notallbits import grid
+from notallbits.generation import FORMAT_VERSION  # records or forcing semantics changed: rerun
 
 try:
     config = grid.validate(config)  # fills schema defaults, checks cross references
@@ -232,6 +233,7 @@ def generation_spec(wildcards):
             "samples": spec.samples,
             "sampling": config["sampling"],
             "generation": grid.generation_settings(config, wildcards.dataset),
+            "format_version": FORMAT_VERSION,
             "prompt_style": config["datasets"][wildcards.dataset].get("prompt_style", "default"),
         },
         sort_keys=True,

@@ -16,13 +16,13 @@ with a fixed seed, so every cell sees the same order.
 
 from __future__ import annotations
 
+import importlib
 import random
-import string
 from typing import Callable
 
 from notallbits import UserError
+from notallbits.data.choices import LETTERS, shuffle_choices  # noqa: F401 - re-exported
 
-LETTERS = string.ascii_uppercase
 REQUIRED_FIELDS = ("id", "task", "question", "answer")
 TASKS = ("math", "choice", "code")
 
@@ -56,15 +56,6 @@ def check_unique_ids(records: list[dict], where: str) -> list[dict]:
                             "(question ids must be unique within a dataset)")
         first[qid] = i
     return records
-
-
-def shuffle_choices(qid: str, correct: str, incorrect: list[str], seed: int) -> tuple[list[str], str, list[int]]:
-    """Shuffle options once, deterministically per (seed, question id)."""
-    source = [correct, *incorrect]
-    perm = list(range(len(source)))
-    random.Random(f"{seed}:{qid}").shuffle(perm)
-    choices = [source[i] for i in perm]
-    return choices, LETTERS[perm.index(0)], perm
 
 
 # ------------------------------------------------------------------ bundled demo sets
@@ -259,7 +250,7 @@ def jsonl(spec: dict) -> list[dict]:
     return [check_record(r, f"{spec['path']} record {i + 1}") for i, r in enumerate(read_jsonl(spec["path"]))]
 
 
-LOADERS: dict[str, Callable[[dict], list[dict]]] = {
+LOADERS: dict[str, Callable[[dict], list[dict]] | str] = {
     "aime25": aime25,
     "gpqa_diamond": gpqa_diamond,
     "demo_arith": lambda spec: demo_arith(spec.get("limit") or 8, spec.get("shuffle_seed", 0)),
@@ -268,9 +259,10 @@ LOADERS: dict[str, Callable[[dict], list[dict]]] = {
     "livecodebench": livecodebench,
     "demo_code": lambda spec: demo_code(spec.get("limit") or len(DEMO_CODE)),
     "jsonl": jsonl,
-    "toy_math": lambda spec: _toy(spec, "math"),
-    "toy_choice": lambda spec: _toy(spec, "choice"),
-    "toy_train": lambda spec: _toy_train(spec),
+    # datasets defined elsewhere plug in by reference ("module:function"), imported when used
+    "toy_math": "notallbits.toy.task:load_toy_math",
+    "toy_choice": "notallbits.toy.task:load_toy_choice",
+    "toy_train": "notallbits.toy.task:load_toy_train",
 }
 
 # Loaders whose questions are generated from shuffle_seed: another seed, other questions.
@@ -285,25 +277,14 @@ def question_identity(spec: dict) -> tuple:
     return spec["loader"], spec.get("hf_id"), spec.get("path"), seed
 
 
-def _toy(spec: dict, task: str) -> list[dict]:
-    from notallbits.toy.task import toy_questions
-
-    # evaluation seeds; training draws from seeds offset by toy.train.TRAIN_SEED_OFFSET
-    return toy_questions(spec.get("limit") or 32, spec.get("shuffle_seed", 0), task)
-
-
-def _toy_train(spec: dict) -> list[dict]:
-    """The toy reasoners' own training problems (the first N that train-toy --seed drew):
-    a math set that is never evaluated, for reasoning-domain GPTQ calibration."""
-    from notallbits.toy.task import training_problems
-
-    return training_problems(spec.get("limit") or 128, spec.get("shuffle_seed", 0))
-
-
 def load(spec: dict) -> list[dict]:
     if spec["loader"] not in LOADERS:
         raise UserError(f"unknown dataset loader {spec['loader']!r} (known: {', '.join(LOADERS)})")
-    records = LOADERS[spec["loader"]](spec)
+    loader = LOADERS[spec["loader"]]
+    if isinstance(loader, str):
+        module, name = loader.split(":")
+        loader = getattr(importlib.import_module(module), name)
+    records = loader(spec)
     if spec.get("limit"):
         records = records[: spec["limit"]]
     if not records:

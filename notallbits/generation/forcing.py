@@ -31,17 +31,49 @@ class ForcingSpec:
     @classmethod
     def from_tokenizer(cls, tokenizer, budgets, wait_text: str, answer_prefix: str, answer_max_tokens: int,
                        wait_extension: bool = True) -> "ForcingSpec":
-        end_think = tokenizer.convert_tokens_to_ids("</think>")
-        if end_think is None or end_think == tokenizer.unk_token_id:
-            raise ValueError("tokenizer has no </think> token: not a reasoning (Qwen3-style) tokenizer")
-        # Qwen3 ends a chat turn with <|im_end|> and a document with <|endoftext|>
-        eos = {tokenizer.eos_token_id, *tokenizer.convert_tokens_to_ids(["<|im_end|>", "<|endoftext|>"])}
-        eos -= {None, tokenizer.unk_token_id}
+        """Thinking markers and end ids from the model's own tokenizer (any family)."""
+        end_think = thinking_end_id(tokenizer)
+        eos = end_ids(tokenizer)
         # a leading space/newline keeps "Wait" a word of its own after the previous token
         wait_ids = tuple(tokenizer.encode(wait_text, add_special_tokens=False))
         prefix_ids = (end_think, *tokenizer.encode(answer_prefix, add_special_tokens=False))
         return cls(tuple(sorted(set(budgets))), end_think, frozenset(eos), wait_ids, prefix_ids,
                    answer_max_tokens, wait_extension)
+
+
+END_THINK = "</think>"  # every reasoning family we know closes its thinking with this token
+# end-of-turn / end-of-text tokens of the families we know (Qwen, DeepSeek-R1, Llama 3, Phi)
+END_TOKENS = ("<|im_end|>", "<|endoftext|>", "<｜end▁of▁sentence｜>", "<|eot_id|>", "<|end_of_text|>", "<|end|>")
+
+
+def thinking_end_id(tokenizer) -> int:
+    """The id of ``</think>``; a tokenizer without it is not a reasoning model's: one clear line."""
+    from notallbits import UserError
+
+    token_id = tokenizer.convert_tokens_to_ids(END_THINK)
+    if token_id is None or token_id == tokenizer.unk_token_id or \
+            tokenizer.convert_ids_to_tokens(token_id) != END_THINK:
+        name = getattr(tokenizer, "name_or_path", "") or "the model"
+        raise UserError(f"{name}: the tokenizer has no {END_THINK} token, so its thinking cannot be budget-forced "
+                        "(use a reasoning model: Qwen3, DeepSeek-R1-Distill, OpenReasoning-Nemotron, ...)")
+    return token_id
+
+
+def end_ids(tokenizer) -> set[int]:
+    """Ids that end a sample: the tokenizer's EOS, the model's generation_config eos ids (when the
+    tokenizer's folder has one) and the end-of-turn tokens of known families present in the vocab."""
+    ids = {tokenizer.eos_token_id}
+    vocab = tokenizer.get_vocab()
+    ids |= {vocab[t] for t in END_TOKENS if t in vocab}
+    try:
+        from transformers import GenerationConfig
+
+        gen = GenerationConfig.from_pretrained(tokenizer.name_or_path, local_files_only=True)
+        eos = gen.eos_token_id
+        ids |= set(eos if isinstance(eos, (list, tuple)) else [eos])
+    except Exception:  # noqa: BLE001 - no generation_config.json: the tokenizer's ids stand
+        pass
+    return ids - {None, tokenizer.unk_token_id}
 
 
 @dataclass

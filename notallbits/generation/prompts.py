@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from notallbits.data.registry import LETTERS
+import importlib
+
+from notallbits.data.choices import LETTERS
 
 MATH_INSTRUCTION = "Please reason step by step, and put your final answer within \\boxed{}."
 CHOICE_INSTRUCTION = ("Answer with the letter of the correct option. "
@@ -36,18 +38,33 @@ def format_question(record: dict) -> str:
     return f"{record['question']}\n\n{MATH_INSTRUCTION}"
 
 
+# prompt styles: how a question becomes the user message ("module:function" entries are imported
+# when used, so a fixture such as the toy task plugs in without this module knowing it)
+PROMPT_STYLES = {
+    "default": format_question,
+    "toy": "notallbits.toy.task:format_question",
+}
+
+
+def user_message(record: dict, style: str = "default") -> str:
+    if style not in PROMPT_STYLES:
+        from notallbits import UserError
+
+        raise UserError(f"unknown prompt style {style!r} (known: {', '.join(PROMPT_STYLES)})")
+    fmt = PROMPT_STYLES[style]
+    if isinstance(fmt, str):
+        module, name = fmt.split(":")
+        fmt = getattr(importlib.import_module(module), name)
+    return fmt(record)
+
+
 def build_prompt(tokenizer, record: dict, style: str = "default") -> str:
     """Chat template with thinking on, ending inside an open ``<think>`` block.
 
     Qwen3's template leaves ``<think>\\n`` to the model; we write it ourselves so that the
     thinking budget counts from the first reasoning token.
     """
-    if style == "toy":
-        from notallbits.toy.task import format_question as toy_format
-
-        content = toy_format(record)
-    else:
-        content = format_question(record)
+    content = user_message(record, style)
     text = tokenizer.apply_chat_template([{"role": "user", "content": content}], tokenize=False,
                                          add_generation_prompt=True, enable_thinking=True)
     if not text.rstrip().endswith("<think>"):

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import random
 
-from notallbits.data.registry import LETTERS, shuffle_choices
+from notallbits.data.choices import LETTERS, shuffle_choices
 
 MIN_DIGITS, MAX_DIGITS = 3, 8
 WAIT_LINE = "Wait {answer}\n"
@@ -85,3 +85,19 @@ def training_problems(n: int, seed: int = 0) -> list[dict]:
         worked_answer(record, rng)  # consumes the draws training makes here
         out.append({**record, "id": f"toy-train-{seed}-{i:05d}"})
     return out
+
+
+# dataset loaders (registered by reference in notallbits.data.registry.LOADERS): evaluation
+# seeds; training draws from seeds offset by toy.train.TRAIN_SEED_OFFSET
+def load_toy_math(spec: dict) -> list[dict]:
+    return toy_questions(spec.get("limit") or 32, spec.get("shuffle_seed", 0), "math")
+
+
+def load_toy_choice(spec: dict) -> list[dict]:
+    return toy_questions(spec.get("limit") or 32, spec.get("shuffle_seed", 0), "choice")
+
+
+def load_toy_train(spec: dict) -> list[dict]:
+    """The toy reasoners' own training problems (the first N that train-toy --seed drew):
+    a math set that is never evaluated, for reasoning-domain GPTQ calibration."""
+    return training_problems(spec.get("limit") or 128, spec.get("shuffle_seed", 0))
