@@ -61,7 +61,7 @@ def checkpoint_bytes(folder: str | Path) -> int:
 
 @dataclass(frozen=True)
 class Arch:
-    """The facts of a decoder that memory depends on (Qwen3 family layout)."""
+    """The facts of a decoder that memory depends on (families: notallbits/families.py)."""
 
     layers: int
     kv_heads: int
@@ -71,14 +71,20 @@ class Arch:
     heads: int = 0
     vocab: int = 0
     tied: bool = True
+    qk_norm: bool = True  # per-head RMSNorm weights on q and k (Qwen3)
+    qkv_bias: bool = False  # biases on q/k/v (Qwen2), kept in 16 bits by GPTQ
 
     @classmethod
     def from_hf_config(cls, cfg: dict) -> "Arch":
+        from notallbits.families import family_of
+
+        family = family_of({"model_type": "qwen3", **cfg})  # shipped Qwen3 facts carry no model_type
         heads = cfg["num_attention_heads"]
         return cls(layers=cfg["num_hidden_layers"], kv_heads=cfg.get("num_key_value_heads", heads),
                    head_dim=cfg.get("head_dim") or cfg["hidden_size"] // heads, hidden=cfg["hidden_size"],
                    intermediate=cfg["intermediate_size"], heads=heads, vocab=cfg["vocab_size"],
-                   tied=bool(cfg.get("tie_word_embeddings", False)))
+                   tied=bool(cfg.get("tie_word_embeddings", False)), qk_norm=family.qk_norm,
+                   qkv_bias=family.has_qkv_bias(cfg))
 
     @classmethod
     def named(cls, name: str) -> "Arch":
@@ -106,8 +112,9 @@ class Arch:
     @property
     def unquantized_params(self) -> int:
         embeddings = self.vocab * self.hidden * (1 if self.tied else 2)
-        norms = self.layers * (2 * self.hidden + 2 * self.head_dim) + self.hidden
-        return embeddings + norms
+        norms = self.layers * (2 * self.hidden + (2 * self.head_dim if self.qk_norm else 0)) + self.hidden
+        biases = self.layers * (self.heads + 2 * self.kv_heads) * self.head_dim if self.qkv_bias else 0
+        return embeddings + norms + biases
 
     @property
     def params(self) -> int:
