@@ -11,10 +11,11 @@ rule build_tiny_model:
         model=_alternatives(built_models("tiny")) or "^$",
     params:
         python=config["interpreters"]["generate_transformers"],
+        family=lambda w: config["models"][w.model]["family"],
     conda:
         "../envs/generate-transformers.yaml"
     shell:
-        "{params.python} -m notallbits tiny-model {output} > {log} 2>&1" + SHOW_ERROR
+        "{params.python} -m notallbits tiny-model {output} --family {params.family} > {log} 2>&1" + SHOW_ERROR
 
 
 rule train_toy:

@@ -272,16 +272,25 @@ class EvictingCache(Cache):
 
 
 # --------------------------------------------------------------------------- query capture
+def _rotate_half(x):
+    half = x.shape[-1] // 2
+    return torch.cat([-x[..., half:], x[..., :half]], dim=-1)
+
+
 def install_query_capture(model) -> None:
     """R-KV scores tokens by the attention of recent *queries*, which a cache never sees.
-    Hooks on each attention module hand the post-RoPE queries to an RKVLayer (and do
-    nothing for any other cache). Installed once per model."""
-    from transformers.models.qwen3.modeling_qwen3 import apply_rotary_pos_emb
+    Hooks on each attention module hand the post-RoPE queries to an RKVLayer (and do nothing
+    for any other cache). Installed once per model.
 
+    Any family of notallbits/families.py: the hook takes ``q_proj``'s output (a quantized linear
+    too), applies the module's own ``q_norm`` where it has one (Qwen3), then RoPE with the
+    (cos, sin) the decoder layer passes as ``position_embeddings`` — the rotation every one of
+    these families applies (rotate-half, full head dimension)."""
     if getattr(model, "_notallbits_query_capture", False):
         return
+    hooked = 0
     for module in model.modules():
-        if not (hasattr(module, "q_norm") and hasattr(module, "q_proj") and hasattr(module, "layer_idx")):
+        if not (hasattr(module, "q_proj") and hasattr(module, "layer_idx") and hasattr(module, "head_dim")):
             continue
 
         def pre_hook(attn, args, kwargs):
@@ -289,15 +298,24 @@ def install_query_capture(model) -> None:
             layer = cache.layers[attn.layer_idx] if isinstance(cache, EvictingCache) else None
             attn._nab_target = (layer, kwargs.get("position_embeddings")) if isinstance(layer, RKVLayer) else None
 
-        def q_norm_hook(norm, inputs, output, attn=module):
+        def q_proj_hook(proj, inputs, output, attn=module):
             target = getattr(attn, "_nab_target", None)
             if target is None:
                 return
             layer, (cos, sin) = target
-            q = output.transpose(1, 2)  # [B, Hq, L, D]
-            q_rot, _ = apply_rotary_pos_emb(q, q[:, :1], cos, sin)
-            layer.remember_queries(q_rot.detach())
+            q = output.view(*output.shape[:-1], -1, attn.head_dim)  # [B, L, Hq, D]
+            if getattr(attn, "q_norm", None) is not None:
+                q = attn.q_norm(q)
+            q = q.transpose(1, 2)  # [B, Hq, L, D]
+            cos, sin = cos.unsqueeze(1), sin.unsqueeze(1)
+            layer.remember_queries((q * cos + _rotate_half(q) * sin).detach())
 
         module.register_forward_pre_hook(pre_hook, with_kwargs=True)
-        module.q_norm.register_forward_hook(q_norm_hook)
+        module.q_proj.register_forward_hook(q_proj_hook)
+        hooked += 1
+    if not hooked:
+        from notallbits import UserError
+
+        raise UserError(f"R-KV: no attention module of {type(model).__name__} exposes q_proj/layer_idx/head_dim "
+                        "(its family is not supported by decode-time eviction: see notallbits/families.py)")
     model._notallbits_query_capture = True
