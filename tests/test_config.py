@@ -74,3 +74,19 @@ def test_bad_config_one_line(paper, mutate, message):
         grid.validate(bad)
     text = str(err.value)
     assert message in text and "\n" not in text
+
+
+@pytest.mark.parametrize("path", sorted(p.name for p in (ROOT / "configs").glob("*.yaml")))
+def test_every_shipped_config_validates(path):
+    config = grid.load(ROOT / "configs" / path)
+    assert grid.jobs(config)
+
+
+def test_r1_distill_is_another_family_by_config_alone():
+    from notallbits.memory import Arch
+
+    config = grid.load(ROOT / "configs" / "r1-distill.yaml")
+    assert {j.model for j in grid.jobs(config)} == {"R1-Distill-Qwen-1.5B", "R1-Distill-Qwen-7B",
+                                                     "R1-Distill-Qwen-14B", "R1-Distill-Qwen-32B"}
+    arch = Arch.named(config["models"]["R1-Distill-Qwen-7B"]["architecture"])
+    assert arch.qkv_bias and not arch.qk_norm and arch.kv_heads == 4  # Qwen2 attention

@@ -54,3 +54,13 @@ def test_full_grid_dry_run_and_noop(tmp_path):
     assert "Nothing to be done" in noop.stdout + noop.stderr
     assert noop_seconds <= 5, noop_seconds
     print(f"full grid: dry run {dry_seconds:.2f} s, no-op run {noop_seconds:.2f} s over {len(outputs)} outputs")
+
+
+def test_another_family_plans_as_fast(tmp_path):
+    """configs/r1-distill.yaml (DeepSeek-R1-Distill-Qwen, Qwen2 architecture) lists its grid in seconds."""
+    t0 = time.perf_counter()
+    plan = run_snakemake(tmp_path, ROOT / "configs" / "r1-distill.yaml", "--dry-run", "--quiet", "rules")
+    seconds = time.perf_counter() - t0
+    # main: 2 datasets x 4 models x 3 bits; KV: 2 x 4 x 3 x 9
+    assert re.search(rf"generate\s+{2 * 4 * 3 + 2 * 4 * 3 * 9}\b", plan.stdout + plan.stderr), plan.stdout
+    assert seconds <= 5, seconds
