@@ -275,3 +275,14 @@ def test_schema_kv_methods_are_the_table():
         for key, value in m.defaults.items():
             quoted = re.search(r"default ([-0-9.]+)\)\.?$", props[key]["description"])
             assert quoted and float(quoted.group(1)) == value, (m.name, key)
+
+
+def test_every_kv_method_has_an_importable_factory():
+    """The KV-method table names each method's cache factory; make_cache dispatches through it only."""
+    import importlib
+
+    from notallbits.kvcache.settings import METHODS
+
+    for name, method in METHODS.items():
+        module, func = method.factory.split(":")
+        assert callable(getattr(importlib.import_module(module), func)), name

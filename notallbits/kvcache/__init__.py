@@ -10,23 +10,27 @@ __all__ = ["DEFAULTS", "normalize", "make_cache", "held_bytes", "fork", "set_pad
 
 
 def make_cache(settings: dict, model):
-    """A fresh cache for one generation, for ``model`` (an HF causal LM)."""
-    from transformers import DynamicCache
+    """A fresh cache for one generation, for ``model`` (an HF causal LM), built by the method's
+    factory in the KV-method table (settings.METHODS)."""
+    import importlib
+
+    from notallbits.kvcache.settings import METHODS
 
     s = normalize(settings)
-    config = model.config.get_text_config(decoder=True)
-    if s["method"] == "full":
-        return DynamicCache(config=config)
-    if s["method"] == "hqq":
-        from notallbits.kvcache.quantized import RowQuantizedCache
+    module, name = METHODS[s["method"]].factory.split(":")
+    return getattr(importlib.import_module(module), name)(s, model, model.config.get_text_config(decoder=True))
 
-        return RowQuantizedCache(config.num_hidden_layers, s["nbits"], s["q_group_size"], s["residual_length"])
-    from notallbits.kvcache.eviction import EvictingCache, RKVLayer, StreamingLLMLayer, install_query_capture
 
-    if s["method"] == "rkv":
-        install_query_capture(model)
-        return EvictingCache(RKVLayer, s, config.num_hidden_layers)
-    return EvictingCache(StreamingLLMLayer, s, config.num_hidden_layers)
+def full_cache(s: dict, model, config):
+    from transformers import DynamicCache
+
+    return DynamicCache(config=config)
+
+
+def hqq_cache(s: dict, model, config):
+    from notallbits.kvcache.quantized import RowQuantizedCache
+
+    return RowQuantizedCache(config.num_hidden_layers, s["nbits"], s["q_group_size"], s["residual_length"])
 
 
 def held_bytes(cache) -> int:

@@ -271,6 +271,15 @@ class EvictingCache(Cache):
         return self.layers[0].pad
 
 
+def streamingllm_cache(s: dict, model, config):  # factory of the KV-method table (settings.METHODS)
+    return EvictingCache(StreamingLLMLayer, s, config.num_hidden_layers)
+
+
+def rkv_cache(s: dict, model, config):  # factory of the KV-method table (settings.METHODS)
+    install_query_capture(model)
+    return EvictingCache(RKVLayer, s, config.num_hidden_layers)
+
+
 # --------------------------------------------------------------------------- query capture
 def _rotate_half(x):
     half = x.shape[-1] // 2

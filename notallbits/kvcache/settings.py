@@ -26,6 +26,9 @@ class KVMethod:
     needs_transformers: bool
     tokens_held: Callable[[dict, int], int]  # (settings, trace tokens T) -> peak tokens of one sample
     check: Callable[[dict], str | None] = lambda s: None  # -> what is wrong, or None
+    # "module:function" building the cache, function(settings, model, text_config); imported only
+    # when a cache is made, so this table stays torch-free
+    factory: str = ""
 
     def sample_bytes(self, s: dict, tokens: int, layers: int, values_per_token: int, residual: bool = True) -> int:
         """Peak KV bytes of one sample at trace length ``tokens``; ``values_per_token`` is
@@ -63,23 +66,27 @@ def _check_rkv(s: dict) -> str | None:
 
 
 METHODS: dict[str, KVMethod] = {m.name: m for m in [
-    KVMethod("full", {}, needs_transformers=False, tokens_held=lambda s, t: t),
+    KVMethod("full", {}, needs_transformers=False, tokens_held=lambda s, t: t,
+             factory="notallbits.kvcache:full_cache"),
     # StreamingLLM (Xiao et al. 2024): attention sinks + a window of recent tokens
     KVMethod("streamingllm", {"budget": 2048, "sink": 4}, needs_transformers=True,
              tokens_held=lambda s, t: min(t, s["budget"]),
              check=lambda s: (f"budget {s['budget']} must exceed sink {s['sink']}"
-                              if s["budget"] <= s["sink"] else None)),
+                              if s["budget"] <= s["sink"] else None),
+             factory="notallbits.kvcache.eviction:streamingllm_cache"),
     # R-KV (Cai et al. 2025), defaults of the paper and the authors' README/run_math.py:
     # window (their window_size / alpha) 8, kernel_size 7, lambda 0.1 (their code's mix_lambda
     # default is 0.07), similarity threshold 0.5 (cal_similarity's threshold), buffer = their
     # divide_length / B_buffer 128: compress every 128 positions, so a sample peaks at
     # budget + buffer tokens (eviction.RKVLayer)
     _RKV("rkv", {"budget": 2048, "buffer": 128, "window": 8, "kernel": 7, "lam": 0.1, "sim_threshold": 0.5},
-         needs_transformers=True, tokens_held=lambda s, t: min(t, s["budget"] + s["buffer"]), check=_check_rkv),
+         needs_transformers=True, tokens_held=lambda s, t: min(t, s["budget"] + s["buffer"]), check=_check_rkv,
+         factory="notallbits.kvcache.eviction:rkv_cache"),
     # HQQ KV quantization through transformers' QuantizedCache, as in the paper
     _HQQ("hqq", {"nbits": 4, "q_group_size": 64, "residual_length": 128}, needs_transformers=True,
          tokens_held=lambda s, t: t,
-         check=lambda s: f"nbits must be 2, 4 or 8, got {s['nbits']}" if s["nbits"] not in (2, 4, 8) else None),
+         check=lambda s: f"nbits must be 2, 4 or 8, got {s['nbits']}" if s["nbits"] not in (2, 4, 8) else None,
+         factory="notallbits.kvcache:hqq_cache"),
 ]}
 
 DEFAULTS: dict[str, dict] = {name: m.defaults for name, m in METHODS.items()}
