@@ -8,7 +8,11 @@ GPU ?=
 TORCH_CPU_INDEX ?= https://download.pytorch.org/whl/cpu
 VENV_VLLM ?= $(if $(GPU),.venv-vllm-gpu,.venv-vllm)
 VLLM_REQUIREMENTS := $(if $(GPU),requirements/vllm-gpu.txt,requirements/vllm.txt)
-VLLM_PIP_ARGS := $(if $(GPU),,--extra-index-url $(TORCH_CPU_INDEX))
+# The index is used where it answers; a machine that cannot reach it (a mirror or a local
+# wheel cache holding torch==2.13.0+cpu) resolves from what pip already sees, without paying
+# pip's retries on every package for an index it cannot reach.
+TORCH_CPU_INDEX_REACHABLE := $(shell $(PYTHON) -c "import socket, urllib.parse as u; socket.setdefaulttimeout(5); socket.create_connection((u.urlparse('$(TORCH_CPU_INDEX)').hostname, 443)).close(); print('yes')" 2>/dev/null)
+VLLM_PIP_ARGS := $(if $(GPU),,$(if $(TORCH_CPU_INDEX_REACHABLE),--extra-index-url $(TORCH_CPU_INDEX)))
 VENV_SLURM ?= .venv-slurm
 BIN := $(VENV)/bin
 CORES ?= all
