@@ -171,3 +171,10 @@ def test_tiny_qwen2_and_llama_through_the_whole_chain(tmp_path):
     for target in targets:
         scores = pd.read_csv(tmp_path / "vllm" / target)
         assert set(scores["backend"]) == {"vllm"} and len(scores) == 2 * 2, target
+
+
+def test_schema_family_enum_is_the_family_table():
+    from notallbits.grid import schema
+
+    enum = schema()["properties"]["models"]["additionalProperties"]["properties"]["family"]["enum"]
+    assert enum == list(FAMILIES)
