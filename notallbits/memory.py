@@ -76,9 +76,12 @@ class Arch:
 
     @classmethod
     def from_hf_config(cls, cfg: dict) -> "Arch":
-        from notallbits.families import family_of
+        from notallbits.families import FAMILIES, Family
 
-        family = family_of({"model_type": "qwen3", **cfg})  # shipped Qwen3 facts carry no model_type
+        # shipped Qwen3 facts carry no model_type; a decoder of no known family (the memory model
+        # only needs its KV facts, the summary measures its weights) has no q/k norm and the
+        # biases its config states
+        family = FAMILIES.get(cfg.get("model_type", "qwen3")) or Family("other", "", False, "attention_bias")
         heads = cfg["num_attention_heads"]
         return cls(layers=cfg["num_hidden_layers"], kv_heads=cfg.get("num_key_value_heads", heads),
                    head_dim=cfg.get("head_dim") or cfg["hidden_size"] // heads, hidden=cfg["hidden_size"],

@@ -4,6 +4,7 @@ generate and the GPU-hours they imply at throughputs the user states per model."
 from __future__ import annotations
 
 import argparse
+from functools import lru_cache
 import json
 from pathlib import Path
 
@@ -95,19 +96,34 @@ def shards_needed(minutes_for, questions: int, max_runtime_minutes: int) -> int:
     question does not fit needs (and gets) one shard per question."""
     from math import ceil
 
-    for shards in range(1, questions + 1):
-        if minutes_for(ceil(questions / shards)) <= max_runtime_minutes:
-            return shards
-    return questions
+    # the runtime falls as the shards grow: bisect for the fewest that fit (the DAG asks this of
+    # every job at parse time, so no linear scan over hundreds of questions)
+    if minutes_for(questions) <= max_runtime_minutes:
+        return 1  # most jobs
+    lo, hi = 2, questions
+    if minutes_for(1) > max_runtime_minutes:
+        return questions
+    while lo < hi:
+        mid = (lo + hi) // 2
+        if minutes_for(ceil(questions / mid)) <= max_runtime_minutes:
+            hi = mid
+        else:
+            lo = mid + 1
+    return lo
 
 
 def model_arch(config: dict, model: str):
+    spec = config["models"][model]
+    return _model_arch(model, spec.get("architecture"), spec["source"])
+
+
+@lru_cache(maxsize=None)
+def _model_arch(model: str, architecture: str | None, source: str):
     """The model's architecture for sizing: its architecture key, source or name; a model
     built here (tiny, toy) is sized as the smallest Qwen3, an upper bound."""
     from notallbits.memory import Arch
 
-    spec = config["models"][model]
-    for name in (spec.get("architecture"), spec["source"], model):
+    for name in (architecture, source, model):
         if name:
             try:
                 return Arch.named(name)
@@ -123,7 +139,7 @@ def job_minutes(config: dict, job, spec, questions: int) -> float:
     generation.max_num_seqs), x1.5 margin + 15 min for loading. Compressed-KV jobs run on
     transformers, a question's samples at a time, ~4x slower than the bandwidth bound (a
     Python loop per step); their caches hold fewer tokens."""
-    from notallbits.memory import kv_tokens_held
+    from notallbits.kvcache.settings import METHODS
 
     gen, hw = config["generation"], config["hardware"]
     arch = model_arch(config, job.model)
@@ -136,8 +152,10 @@ def job_minutes(config: dict, job, spec, questions: int) -> float:
         scale = settings.get("nbits", 16) / 16 if settings.get("method") == "hqq" else 1
         in_flight, slowdown = min(gen["batch_size"], spec.samples), 4
 
+        method = METHODS[settings["method"]]  # settings are normalized once, not per quadrature point
+
         def held(t):
-            return scale * kv_tokens_held(settings, max(1, int(t)))
+            return scale * method.tokens_held(settings, max(1, int(t)))
     seconds = decode_seconds(arch, job.bits, questions * spec.samples, spec.budgets, gen["answer_max_tokens"],
                              in_flight, gpus, hw["gpu_bandwidth_gb_per_s"], kv_tokens_held=held)
     return 15 + 1.5 * slowdown * seconds / 60
@@ -208,8 +226,8 @@ def job_shards(config: dict, spec, questions: int) -> int:
     """Question shards of a generation job: what the config asks for (grid.shard_count:
     datasets.<name>.shards, generation.shard_tokens), raised until every shard's runtime
     estimate fits hardware.max_runtime_minutes. The workflow's shard files follow this."""
-    by_runtime = shards_needed(lambda q: job_minutes(config, spec.job, spec, q), questions,
-                               config["hardware"]["max_runtime_minutes"])
+    cap = config["hardware"]["max_runtime_minutes"]
+    by_runtime = 1 if cap is None else shards_needed(lambda q: job_minutes(config, spec.job, spec, q), questions, cap)
     return max(grid.shard_count(config, spec, questions), by_runtime)
 
 

@@ -106,12 +106,17 @@ def gen_runtime(wildcards):
     """Minutes to ask the scheduler for: decode at the GPUs' memory bandwidth (weights + KV of
     the sequences in flight per step; notallbits.plan.job_minutes), at most
     hardware.max_runtime_minutes."""
+    return _job_runtime(job_of(wildcards))
+
+
+@functools.lru_cache(maxsize=None)
+def _job_runtime(job):  # the same for every shard of a job: computed once per job
     from notallbits.plan import job_minutes, question_count
 
-    job = job_of(wildcards)
-    questions = -(-question_count(config["datasets"][wildcards.dataset]) // job_shards(job))  # one shard's
+    questions = -(-question_count(config["datasets"][job.dataset]) // job_shards(job))  # one shard's
     minutes = job_minutes(config, job, JOBS[job], questions)
-    return int(min(minutes, config["hardware"]["max_runtime_minutes"]))
+    cap = config["hardware"]["max_runtime_minutes"]
+    return int(minutes if cap is None else min(minutes, cap))
 
 
 # ---------------------------------------------------------------- input functions
