@@ -65,6 +65,21 @@ def test_second_run_is_a_noop(demo_run):
     assert "Nothing to be done" in proc.stdout + proc.stderr
 
 
+def test_calibration_change_reruns_quantize_and_what_follows(demo_run, tmp_path):
+    # runs before the tests below that change demo_run's budgets or files (it plans against the pristine run)
+    config = yaml.safe_load(DEMO.read_text())
+    config["quantization"]["calibration"]["seed"] = 1
+    cfg = tmp_path / "calibration_seed.yaml"
+    cfg.write_text(yaml.safe_dump(config))
+    plan = run_snakemake(demo_run, cfg, "--dry-run", "--quiet", "rules").stdout
+    assert re.search(r"calibration_traces\s+1", plan) and re.search(r"quantize\s+2", plan), plan
+    from notallbits import grid
+
+    quantized_jobs = sum(1 for job in grid.jobs(grid.validate(config)) if job.bits != 16)
+    assert re.search(rf"generate\s+{quantized_jobs}\b", plan), plan  # the 4- and 8-bit jobs, not the bf16 ones
+    assert "build_tiny_model" not in plan and "prepare_data" not in plan
+
+
 def test_editing_code_reruns_no_model_or_generation_job(demo_run, tmp_path):
     """A GPU hour is precious: editing any script reruns cheap steps at most.
     Snakemake reruns a `script:` rule whose script is newer than its outputs; every rule upstream
@@ -117,20 +132,6 @@ def test_adding_a_budget_reuses_traces(demo_run, tmp_path):
         assert {r["budget_tokens"] for r in records} == {32, 48, 64, 128}
     summary = pd.read_csv(demo_run / "results" / "summary.csv")
     assert sorted(summary["budget_tokens"].unique()) == [32, 48, 64, 128]
-
-
-def test_calibration_change_reruns_quantize_and_what_follows(demo_run, tmp_path):
-    config = yaml.safe_load(DEMO.read_text())
-    config["quantization"]["calibration"]["seed"] = 1
-    cfg = tmp_path / "calibration_seed.yaml"
-    cfg.write_text(yaml.safe_dump(config))
-    plan = run_snakemake(demo_run, cfg, "--dry-run", "--quiet", "rules").stdout
-    assert re.search(r"calibration_traces\s+1", plan) and re.search(r"quantize\s+2", plan), plan
-    from notallbits import grid
-
-    quantized_jobs = sum(1 for job in grid.jobs(grid.validate(config)) if job.bits != 16)
-    assert re.search(rf"generate\s+{quantized_jobs}\b", plan), plan  # the 4- and 8-bit jobs, not the bf16 ones
-    assert "build_tiny_model" not in plan and "prepare_data" not in plan
 
 
 @pytest.mark.parametrize("edit, message", [
