@@ -166,8 +166,14 @@ def test_tiny_qwen2_and_llama_through_the_whole_chain(tmp_path):
     for part in ("models", "data"):
         shutil.copytree(tmp_path / "results" / part, tmp_path / "vllm/results" / part, symlinks=True)
     targets = [f"results/scores/demo-arith/{m}/w{b}/kv-full.csv" for m in ("tiny-qwen2", "tiny-llama") for b in (4, 16)]
-    run_snakemake(tmp_path / "vllm", cfg, *targets, "--config", "generation={'backend': 'vllm', 'answer_max_tokens': 6}",
-                  f"interpreters={{'generate_vllm': '{vllm}'}}")
+    import yaml
+
+    config = yaml.safe_load(cfg.read_text())
+    config["generation"]["backend"] = "vllm"
+    config["interpreters"] = {"generate_vllm": vllm}
+    vllm_cfg = tmp_path / "tiny-families-vllm.yaml"
+    vllm_cfg.write_text(yaml.safe_dump(config))
+    run_snakemake(tmp_path / "vllm", vllm_cfg, *targets)
     for target in targets:
         scores = pd.read_csv(tmp_path / "vllm" / target)
         assert set(scores["backend"]) == {"vllm"} and len(scores) == 2 * 2, target
