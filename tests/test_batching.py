@@ -97,3 +97,27 @@ def test_device_sampler_draws_the_nucleus_distribution():
     assert torch.allclose(freq, want.double(), atol=0.01), freq
     assert freq[0] == 0 and freq[4] == 0
     assert sample_rows(logits[:2], seeds[:2], 0, 0.0, 0.8).tolist() == [1, 1]
+
+
+@pytest.mark.parametrize("nbits", [2, 4, 8])
+def test_hqq_rows_equal_hqq_on_each_row_alone(nbits):
+    """kvcache.quantized.hqq_rows quantizes many rows at once; each row must come out bit for
+    bit as hqq's own Quantizer.quantize (transformers' settings) makes it for that row alone:
+    rows stop the optimiser at their own iteration, not at the batch's."""
+    from hqq.core.quantize import Quantizer
+
+    from notallbits.kvcache.quantized import hqq_rows
+
+    g = torch.Generator().manual_seed(0)
+    # key-like rows: per-channel offsets and scales (outlier channels), different per row
+    x = torch.randn(6, 2, 40, 32, generator=g) * torch.rand(6, 1, 1, 32, generator=g) * 4
+    x = (x + torch.randn(6, 1, 1, 32, generator=g) * 2).to(torch.bfloat16)
+    data, meta = hqq_rows(x, nbits, 64, torch.bfloat16)
+    cols = data.shape[1] // 6
+    for r in range(6):
+        q, ref = Quantizer.quantize(x[r : r + 1].contiguous(), nbits=nbits, group_size=64, axis=0, device="cpu",
+                                    compute_dtype=torch.bfloat16)
+        part = slice(r * cols, (r + 1) * cols)
+        assert torch.equal(q, data[:, part]), r
+        assert torch.equal(ref["scale"].to(torch.bfloat16), meta["scale"][:, part]), r
+        assert torch.equal(ref["zero"].to(torch.bfloat16), meta["zero"][:, part]), r

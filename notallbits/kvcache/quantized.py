@@ -5,8 +5,9 @@ transformers quantizes the whole [B, H, L, D] tensor at once: with its default a
 quantization group takes elements from every row, and HQQ's optimizer stops on the error of
 the whole tensor, so a sample's cache depended on the other samples in its batch and, once
 rows of different questions are left-padded together, on the padding. Here each row's real
-tokens (its padding cut off) are quantized as a batch of one, exactly as transformers does
-for a single sequence; rows of the same length are dequantized together. Storage, the
+tokens (its padding cut off) are quantized as a batch of one, as transformers does for a
+single sequence (``hqq_rows`` runs hqq's algorithm for many rows at once, each stopping on
+its own error); rows of the same length are quantized and dequantized together. Storage, the
 residual window and when it is requantized are transformers' (``QuantizedLayer.update``).
 """
 
@@ -14,6 +15,52 @@ from __future__ import annotations
 
 import torch
 from transformers.cache_utils import Cache, HQQQuantizedLayer
+
+
+def hqq_rows(x, nbits: int, group_size: int, compute_dtype):
+    """HQQ (hqq.core.quantize.Quantizer.quantize with transformers' settings: axis 0, channel
+    wise, optimize, bit-packed) of each row of ``x`` [R, H, T, D] as if alone, in one pass:
+    min/max, the legacy proximal optimiser (20 iterations, lp 0.7, beta 10) stopping per row
+    when its error stops falling, exactly as hqq stops for a one-row tensor. Returns the packed
+    data and meta of the rows side by side along the group columns: [group / pack, R * M], scale
+    and zero [1, R * M] in ``compute_dtype`` (what hqq + transformers store for one row, with
+    the rows' columns concatenated)."""
+    from hqq.core.optimize import shrink_lp_op
+    from hqq.core.quantize import Quantizer
+
+    rows = x.shape[0]
+    w = x.float().reshape(rows, group_size, -1)  # per row: hqq's W.reshape([group_size, -1])
+    lo, hi = w.min(dim=1, keepdim=True)[0], w.max(dim=1, keepdim=True)[0]
+    top = round(2**nbits - 1)
+    denom = hi - lo
+    scale = (top / denom)
+    scale = torch.where(denom.abs() <= 1e-4, torch.full_like(scale, 1.0), scale).clamp(max=2e4)
+    zero = -lo * scale
+    # optimize_weights_proximal_legacy, per row
+    w_f = w.to(torch.float16 if w.device.type == "cuda" else torch.float32)
+    scale, zero = scale.to(w_f.dtype), zero.to(w_f.dtype)
+    best = torch.full((rows,), float("inf"), device=w.device)
+    active = torch.ones(rows, dtype=torch.bool, device=w.device)
+    for _ in range(20):
+        w_q = torch.round(w_f * scale + zero).clamp_(0, top)
+        w_r = (w_q - zero) / scale
+        w_e = shrink_lp_op(w_f - w_r, 1e1, 0.7)
+        new_zero = torch.mean(w_q - (w_f - w_e) * scale, dim=1, keepdim=True)
+        zero = torch.where(active[:, None, None], new_zero, zero)  # a stopped row keeps its zero
+        error = torch.abs(w_f - w_r).flatten(1).mean(1).float()
+        better = active & (error < best)
+        best = torch.where(better, error, best)
+        active = better
+        if not bool(active.any()):
+            break
+    w_q = torch.round(w * scale + zero).clamp_(0, top)
+    columns = lambda t: t.transpose(0, 1).reshape(t.shape[1], -1)  # noqa: E731  [R, g, M] -> [g, R * M]
+    packing = Quantizer.bit_to_packing[nbits]
+    data = Quantizer.pack[packing](columns(w_q))
+    meta = {"nbits": nbits, "group_size": group_size, "shape": (1, *x.shape[1:]), "axis": 0, "packing": packing,
+            "scale": columns(1.0 / scale).to(compute_dtype), "zero": columns(zero).to(compute_dtype),
+            "compute_dtype": compute_dtype}
+    return data, meta
 
 
 class RowHQQLayer(HQQQuantizedLayer):
@@ -39,13 +86,9 @@ class RowHQQLayer(HQQQuantizedLayer):
             by_length.setdefault(length - pad, []).append(row)
         groups = []
         for tokens, rows in sorted(by_length.items()):
-            parts = [super(RowHQQLayer, self)._quantize(tensor[r : r + 1, :, length - tokens :].contiguous(), axis)
-                     for r in rows]
-            meta = dict(parts[0][1])
-            meta["scale"] = torch.cat([m["scale"] for _, m in parts], dim=1)
-            meta["zero"] = torch.cat([m["zero"] for _, m in parts], dim=1)
-            data = torch.cat([q for q, _ in parts], dim=1)  # packing runs along dim 0: columns are free
-            groups.append((torch.tensor(rows, device=tensor.device), tokens, data, meta))
+            index = torch.tensor(rows, device=tensor.device)
+            data, meta = hqq_rows(tensor[index, :, length - tokens :], self.nbits, self.q_group_size, self.dtype)
+            groups.append((index, tokens, data, meta))
         return groups
 
     def _dequantize(self, groups):
