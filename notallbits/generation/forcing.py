@@ -97,6 +97,17 @@ class Trace:
                 self.finished = True
 
 
+    def feed(self, tokens) -> int:
+        """Take a chunk an engine generated (it stops on the end ids, so the chunk's last token
+        may be one to replace); returns the thinking tokens added."""
+        before = len(self.thinking)
+        for tok in tokens:
+            self.push(tok)
+            if self.finished:
+                break
+        self.flush_forced()
+        return len(self.thinking) - before
+
     def push(self, sampled: int) -> int:
         """Take the sampled token, return the token actually fed to the model."""
         spec = self.spec

@@ -169,15 +169,9 @@ class VLLMBackend(Backend):
                     prompts.append(prompt_ids + tr.thinking + tr.natural_answer)
                     params.append(self._params(spec.answer_max_tokens + 1 - len(tr.natural_answer), seed, spec.eos_ids))
             for i, tokens in zip(active, self._run(prompts, params)):
-                tr = traces[i]
-                before = len(tr.thinking)
-                for tok in tokens:
-                    tr.push(tok)
-                    if tr.finished:
-                        break
-                tr.flush_forced()
+                added = traces[i].feed(tokens)
                 if progress is not None:
-                    progress.update(len(tr.thinking) - before)
+                    progress.update(added)
             rounds += 1
         results = [SampleResult(i, seed, tr.thinking, tr.wait_positions, tr.natural_end, tr.natural_answer)
                    for i, (tr, seed) in enumerate(zip(traces, seeds))]
@@ -326,14 +320,9 @@ class _EngineLoop:
                     s.result.answers[budget] = tokens
                 else:
                     tr = s.trace
-                    before = len(tr.thinking)
-                    for tok in tokens:
-                        tr.push(tok)
-                        if tr.finished:
-                            break
-                    tr.flush_forced()
+                    added = tr.feed(tokens)
                     if self.progress is not None:
-                        self.progress.update(len(tr.thinking) - before)
+                        self.progress.update(added)
                     if not tr.finished:
                         self._continue_trace(s)
                 self._force_passed(s)
