@@ -19,7 +19,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "train-toy": ("notallbits.toy.train", "train one toy reasoner (tiny Qwen3 that thinks step by step)"),
     "prepare-data": ("notallbits.data.prepare", "write a dataset as normalized JSONL"),
     "quantize": ("notallbits.quantization", "GPTQ-quantize a checkpoint"),
-    "calibration-traces": ("notallbits.calibration", "the bf16 model's own traces as GPTQ calibration text"),
+    "calibration-traces": ("notallbits.calibration_traces", "the bf16 model's own traces as GPTQ calibration text"),
     "generate": ("notallbits.generation.run", "generate budget-forced samples for one cell"),
     "score": ("notallbits.scoring", "score a generation file (pass@1, Maj@K)"),
     "aggregate": ("notallbits.aggregate", "build the tidy summary table"),

@@ -105,7 +105,7 @@ def quantize(src: str, out: str, bits: int, options: dict | None = None, calibra
         from gptqmodel import GPTQModel
         from gptqmodel.version import __version__ as gptqmodel_version
 
-        from notallbits.generation.hf_backend import resolve_device
+        from notallbits.generation.torch_device import resolve_device
 
         # GPTQModel's own choice falls back to CPU when torch cannot use the GPUs: never silently
         model = GPTQModel.load(src, _quantize_config(settings, str(scratch / "offload")),

@@ -127,7 +127,7 @@ def test_real_calibration_beats_three_short_sentences(tmp_path):
     """toy-l (a model that learned its task) quantized with its own traces on its training
     problems (the demo's calibration) vs the three short sentences cycled to 128 samples that
     the quantizer used before. Figures: README, "GPTQ calibration on toy-l"."""
-    from notallbits.calibration import generate_traces
+    from notallbits.calibration_traces import generate_traces
     from notallbits.data.registry import load
     from notallbits.io import write_jsonl
     from notallbits.quantization import SHORT_SENTENCES, quantize
