@@ -27,7 +27,7 @@ def summarize(score_paths: list[str]):
         raise ValueError("no score files to aggregate")
     df = pd.concat([pd.read_csv(p) for p in score_paths], ignore_index=True)
     # GPTQ settings + calibration as JSON ("" for bf16, and for files written before the column)
-    df["quant_settings"] = df["quant_settings"].fillna("") if "quant_settings" in df else ""
+    df["quant_settings"] = df["quant_settings"].astype(object).fillna("") if "quant_settings" in df else ""
     kv = []
     for row in df.itertuples():
         arch = Arch(int(row.layers), int(row.kv_heads), int(row.head_dim))
