@@ -1,4 +1,4 @@
-"""The summary table: one tidy row per cell (dataset, model, bits, kv, budget, K).
+"""The summary table: one tidy row per cell (dataset, model, bits, kv, budget, K, selection).
 
 Weight bytes are measured (tensor bytes of the checkpoint that ran); KV bytes follow the
 memory model for the cell's KV method with G = K parallel samples and T = the budget.
@@ -12,8 +12,9 @@ import json
 
 GIB = 2**30
 
-COLUMNS = ["dataset", "model", "bits", "kv", "kv_method", "backend", "budget_tokens", "k", "accuracy", "questions",
-           "samples", "parsed_rate", "weight_bytes", "kv_bytes", "weight_gib", "kv_gib", "total_gib",
+COLUMNS = ["dataset", "model", "bits", "kv", "kv_method", "backend", "budget_tokens", "k", "selection", "verifier",
+           "accuracy", "questions", "samples", "parsed_rate", "weight_bytes", "kv_bytes", "verifier_bytes",
+           "weight_gib", "kv_gib", "verifier_gib", "total_gib",
            "mean_thinking_tokens", "mean_answer_tokens", "latency_seconds", "job_generated_tokens",
            "job_wall_seconds", "job_tokens_per_second", "quant_settings"]
 
@@ -34,17 +35,26 @@ def summarize(score_paths: list[str]):
         kv.append(kv_bytes(arch, json.loads(row.kv_settings), int(row.budget_tokens), int(row.k)))
     df["kv_bytes"] = pd.Series(kv, dtype="int64")
     df["kv_method"] = [json.loads(s).get("method", "full") for s in df["kv_settings"]]
+    # how the answer of K samples is chosen (scoring.py): Maj@K, or Best-of-N by a verifier whose
+    # weights (measured bytes of its checkpoint) sit in memory beside the model's; score files
+    # written before the column are majority rows
+    df["selection"] = df["selection"].fillna("majority") if "selection" in df else "majority"
+    df["verifier"] = df["verifier"].fillna("") if "verifier" in df else ""
+    df["verifier_bytes"] = df["verifier_bytes"].fillna(0).astype("int64") if "verifier_bytes" in df else 0
     df["weight_gib"] = df["weight_bytes"] / GIB
     df["kv_gib"] = df["kv_bytes"] / GIB
-    df["total_gib"] = df["weight_gib"] + df["kv_gib"]
+    df["verifier_gib"] = df["verifier_bytes"] / GIB
+    df["total_gib"] = df["weight_gib"] + df["kv_gib"] + df["verifier_gib"]
     # One trace serves every budget of a job, so a cell's own time is not measured apart:
     # estimate it as the job's seconds per question scaled by the share of the trace it uses.
-    job = ["dataset", "model", "bits", "kv"]
+    job = ["dataset", "model", "bits", "kv", "selection", "verifier"]
     per_token = df["mean_thinking_tokens"] + df["mean_answer_tokens"]
     df["latency_seconds"] = (df["job_wall_seconds"] / df["questions"]
                              * per_token / per_token.groupby([df[c] for c in job]).transform("max"))
-    df = df[COLUMNS].astype({"bits": "int64", "budget_tokens": "int64", "k": "int64", "weight_bytes": "int64"})
-    return df.sort_values(["dataset", "model", "bits", "kv", "budget_tokens", "k"]).reset_index(drop=True)
+    df = df[COLUMNS].astype({"bits": "int64", "budget_tokens": "int64", "k": "int64", "weight_bytes": "int64",
+                             "verifier_bytes": "int64"})
+    return df.sort_values(["dataset", "model", "bits", "kv", "budget_tokens", "k", "selection", "verifier"]
+                          ).reset_index(drop=True)
 
 
 def write_summary(score_paths: list[str], csv_path: str, parquet_path: str | None = None) -> None:

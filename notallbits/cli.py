@@ -11,7 +11,7 @@ from notallbits import UserError
 
 # Commands that put work on a GPU: each holds its devices for its lifetime (see devices.py);
 # a module's gpus_needed(args) says how many (0: CPU on purpose), default one.
-GPU_COMMANDS = {"generate", "quantize", "calibration-traces"}
+GPU_COMMANDS = {"generate", "quantize", "calibration-traces", "verify"}
 
 # name -> (module, one-line help). The module provides add_arguments(parser) and run(args).
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
@@ -21,6 +21,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "quantize": ("notallbits.quantization", "GPTQ-quantize a checkpoint"),
     "calibration-traces": ("notallbits.calibration_traces", "the bf16 model's own traces as GPTQ calibration text"),
     "generate": ("notallbits.generation.run", "generate budget-forced samples for one cell"),
+    "verify": ("notallbits.verify", "score every stored sample's steps with a process reward model (Best-of-N)"),
     "score": ("notallbits.scoring", "score a generation file (pass@1, Maj@K)"),
     "aggregate": ("notallbits.aggregate", "build the tidy summary table"),
     "plot": ("notallbits.figures", "draw the accuracy-vs-memory figure"),

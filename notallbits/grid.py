@@ -46,6 +46,7 @@ class JobSpec:
     samples: int = 0
     ks: list[int] = field(default_factory=list)
     backend: str = "transformers"
+    verifiers: list[str] = field(default_factory=list)  # PRMs that score this job's samples (Best-of-N)
 
 
 def schema() -> dict:
@@ -111,6 +112,14 @@ def _check_references(config: dict) -> None:
                 if name not in known:
                     raise UserError(f"config: sweeps[{i}].{axis}: unknown name {name!r} "
                                     f"(defined: {', '.join(sorted(known))})")
+        if "prm_best_of_n" in sweep["selection"]:
+            name = sweep.get("verifier")
+            if not name:
+                raise UserError(f"config: sweeps[{i}].verifier: required for selection prm_best_of_n "
+                                f"(a name under verifiers)")
+            if name not in config["verifiers"]:
+                raise UserError(f"config: sweeps[{i}].verifier: unknown name {name!r} "
+                                f"(defined: {', '.join(sorted(config['verifiers'])) or 'none'})")
         bad_k = [k for k in sweep["k"] if k > sweep["samples"]]
         if bad_k:
             raise UserError(f"config: sweeps[{i}].k: K={bad_k[0]} exceeds samples={sweep['samples']}")
@@ -123,6 +132,14 @@ def _check_references(config: dict) -> None:
         problem = model_source_problem(src)
         if problem:
             raise UserError(f"config: models.{name}.source: {problem}")
+    for name, spec in config["verifiers"].items():
+        if spec.get("build"):
+            if spec["source"] != f"results/verifiers/{name}":
+                raise UserError(f"config: verifiers.{name}.source: a tiny verifier is built at 'results/verifiers/{name}'")
+            continue
+        problem = model_source_problem(spec["source"])
+        if problem:
+            raise UserError(f"config: verifiers.{name}.source: {problem}")
     for name, spec in config["datasets"].items():
         if spec["loader"] == "jsonl" and not spec.get("path"):
             raise UserError(f"config: datasets.{name}.path: required for loader 'jsonl'")
@@ -215,6 +232,8 @@ def jobs(config: dict) -> dict[Job, JobSpec]:
             spec.budgets = sorted(set(spec.budgets) | set(sweep["budgets"]))
             spec.ks = sorted(set(spec.ks) | set(sweep["k"]))
             spec.samples = max(spec.samples, sweep["samples"])
+            if "prm_best_of_n" in sweep["selection"] and sweep["verifier"] not in spec.verifiers:
+                spec.verifiers = sorted(spec.verifiers + [sweep["verifier"]])
             # vLLM has no decode-time eviction and only FP8 KV: compressed caches need transformers
             spec.backend = "transformers" if needs_transformers(kv_settings(config, kv)) \
                 else sweep.get("backend", default_backend)
@@ -275,9 +294,10 @@ def run(args: argparse.Namespace) -> None:
     specs = jobs(config)
     if args.json:
         print(json.dumps([{**vars(s.job), "budgets": s.budgets, "samples": s.samples, "k": s.ks,
-                           "backend": s.backend} for s in specs.values()], indent=1))
+                           "backend": s.backend, "verifiers": s.verifiers} for s in specs.values()], indent=1))
         return
     n_cells = len(cells(config))
     print(f"{n_cells} cells, {len(specs)} generation jobs")
     for spec in specs.values():
-        print(f"  {spec.job.key}: budgets={spec.budgets} n={spec.samples} K={spec.ks} backend={spec.backend}")
+        print(f"  {spec.job.key}: budgets={spec.budgets} n={spec.samples} K={spec.ks} backend={spec.backend}"
+              + (f" verifiers={spec.verifiers}" if spec.verifiers else ""))

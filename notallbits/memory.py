@@ -161,6 +161,16 @@ def weight_bytes(arch: Arch, bits: int, layout: str = "gptq", group_size: int = 
     return arch.layers * total + unq
 
 
+def prm_weight_bytes(arch: Arch, num_labels: int = 2) -> int:
+    """bf16 bytes of a process reward model (Qwen2ForProcessRewardModel, notallbits/verify.py):
+    the decoder without an lm_head, plus the score head Linear(h, h) -> ReLU -> Linear(h, labels)
+    with biases. The summary uses the verifier checkpoint's measured bytes, which equal this."""
+    h = arch.hidden
+    lm_head = 0 if arch.tied else arch.vocab * h
+    head = h * h + h + h * num_labels + num_labels
+    return (arch.params - lm_head + head) * NATIVE_BYTES
+
+
 def kv_bytes_per_token(arch: Arch, dtype_bytes: int = NATIVE_BYTES) -> int:
     return 2 * arch.layers * arch.kv_heads * arch.head_dim * dtype_bytes
 

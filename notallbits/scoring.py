@@ -211,8 +211,56 @@ def majority_accuracy(votes: list[str | None], correct: set[str], k: int) -> Fra
     return total / comb(n, k)
 
 
-def score_job(questions: list[dict], records: list[dict], ks: list[int]) -> tuple[list[dict], list[dict]]:
-    """(rows per (budget, K), per-sample rows) for one generation job."""
+def best_of_n_accuracy(scores: list[float], correct: list[bool], n: int) -> Fraction:
+    """Exact E[the best-scored sample of a uniform N-subset is correct].
+
+    Ties at the top are split evenly (the pick is uniform among the subset's best-scored
+    samples). For a score level L with m_L samples, c_L of them correct, and a_L samples
+    below it, the subsets whose best level is L number C(a_L + m_L, N) - C(a_L, N), and in
+    each the pick is correct with probability c_L / m_L (by symmetry within the level), so
+
+        E = sum_L (c_L / m_L) (C(a_L + m_L, N) - C(a_L, N)) / C(S, N).
+    """
+    s = len(scores)
+    if len(correct) != s:
+        raise ValueError("scores and correct differ in length")
+    if not 1 <= n <= s:
+        raise UserError(f"Best-of-N needs 1 <= N <= n samples, got N={n}, n={s}")
+    levels: dict[float, list[bool]] = {}
+    for score, ok in zip(scores, correct):
+        levels.setdefault(score, []).append(bool(ok))
+    total, below = Fraction(0), 0
+    for level in sorted(levels):
+        members = levels[level]
+        m, c = len(members), sum(members)
+        total += Fraction(c, m) * (comb(below + m, n) - comb(below, n))
+        below += m
+    return total / comb(s, n)
+
+
+def join_verifications(sample_rows: list[dict], verification: tuple[dict, list[dict]], name: str) -> dict:
+    """(question_id, sample, budget_tokens) -> PRM score; the verify file must hold exactly the
+    job's records (a file of another run of the job would select with the wrong scores)."""
+    _, rows = verification
+    scores = {(r["question_id"], r["sample"], r["budget_tokens"]): r["score"] for r in rows}
+    keys = {(r["question_id"], r["sample"], r["budget_tokens"]) for r in sample_rows}
+    if len(scores) != len(rows) or scores.keys() != keys:
+        missing = sorted(keys - scores.keys(), key=str)
+        extra = sorted(scores.keys() - keys, key=str)
+        what = (f"lacks {missing[0]}" if missing else f"has {extra[0]}, which the generations lack" if extra
+                else "repeats a (question, sample, budget)")
+        raise UserError(f"{name}: verifier scores do not match the job's samples: it {what} "
+                        "(rerun its verify job: snakemake -R verify)")
+    return scores
+
+
+def score_job(questions: list[dict], records: list[dict], ks: list[int],
+              verifications: dict[str, tuple[tuple[dict, list[dict]], str]] | None = None
+              ) -> tuple[list[dict], list[dict]]:
+    """(rows per (budget, K, selection), per-sample rows) for one generation job.
+
+    ``verifications``: verifier name -> ((header, rows) of its verify file, file name); each
+    adds prm_best_of_n rows (Best-of-N with N = K) beside the majority rows."""
     by_id = {q["id"]: q for q in questions}
     groups: dict[tuple[int, str], list[dict]] = {}
     sample_rows = []
@@ -222,6 +270,9 @@ def score_job(questions: list[dict], records: list[dict], ks: list[int]) -> tupl
                             "thinking_tokens": rec["thinking_tokens"], "answer_tokens": rec["answer_tokens"]})
         groups.setdefault((rec["budget_tokens"], rec["question_id"]), []).append(sample_rows[-1])
     budgets = sorted({b for b, _ in groups})
+    verifications = verifications or {}
+    verifier_scores = {name: join_verifications(sample_rows, data, path)
+                       for name, (data, path) in sorted(verifications.items())}
     rows = []
     for budget in budgets:
         per_q = [(by_id[qid], g) for (b, qid), g in groups.items() if b == budget]
@@ -233,10 +284,18 @@ def score_job(questions: list[dict], records: list[dict], ks: list[int]) -> tupl
                                         {r["parsed"] for r in g if r["correct"]}, k) for _, g in per_q)
             acc /= len(per_q)
             flat = [r for _, g in per_q for r in g]
-            rows.append({"budget_tokens": budget, "k": k, "accuracy": float(acc), "questions": len(per_q),
-                         "samples": n, "parsed_rate": sum(r["parsed"] is not None for r in flat) / len(flat),
-                         "mean_thinking_tokens": sum(r["thinking_tokens"] for r in flat) / len(flat),
-                         "mean_answer_tokens": sum(r["answer_tokens"] for r in flat) / len(flat)})
+            common = {"questions": len(per_q), "samples": n,
+                      "parsed_rate": sum(r["parsed"] is not None for r in flat) / len(flat),
+                      "mean_thinking_tokens": sum(r["thinking_tokens"] for r in flat) / len(flat),
+                      "mean_answer_tokens": sum(r["answer_tokens"] for r in flat) / len(flat)}
+            rows.append({"budget_tokens": budget, "k": k, "selection": "majority", "verifier": "",
+                         "verifier_bytes": 0, "accuracy": float(acc), **common})
+            for name, scores in verifier_scores.items():
+                best = sum(best_of_n_accuracy([scores[(r["question_id"], r["sample"], budget)] for r in g],
+                                              [r["correct"] for r in g], k) for _, g in per_q) / len(per_q)
+                rows.append({"budget_tokens": budget, "k": k, "selection": "prm_best_of_n", "verifier": name,
+                             "verifier_bytes": int(verifications[name][0][0]["verifier_bytes"]),
+                             "accuracy": float(best), **common})
     return rows, sample_rows
 
 
@@ -284,8 +343,9 @@ def gather_shards(parts: list[tuple[dict, list[dict]]], names: list[str]) -> tup
 
 
 def score_file(questions_path: str, generations_path: str | list[str], ks: list[int], out_path: str,
-               samples_out: str | None = None) -> list[dict]:
-    """Score one generation job: its file, or all its question shards' files."""
+               samples_out: str | None = None, verification_paths: list[str] | None = None) -> list[dict]:
+    """Score one generation job: its file, or all its question shards' files; each verify file
+    (``verification_paths``) adds that verifier's Best-of-N rows."""
     import csv
     import io
 
@@ -296,7 +356,14 @@ def score_file(questions_path: str, generations_path: str | list[str], ks: list[
     names = [generations_path] if isinstance(generations_path, (str, bytes)) or hasattr(generations_path, "__fspath__") \
         else [str(p) for p in generations_path]
     header, records = gather_shards([read_framed_jsonl(p) for p in names], names)
-    rows, sample_rows = score_job(questions, records, ks)
+    verifications = {}
+    for path in verification_paths or []:
+        data = read_framed_jsonl(path)
+        name = data[0]["verifier"]
+        if name in verifications:
+            raise UserError(f"{path}: a second verify file of verifier {name!r} for this job")
+        verifications[name] = (data, str(path))
+    rows, sample_rows = score_job(questions, records, ks, verifications)
     stats = header.get("stats", {})
     meta = {k: header[k] for k in ("dataset", "model", "bits", "kv", "backend")}
     meta["kv_settings"] = json.dumps(header["kv_settings"], sort_keys=True)
@@ -324,7 +391,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--k", type=int, nargs="+", required=True)
     p.add_argument("--out", required=True)
     p.add_argument("--samples-out")
+    p.add_argument("--verifications", nargs="*", default=[], help="verify files of this job (Best-of-N rows)")
 
 
 def run(args: argparse.Namespace) -> None:
-    score_file(args.questions, list(args.generations), args.k, args.out, args.samples_out)
+    score_file(args.questions, list(args.generations), args.k, args.out, args.samples_out, args.verifications)

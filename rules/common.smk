@@ -41,6 +41,7 @@ wildcard_constraints:
     qbits="4|8",
     kv=_alternatives(set(config["kv_methods"]) | {"full"}),
     shard=r"\d+of\d+",
+    verifier=_alternatives(config["verifiers"]) or "^$",
 
 
 def built_models(kind):
@@ -265,6 +266,71 @@ def generation_python(wildcards):
 
 def job_ks(wildcards):
     return JOBS[job_of(wildcards)].ks
+
+
+# ---------------------------------------------------------------- verifiers (Best-of-N, rules/verify.smk)
+def built_verifiers():
+    return [v for v, spec in config["verifiers"].items() if spec.get("build") == "tiny"]
+
+
+def verify_files(wildcards):
+    """The verify files a job's scoring reads: one per verifier a sweep of the job names."""
+    job = job_of(wildcards)
+    return [f"{RESULTS}/verify/{job.key}/{v}.jsonl" for v in JOBS[job].verifiers]
+
+
+def verify_input(wildcards):
+    inputs = {"questions": f"{RESULTS}/data/{wildcards.dataset}.jsonl", "generations": generation_files(wildcards)}
+    source = config["verifiers"][wildcards.verifier]["source"]
+    if is_local(source):
+        inputs["verifier"] = source
+    return inputs
+
+
+@functools.lru_cache(maxsize=None)
+def _verifier_gib(verifier):
+    from notallbits.memory import prm_weight_bytes
+
+    spec = config["verifiers"][verifier]
+    if spec.get("build"):
+        return 0.1
+    for name in (spec["source"], verifier):
+        try:
+            return prm_weight_bytes(Arch.named(name)) / GIB
+        except UserError:
+            continue
+    return 15.0  # unknown: a 7B PRM
+
+
+def verify_mem_mb(wildcards):
+    return int(1024 * (4 + 1.25 * _verifier_gib(wildcards.verifier)))
+
+
+def verify_runtime(wildcards):
+    """Minutes: one forward of at most max_tokens (4,096 assumed) per record, at 200 TFLOP/s
+    (bf16 prefill, 2 FLOP per parameter and token), plus 15 minutes of loading."""
+    from notallbits.plan import question_count
+
+    job = job_of(wildcards)
+    spec = JOBS[job]
+    records = question_count(config["datasets"][job.dataset]) * spec.samples * len(spec.budgets)
+    tokens = records * (config["verifiers"][wildcards.verifier]["max_tokens"] or 4096)
+    params = _verifier_gib(wildcards.verifier) * GIB / 2
+    return int(15 + 2 * params * tokens / 200e12 / 60)
+
+
+def verify_spec(wildcards):
+    """Everything that changes a job's verifier scores, as one canonical JSON param."""
+    spec = config["verifiers"][wildcards.verifier]
+    return json.dumps(
+        {
+            "verifier": wildcards.verifier,
+            **{k: spec[k] for k in ("source", "aggregation", "max_tokens", "batch_size", "dtype")},
+            "device": config["generation"]["device"],
+            "prompt_style": config["datasets"][wildcards.dataset].get("prompt_style", "default"),
+        },
+        sort_keys=True,
+    )
 
 
 def score_files():

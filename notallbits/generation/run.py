@@ -38,7 +38,12 @@ def check_spec(spec: dict) -> None:
 
 
 def records_for(question_id: str, res, budgets, spec: ForcingSpec, tokenizer) -> list[dict]:
+    """One record per budget of a sample. ``thinking_delta`` is the thinking text this budget
+    adds to the sample's record at the next smaller budget (all of it at the smallest):
+    joined in budget order, the deltas give a budget's whole thinking (what the verifier
+    reads) while the file holds each trace's text once, not once per budget."""
     out = []
+    shown = ""  # decoded thinking of the previous (smaller) budget
     for budget in budgets:
         if res.needs_forcing(budget):
             answer_ids = list(spec.answer_prefix_ids[1:]) + res.answers[budget]
@@ -49,13 +54,44 @@ def records_for(question_id: str, res, budgets, spec: ForcingSpec, tokenizer) ->
             thinking = res.natural_end
             forced = False
         generated = (res.answers[budget] if forced else res.natural_answer)
+        text = tokenizer.decode(res.thinking_ids[:thinking], skip_special_tokens=True)
+        # a cut inside a multi-byte character decodes differently once the rest follows: then
+        # the delta repeats from the last point both decodings agree on (the text stays whole)
+        common = len(shown) if text.startswith(shown) else len(_common_prefix(shown, text))
+        delta, shown = text[common:], text
         out.append({
             "question_id": question_id, "sample": res.sample, "seed": res.seed, "budget_tokens": budget,
             "thinking_tokens": thinking, "forced": forced,
             "waits": sum(1 for p in res.wait_positions if p < thinking),
             "answer_text": tokenizer.decode(answer_ids, skip_special_tokens=True),
             "answer_tokens": len(generated),
+            "thinking_delta": delta, "thinking_delta_from": common,
         })
+    return out
+
+
+def _common_prefix(a: str, b: str) -> str:
+    n = 0
+    while n < min(len(a), len(b)) and a[n] == b[n]:
+        n += 1
+    return a[:n]
+
+
+def thinking_texts(records: list[dict]) -> dict[tuple[str, int, int], str]:
+    """(question_id, sample, budget_tokens) -> the whole thinking text at that budget, from
+    the records' ``thinking_delta`` (see records_for)."""
+    by_sample: dict[tuple[str, int], list[dict]] = {}
+    for r in records:
+        if "thinking_delta" not in r:
+            raise UserError("generation records carry no thinking text (written before thinking_delta "
+                            "existed): rerun their generate job (snakemake -R generate)")
+        by_sample.setdefault((r["question_id"], r["sample"]), []).append(r)
+    out = {}
+    for (qid, sample), recs in by_sample.items():
+        text = ""
+        for r in sorted(recs, key=lambda r: r["budget_tokens"]):
+            text = text[:r.get("thinking_delta_from", len(text))] + r["thinking_delta"]
+            out[(qid, sample, r["budget_tokens"])] = text
     return out
 
 
