@@ -120,13 +120,54 @@ def best_k_by_memory(df, bins_per_decade: int = 2):
     return pd.DataFrame(rows)
 
 
-def write_analysis(summary_path: str, frontier_path: str, thresholds_path: str, best_k_path: str) -> None:
+def selection_label(df):
+    """'majority', or 'prm_best_of_n:<verifier>' per row (rows of summaries without the column: majority)."""
+    if "selection" not in df:
+        return ["majority"] * len(df)
+    return [s if s == "majority" else f"{s}:{v}" for s, v in zip(df["selection"], df["verifier"].fillna(""))]
+
+
+def majority_rows(df):
+    """The paper's analysis is of Maj@K: Best-of-N rows (selection_comparison's) are left out."""
+    return df[df["selection"] == "majority"] if "selection" in df else df
+
+
+def selection_comparison(df):
+    """Per dataset and selection rule (majority, or Best-of-N by a verifier): its memory-accuracy
+    frontier (total memory includes the verifier's weights), and at each frontier point the best
+    Maj@K accuracy within the same memory (``majority_accuracy_at_memory``): a Best-of-N point
+    above it buys accuracy that voting cannot at that memory."""
+    import pandas as pd
+
+    df = df.copy()
+    df["selection_rule"] = selection_label(df)
+    rows = []
+    for dataset, group in df.groupby("dataset"):
+        voting = group[group["selection_rule"] == "majority"]
+        for rule, sub in group.groupby("selection_rule"):
+            for r in pareto_frontier(sub).to_dict("records"):
+                fits = voting[voting["total_gib"] <= r["total_gib"] * (1 + 1e-12)]
+                rows.append({"dataset": dataset, "selection_rule": rule, "total_gib": r["total_gib"],
+                             "verifier_gib": r.get("verifier_gib", 0.0), "accuracy": r["accuracy"],
+                             "model": r["model"], "bits": int(r["bits"]), "kv": r["kv"],
+                             "budget_tokens": int(r["budget_tokens"]), "k": int(r["k"]),
+                             "majority_accuracy_at_memory": fits["accuracy"].max() if len(fits) else float("nan")})
+    return pd.DataFrame(rows, columns=["dataset", "selection_rule", "total_gib", "verifier_gib", "accuracy", "model",
+                                       "bits", "kv", "budget_tokens", "k", "majority_accuracy_at_memory"])
+
+
+def write_analysis(summary_path: str, frontier_path: str, thresholds_path: str, best_k_path: str,
+                   selection_path: str | None = None) -> None:
     import pandas as pd
 
     from notallbits.io import atomic_path
 
-    df = pd.read_csv(summary_path)
-    for table, path in ((frontiers(df), frontier_path), (pd.DataFrame(thresholds(df)), thresholds_path),
-                        (best_k_by_memory(df), best_k_path)):
+    everything = pd.read_csv(summary_path)
+    df = majority_rows(everything)
+    tables = [(frontiers(df), frontier_path), (pd.DataFrame(thresholds(df)), thresholds_path),
+              (best_k_by_memory(df), best_k_path)]
+    if selection_path:
+        tables.append((selection_comparison(everything), selection_path))
+    for table, path in tables:
         with atomic_path(path, suffix=".csv") as tmp:
             table.to_csv(tmp, index=False, float_format="%.6g")

@@ -62,8 +62,13 @@ def _save(fig, out_path: str) -> None:
     plt.close(fig)
 
 
-def _dataset_rows(df, dataset: str):
-    data = df[df["dataset"] == dataset].copy()
+def _dataset_rows(df, dataset: str, majority_only: bool = True):
+    """A dataset's rows; the paper's figures show Maj@K, so Best-of-N rows (selection_vs_memory's)
+    are left out unless asked for."""
+    data = df[df["dataset"] == dataset]
+    if majority_only and "selection" in data:
+        data = data[data["selection"] == "majority"]
+    data = data.copy()
     if data.empty:
         raise ValueError(f"summary has no rows for dataset {dataset!r}")
     data["accuracy_pct"] = 100 * data["accuracy"]
@@ -213,6 +218,37 @@ def kv_weight_bits(df, dataset: str, out_path: str) -> None:
     _save(fig, out_path)
 
 
+def selection_vs_memory(df, dataset: str, out_path: str) -> None:
+    """Maj@K against Best-of-N by a process reward model, on the memory axis: every
+    configuration and one frontier per selection rule; a Best-of-N point's memory includes
+    the verifier's weights (the paper's comparison with ActPRM-X)."""
+    from notallbits.analysis import selection_label
+
+    plt, sns = _setup()
+    data = _dataset_rows(df, dataset, majority_only=False)
+    data["selection rule"] = selection_label(data)
+    rules = sorted(data["selection rule"].unique(), key=lambda r: (r != "majority", r))
+    palette = dict(zip(rules, sns.color_palette("colorblind", len(rules))))
+    fig, ax = plt.subplots(figsize=(7.5, 4.8))
+    for rule in rules:
+        group = data[data["selection rule"] == rule]
+        ax.scatter(group["total_gib"], group["accuracy_pct"], color=palette[rule], s=18, alpha=0.45)
+        front = pareto_frontier(group, y="accuracy_pct")
+        ax.step(front["total_gib"], front["accuracy_pct"], where="post", color=palette[rule], lw=1.6,
+                marker="o", ms=3, label=f"{rule} (frontier)")
+    verifiers = data.loc[data["verifier_gib"] > 0, ["verifier", "verifier_gib"]].drop_duplicates()
+    note = "; ".join(f"{v}: {g:.3g} GiB of weights" for v, g in verifiers.itertuples(index=False))
+    ax.set_xscale("log")
+    ax.set_ylim(-3, 103)
+    ax.set_xlabel("total memory (GiB, log scale): weights + KV cache + verifier")
+    ax.set_ylabel("accuracy (%)")
+    ax.set_title(f"{dataset}: majority voting vs PRM Best-of-N" + (f"\n({note})" if note else
+                                                                   "\n(no Best-of-N cells for this dataset)"),
+                 fontsize=10)
+    ax.legend(loc="center left", bbox_to_anchor=(1.01, 0.5), fontsize=8, frameon=False)
+    _save(fig, out_path)
+
+
 def table_image(csv_text: str, out_path: str, title: str, footnote: str = "") -> None:
     """Render a small CSV table (e.g. the paper's Table 1), cells as written, as an image."""
     import io
@@ -248,6 +284,7 @@ FIGURES = {
     "throughput_vs_accuracy": throughput_vs_accuracy,
     "kv_methods": kv_methods,
     "kv_weight_bits": kv_weight_bits,
+    "selection_vs_memory": selection_vs_memory,
 }
 
 

@@ -38,16 +38,18 @@ def check_spec(spec: dict) -> None:
 
 
 def records_for(question_id: str, res, budgets, spec: ForcingSpec, tokenizer) -> list[dict]:
-    """One record per budget of a sample. ``thinking_delta`` is the thinking text this budget
-    adds to the sample's record at the next smaller budget (all of it at the smallest):
-    joined in budget order, the deltas give a budget's whole thinking (what the verifier
-    reads) while the file holds each trace's text once, not once per budget."""
+    """One record per budget of a sample. The thinking text (what a verifier reads) is stored
+    once per sample, not once per budget: the record at the largest budget carries the trace's
+    ``thinking_text``, and every record ``thinking_chars``, the length of the prefix of that
+    text which is its budget's thinking (``thinking_texts`` rebuilds them). A record depends on
+    its own budget and the largest one only, so adding a smaller budget changes no record."""
     out = []
-    shown = ""  # decoded thinking of the previous (smaller) budget
+    largest = max(budgets)
+    full = tokenizer.decode(res.thinking_ids[:_thinking_at(res, largest)], skip_special_tokens=True)
     for budget in budgets:
         if res.needs_forcing(budget):
             answer_ids = list(spec.answer_prefix_ids[1:]) + res.answers[budget]
-            thinking = min(budget, len(res.thinking_ids))
+            thinking = _thinking_at(res, budget)
             forced = True
         else:
             answer_ids = res.natural_answer[1:] if res.natural_answer[:1] == [spec.end_think_id] else res.natural_answer
@@ -55,19 +57,21 @@ def records_for(question_id: str, res, budgets, spec: ForcingSpec, tokenizer) ->
             forced = False
         generated = (res.answers[budget] if forced else res.natural_answer)
         text = tokenizer.decode(res.thinking_ids[:thinking], skip_special_tokens=True)
-        # a cut inside a multi-byte character decodes differently once the rest follows: then
-        # the delta repeats from the last point both decodings agree on (the text stays whole)
-        common = len(shown) if text.startswith(shown) else len(_common_prefix(shown, text))
-        delta, shown = text[common:], text
+        # a budget that cuts a multi-byte character keeps the whole characters before it
+        chars = len(text) if full.startswith(text) else len(_common_prefix(full, text))
         out.append({
             "question_id": question_id, "sample": res.sample, "seed": res.seed, "budget_tokens": budget,
             "thinking_tokens": thinking, "forced": forced,
             "waits": sum(1 for p in res.wait_positions if p < thinking),
             "answer_text": tokenizer.decode(answer_ids, skip_special_tokens=True),
             "answer_tokens": len(generated),
-            "thinking_delta": delta, "thinking_delta_from": common,
+            "thinking_chars": chars, **({"thinking_text": full} if budget == largest else {}),
         })
     return out
+
+
+def _thinking_at(res, budget: int) -> int:
+    return min(budget, len(res.thinking_ids)) if res.needs_forcing(budget) else res.natural_end
 
 
 def _common_prefix(a: str, b: str) -> str:
@@ -82,16 +86,18 @@ def thinking_texts(records: list[dict]) -> dict[tuple[str, int, int], str]:
     the records' ``thinking_delta`` (see records_for)."""
     by_sample: dict[tuple[str, int], list[dict]] = {}
     for r in records:
-        if "thinking_delta" not in r:
-            raise UserError("generation records carry no thinking text (written before thinking_delta "
+        if "thinking_chars" not in r:
+            raise UserError("generation records carry no thinking text (written before thinking_text "
                             "existed): rerun their generate job (snakemake -R generate)")
         by_sample.setdefault((r["question_id"], r["sample"]), []).append(r)
     out = {}
     for (qid, sample), recs in by_sample.items():
-        text = ""
-        for r in sorted(recs, key=lambda r: r["budget_tokens"]):
-            text = text[:r.get("thinking_delta_from", len(text))] + r["thinking_delta"]
-            out[(qid, sample, r["budget_tokens"])] = text
+        full = [r["thinking_text"] for r in recs if "thinking_text" in r]
+        if len(full) != 1:
+            raise UserError(f"question {qid!r} sample {sample}: {len(full)} records carry the thinking text, "
+                            "expected 1 (rerun the generate job)")
+        for r in recs:
+            out[(qid, sample, r["budget_tokens"])] = full[0][: r["thinking_chars"]]
     return out
 
 
