@@ -20,8 +20,8 @@ pytestmark = pytest.mark.slow
 def test_demo_outputs(demo_run):
     summary = pd.read_csv(demo_run / "results" / "summary.csv")
     # main sweep: datasets x bits x budgets x K; KV sweep: 5 methods x budgets x K at 16 bits and
-    # 2 methods x budgets x K at 4 bits; code: budgets x K
-    assert len(summary) == 2 * 3 * 3 * 3 + 5 * 3 * 3 + 2 * 3 * 3 + 2 * 2
+    # 2 methods x budgets x K at 4 bits; code: budgets x K; PRM Best-of-N: bits x budgets x N
+    assert len(summary) == 2 * 3 * 3 * 3 + 5 * 3 * 3 + 2 * 3 * 3 + 2 * 2 + 2 * 3 * 3
     assert set(summary[summary["bits"] == 4]["kv"]) == {"full", "rkv-48", "hqq-4bit"}
     assert {"accuracy", "weight_bytes", "kv_bytes", "total_gib", "job_generated_tokens",
             "job_wall_seconds"} <= set(summary.columns)
@@ -48,6 +48,32 @@ def test_demo_outputs(demo_run):
     # every output lives under results/ and figures/: nothing a library drops into the working directory
     assert sorted(p.name for p in demo_run.iterdir() if not p.name.startswith(".")) == ["figures", "results"]
     assert '"process": "gptq"' in (demo_run / "results/logs/quantize/tiny-qwen3/w4.log").read_text()  # its loss log
+
+
+def test_demo_prm_best_of_n(demo_run):
+    """The verify step ran the tiny PRM over every stored sample of the demo-prm jobs; scoring
+    added Best-of-N rows beside Maj@K whose memory counts the verifier's measured bytes."""
+    from notallbits.memory import checkpoint_bytes
+
+    summary = pd.read_csv(demo_run / "results" / "summary.csv", keep_default_na=False)
+    prm = summary[summary["selection"] == "prm_best_of_n"]
+    assert set(prm["verifier"]) == {"tiny-prm"} and set(prm["bits"]) == {4, 16} and set(prm["dataset"]) == {"demo-arith"}
+    assert set(summary[summary["selection"] == "majority"]["verifier"]) == {""}
+    prm_bytes = checkpoint_bytes(demo_run / "results/verifiers/tiny-prm")
+    assert (prm["verifier_bytes"] == prm_bytes).all() and (summary[summary["selection"] == "majority"]["verifier_bytes"] == 0).all()
+    assert ((prm["total_gib"] - prm["weight_gib"] - prm["kv_gib"]) * 2**30 - prm_bytes).abs().max() < 1
+    majority = summary[summary["selection"] == "majority"].set_index(["bits", "kv", "budget_tokens", "k", "dataset"])
+    for r in prm.itertuples():  # same cell, more memory by the verifier
+        m = majority.loc[(r.bits, r.kv, r.budget_tokens, r.k, r.dataset)]
+        assert r.total_gib > m["total_gib"] and r.weight_bytes == m["weight_bytes"]
+    for bits in (4, 16):
+        header, rows = read_framed_jsonl(demo_run / f"results/verify/demo-arith/tiny-qwen3/w{bits}/kv-full/tiny-prm.jsonl")
+        assert header["verifier_bytes"] == prm_bytes and header["max_tokens"] == 192 and len(rows) == 6 * 4 * 3
+        assert all(len(r["step_rewards"]) >= 1 and 0 <= r["score"] <= 1 and r["input_tokens"] <= 192 for r in rows)
+        assert any(r["steps_dropped"] > 0 for r in rows)  # 128-token traces overflow the 192-token context
+    selection = pd.read_csv(demo_run / "results/analysis/selection.csv")
+    assert set(selection["selection_rule"]) >= {"majority", "prm_best_of_n:tiny-prm"}
+    assert (demo_run / "figures/selection_vs_memory_demo-arith.png").stat().st_size > 10_000
 
 
 def test_report_and_advisor(demo_run):
