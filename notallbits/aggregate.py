@@ -38,8 +38,8 @@ def summarize(score_paths: list[str]):
     # how the answer of K samples is chosen (scoring.py): Maj@K, or Best-of-N by a verifier whose
     # weights (measured bytes of its checkpoint) sit in memory beside the model's; score files
     # written before the column are majority rows
-    df["selection"] = df["selection"].fillna("majority") if "selection" in df else "majority"
-    df["verifier"] = df["verifier"].fillna("") if "verifier" in df else ""
+    df["selection"] = df["selection"].astype(object).fillna("majority") if "selection" in df else "majority"
+    df["verifier"] = df["verifier"].astype(object).fillna("") if "verifier" in df else ""
     df["verifier_bytes"] = df["verifier_bytes"].fillna(0).astype("int64") if "verifier_bytes" in df else 0
     df["weight_gib"] = df["weight_bytes"] / GIB
     df["kv_gib"] = df["kv_bytes"] / GIB

@@ -15,10 +15,14 @@ def paper():
 
 
 def test_paper_grid_counts(paper):
-    assert [s["name"] for s in paper["sweeps"]] == ["main", "kv-compression", "extended-tasks"]
+    assert [s["name"] for s in paper["sweeps"]] == ["main", "kv-compression", "extended-tasks", "prm-best-of-n"]
     whole = grid.validate(copy.deepcopy(paper))  # what `notallbits grid config.yaml` reports
     assert len(grid.cells(whole)) == 4608 + 1944 + 576 == 7128 and len(grid.jobs(whole)) == 36 + 324 + 36 == 396
-    extended = grid.validate({**paper, "sweeps": paper["sweeps"][2:]})
+    # PRM Best-of-N scores the main sweep's AIME25 traces: no cell of K or generation job of its own
+    verified = [j for j, s in grid.jobs(whole).items() if s.verifiers]
+    assert len(verified) == 6 * 3 and all(grid.jobs(whole)[j].verifiers == ["actprm-x"] for j in verified)
+    assert {(j.dataset, j.kv) for j in verified} == {("aime25", "full")}
+    extended = grid.validate({**paper, "sweeps": paper["sweeps"][2:3]})
     # MATH-500 and LiveCodeBench: 2 datasets x 6 models x 3 precisions x 4 budgets x 4 vote counts
     assert len(grid.cells(extended)) == 2 * 6 * 3 * 4 * 4 and len(grid.jobs(extended)) == 2 * 6 * 3
     assert grid.generation_settings(extended, "livecodebench")["answer_prefix"] == "\n\n```python\n"
