@@ -1,4 +1,4 @@
-"""The summary table: one tidy row per cell (dataset, model, bits, kv, budget, K, selection).
+"""The summary table: one tidy row per cell (dataset, model, weight method and bits, kv, budget, K, selection).
 
 Weight bytes are measured (tensor bytes of the checkpoint that ran); KV bytes follow the
 memory model for the cell's KV method with G = K parallel samples and T = the budget.
@@ -12,8 +12,8 @@ import json
 
 GIB = 2**30
 
-COLUMNS = ["dataset", "model", "bits", "kv", "kv_method", "backend", "budget_tokens", "k", "selection", "verifier",
-           "accuracy", "questions", "samples", "parsed_rate", "weight_bytes", "kv_bytes", "verifier_bytes",
+COLUMNS = ["dataset", "model", "weight_method", "bits", "kv", "kv_method", "backend", "budget_tokens", "k", "selection",
+           "verifier", "accuracy", "questions", "samples", "parsed_rate", "weight_bytes", "kv_bytes", "verifier_bytes",
            "weight_gib", "kv_gib", "verifier_gib", "total_gib",
            "mean_thinking_tokens", "mean_answer_tokens", "latency_seconds", "job_generated_tokens",
            "job_wall_seconds", "job_tokens_per_second", "quant_settings"]
@@ -29,6 +29,11 @@ def summarize(score_paths: list[str]):
     df = pd.concat([pd.read_csv(p) for p in score_paths], ignore_index=True)
     # GPTQ settings + calibration as JSON ("" for bf16, and for files written before the column)
     df["quant_settings"] = df["quant_settings"].astype(object).fillna("") if "quant_settings" in df else ""
+    # gptq/awq/fp8/bf16 (notallbits/weights.py); score files written before the column: their bits' meaning
+    from notallbits.weights import default_method
+
+    given = df["weight_method"] if "weight_method" in df else pd.Series([None] * len(df), dtype=object)
+    df["weight_method"] = [m if isinstance(m, str) and m else default_method(b) for m, b in zip(given, df["bits"])]
     kv = []
     for row in df.itertuples():
         arch = Arch(int(row.layers), int(row.kv_heads), int(row.head_dim))
@@ -47,13 +52,13 @@ def summarize(score_paths: list[str]):
     df["total_gib"] = df["weight_gib"] + df["kv_gib"] + df["verifier_gib"]
     # One trace serves every budget of a job, so a cell's own time is not measured apart:
     # estimate it as the job's seconds per question scaled by the share of the trace it uses.
-    job = ["dataset", "model", "bits", "kv", "selection", "verifier"]
+    job = ["dataset", "model", "weight_method", "bits", "kv", "selection", "verifier"]
     per_token = df["mean_thinking_tokens"] + df["mean_answer_tokens"]
     df["latency_seconds"] = (df["job_wall_seconds"] / df["questions"]
                              * per_token / per_token.groupby([df[c] for c in job]).transform("max"))
     df = df[COLUMNS].astype({"bits": "int64", "budget_tokens": "int64", "k": "int64", "weight_bytes": "int64",
                              "verifier_bytes": "int64"})
-    return df.sort_values(["dataset", "model", "bits", "kv", "budget_tokens", "k", "selection", "verifier"]
+    return df.sort_values(["dataset", "model", "bits", "weight_method", "kv", "budget_tokens", "k", "selection", "verifier"]
                           ).reset_index(drop=True)
 
 

@@ -82,10 +82,19 @@ def threshold(front) -> dict | None:
             best_split, best_score = split, score
     point = rows[best_split]
     return {"memory_gib": point["memory_gib"], "effective_weight_gib": point["weight_gib"],
-            "model": point["model"], "bits": int(point["bits"]), "budget_tokens": int(point["budget_tokens"]),
+            "model": point["model"], "bits": int(point["bits"]), "weight_method": _method(point),
+            "budget_tokens": int(point["budget_tokens"]),
             "k": int(point["k"]), "accuracy": point["accuracy"],
             "moves_explained": best_score / len(moves), "weights_moves": moves.count("weights"),
             "compute_moves": moves.count("compute")}
+
+
+def _method(row) -> str:
+    """A summary row's weight method (gptq/awq/fp8/bf16; rows without the column: their bits' meaning)."""
+    from notallbits.weights import default_method
+
+    method = row.get("weight_method") if hasattr(row, "get") else None
+    return method if isinstance(method, str) and method else default_method(int(row["bits"]))
 
 
 def thresholds(df) -> list[dict]:
@@ -116,6 +125,7 @@ def best_k_by_memory(df, bins_per_decade: int = 2):
             best = fits.sort_values(["accuracy", "total_gib"], ascending=[False, True]).iloc[0]
             rows.append({"dataset": dataset, "memory_cap_gib": cap, "best_k": int(best["k"]),
                          "accuracy": best["accuracy"], "model": best["model"], "bits": int(best["bits"]),
+                         "weight_method": _method(best),
                          "budget_tokens": int(best["budget_tokens"]), "kv": best["kv"]})
     return pd.DataFrame(rows)
 

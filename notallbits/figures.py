@@ -8,7 +8,19 @@ import re
 from notallbits.analysis import pareto_frontier, pareto_mask
 
 STYLE = {"context": "paper", "style": "whitegrid", "font_scale": 1.1}
-MARKERS = {4: "o", 8: "s", 16: "D"}
+MARKERS = {4: "o", 8: "s", 16: "D"}  # by weight bits (GPTQ / bf16)
+# by weight format (notallbits/weights.py): GPTQ keeps its bits' markers
+FORMAT_MARKERS = {"gptq-4": "o", "gptq-8": "s", "bf16": "D", "awq-4": "^", "fp8": "P"}
+METHOD_COLORS = {"gptq": "tab:blue", "awq": "tab:orange", "fp8": "tab:green", "bf16": "grey"}
+
+
+def weight_format_names(data) -> list[str]:
+    """Each row's weight format name (gptq-4, awq-4, fp8, bf16, ...), from weight_method and bits
+    (summaries without weight_method: what the bits alone mean)."""
+    from notallbits import weights
+
+    methods = data["weight_method"] if "weight_method" in data else [""] * len(data)
+    return [weights.of(m or weights.default_method(int(b)), int(b)).name for m, b in zip(methods, data["bits"])]
 
 
 def model_size_key(name: str) -> float:
@@ -21,12 +33,12 @@ def accuracy_vs_memory(df, dataset: str, out_path: str) -> None:
     """The paper's Figure 1: every configuration, with the memory-accuracy frontier."""
     plt, sns = _setup()
     data = _dataset_rows(df, dataset)
-    data["weight bits"] = data["bits"].astype(int)
+    data["weights"] = weight_format_names(data)
     data["budget"] = data["budget_tokens"].astype(int)
     models = _model_order(data)
     fig, ax = plt.subplots(figsize=(7.5, 4.8))
     sns.scatterplot(data=data, x="total_gib", y="accuracy_pct", hue="model", hue_order=models,
-                    style="weight bits", markers={b: MARKERS.get(b, "o") for b in data["weight bits"].unique()},
+                    style="weights", markers={f: FORMAT_MARKERS.get(f, "o") for f in data["weights"].unique()},
                     size="budget", sizes=(25, 160), alpha=0.75, palette="viridis", ax=ax)
     front = pareto_frontier(data, y="accuracy_pct")
     ax.step(front["total_gib"], front["accuracy_pct"], where="post", color="crimson", lw=1.4,
@@ -86,12 +98,13 @@ def pareto_choices(df, dataset: str, out_path: str) -> None:
 
     plt, sns = _setup()
     data = with_view(_dataset_rows(df, dataset), "single")
+    data["weights"] = weight_format_names(data)
     front = pareto_frontier(data, x="memory_gib", y="accuracy_pct")
     fig, axes = plt.subplots(1, 2, figsize=(10, 4))
     for ax, col, label in ((axes[0], "budget_tokens", "token budget of frontier point"),
                            (axes[1], "weight_gib", "effective weight size (GiB)")):
         sns.scatterplot(data=front, x="memory_gib", y=col, hue="model", hue_order=_model_order(data),
-                        style="bits", palette="viridis", s=70, ax=ax)
+                        style="weights", palette="viridis", s=70, ax=ax)
         ax.plot(front["memory_gib"], front[col], color="grey", lw=0.8, zorder=0)
         ax.set_xscale("log")
         ax.set_xlabel("total memory (GiB, log scale)")
@@ -125,9 +138,10 @@ def parallel_scaling(df, dataset: str, out_path: str) -> None:
 def _speed_vs_accuracy(df, dataset: str, out_path: str, col: str, label: str, lower_is_better: bool) -> None:
     plt, sns = _setup()
     data = _dataset_rows(df, dataset)
+    data["weights"] = weight_format_names(data)
     fig, ax = plt.subplots(figsize=(7, 4.5))
     sns.scatterplot(data=data, x=col, y="accuracy_pct", hue="model", hue_order=_model_order(data),
-                    style="bits", palette="viridis", alpha=0.75, ax=ax)
+                    style="weights", palette="viridis", alpha=0.75, ax=ax)
     x = data[col] if lower_is_better else -data[col]
     mask = pareto_mask(list(x), list(data["accuracy_pct"]))
     front = data[mask].sort_values(col)
@@ -193,18 +207,19 @@ def kv_weight_bits(df, dataset: str, out_path: str) -> None:
     data = data[data["k"] == 1]
     methods = [m for m in KV_METHOD_TITLES if m in set(data["kv_method"])]
     methods += sorted(set(data["kv_method"]) - set(methods))
-    bits = sorted(int(b) for b in data["bits"].unique())
+    data["weights"] = weight_format_names(data)
+    bits = sorted(data["weights"].unique(), key=lambda f: (int(data[data["weights"] == f]["bits"].iloc[0]), f))
     palette = dict(zip(bits, sns.color_palette("colorblind", len(bits))))
     fig, axes = plt.subplots(1, len(methods), figsize=(4.2 * len(methods), 4), squeeze=False, sharex=True,
                              sharey=True)
     for ax, method in zip(axes[0], methods):
         sub = data[data["kv_method"] == method]
         for b in bits:
-            group = sub[sub["bits"] == b]
+            group = sub[sub["weights"] == b]
             if group.empty:
                 continue
-            ax.scatter(group["total_gib"], group["accuracy_pct"], color=palette[b], marker=MARKERS.get(b, "o"),
-                       s=22, alpha=0.55, label=f"{b}-bit weights")
+            ax.scatter(group["total_gib"], group["accuracy_pct"], color=palette[b], marker=FORMAT_MARKERS.get(b, "o"),
+                       s=22, alpha=0.55, label=f"{b} weights")
             front = pareto_frontier(group, y="accuracy_pct")
             ax.step(front["total_gib"], front["accuracy_pct"], where="post", color=palette[b], lw=1.4)
         settings = ", ".join(sorted(sub["kv"].unique()))
@@ -249,6 +264,34 @@ def selection_vs_memory(df, dataset: str, out_path: str) -> None:
     _save(fig, out_path)
 
 
+def weight_methods(df, dataset: str, out_path: str) -> None:
+    """The paper's robustness check (GPTQ vs AWQ vs FP8 weights): accuracy vs total memory, one
+    frontier per quantization method over its own checkpoints and the shared bf16 ones (16-bit is
+    every method's top precision), every configuration behind it; marker = weight format."""
+    plt, _ = _setup()
+    data = _dataset_rows(df, dataset)
+    data["weights"] = weight_format_names(data)
+    data["method"] = [f.split("-")[0] if f != "bf16" else "bf16" for f in data["weights"]]
+    methods = [m for m in METHOD_COLORS if m in set(data["method"]) and m != "bf16"]
+    methods += sorted(set(data["method"]) - set(METHOD_COLORS))
+    fig, ax = plt.subplots(figsize=(7.5, 4.8))
+    for fmt, group in data.groupby("weights"):
+        method = group["method"].iloc[0]
+        ax.scatter(group["total_gib"], group["accuracy_pct"], marker=FORMAT_MARKERS.get(fmt, "o"), s=18,
+                   alpha=0.35, color=METHOD_COLORS.get(method, "black"), label=f"{fmt} configurations")
+    for method in methods or ["bf16"]:
+        front = pareto_frontier(data[data["method"].isin({method, "bf16"})], y="accuracy_pct")
+        ax.step(front["total_gib"], front["accuracy_pct"], where="post", lw=1.8, marker="o", ms=3,
+                color=METHOD_COLORS.get(method, "black"), label=f"{method} frontier (with bf16)")
+    ax.set_xscale("log")
+    ax.set_ylim(-3, 103)
+    ax.set_xlabel("total memory (GiB, log scale): weights + KV cache")
+    ax.set_ylabel("accuracy (%)")
+    ax.set_title(f"{dataset}: weight quantization methods (frontier per method)")
+    ax.legend(loc="center left", bbox_to_anchor=(1.01, 0.5), fontsize=8, frameon=False)
+    _save(fig, out_path)
+
+
 def table_image(csv_text: str, out_path: str, title: str, footnote: str = "") -> None:
     """Render a small CSV table (e.g. the paper's Table 1), cells as written, as an image."""
     import io
@@ -285,6 +328,7 @@ FIGURES = {
     "kv_methods": kv_methods,
     "kv_weight_bits": kv_weight_bits,
     "selection_vs_memory": selection_vs_memory,
+    "weight_methods": weight_methods,
 }
 
 

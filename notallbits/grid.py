@@ -19,7 +19,7 @@ from pathlib import Path
 
 import yaml
 
-from notallbits import UserError
+from notallbits import UserError, weights
 from notallbits.kvcache.settings import needs_transformers, normalize
 
 HF_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
@@ -31,10 +31,19 @@ class Job:
     model: str
     bits: int
     kv: str
+    weight_method: str = ""  # "": what the bits alone mean (4/8 GPTQ, 16 bf16; weights.py)
+
+    def __post_init__(self):
+        if not self.weight_method:
+            object.__setattr__(self, "weight_method", weights.default_method(self.bits))
+
+    @property
+    def weights(self) -> weights.WeightFormat:
+        return weights.of(self.weight_method, self.bits)
 
     @property
     def key(self) -> str:
-        return f"{self.dataset}/{self.model}/w{self.bits}/kv-{self.kv}"
+        return f"{self.dataset}/{self.model}/w{self.weights.tag}/kv-{self.kv}"
 
 
 @dataclass
@@ -212,10 +221,10 @@ def load(path: str | Path) -> dict:
 
 
 def cells(config: dict) -> list[tuple]:
-    """The union of all sweeps: sorted (dataset, model, bits, kv, budget, K) tuples."""
+    """The union of all sweeps: sorted (dataset, model, weight format, kv, budget, K) tuples."""
     out = set()
     for sweep in config["sweeps"]:
-        out.update(itertools.product(sweep["datasets"], sweep["models"], sweep["bits"],
+        out.update(itertools.product(sweep["datasets"], sweep["models"], [weights.get(b).name for b in sweep["bits"]],
                                      sweep.get("kv", ["full"]), sweep["budgets"], sweep["k"]))
     return sorted(out)
 
@@ -227,7 +236,8 @@ def jobs(config: dict) -> dict[Job, JobSpec]:
     for sweep in config["sweeps"]:
         for d, m, b, kv in itertools.product(sweep["datasets"], sweep["models"], sweep["bits"],
                                              sweep.get("kv", ["full"])):
-            job = Job(d, m, b, kv)
+            fmt = weights.get(b)
+            job = Job(d, m, fmt.bits, kv, fmt.method)
             spec = specs.setdefault(job, JobSpec(job))
             spec.budgets = sorted(set(spec.budgets) | set(sweep["budgets"]))
             spec.ks = sorted(set(spec.ks) | set(sweep["k"]))

@@ -2,7 +2,7 @@
 
     M = M_weights(N, P_W) + M_kv(method, T, G)
 
-Weights, two layouts of a quantized checkpoint:
+Weights, the layouts of a quantized checkpoint (which format has which: ``weights.py``):
   * ``gptq`` (the default everywhere): what a GPTQ checkpoint really holds and what the GPU
     loads — qweight and qzeros packed P_W bits per value, fp16 scales per group of g = 128
     input channels, one int32 ``g_idx`` per input channel of every quantized linear, and the
@@ -11,6 +11,11 @@ Weights, two layouts of a quantized checkpoint:
   * ``appendix_b``: Appendix B's formula as written, N_q·P_W/8 + (N_q/g)·(P_S + P_Z)/8 +
     N_unq·16/8, i.e. the same without ``g_idx`` (4·N_in bytes per linear: 0.1–0.3% of a
     quantized model). Kept to show the difference.
+  * ``awq``: AutoAWQ's GEMM layout (GPTQModel's AWQ, Qwen's ``-AWQ``): qweight and qzeros
+    packed P_W bits per value, 16-bit scales per group, no ``g_idx`` — Appendix B's formula
+    exactly, wherever g divides every fan-in.
+  * ``fp8_block``: one E4M3 byte per weight and one float32 ``weight_scale_inv`` per
+    g x g block of every linear (Qwen's ``-FP8``: g = 128); embeddings and norms bf16.
 Table 1 (``table1``) uses ``gptq`` and one convention of the paper's: its 16-bit column counts
 the lm_head of the tied small models (0.6B/1.7B/4B) as a matrix of its own (``TABLE1_FOOTNOTE``).
 KV cache per token: 2 (K and V) · layers · KV heads · head_dim · bytes. Full cache holds T
@@ -136,28 +141,36 @@ def known_archs(group: str | None = None) -> dict:
     return out
 
 
-LAYOUTS = ("gptq", "appendix_b")
+LAYOUTS = ("gptq", "appendix_b", "awq", "fp8_block")
+FP8_SCALE_BYTES = 4  # float32 weight_scale_inv per block
 
 
 def weight_bytes(arch: Arch, bits: int, layout: str = "gptq", group_size: int = 128) -> int:
-    """Bytes of the weights at ``bits`` (16 = bf16) in ``layout`` (see the module docstring)."""
+    """Bytes of the weights at ``bits`` (16 = bf16) in ``layout`` (see the module docstring);
+    ``group_size`` is the quantization group (gptq, awq) or the square block edge (fp8_block)."""
     if bits not in (4, 8, 16):
         raise UserError(f"bits must be 4, 8 or 16, got {bits}")
     if layout not in LAYOUTS:
         raise UserError(f"unknown weight layout {layout!r} ({' or '.join(LAYOUTS)})")
     if bits == 16:
         return arch.params * NATIVE_BYTES
+    if layout == "fp8_block" and bits != 8:
+        raise UserError(f"layout fp8_block holds 8-bit weights, got {bits}")
     unq = arch.unquantized_params * NATIVE_BYTES
     if layout == "appendix_b":
         nq = arch.quantized_params
         return nq * bits // 8 + (nq // group_size) * (SCALE_BITS + bits) // 8 + unq
     total = 0
     for fan_in, fan_out in arch.linear_shapes():
+        if layout == "fp8_block":  # E4M3 weight + one float32 scale per block
+            total += fan_in * fan_out + ceil(fan_out / group_size) * ceil(fan_in / group_size) * FP8_SCALE_BYTES
+            continue
         groups = ceil(fan_in / group_size)
         total += (fan_in * fan_out * bits // 8  # qweight
                   + groups * fan_out * bits // 8  # qzeros, packed like the weights
-                  + groups * fan_out * 2  # fp16 scales
-                  + fan_in * 4)  # int32 g_idx
+                  + groups * fan_out * 2)  # 16-bit scales
+        if layout == "gptq":
+            total += fan_in * 4  # int32 g_idx (AWQ has none)
     return arch.layers * total + unq
 
 
@@ -169,6 +182,17 @@ def prm_weight_bytes(arch: Arch, num_labels: int = 2) -> int:
     lm_head = 0 if arch.tied else arch.vocab * h
     head = h * h + h + h * num_labels + num_labels
     return (arch.params - lm_head + head) * NATIVE_BYTES
+
+
+def format_weight_bytes(arch: Arch, fmt, quantization: dict | None = None) -> int:
+    """Bytes of ``fmt`` (a ``weights.WeightFormat`` or a sweep's bits entry) with the config's
+    ``quantization`` section (group size, FP8 block edge; the schema's defaults if absent)."""
+    from notallbits import weights
+
+    fmt = fmt if isinstance(fmt, weights.WeightFormat) else weights.get(fmt)
+    q = quantization or {}
+    edge = q.get("fp8_block", 128) if fmt.layout == "fp8_block" else q.get("group_size", 128)
+    return weight_bytes(arch, fmt.bits, "gptq" if fmt.layout == "native" else fmt.layout, edge)
 
 
 def kv_bytes_per_token(arch: Arch, dtype_bytes: int = NATIVE_BYTES) -> int:

@@ -1,8 +1,15 @@
-"""GPTQ quantization with GPTQModel (the maintained successor of the archived auto-gptq).
+"""GPTQ, AWQ and FP8 quantization with GPTQModel (the maintained successor of the archived
+auto-gptq, which also carries AutoAWQ's algorithm and an FP8 quantizer).
 
 GPTQModel writes the classic GPTQ checkpoint (qweight/qzeros/scales/g_idx, symmetric,
 group 128), which transformers (through optimum + gptqmodel) and vLLM both load, and
-whose byte layout is the one the paper's memory formula describes.
+whose byte layout is the one the paper's memory formula describes. AWQ (asymmetric, group 128)
+is written in AutoAWQ's GEMM layout, which transformers (through gptqmodel) and vLLM load.
+FP8 is E4M3 with one scale per 128 x 128 block; GPTQModel stores the *reciprocal* of the scale
+under the name ``weight_scale_inv`` (its "inverse" semantics), so :func:`to_serving_fp8` turns
+the checkpoint into the layout of Qwen's ``-FP8`` checkpoints (``weight_scale_inv`` = the
+dequantization multiplier, ``activation_scheme: dynamic``), which vLLM and transformers read.
+Which format is which: ``notallbits/weights.py``.
 
 Every GPTQModel option that changes the weights is set here explicitly, to classic GPTQ as
 auto-gptq ran it (see :func:`quantizer_settings` and the README for what still differs), and
@@ -55,9 +62,33 @@ DAMP_AUTO_INCREMENT = 0.01
 BATCH_SIZE = 4  # forward batch of calibration samples: the Hessian is a sum over tokens either way
 
 
-def quantizer_settings(bits: int, options: dict | None = None) -> dict:
-    """The full, explicit GPTQ settings of one checkpoint (what notallbits.json records)."""
-    if bits not in (4, 8):
+# AWQ as AutoAWQ ran it (and Qwen's -AWQ checkpoints are): 4-bit, zero point (asymmetric),
+# group 128, GEMM layout in int32; GPTQModel's scale search over the calibration activations.
+AWQ_FIXED = {"sym": False, "format": "gemm", "pack_dtype": "int32"}
+FP8_FIXED = {"format": "float8_e4m3fn", "weight_scale_method": "block", "activation_scheme": "dynamic"}
+
+
+def weight_format(bits: int | str):
+    """A checkpoint's format from --bits: 4, 8 (GPTQ), a path tag (awq4, fp8) or a format name."""
+    from notallbits import weights
+
+    if isinstance(bits, int) or str(bits).isdigit():
+        return weights.get(int(bits))
+    return weights.FORMATS[bits] if bits in weights.FORMATS else weights.by_tag(bits)
+
+
+def quantizer_settings(bits: int | str, options: dict | None = None) -> dict:
+    """The full, explicit settings of one checkpoint (what notallbits.json records)."""
+    fmt = weight_format(bits)
+    if fmt.method == "awq":
+        return _other_settings(fmt, options, {"group_size": CONFIG_OPTIONS["group_size"]},
+                               {**AWQ_FIXED, "batch_size": BATCH_SIZE})
+    if fmt.method == "fp8":
+        settings = _other_settings(fmt, options, {"fp8_block": 128}, FP8_FIXED)
+        settings["weight_block_size"] = [settings.pop("fp8_block")] * 2
+        return settings
+    bits = fmt.bits
+    if fmt.method != "gptq":
         raise UserError(f"GPTQ bits must be 4 or 8, got {bits} (16 means the bf16 checkpoint, no job)")
     options = dict(options or {})
     unknown = sorted(set(options) - set(CONFIG_OPTIONS))
@@ -70,9 +101,30 @@ def quantizer_settings(bits: int, options: dict | None = None) -> dict:
     return settings
 
 
+def _other_settings(fmt, options, defaults: dict, fixed: dict) -> dict:
+    options = dict(options or {})
+    unknown = sorted(set(options) - set(defaults))
+    if unknown:
+        raise UserError(f"quantization option {unknown[0]!r} does not apply to {fmt.name} "
+                        f"(its options: {', '.join(defaults)})")
+    return {"method": fmt.method, "bits": fmt.bits, **defaults, **options, **fixed}
+
+
 def _quantize_config(settings: dict, offload_dir: str):
     from gptqmodel import QuantizeConfig
 
+    if settings["method"] == "awq":
+        from gptqmodel.quantization.config import AWQConfig
+
+        return AWQConfig(bits=settings["bits"], group_size=settings["group_size"], sym=settings["sym"],
+                         format=settings["format"], pack_dtype=settings["pack_dtype"],
+                         offload_to_disk=True, offload_to_disk_path=offload_dir)
+    if settings["method"] == "fp8":
+        from gptqmodel.quantization.config import FP8Config
+
+        return FP8Config(format=settings["format"], weight_scale_method=settings["weight_scale_method"],
+                         weight_block_size=settings["weight_block_size"],
+                         offload_to_disk=True, offload_to_disk_path=offload_dir)
     return QuantizeConfig(
         bits=settings["bits"], group_size=settings["group_size"], sym=settings["sym"], desc_act=settings["desc_act"],
         damp_percent=settings["damp_percent"], damp_auto_increment=settings["damp_auto_increment"],
@@ -84,12 +136,15 @@ def _quantize_config(settings: dict, offload_dir: str):
 
 def quantize(src: str, out: str, bits: int, options: dict | None = None, calibration: dict | None = None,
              calibration_file: str | None = None, samples: list | None = None, device: str = "auto") -> dict:
-    """GPTQ-quantize ``src`` into the folder ``out``; returns the record written to notallbits.json.
+    """Quantize ``src`` into the folder ``out`` (``bits``: 4/8 GPTQ, awq4, fp8; see
+    :func:`weight_format`); returns the record written to notallbits.json.
 
     ``calibration`` are the normalized ``quantization.calibration`` settings (default: the
     schema's); ``samples`` (token-id lists or texts) replaces the data they describe (tests).
+    FP8 reads no calibration data.
     """
     settings = quantizer_settings(bits, options)
+    calibrated = weight_format(bits).calibrated
     if not (os.path.isdir(src) or "/" in src):
         raise UserError(f"model path {src!r} does not exist")
     from notallbits import manifest  # a corrupt input checkpoint: one line, not a loader traceback
@@ -110,7 +165,9 @@ def quantize(src: str, out: str, bits: int, options: dict | None = None, calibra
         # GPTQModel's own choice falls back to CPU when torch cannot use the GPUs: never silently
         model = GPTQModel.load(src, _quantize_config(settings, str(scratch / "offload")),
                                device=resolve_device(device))
-        if samples is None:
+        if not calibrated:
+            samples, described = None, None
+        elif samples is None:
             from transformers import AutoTokenizer
 
             from notallbits.calibration import calibration_samples
@@ -119,22 +176,57 @@ def quantize(src: str, out: str, bits: int, options: dict | None = None, calibra
             described = calibration
         else:
             described = {"source": "given", "samples": len(samples)}
-        data = [s if isinstance(s, str) else {"input_ids": s, "attention_mask": [1] * len(s)} for s in samples]
+        data = None if samples is None else \
+            [s if isinstance(s, str) else {"input_ids": s, "attention_mask": [1] * len(s)} for s in samples]
         # GPTQModel writes its per-module loss log to ./logs: run it in the scratch folder
         with _working_directory(scratch / "work"):
-            model.quantize(data, batch_size=settings["batch_size"], calibration_data_min_length=1)
+            model.quantize(data, batch_size=settings.get("batch_size", 1), calibration_data_min_length=1,
+                           **_quantize_backend(settings))
             record = {"built_by": "notallbits.quantization", "source_model": src, "quantizer": settings,
                       "calibration": described,
-                      "calibration_tokens": sum(len(s) for s in samples if not isinstance(s, str)),
+                      "calibration_tokens": sum(len(s) for s in samples or [] if not isinstance(s, str)),
                       "gptqmodel_version": gptqmodel_version,
                       "quantize_seconds": round(time.perf_counter() - t0, 2)}
             with atomic_dir(out_path) as tmp:
                 model.save(str(tmp))
+                if settings["method"] == "fp8":
+                    to_serving_fp8(tmp, settings)
                 (tmp / "notallbits.json").write_text(json.dumps(record, indent=1, sort_keys=True) + "\n")
                 manifest.write(tmp)  # sizes and hashes, checked before a job loads it (last)
             for log in sorted(Path("logs").glob("*.log")):
                 sys.stderr.write(log.read_text())
     return record
+
+
+def _quantize_backend(settings: dict) -> dict:
+    """AWQ: GPTQModel's portable torch kernel packs the GEMM layout on any device (its default,
+    the CUDA GEMM kernel, refuses CPUs); the checkpoint is the same."""
+    if settings["method"] != "awq":
+        return {}
+    from gptqmodel.utils.backend import BACKEND
+
+    return {"backend": BACKEND.AWQ_TORCH}
+
+
+def to_serving_fp8(folder: Path, settings: dict) -> None:
+    """GPTQModel's FP8 checkpoint in ``folder`` -> the layout vLLM and transformers read (Qwen's
+    ``-FP8``): every ``weight_scale_inv`` replaced by its reciprocal (GPTQModel quantizes as
+    ``weight * scale_inv`` and dequantizes as ``weight / scale_inv``; vLLM and transformers
+    dequantize as ``weight * weight_scale_inv``), and the quantization config Qwen ships."""
+    import torch
+    from safetensors.torch import load_file, save_file
+
+    for f in sorted(Path(folder).glob("*.safetensors")):
+        tensors = load_file(str(f))
+        for name in [n for n in tensors if n.endswith(".weight_scale_inv")]:
+            tensors[name] = (1.0 / tensors[name].to(torch.float64)).to(torch.float32)
+        save_file(tensors, str(f), metadata={"format": "pt"})
+    cfg_path = Path(folder) / "config.json"
+    cfg = json.loads(cfg_path.read_text())
+    cfg["quantization_config"] = {"quant_method": "fp8", "fmt": "e4m3", "activation_scheme": settings["activation_scheme"],
+                                  "weight_block_size": settings["weight_block_size"]}
+    cfg_path.write_text(json.dumps(cfg, indent=2, sort_keys=True) + "\n")
+    (Path(folder) / "quantize_config.json").unlink(missing_ok=True)  # GPTQModel's, with its own semantics
 
 
 def scratch_path(out: str | os.PathLike) -> Path:
@@ -195,7 +287,7 @@ def _working_directory(path: Path):
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", required=True, help="bf16 checkpoint (folder or hub id)")
-    p.add_argument("--bits", type=int, required=True)
+    p.add_argument("--bits", required=True, help="4 or 8 (GPTQ), awq4 or fp8 (notallbits/weights.py)")
     p.add_argument("--settings", default="{}",
                    help="JSON: the config's quantization section (quantizer options and calibration)")
     p.add_argument("--calibration-file", help="local text/JSONL file or the traces file of source 'traces'")
@@ -213,8 +305,13 @@ def run(args: argparse.Namespace) -> None:
         settings = json.loads(args.settings)
     except json.JSONDecodeError as exc:
         raise UserError(f"--settings is not valid JSON: {exc.msg}") from None
+    fmt = weight_format(args.bits)
+    if fmt.method != "gptq":  # the section as far as this method reads it (GPTQ: all of it, as before)
+        from notallbits.weights import quantizer_options
+
+        settings = quantizer_options(fmt, settings)
     calibration = settings.pop("calibration", {})
     record = quantize(args.model, args.out, args.bits, settings, calibration, args.calibration_file,
                       device=args.device)
     print(json.dumps(record, sort_keys=True), file=sys.stderr)
-    print(f"wrote {args.bits}-bit GPTQ checkpoint to {args.out} ({record['quantize_seconds']} s)", file=sys.stderr)
+    print(f"wrote {fmt.name} checkpoint to {args.out} ({record['quantize_seconds']} s)", file=sys.stderr)

@@ -307,7 +307,8 @@ def gather_shards(parts: list[tuple[dict, list[dict]]], names: list[str]) -> tup
     in flight are recomputed from the sums, the max is the largest."""
     if len(parts) == 1 and "shard" not in parts[0][0]:
         return parts[0]
-    same = ("dataset", "model", "bits", "kv", "backend", "budgets", "samples", "sampling", "generation")
+    same = ("dataset", "model", "bits", "weight_method", "kv", "backend", "budgets", "samples", "sampling",
+            "generation")
     first = parts[0][0]
     count = (first.get("shard") or [1, 1])[1]
     got = sorted((h.get("shard") or [0, 0])[0] for h, _ in parts)
@@ -366,6 +367,9 @@ def score_file(questions_path: str, generations_path: str | list[str], ks: list[
     rows, sample_rows = score_job(questions, records, ks, verifications)
     stats = header.get("stats", {})
     meta = {k: header[k] for k in ("dataset", "model", "bits", "kv", "backend")}
+    from notallbits.weights import default_method  # files written before the key: what their bits meant
+
+    meta["weight_method"] = header.get("weight_method") or default_method(header["bits"])
     meta["kv_settings"] = json.dumps(header["kv_settings"], sort_keys=True)
     meta.update(header["model_facts"])
     meta.update(job_wall_seconds=stats.get("wall_seconds"), job_generated_tokens=stats.get("generated_tokens"),

@@ -9,6 +9,7 @@ from pathlib import Path
 
 from notallbits import UserError
 from notallbits import grid
+from notallbits import weights
 from notallbits.generation import FORMAT_VERSION  # records or forcing semantics changed: rerun
 
 try:
@@ -37,8 +38,8 @@ def _alternatives(names):
 wildcard_constraints:
     dataset=_alternatives(config["datasets"]),
     model=_alternatives(config["models"]),
-    bits="4|8|16",
-    qbits="4|8",
+    bits=_alternatives(weights.BY_TAG),  # a weight format's tag: 4, 8, 16 (GPTQ/bf16), awq4, fp8
+    qbits=_alternatives(f.tag for f in weights.FORMATS.values() if f.quantized),
     kv=_alternatives(set(config["kv_methods"]) | {"full"}),
     shard=r"\d+of\d+",
     verifier=_alternatives(config["verifiers"]) or "^$",
@@ -55,7 +56,9 @@ def bf16_path(model):
 
 
 def model_path(model, bits):
-    return bf16_path(model) if int(bits) == 16 else f"{RESULTS}/models/{model}/w{bits}"
+    """The checkpoint of a weight format (``bits``: its path tag, or a bit count of GPTQ/bf16)."""
+    fmt = weights.by_tag(bits)
+    return f"{RESULTS}/models/{model}/w{fmt.tag}" if fmt.quantized else bf16_path(model)
 
 
 def is_local(path):
@@ -63,7 +66,8 @@ def is_local(path):
 
 
 def job_of(wildcards):
-    return grid.Job(wildcards.dataset, wildcards.model, int(wildcards.bits), wildcards.kv)
+    fmt = weights.by_tag(wildcards.bits)
+    return grid.Job(wildcards.dataset, wildcards.model, fmt.bits, wildcards.kv, fmt.method)
 
 
 # ---------------------------------------------------------------- resources
@@ -131,9 +135,11 @@ CALIBRATION = config["quantization"]["calibration"]
 
 
 def quantize_settings(wildcards):
-    """Everything in the config that changes a quantized checkpoint (quantizer options and
-    calibration), as one canonical JSON param: an edit reruns quantize and what follows it."""
-    return json.dumps(config["quantization"], sort_keys=True)
+    """Everything in the config that changes a quantized checkpoint (its method's quantizer
+    options, and calibration where the method calibrates), as one canonical JSON param: an edit
+    reruns quantize and what follows it, for the methods that read the edited key only."""
+    fmt = weights.by_tag(wildcards.qbits)
+    return json.dumps(weights.quantizer_options(fmt, config["quantization"]), sort_keys=True)
 
 
 def quantize_input(wildcards):
@@ -141,7 +147,7 @@ def quantize_input(wildcards):
     src = bf16_path(wildcards.model)
     if is_local(src):
         inputs["model"] = src
-    kind = _calibration_kind(CALIBRATION["source"])
+    kind = _calibration_kind(CALIBRATION["source"]) if weights.by_tag(wildcards.qbits).calibrated else None
     if kind == "file":
         inputs["calibration"] = CALIBRATION["source"]
     elif kind == "traces":
@@ -203,7 +209,7 @@ def job_shards(job):
 def generation_files(wildcards):
     """The generation output(s) of a job: one file, or one per question shard (scoring gathers them)."""
     job = job_of(wildcards)
-    stem = f"{RESULTS}/generations/{job.dataset}/{job.model}/w{job.bits}/kv-{job.kv}"
+    stem = f"{RESULTS}/generations/{job.key}"
     n = job_shards(job)
     return [f"{stem}.jsonl"] if n == 1 else [f"{stem}.shard{i}of{n}.jsonl" for i in range(1, n + 1)]
 
@@ -231,7 +237,10 @@ def generation_spec(wildcards):
             "dataset": wildcards.dataset,
             "model": model,
             "model_path": model_path(model, wildcards.bits),
-            "bits": int(wildcards.bits),
+            "bits": job_of(wildcards).bits,
+            # GPTQ and bf16 jobs keep the spec they had before other weight methods existed
+            **({"weight_method": job_of(wildcards).weight_method}
+               if job_of(wildcards).weights.method != weights.default_method(job_of(wildcards).bits) else {}),
             "kv": wildcards.kv,
             "kv_settings": grid.kv_settings(config, wildcards.kv),
             "backend": spec.backend,

@@ -56,6 +56,31 @@ def gptq_models(tiny_model, tmp_path_factory) -> dict[int, Path]:
 
 
 @pytest.fixture(scope="session")
+def awq_model(tiny_model, tmp_path_factory) -> Path:
+    """The tiny model AWQ-quantized (4-bit, group 128, GEMM layout) by the project's quantizer
+    (~15 s), calibrated like ``gptq_models``."""
+    from notallbits.quantization import quantize
+
+    root = tmp_path_factory.mktemp("awq")
+    corpus = root / "corpus.txt"
+    corpus.write_text((ROOT / "README.md").read_text())
+    quantize(str(tiny_model), str(root / "wawq4"), "awq4",
+             calibration={"source": str(corpus), "samples": 16, "seq_len": 128, "seed": 0})
+    return root / "wawq4"
+
+
+@pytest.fixture(scope="session")
+def fp8_model(tiny_model, tmp_path_factory) -> Path:
+    """The tiny model in FP8 with 64 x 64 block scales (its k/v projections have 64 outputs),
+    by the project's quantizer (no calibration; under a second)."""
+    from notallbits.quantization import quantize
+
+    out = tmp_path_factory.mktemp("fp8") / "wfp8"
+    quantize(str(tiny_model), str(out), "fp8", {"fp8_block": 64})
+    return out
+
+
+@pytest.fixture(scope="session")
 def demo_run(tmp_path_factory) -> Path:
     """The README's demo workflow, run once (transformers backend)."""
     workdir = tmp_path_factory.mktemp("demo")

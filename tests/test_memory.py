@@ -7,8 +7,8 @@ import sys
 import pytest
 
 from notallbits import UserError
-from notallbits.memory import (GIB, Arch, checkpoint_bytes, kv_bytes, kv_bytes_per_token, table1, table1_csv,
-                               weight_bytes)
+from notallbits.memory import (GIB, Arch, checkpoint_bytes, format_weight_bytes, kv_bytes, kv_bytes_per_token,
+                               table1, table1_csv, weight_bytes)
 
 
 def test_kv_per_token_qwen3_8b_by_hand():
@@ -110,6 +110,42 @@ def test_analytic_equals_measured_gptq(gptq_models, bits):
     # Appendix B's formula as written differs exactly by the int32 g_idx (one per input feature per linear)
     g_idx = arch.layers * sum(fan_in for fan_in, _ in arch.linear_shapes()) * 4
     assert weight_bytes(arch, bits) - weight_bytes(arch, bits, layout="appendix_b") == g_idx
+
+
+def test_analytic_equals_measured_awq(awq_model):
+    """Every tensor of the AWQ checkpoint (qweight, qzeros, scales; bf16 embeddings and norms) is counted."""
+    arch = Arch.named(str(awq_model))
+    assert weight_bytes(arch, 4, layout="awq") == checkpoint_bytes(awq_model)
+    assert format_weight_bytes(arch, "awq-4") == checkpoint_bytes(awq_model)
+
+
+def test_analytic_equals_measured_fp8(fp8_model):
+    """FP8: one byte per weight plus a float32 scale per 64 x 64 block, bf16 embeddings and norms."""
+    arch = Arch.named(str(fp8_model))
+    assert weight_bytes(arch, 8, layout="fp8_block", group_size=64) == checkpoint_bytes(fp8_model)
+    assert format_weight_bytes(arch, "fp8", {"fp8_block": 64}) == checkpoint_bytes(fp8_model)
+
+
+def test_awq_and_fp8_weight_bytes_by_hand():
+    """SMALL_QWEN3 (see the GPTQ hand count below) in the AWQ GEMM layout, 4-bit, group 128, per layer:
+      q, o:      qweight 256x256/2 = 32768, qzeros 2x256/2 = 256, scales 2x256x2 = 1024 -> 34048
+      k, v:      16384 + 128 + 512 = 17024
+      gate, up:  49152 + 384 + 1536 = 51072
+      down:      qweight 384x256/2 = 49152, qzeros 3x256/2 = 384, scales 3x256x2 = 1536 -> 51072
+      layer 255360, two layers 510720, + 515072 bf16 bytes = 1025792: Appendix B's formula exactly
+      (AWQ has no g_idx and every fan-in here is a multiple of 128).
+    FP8 with 128 x 128 blocks (Qwen's -FP8), one byte per weight + 4 bytes per block:
+      q, o: 65536 + 2x2x4 = 65552; k, v: 32768 + 1x2x4 = 32776; gate, up: 98304 + 3x2x4 = 98328;
+      down: 98304 + 2x3x4 = 98328; layer 491640, two layers 983280, + 515072 = 1498352."""
+    arch = Arch.from_hf_config(SMALL_QWEN3)
+    assert weight_bytes(arch, 4, layout="awq") == 510720 + 515072 == 1025792
+    assert weight_bytes(arch, 4, layout="awq") == weight_bytes(arch, 4, layout="appendix_b")
+    assert weight_bytes(arch, 8, layout="fp8_block") == 983280 + 515072 == 1498352
+    assert format_weight_bytes(arch, "awq-4") == 1025792 and format_weight_bytes(arch, "fp8") == 1498352
+    assert format_weight_bytes(arch, 4) == weight_bytes(arch, 4) and format_weight_bytes(arch, "bf16") == \
+        weight_bytes(arch, 16)
+    with pytest.raises(UserError, match="fp8_block holds 8-bit"):
+        weight_bytes(arch, 4, layout="fp8_block")
 
 
 def test_bad_inputs():

@@ -30,6 +30,10 @@ def sample_seeds(base_seed: int, question_id: str, n: int) -> list[int]:
 def check_spec(spec: dict) -> None:
     if spec["bits"] not in (4, 8, 16):
         raise UserError(f"bits must be 4, 8 or 16, got {spec['bits']}")
+    if spec.get("weight_method"):
+        from notallbits import weights
+
+        weights.of(spec["weight_method"], spec["bits"])  # unknown (method, bits): one line
     bad = [b for b in spec["budgets"] if not isinstance(b, int) or b <= 0]
     if bad or not spec["budgets"]:
         raise UserError(f"budgets must be positive integers, got {spec['budgets']}")
@@ -178,7 +182,8 @@ def generate(questions_path: str, spec: dict, out_path: str, progress_root: str)
                            "engine_start_seconds": round(getattr(backend, "engine_start_seconds", 0.0), 3)}
     stats["engine_start_seconds"] = stats["invocation"]["engine_start_seconds"]
     header = {"format_version": FORMAT_VERSION, "dataset": spec["dataset"], "model": spec["model"],
-              "model_path": spec["model_path"], "bits": spec["bits"], "kv": spec["kv"],
+              "model_path": spec["model_path"], "bits": spec["bits"], "weight_method": weight_method(spec),
+              "kv": spec["kv"],
               "kv_settings": spec["kv_settings"], "backend": spec["backend"], "budgets": budgets,
               "samples": n, "questions": len(questions), "sampling": samp, "generation": gen, "stats": stats,
               **({"shard": spec["shard"]} if spec.get("shard") else {}),
@@ -186,6 +191,13 @@ def generate(questions_path: str, spec: dict, out_path: str, progress_root: str)
               "environment": environment(str(getattr(backend, "device", "")))}
     write_framed_jsonl(out_path, header, records)
     return header
+
+
+def weight_method(spec: dict) -> str:
+    """gptq/awq/fp8/bf16: the spec's, or what its bits alone mean (GPTQ and bf16 jobs)."""
+    from notallbits.weights import default_method
+
+    return spec.get("weight_method") or default_method(spec["bits"])
 
 
 def cell_stats(samples, budgets) -> dict:
