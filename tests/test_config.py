@@ -15,9 +15,15 @@ def paper():
 
 
 def test_paper_grid_counts(paper):
-    assert [s["name"] for s in paper["sweeps"]] == ["main", "kv-compression", "extended-tasks", "prm-best-of-n"]
+    assert [s["name"] for s in paper["sweeps"]] == ["main", "kv-compression", "extended-tasks", "prm-best-of-n",
+                                                    "weight-methods"]
     whole = grid.validate(copy.deepcopy(paper))  # what `notallbits grid config.yaml` reports
-    assert len(grid.cells(whole)) == 4608 + 1944 + 576 == 7128 and len(grid.jobs(whole)) == 36 + 324 + 36 == 396
+    # weight-methods: AWQ-4 and FP8 x 2 datasets x 6 models x 4 budgets x K in {1, 8}; its GPTQ/bf16
+    # cells are main's (budgets and K a subset, fewer samples), so no existing job changes
+    assert len(grid.cells(whole)) == 4608 + 1944 + 576 + 2 * 2 * 6 * 4 * 2 == 7320
+    assert len(grid.jobs(whole)) == 36 + 324 + 36 + 2 * 2 * 6 == 420
+    without = grid.jobs(grid.validate({**paper, "sweeps": paper["sweeps"][:4]}))
+    assert all(grid.jobs(whole)[job] == spec for job, spec in without.items())
     # PRM Best-of-N scores the main sweep's AIME25 traces: no cell of K or generation job of its own
     verified = [j for j, s in grid.jobs(whole).items() if s.verifiers]
     assert len(verified) == 6 * 3 and all(grid.jobs(whole)[j].verifiers == ["actprm-x"] for j in verified)
@@ -64,7 +70,7 @@ def test_union_of_sweeps_merges_jobs(paper):
 @pytest.mark.parametrize("mutate, message", [
     (lambda c: c.update(bogus=1), "unknown key 'bogus'"),
     (lambda c: c["sampling"].update(temprature=0.5), "unknown key 'sampling.temprature'"),
-    (lambda c: c["sweeps"][0].update(bits=[4, 5]), "sweeps[0].bits[1]: 5 is not one of [4, 8, 16]"),
+    (lambda c: c["sweeps"][0].update(bits=[4, 5]), "sweeps[0].bits[1]: 5 is not one of [4, 8, 16, 'gptq-4', 'gptq-8', 'bf16', 'awq-4', 'fp8']"),
     (lambda c: c["sweeps"][0].update(budgets=[0, 2000]), "sweeps[0].budgets[0]: 0 is less than the minimum of 1"),
     (lambda c: c["sweeps"][0].update(k=[1, 64]), "sweeps[0].k: K=64 exceeds samples=32"),
     (lambda c: c["sweeps"][0].update(models=["Qwen3-7B"]), "sweeps[0].models: unknown name 'Qwen3-7B'"),

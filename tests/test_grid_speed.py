@@ -17,7 +17,8 @@ STAGES = ["results/data/", "results/models/", "results/generations/", "results/s
 
 # config.yaml's generation jobs (counted in tests/test_config.py): main sweep 2 datasets x 6 models x
 # 3 weight bits (full cache); KV sweep 2 x 6 x 3 weight bits x 9 KV settings; extended tasks 2 x 6 x 3.
-MAIN_JOBS, KV_JOBS, EXTENDED_JOBS = 2 * 6 * 3, 2 * 6 * 3 * 9, 2 * 6 * 3
+# weight methods: 2 x 6 x AWQ-4 and FP8 (its GPTQ/bf16 cells are main's jobs).
+MAIN_JOBS, KV_JOBS, EXTENDED_JOBS, WEIGHT_JOBS = 2 * 6 * 3, 2 * 6 * 3 * 9, 2 * 6 * 3, 2 * 6 * 2
 
 
 def test_full_grid_dry_run_and_noop(tmp_path):
@@ -26,10 +27,10 @@ def test_full_grid_dry_run_and_noop(tmp_path):
     dry_seconds = time.perf_counter() - t0
     plan = run_snakemake(tmp_path, ROOT / "config.yaml", "--dry-run")  # untimed: lists every output
     text = plan.stdout + plan.stderr
-    jobs = MAIN_JOBS + KV_JOBS + EXTENDED_JOBS
+    jobs = MAIN_JOBS + KV_JOBS + EXTENDED_JOBS + WEIGHT_JOBS
     assert re.search(rf"generate\s+{jobs}\b", text) and re.search(rf"score\s+{jobs}\b", text)
-    # GPTQ checkpoints: 6 models x 2 bits, shared by every sweep
-    assert re.search(r"quantize\s+12\b", text)
+    # GPTQ 4/8-bit, AWQ-4 and FP8 checkpoints: 6 models x 4 formats, shared by every sweep
+    assert re.search(r"quantize\s+24\b", text)
     assert dry_seconds <= 5, dry_seconds
     outputs = set()
     for line in text.splitlines():
@@ -42,7 +43,7 @@ def test_full_grid_dry_run_and_noop(tmp_path):
     for path in sorted(outputs):
         full = tmp_path / path
         stage = next(i for i, prefix in enumerate(STAGES) if path.startswith(prefix))
-        if re.search(r"results/models/[^/]+/w\d+$", path):
+        if re.search(r"results/models/[^/]+/w[^/]+$", path):
             full.mkdir(parents=True, exist_ok=True)
         else:
             full.parent.mkdir(parents=True, exist_ok=True)

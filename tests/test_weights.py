@@ -102,3 +102,8 @@ def test_new_quantization_keys_leave_gptq_settings_alone():
     assert set(weights.quantizer_options(weights.get(4), q)) == before
     assert set(weights.quantizer_options(weights.get("awq-4"), q)) == {"group_size", "calibration"}
     assert weights.quantizer_options(weights.get("fp8"), q) == {"fp8_block": 128}
+
+
+def test_schema_lists_the_formats():
+    items = grid.schema()["properties"]["sweeps"]["items"]["properties"]["bits"]["items"]["enum"]
+    assert items == list(weights.BY_BITS) + list(weights.FORMATS)

@@ -163,7 +163,7 @@ def test_adding_a_budget_reuses_traces(demo_run, tmp_path):
 
 @pytest.mark.parametrize("edit, message", [
     (lambda c: c.update(colour="red"), "error: config: unknown key 'colour'"),
-    (lambda c: c["sweeps"][0].update(bits=[3]), "error: config: sweeps[0].bits[0]: 3 is not one of [4, 8, 16]"),
+    (lambda c: c["sweeps"][0].update(bits=[3]), "error: config: sweeps[0].bits[0]: 3 is not one of [4, 8, 16, 'gptq-4', 'gptq-8', 'bf16', 'awq-4', 'fp8']"),
     (lambda c: c["sweeps"][0].update(budgets=[-5]), "error: config: sweeps[0].budgets[0]: -5 is less than the minimum of 1"),
     (lambda c: c["sweeps"][0].update(k=[8]), "error: config: sweeps[0].k: K=8 exceeds samples=4"),
     (lambda c: c["models"].update(other={"source": "./nowhere/model"}),
