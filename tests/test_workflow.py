@@ -20,8 +20,19 @@ pytestmark = pytest.mark.slow
 def test_demo_outputs(demo_run):
     summary = pd.read_csv(demo_run / "results" / "summary.csv")
     # main sweep: datasets x bits x budgets x K; KV sweep: 5 methods x budgets x K at 16 bits and
-    # 2 methods x budgets x K at 4 bits; code: budgets x K; PRM Best-of-N: bits x budgets x N
-    assert len(summary) == 2 * 3 * 3 * 3 + 5 * 3 * 3 + 2 * 3 * 3 + 2 * 2 + 2 * 3 * 3
+    # 2 methods x budgets x K at 4 bits; code: budgets x K; PRM Best-of-N: bits x budgets x N;
+    # weight methods: AWQ-4 and FP8 x budgets x K
+    assert len(summary) == 2 * 3 * 3 * 3 + 5 * 3 * 3 + 2 * 3 * 3 + 2 * 2 + 2 * 3 * 3 + 2 * 3 * 3
+    # every weight format ran, and its measured checkpoint bytes are the memory model's (weights.py layouts)
+    from notallbits.memory import Arch, format_weight_bytes
+
+    quantization = yaml.safe_load(DEMO.read_text())["quantization"]
+    arch = Arch.named(str(demo_run / "results/models/tiny-qwen3/w16"))
+    measured = summary[summary["dataset"] == "demo-arith"].groupby(["weight_method", "bits"])["weight_bytes"].unique()
+    assert {k: list(v) for k, v in measured.items()} == {
+        (m, b): [format_weight_bytes(arch, name, quantization)]
+        for name, m, b in (("gptq-4", "gptq", 4), ("gptq-8", "gptq", 8), ("bf16", "bf16", 16), ("awq-4", "awq", 4),
+                           ("fp8", "fp8", 8))}
     assert set(summary[summary["bits"] == 4]["kv"]) == {"full", "rkv-48", "hqq-4bit"}
     assert {"accuracy", "weight_bytes", "kv_bytes", "total_gib", "job_generated_tokens",
             "job_wall_seconds"} <= set(summary.columns)
@@ -99,11 +110,12 @@ def test_calibration_change_reruns_quantize_and_what_follows(demo_run, tmp_path)
     cfg = tmp_path / "calibration_seed.yaml"
     cfg.write_text(yaml.safe_dump(config))
     plan = run_snakemake(demo_run, cfg, "--dry-run", "--quiet", "rules").stdout
-    assert re.search(r"calibration_traces\s+1", plan) and re.search(r"quantize\s+2", plan), plan
+    # GPTQ 4/8 and AWQ calibrate; FP8 (absmax per block) reads no calibration data and stays
+    assert re.search(r"calibration_traces\s+1", plan) and re.search(r"quantize\s+3", plan), plan
     from notallbits import grid
 
-    quantized_jobs = sum(1 for job in grid.jobs(grid.validate(config)) if job.bits != 16)
-    assert re.search(rf"generate\s+{quantized_jobs}\b", plan), plan  # the 4- and 8-bit jobs, not the bf16 ones
+    quantized_jobs = sum(1 for job in grid.jobs(grid.validate(config)) if job.weights.calibrated)
+    assert re.search(rf"generate\s+{quantized_jobs}\b", plan), plan  # GPTQ/AWQ jobs, not the bf16 or FP8 ones
     assert "build_tiny_model" not in plan and "prepare_data" not in plan
 
 
