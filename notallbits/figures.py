@@ -14,6 +14,14 @@ FORMAT_MARKERS = {"gptq-4": "o", "gptq-8": "s", "bf16": "D", "awq-4": "^", "fp8"
 METHOD_COLORS = {"gptq": "tab:blue", "awq": "tab:orange", "fp8": "tab:green", "bf16": "grey"}
 
 
+def format_label(name: str) -> str:
+    """Legend text of a weight format: the paper's '4-bit'/'8-bit'/'16-bit' for GPTQ and bf16, else its name."""
+    from notallbits import weights
+
+    fmt = weights.FORMATS[name]
+    return f"{fmt.bits}-bit" if weights.BY_BITS.get(fmt.bits) == name else name
+
+
 def weight_format_names(data) -> list[str]:
     """Each row's weight format name (gptq-4, awq-4, fp8, bf16, ...), from weight_method and bits
     (summaries without weight_method: what the bits alone mean)."""
@@ -219,7 +227,7 @@ def kv_weight_bits(df, dataset: str, out_path: str) -> None:
             if group.empty:
                 continue
             ax.scatter(group["total_gib"], group["accuracy_pct"], color=palette[b], marker=FORMAT_MARKERS.get(b, "o"),
-                       s=22, alpha=0.55, label=f"{b} weights")
+                       s=22, alpha=0.55, label=f"{format_label(b)} weights")
             front = pareto_frontier(group, y="accuracy_pct")
             ax.step(front["total_gib"], front["accuracy_pct"], where="post", color=palette[b], lw=1.4)
         settings = ", ".join(sorted(sub["kv"].unique()))

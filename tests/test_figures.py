@@ -5,6 +5,7 @@ import os
 from pathlib import Path
 
 import pandas as pd
+import pytest
 
 from notallbits.figures import FIGURES, kv_weight_bits
 from tests.conftest import DEMO, ROOT
@@ -56,3 +57,27 @@ def test_kv_weight_bits_one_panel_per_method_colour_by_bits(tmp_path, monkeypatc
         assert labels == ["4-bit weights", "8-bit weights", "16-bit weights"]
         # Maj@1 only: 3 precisions x 2 budgets points per panel
         assert sum(len(c.get_offsets()) for c in ax.collections) == 6
+
+
+def test_weight_methods_one_frontier_per_method(tmp_path, monkeypatch):
+    """GPTQ 4/8, AWQ-4, FP8 and bf16 rows: one frontier per quantization method, each over its own
+    formats and the shared bf16 rows, so each frontier ends at bf16's best point."""
+    from notallbits.figures import weight_methods
+
+    rows = []
+    for method, bits, gib, acc in (("gptq", 4, 5.7, 0.5), ("gptq", 8, 8.9, 0.6), ("awq", 4, 5.6, 0.55),
+                                   ("fp8", 8, 8.8, 0.62), ("bf16", 16, 15.3, 0.65)):
+        for budget in (2000, 6000):
+            rows.append({"dataset": "aime25", "model": "Qwen3-8B", "weight_method": method, "bits": bits, "kv": "full",
+                         "budget_tokens": budget, "k": 1, "accuracy": acc + budget / 1e5, "total_gib": gib + budget / 1e4})
+    drawn = {}
+    monkeypatch.setattr("notallbits.figures._save", lambda fig, out: drawn.setdefault("fig", fig))
+    weight_methods(pd.DataFrame(rows), "aime25", str(tmp_path / "x.png"))
+    ax = drawn["fig"].axes[0]
+    fronts = {line.get_label(): list(line.get_xdata()) for line in ax.get_lines()}
+    assert set(fronts) == {"gptq frontier (with bf16)", "awq frontier (with bf16)", "fp8 frontier (with bf16)"}
+    assert fronts["awq frontier (with bf16)"] == pytest.approx([5.8, 6.2, 15.5, 15.9])  # AWQ-4 then bf16; no GPTQ or FP8 point
+    assert fronts["fp8 frontier (with bf16)"] == pytest.approx([9.0, 9.4, 15.9])  # bf16 at 15.5 GiB (0.67) is beaten by FP8 at 9.4 (0.68)
+    assert len(fronts["gptq frontier (with bf16)"]) == 6
+    labels = ax.get_legend_handles_labels()[1]
+    assert {"awq-4 configurations", "fp8 configurations", "gptq-4 configurations", "bf16 configurations"} <= set(labels)
