@@ -25,7 +25,10 @@ def parse_memory(text: str) -> float:
 
 
 def _describe(row) -> dict:
-    return {"model": row["model"], "bits": int(row["bits"]), "budget_tokens": int(row["budget_tokens"]),
+    from notallbits.analysis import _method
+
+    return {"model": row["model"], "bits": int(row["bits"]), "weight_method": _method(row),
+            "budget_tokens": int(row["budget_tokens"]),
             "k": int(row["k"]), "kv": row["kv"], "accuracy": float(row["accuracy"]),
             "memory_gib": float(row["memory_gib"]), "weight_gib": float(row["weight_gib"]),
             "kv_gib": float(row["kv_gib"])}
@@ -47,7 +50,7 @@ def advise(summary, memory_gib: float, dataset: str, view: str = "single") -> di
                         f"budget {int(smallest['budget_tokens'])}, K={int(smallest['k'])})")
     ranked = fits.sort_values(["accuracy", "memory_gib"], ascending=[False, True])
     best = ranked.iloc[0]
-    setup = ["model", "bits", "kv"]
+    setup = ["model", "weight_method", "bits", "kv"] if "weight_method" in ranked else ["model", "bits", "kv"]
     other = ranked[(ranked[setup] != best[setup]).any(axis=1)]
     runner = (other if not other.empty else ranked.iloc[1:]).head(1)
     t = threshold(pareto_frontier(data, x="memory_gib"))
@@ -63,7 +66,10 @@ def advise(summary, memory_gib: float, dataset: str, view: str = "single") -> di
 
 def format_advice(a: dict) -> str:
     def line(c):
-        return (f"{c['model']} {c['bits']}-bit, KV {c['kv']}, budget {c['budget_tokens']} tokens, Maj@{c['k']}: "
+        from notallbits.weights import default_method
+
+        method = "" if c["weight_method"] == default_method(c["bits"]) else f" {c['weight_method'].upper()}"
+        return (f"{c['model']} {c['bits']}-bit{method}, KV {c['kv']}, budget {c['budget_tokens']} tokens, Maj@{c['k']}: "
                 f"accuracy {100 * c['accuracy']:.1f}% using {c['memory_gib']:.4g} GiB "
                 f"(weights {c['weight_gib']:.4g} + KV {c['kv_gib']:.4g})")
 

@@ -130,3 +130,16 @@ def test_threshold_of_a_frontier_that_only_buys_weights():
     front = pd.DataFrame([row("Qwen3-0.6B", 4, 0.5, 2000, 1, 0.1, 0.05), row("Qwen3-4B", 4, 2.0, 2000, 1, 0.3, 0.2)])
     t = threshold(with_view(front, "single"))
     assert (t["model"], t["weights_moves"], t["compute_moves"], t["moves_explained"]) == ("Qwen3-4B", 1, 0, 1.0)
+
+
+def test_advisor_tells_weight_methods_apart(summary):
+    """An FP8 Qwen3-8B is another setup than the GPTQ 8-bit one: it can be the runner-up, and says FP8."""
+    from notallbits.advisor import format_advice
+
+    fp8 = {**row("Qwen3-8B", 8, 8.8, 14000, 1, 1.9, 0.54), "weight_method": "fp8"}
+    gptq = summary.assign(weight_method=["bf16" if b == 16 else "gptq" for b in summary["bits"]])
+    a = advise(pd.concat([gptq, pd.DataFrame([fp8])], ignore_index=True), 12.0, "aime25")
+    assert (a["best"]["weight_method"], a["best"]["accuracy"]) == ("gptq", 0.55)
+    assert (a["runner_up"]["model"], a["runner_up"]["weight_method"]) == ("Qwen3-8B", "fp8")
+    text = format_advice(a)
+    assert "Qwen3-8B 8-bit, KV full" in text and "Qwen3-8B 8-bit FP8, KV full" in text
