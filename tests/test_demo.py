@@ -23,6 +23,7 @@ def summary(tmp_path_factory):
 
 def acc(summary, **where):
     rows = summary
+    where.setdefault("selection", "majority")
     for key, value in where.items():
         rows = rows[rows[key] == value]
     assert len(rows) == 1, where
@@ -57,3 +58,17 @@ def test_votes_do_not_hurt(summary):
         k1 = acc(summary, dataset="toy-math", model="toy-l", bits=16, kv="full", budget_tokens=budget, k=1)
         k4 = acc(summary, dataset="toy-math", model="toy-l", bits=16, kv="full", budget_tokens=budget, k=4)
         assert k4 >= k1 - 0.02
+
+
+def test_best_of_one_is_pass_at_one_and_the_verifier_costs_memory(summary):
+    """Whatever the verifier scores, Best-of-1 picks the one sample drawn: pass@1, = Maj@1. The
+    tiny PRM is untrained, so Best-of-4 is no better than a random pick can be (<= Maj@4 + noise)
+    while its bytes raise every Best-of-N cell's memory."""
+    for bits in (4, 16):
+        for budget in (16, 32, 64):
+            cell = dict(dataset="toy-math", model="toy-l", bits=bits, kv="full", budget_tokens=budget)
+            assert acc(summary, **cell, k=1, selection="prm_best_of_n") == pytest.approx(acc(summary, **cell, k=1))
+    rows = summary[(summary["model"] == "toy-l") & (summary["kv"] == "full") & (summary["dataset"] == "toy-math")]
+    prm = rows[rows["selection"] == "prm_best_of_n"].set_index(["bits", "budget_tokens", "k"])
+    maj = rows[rows["selection"] == "majority"].set_index(["bits", "budget_tokens", "k"]).loc[prm.index]
+    assert (prm["total_gib"] > maj["total_gib"]).all() and (prm["verifier_bytes"] > 0).all()
