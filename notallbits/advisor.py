@@ -31,11 +31,12 @@ def _describe(row) -> dict:
             "budget_tokens": int(row["budget_tokens"]),
             "k": int(row["k"]), "kv": row["kv"], "accuracy": float(row["accuracy"]),
             "memory_gib": float(row["memory_gib"]), "weight_gib": float(row["weight_gib"]),
-            "kv_gib": float(row["kv_gib"])}
+            "kv_gib": float(row["kv_gib"]), "selection": row.get("selection", "majority") or "majority",
+            "verifier": row.get("verifier", "") or "", "verifier_gib": float(row.get("verifier_gib", 0.0) or 0.0)}
 
 
 def advise(summary, memory_gib: float, dataset: str, view: str = "single") -> dict:
-    from notallbits.analysis import pareto_frontier, threshold, with_view
+    from notallbits.analysis import majority_rows, pareto_frontier, threshold, with_view
 
     if summary.empty:
         raise UserError("the summary table is empty: run the workflow first")
@@ -53,7 +54,7 @@ def advise(summary, memory_gib: float, dataset: str, view: str = "single") -> di
     setup = ["model", "weight_method", "bits", "kv"] if "weight_method" in ranked else ["model", "bits", "kv"]
     other = ranked[(ranked[setup] != best[setup]).any(axis=1)]
     runner = (other if not other.empty else ranked.iloc[1:]).head(1)
-    t = threshold(pareto_frontier(data, x="memory_gib"))
+    t = threshold(pareto_frontier(majority_rows(data), x="memory_gib"))  # the paper's threshold: Maj@K
     side = None
     if t is not None:
         side = ("above: spend further memory on longer generation and more votes"
@@ -69,9 +70,11 @@ def format_advice(a: dict) -> str:
         from notallbits.weights import default_method
 
         method = "" if c["weight_method"] == default_method(c["bits"]) else f" {c['weight_method'].upper()}"
-        return (f"{c['model']} {c['bits']}-bit{method}, KV {c['kv']}, budget {c['budget_tokens']} tokens, Maj@{c['k']}: "
+        pick = f"Maj@{c['k']}" if c["selection"] == "majority" else f"Best-of-{c['k']} by {c['verifier']}"
+        verifier = f" + verifier {c['verifier_gib']:.4g}" if c["verifier_gib"] else ""
+        return (f"{c['model']} {c['bits']}-bit{method}, KV {c['kv']}, budget {c['budget_tokens']} tokens, {pick}: "
                 f"accuracy {100 * c['accuracy']:.1f}% using {c['memory_gib']:.4g} GiB "
-                f"(weights {c['weight_gib']:.4g} + KV {c['kv_gib']:.4g})")
+                f"(weights {c['weight_gib']:.4g} + KV {c['kv_gib']:.4g}{verifier})")
 
     out = [f"{a['dataset']} within {a['memory_gib']:.4g} GiB ({a['view']} view, "
            f"{a['configurations_that_fit']} configurations fit):", f"  best:      {line(a['best'])}"]

@@ -7,10 +7,15 @@ import math
 
 # Memory views: what one configuration costs. "batch16" is the paper's Appendix C.3 view:
 # 16 concurrent requests share one copy of the weights, each with its own KV cache.
+# A Best-of-N row's verifier weights are held like the model's (once, shared by requests).
 VIEWS = {
-    "single": lambda df: df["weight_gib"] + df["kv_gib"],
-    "batch16": lambda df: df["weight_gib"] + 16 * df["kv_gib"],
+    "single": lambda df: df["weight_gib"] + df["kv_gib"] + _verifier_gib(df),
+    "batch16": lambda df: df["weight_gib"] + 16 * df["kv_gib"] + _verifier_gib(df),
 }
+
+
+def _verifier_gib(df):
+    return df["verifier_gib"] if "verifier_gib" in df else 0.0
 
 
 def pareto_mask(memory, accuracy) -> list[bool]:

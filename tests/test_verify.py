@@ -250,3 +250,36 @@ def test_actprm_x_weights_from_its_config():
     assert params == 7_083_474_946
     assert prm_weight_bytes(Arch.named("sail/ActPRM-X")) == 2 * params
     assert round(2 * params / GIB, 2) == 13.19
+
+
+def test_summary_analysis_and_advice_count_the_verifier(tmp_path):
+    """A Best-of-N row's total memory holds the verifier's bytes; the advisor, given more memory,
+    names the Best-of-N pick with them; the paper's threshold stays on Maj@K rows."""
+    import pandas as pd
+
+    from notallbits.advisor import advise, format_advice
+    from notallbits.aggregate import summarize
+    from notallbits.analysis import selection_comparison
+
+    questions = [{"id": "q", "task": "math", "answer": "7"}]
+    verifier = ({"verifier_bytes": 2**30}, [{"question_id": "q", "sample": i, "budget_tokens": 64, "score": s}
+                                            for i, s in enumerate([0.1, 0.2, 0.3, 0.9])])
+    rows, _ = score_job(questions, _records({"q": ["3", "3", "3", "7"]}), [1, 4], {"prm": (verifier, "v.jsonl")})
+    meta = {"dataset": "d", "model": "m", "bits": 16, "kv": "full", "backend": "transformers",
+            "kv_settings": json.dumps({"method": "full"}), "weight_bytes": 2 * 2**30, "layers": 2, "kv_heads": 2,
+            "head_dim": 32, "quant_settings": "", "job_wall_seconds": 1.0, "job_generated_tokens": 10,
+            "job_tokens_per_second": 10.0}
+    pd.DataFrame([{**meta, **r} for r in rows]).to_csv(tmp_path / "s.csv", index=False)
+    df = summarize([str(tmp_path / "s.csv")])
+    kv = 64 * 512 / 2**30  # K x T x 2 x layers x KV heads x head_dim x 2 B, K = 1
+    prm = df[df["selection"] == "prm_best_of_n"].set_index("k")
+    maj = df[df["selection"] == "majority"].set_index("k")
+    assert prm.loc[4, "total_gib"] == pytest.approx(2 + 4 * kv + 1) and maj.loc[4, "total_gib"] == pytest.approx(2 + 4 * kv)
+    assert prm.loc[4, "accuracy"] == 1 and maj.loc[4, "accuracy"] == 0 and prm.loc[1, "accuracy"] == maj.loc[1, "accuracy"]
+    comparison = selection_comparison(df)
+    best_prm = comparison[comparison["selection_rule"] == "prm_best_of_n:prm"].iloc[-1]
+    assert best_prm["accuracy"] == 1 and best_prm["majority_accuracy_at_memory"] == 0.25
+    best = format_advice(advise(df, 2.5, "d")).splitlines()[1]  # the verifier does not fit in 2.5 GiB
+    assert best.startswith("  best:") and "Maj@" in best
+    best = format_advice(advise(df, 3.5, "d")).splitlines()[1]
+    assert "Best-of-4 by prm" in best and "verifier 1" in best
