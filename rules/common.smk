@@ -222,7 +222,9 @@ def model_gpus(wildcards):
 def generation_spec(wildcards):
     """Everything that changes a generation job's results, as one JSON param: editing any
     of it reruns that job only; editing code or comments reruns nothing. A shard adds which
-    questions it takes; a multi-GPU model adds its GPU count (both absent otherwise)."""
+    questions it takes; a multi-GPU model adds its GPU count; a job a verifier reads adds
+    thinking_text (all absent otherwise, so adding a verifier rewrites only its jobs' records,
+    from their stored traces)."""
     spec = JOBS[job_of(wildcards)]
     model = wildcards.model
     extra = {}
@@ -231,6 +233,8 @@ def generation_spec(wildcards):
         extra["shard"] = [int(index), int(count)]
     if model_gpus(wildcards) > 1:
         extra["gpus"] = model_gpus(wildcards)
+    if spec.verifiers:  # a verifier reads the thinking: records carry its text (rules/verify.smk)
+        extra["thinking_text"] = True
     return json.dumps(
         {
             **extra,

@@ -121,7 +121,7 @@ def test_each_budgets_thinking_text_is_rebuilt_from_the_records(tiny_prm):
         answer_prefix_ids = [0]
         end_think_id = -1
 
-    records = records_for("q", res, budgets, Spec, tok)
+    records = records_for("q", res, budgets, Spec, tok, thinking_text=True)
     texts = thinking_texts(records)
     cut = 0
     for b in budgets:
@@ -133,7 +133,8 @@ def test_each_budgets_thinking_text_is_rebuilt_from_the_records(tiny_prm):
     assert sum(len(r.get("thinking_text", "")) for r in records) == len(texts[("q", 0, budgets[-1])])
     # a budget added below the largest changes no other record
     fewer = sorted(set(budgets[::3]) | {budgets[-1]})
-    assert records_for("q", res, fewer, Spec, tok) == [records[budgets.index(b)] for b in fewer]
+    assert records_for("q", res, fewer, Spec, tok, thinking_text=True) == [records[budgets.index(b)] for b in fewer]
+    assert not any("thinking_text" in r or "thinking_chars" in r for r in records_for("q", res, budgets, Spec, tok))
     with pytest.raises(UserError, match="thinking"):
         thinking_texts([{k: v for k, v in r.items() if k != "thinking_chars"} for r in records])
 

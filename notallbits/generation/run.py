@@ -41,15 +41,17 @@ def check_spec(spec: dict) -> None:
         raise UserError(f"samples must be positive, got {spec['samples']}")
 
 
-def records_for(question_id: str, res, budgets, spec: ForcingSpec, tokenizer) -> list[dict]:
-    """One record per budget of a sample. The thinking text (what a verifier reads) is stored
-    once per sample, not once per budget: the record at the largest budget carries the trace's
-    ``thinking_text``, and every record ``thinking_chars``, the length of the prefix of that
-    text which is its budget's thinking (``thinking_texts`` rebuilds them). A record depends on
-    its own budget and the largest one only, so adding a smaller budget changes no record."""
+def records_for(question_id: str, res, budgets, spec: ForcingSpec, tokenizer, thinking_text: bool = False) -> list[dict]:
+    """One record per budget of a sample. With ``thinking_text`` (the job spec's, set for jobs a
+    verifier reads) the thinking text is stored once per sample, not once per budget: the record
+    at the largest budget carries the trace's ``thinking_text``, and every record
+    ``thinking_chars``, the length of the prefix of that text which is its budget's thinking
+    (``thinking_texts`` rebuilds them). A record depends on its own budget and the largest one
+    only, so adding a smaller budget changes no record."""
     out = []
     largest = max(budgets)
-    full = tokenizer.decode(res.thinking_ids[:_thinking_at(res, largest)], skip_special_tokens=True)
+    full = tokenizer.decode(res.thinking_ids[:_thinking_at(res, largest)], skip_special_tokens=True) \
+        if thinking_text else ""
     for budget in budgets:
         if res.needs_forcing(budget):
             answer_ids = list(spec.answer_prefix_ids[1:]) + res.answers[budget]
@@ -60,17 +62,19 @@ def records_for(question_id: str, res, budgets, spec: ForcingSpec, tokenizer) ->
             thinking = res.natural_end
             forced = False
         generated = (res.answers[budget] if forced else res.natural_answer)
-        text = tokenizer.decode(res.thinking_ids[:thinking], skip_special_tokens=True)
-        # a budget that cuts a multi-byte character keeps the whole characters before it
-        chars = len(text) if full.startswith(text) else len(_common_prefix(full, text))
         out.append({
             "question_id": question_id, "sample": res.sample, "seed": res.seed, "budget_tokens": budget,
             "thinking_tokens": thinking, "forced": forced,
             "waits": sum(1 for p in res.wait_positions if p < thinking),
             "answer_text": tokenizer.decode(answer_ids, skip_special_tokens=True),
             "answer_tokens": len(generated),
-            "thinking_chars": chars, **({"thinking_text": full} if budget == largest else {}),
         })
+        if thinking_text:
+            text = tokenizer.decode(res.thinking_ids[:thinking], skip_special_tokens=True)
+            # a budget that cuts a multi-byte character keeps the whole characters before it
+            out[-1]["thinking_chars"] = len(text) if full.startswith(text) else len(_common_prefix(full, text))
+            if budget == largest:
+                out[-1]["thinking_text"] = full
     return out
 
 
@@ -91,8 +95,8 @@ def thinking_texts(records: list[dict]) -> dict[tuple[str, int, int], str]:
     by_sample: dict[tuple[str, int], list[dict]] = {}
     for r in records:
         if "thinking_chars" not in r:
-            raise UserError("generation records carry no thinking text (written before thinking_text "
-                            "existed): rerun their generate job (snakemake -R generate)")
+            raise UserError("generation records carry no thinking text (their job spec lacks thinking_text, "
+                            "which the workflow sets for jobs a verifier reads): rerun their generate job")
         by_sample.setdefault((r["question_id"], r["sample"]), []).append(r)
     out = {}
     for (qid, sample), recs in by_sample.items():
@@ -175,7 +179,8 @@ def generate(questions_path: str, spec: dict, out_path: str, progress_root: str)
         store.save(req.question_id, usable[req.question_id], prompts[req.question_id])
     used = [usable[q["id"]][i] for q in questions for i in range(n)]
     records = [rec for q in questions for i in range(n)
-               for rec in records_for(q["id"], usable[q["id"]][i], budgets, fspec, tokenizer)]
+               for rec in records_for(q["id"], usable[q["id"]][i], budgets, fspec, tokenizer,
+                                      bool(spec.get("thinking_text")))]
     bar.close()
     stats.update(cell_stats(used, budgets))
     stats["invocation"] = {"wall_seconds": round(time.perf_counter() - t0, 3), **run_tokens,
