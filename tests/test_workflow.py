@@ -74,9 +74,10 @@ def test_demo_prm_best_of_n(demo_run):
     assert (prm["verifier_bytes"] == prm_bytes).all() and (summary[summary["selection"] == "majority"]["verifier_bytes"] == 0).all()
     assert (prm["verifier_gib"] * 2**30 / prm_bytes).round(4).eq(1).all()  # the CSV keeps 6 digits
     assert ((prm["weight_gib"] + prm["kv_gib"] + prm["verifier_gib"]) / prm["total_gib"]).round(4).eq(1).all()
-    majority = summary[summary["selection"] == "majority"].set_index(["bits", "kv", "budget_tokens", "k", "dataset"])
+    cell = ["dataset", "model", "weight_method", "bits", "kv", "budget_tokens", "k"]
+    majority = summary[summary["selection"] == "majority"].set_index(cell)
     for r in prm.itertuples():  # same cell, more memory by the verifier
-        m = majority.loc[(r.bits, r.kv, r.budget_tokens, r.k, r.dataset)]
+        m = majority.loc[tuple(getattr(r, c) for c in cell)]
         assert r.total_gib > m["total_gib"] and r.weight_bytes == m["weight_bytes"]
     for bits in (4, 16):
         header, rows = read_framed_jsonl(demo_run / f"results/verify/demo-arith/tiny-qwen3/w{bits}/kv-full/tiny-prm.jsonl")
