@@ -192,7 +192,12 @@ def plan(config: dict, throughputs: dict[str, float]) -> dict:
         m["tokens"] += j["tokens"]
         m["gpu_hours"] = None if j["gpu_hours"] is None or m["gpu_hours"] is None else m["gpu_hours"] + j["gpu_hours"]
     hours = [j["gpu_hours"] for j in jobs]
+    # Best-of-N's verify jobs: one PRM forward per (question, sample, budget), at most its context
+    verify = [{"job": job.key, "verifier": v, "records": question_count(config["datasets"][job.dataset])
+               * spec.samples * len(spec.budgets), "max_tokens": config["verifiers"][v]["max_tokens"]}
+              for job, spec in grid.jobs(config).items() for v in spec.verifiers]
     return {"cells": len(grid.cells(config)), "jobs": len(jobs), "tokens": sum(j["tokens"] for j in jobs),
+            "verify_jobs": verify,
             "gpu_hours": None if None in hours else sum(hours), "per_model": per_model, "per_job": jobs,
             "gpu_memory": gpu_memory(config), "runtimes": runtimes(config)}
 
@@ -256,6 +261,10 @@ def run(args: argparse.Namespace) -> None:
         print(json.dumps(result, indent=1))
         return
     print(f"{result['cells']} cells in {result['jobs']} generation jobs; {result['tokens']:,} tokens to generate")
+    if result["verify_jobs"]:
+        verify = result["verify_jobs"]
+        print(f"{len(verify)} verify jobs (PRM Best-of-N, {', '.join(sorted({v['verifier'] for v in verify}))}): "
+              f"{sum(v['records'] for v in verify):,} sample traces to score, each cut to the verifier's context")
     for model, m in result["per_model"].items():
         hours = f"{m['gpu_hours']:.1f} GPU-hours" if m["gpu_hours"] is not None else "no throughput given"
         print(f"  {model}: {m['jobs']} jobs, {m['tokens']:,} tokens, {hours}")

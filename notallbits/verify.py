@@ -13,7 +13,9 @@ The paper's verifier is ActPRM-X (``sail/ActPRM-X``), a fine-tune of
 * input: the chat template with the system prompt ``SYSTEM``, the question as the user turn and
   the solution as the assistant turn, its steps each followed by the separator ``<extra_0>``;
 * a step's reward: softmax over the head's 2 logits at that step's separator, class 1 (the
-  probability that the step is correct), in [0, 1].
+  probability that the step is correct), in [0, 1]. (vLLM's and SGLang's copies of the model
+  agree on the head; vLLM's STEP pooler defaults its step token to id 151651, ``<extra_0>`` in
+  the Qwen2.5 tokenizer: :func:`load` takes the id from the checkpoint's own tokenizer.)
 
 Our choices, where the cards leave them open:
 
