@@ -294,6 +294,40 @@ def check_vllm_awq_fp8(vllm_python: str | None, platform: str | None, gpus: int,
                + header_line(out))
 
 
+def check_verify_prm(models: dict, gpus: int, questions: Path, work: Path) -> None:
+    """The verify step (PRM Best-of-N) on CUDA in bf16: a transformers job on the tiny model
+    writes its thinking text, and a tiny random PRM of ActPRM-X's architecture scores it."""
+    name = "verify (process reward model) on cuda"
+    if not gpus or 16 not in models:
+        report("SKIP", name, "no GPU on this machine")
+        return
+    from notallbits.verify import build_tiny
+
+    prm = build_tiny(work / "tiny-prm")
+    gen = work / "verify-generations.jsonl"
+    proc, log = start_job(sys.executable, questions, {**spec(models[16], "transformers", 16), "thinking_text": True},
+                          gen, job_env(work / "slots"))
+    rc, _, text = finish_job(proc, log)
+    if rc != 0:
+        report("FAIL", name, f"generation exit {rc}: {last_line(text)} (log {log})")
+        return
+    out = work / "verify.jsonl"
+    vspec = {"verifier": "tiny-prm", "source": str(prm), "aggregation": "min", "max_tokens": None,
+             "batch_size": 8, "dtype": "bfloat16", "device": "auto"}
+    proc = subprocess.run([sys.executable, "-m", "notallbits", "verify", "--questions", str(questions),
+                           "--generations", str(gen), "--spec", json.dumps(vspec), "--out", str(out)],
+                          capture_output=True, text=True, env=job_env(work / "slots"), cwd=ROOT, timeout=JOB_TIMEOUT_S)
+    if proc.returncode != 0:
+        report("FAIL", name, f"exit {proc.returncode}: {last_line(proc.stderr)}")
+        return
+    from notallbits.io import read_framed_jsonl
+
+    header, rows = read_framed_jsonl(out)
+    ok = str(header["device"]).startswith("cuda") and rows and all(0 <= r["score"] <= 1 for r in rows)
+    report("PASS" if ok else "FAIL", name, f"{len(rows)} records scored on {header['device']} "
+           f"({header['dtype']}, context {header['max_tokens']}); {last_line(proc.stderr)}")
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m notallbits.gpucheck", description=__doc__.split("\n\n")[0])
     p.add_argument("--vllm-python", default=default_vllm_python(),
@@ -317,6 +351,7 @@ def main(argv: list[str] | None = None) -> int:
     check_vllm_jobs(args.vllm_python, platform, models, gpus, questions, work)
     check_transformers_gptq(models, gpus, questions, work)
     check_vllm_awq_fp8(args.vllm_python, platform, gpus, questions, work)
+    check_verify_prm(models, gpus, questions, work)
     counts = {s: sum(1 for r in RESULTS if r[0] == s) for s in ("PASS", "FAIL", "SKIP")}
     skipped = [n for s, n, _ in RESULTS if s == "SKIP"]
     print(f"{counts['PASS']} passed, {counts['FAIL']} failed, {counts['SKIP']} skipped in {time.time() - t0:.0f} s"

@@ -266,9 +266,10 @@ def test_gpu_check_on_a_cpu_machine_says_what_it_skipped(tmp_path):
     assert all(ln.split()[0] in ("PASS", "SKIP") for ln in checks), checks
     skipped = {ln.split(":")[0].split(None, 1)[1] for ln in checks if ln.startswith("SKIP")}
     assert {"device slots", "vllm bf16 (multiprocess engine)", "vllm gptq 4-bit (Marlin)", "two jobs in parallel",
-            "transformers gptq 4-bit on cuda", "vllm awq 4-bit", "vllm fp8 (128x128 blocks)"} <= skipped
+            "transformers gptq 4-bit on cuda", "vllm awq 4-bit", "vllm fp8 (128x128 blocks)",
+            "verify (process reward model) on cuda"} <= skipped
     assert all("no GPU" in ln for ln in checks if ln.startswith("SKIP") and "vllm platform" not in ln)
-    assert lines[-1].startswith("1 passed, 0 failed, 9 skipped") and "skipped: device slots" in lines[-1]
+    assert lines[-1].startswith("1 passed, 0 failed, 10 skipped") and "skipped: device slots" in lines[-1]
 
 
 def test_gpu_check_fails_where_gpus_exist_but_cannot_be_used(tmp_path):
