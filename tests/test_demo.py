@@ -68,9 +68,10 @@ def test_best_of_one_is_pass_at_one_and_the_verifier_costs_memory(summary):
     """Whatever the verifier scores, Best-of-1 picks the one sample drawn: pass@1, = Maj@1. The
     tiny PRM is untrained, so Best-of-4 is no better than a random pick can be (<= Maj@4 + noise)
     while its bytes raise every Best-of-N cell's memory."""
-    for bits in (4, 16):
+    for bits, method in ((4, "gptq"), (16, "bf16")):
         for budget in (16, 32, 64):
-            cell = dict(dataset="toy-math", model="toy-l", bits=bits, kv="full", budget_tokens=budget)
+            cell = dict(dataset="toy-math", model="toy-l", bits=bits, weight_method=method, kv="full",
+                        budget_tokens=budget)
             assert acc(summary, **cell, k=1, selection="prm_best_of_n") == pytest.approx(acc(summary, **cell, k=1))
     rows = summary[(summary["model"] == "toy-l") & (summary["kv"] == "full") & (summary["dataset"] == "toy-math")
                    & summary["weight_method"].isin(["gptq", "bf16"])]
