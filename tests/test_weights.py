@@ -107,3 +107,41 @@ def test_new_quantization_keys_leave_gptq_settings_alone():
 def test_schema_lists_the_formats():
     items = grid.schema()["properties"]["sweeps"]["items"]["properties"]["bits"]["items"]["enum"]
     assert items == list(weights.BY_BITS) + list(weights.FORMATS)
+
+
+# AutoAWQ's GEMM packing (awq/modules/linear/gemm.py, WQLinear_GEMM.from_linear; vLLM's awq_triton.py
+# undoes the same order): nibble i of each int32 holds output column 8 * word + AWQ_ORDER[i].
+AWQ_ORDER = [0, 2, 4, 6, 1, 3, 5, 7]
+
+
+def _unpack_awq(packed):
+    import torch
+
+    out = torch.zeros(packed.shape[0], packed.shape[1] * 8, dtype=torch.int32)
+    for i, column in enumerate(AWQ_ORDER):
+        out[:, column::8] = (packed >> (4 * i)) & 0xF
+    return out
+
+
+def test_awq_packing_is_autoawq_order(awq_model):
+    """Dequantizing the file by AutoAWQ's published packing order, W = (q - z) * s per group of
+    128 inputs, gives exactly the weights the loaded AWQ layer multiplies by (identity input):
+    so vLLM's AWQ kernels, which unpack in that order, read the checkpoint right."""
+    import torch
+    from safetensors.torch import load_file
+
+    from notallbits.generation.hf_backend import load_model
+
+    tensors = load_file(str(awq_model / "model.safetensors"))
+    model = load_model(str(awq_model), device="cpu")[0]
+    for name in ("self_attn.k_proj", "mlp.down_proj"):
+        p = f"model.layers.1.{name}"
+        q, z = _unpack_awq(tensors[f"{p}.qweight"]), _unpack_awq(tensors[f"{p}.qzeros"])
+        scales = tensors[f"{p}.scales"].float()
+        group = torch.arange(q.shape[0]) // 128
+        ours = (q - z[group]).float() * scales[group]  # [in, out]
+        layer = model.get_submodule(p)
+        with torch.no_grad():
+            theirs = layer(torch.eye(q.shape[0], dtype=torch.bfloat16)[None])[0].float()
+        assert torch.allclose(theirs, ours, rtol=1e-2, atol=1e-3), (name, (theirs - ours).abs().max())
+        assert int(q.min()) >= 0 and int(q.max()) <= 15 and 0 < len(q.unique()) <= 16
