@@ -164,7 +164,7 @@ def test_adding_a_budget_reuses_traces(demo_run, tmp_path):
     cfg.write_text(yaml.safe_dump(config))
     plan = run_snakemake(demo_run, cfg, "--dry-run", "--quiet", "rules").stdout
     assert "quantize" not in plan and "build_tiny_model" not in plan and "prepare_data" not in plan
-    assert re.search(r"generate\s+14\b", plan), plan  # 6 full-cache + 5 KV-method + 2 KV-on-4-bit + 1 code job
+    assert re.search(r"generate\s+16\b", plan), plan  # 6 full-cache + 5 KV-method + 2 KV-on-4-bit + 1 code + 2 AWQ/FP8 jobs
     run_snakemake(demo_run, cfg)
     for gen in (demo_run / "results/generations").rglob("*.jsonl"):
         header, records = read_framed_jsonl(gen)
