@@ -45,28 +45,36 @@ def context_tokens(max_budget: int, answer_max_tokens: int, prompt_tokens: int =
     return prompt_tokens + max_budget + 16 + answer_max_tokens + 1
 
 
-def gpu_memory_needed_gib(arch, bits: int, context: int, gpus: int = 1, kv_tokens: int | None = None) -> float:
+def _weight_bytes(arch, weights, quantization: dict | None = None) -> int:
+    """Bytes of a checkpoint in ``weights`` format (a ``weights.WeightFormat``, a format name, or
+    4/8/16 for GPTQ/bf16), as the memory model counts its layout."""
+    from notallbits.memory import format_weight_bytes
+
+    return format_weight_bytes(arch, weights, quantization)
+
+
+def gpu_memory_needed_gib(arch, weights, context: int, gpus: int = 1, kv_tokens: int | None = None) -> float:
     """Per-GPU memory to start the engine: its share of the weights and of one full-length
     sequence's KV (tensor parallelism splits both), plus the engine overhead. vLLM refuses to
     start when gpu_memory_utilization x the GPU's memory is below this."""
-    from notallbits.memory import GIB, kv_bytes_per_token, weight_bytes
+    from notallbits.memory import GIB, kv_bytes_per_token
 
     kv = (kv_tokens if kv_tokens is not None else context) * kv_bytes_per_token(arch)
-    return (weight_bytes(arch, bits) + kv) / gpus / GIB + ENGINE_OVERHEAD_GIB
+    return (_weight_bytes(arch, weights) + kv) / gpus / GIB + ENGINE_OVERHEAD_GIB
 
 
-def sequences_in_flight(arch, bits: int, context: int, gpus: int, hardware: dict, gen: dict,
+def sequences_in_flight(arch, weights, context: int, gpus: int, hardware: dict, gen: dict,
                         kv_tokens: int | None = None) -> int:
     """Full-length sequences whose KV fits beside the weights (at least one), at most max_num_seqs."""
-    from notallbits.memory import GIB, kv_bytes_per_token, weight_bytes
+    from notallbits.memory import GIB, kv_bytes_per_token
 
     pool = gpus * (hardware["gpu_memory_gib"] * gen["gpu_memory_utilization"] - ENGINE_OVERHEAD_GIB) * GIB
-    pool -= weight_bytes(arch, bits)
+    pool -= _weight_bytes(arch, weights)
     per_sequence = (kv_tokens if kv_tokens is not None else context) * kv_bytes_per_token(arch)
     return int(max(1, min(gen["max_num_seqs"], pool // per_sequence)))
 
 
-def decode_seconds(arch, bits: int, sequences: int, budgets: list[int], answer_max_tokens: int, in_flight: int,
+def decode_seconds(arch, weights, sequences: int, budgets: list[int], answer_max_tokens: int, in_flight: int,
                    gpus: int, bandwidth_gb_per_s: float, prompt_tokens: int = PROMPT_TOKENS,
                    kv_tokens_held=None) -> float:
     """Seconds to decode a job at the memory bandwidth: steps x weight bytes (the sequences go
@@ -76,7 +84,7 @@ def decode_seconds(arch, bits: int, sequences: int, budgets: list[int], answer_m
     compressed cache holds after t (default: all of them)."""
     from math import ceil
 
-    from notallbits.memory import kv_bytes_per_token, weight_bytes
+    from notallbits.memory import kv_bytes_per_token
 
     held = kv_tokens_held or (lambda t: t)
     top = max(budgets)
@@ -87,7 +95,7 @@ def decode_seconds(arch, bits: int, sequences: int, budgets: list[int], answer_m
     trace_kv = sum(prompt_tokens + held(top * (i + 0.5) / points) for i in range(points)) * top / points
     answer_kv = sum(answer_max_tokens * (prompt_tokens + held(b)) for b in budgets)
     kv_bytes = sequences * (trace_kv + answer_kv) * kv_bytes_per_token(arch)
-    return (steps * weight_bytes(arch, bits) + kv_bytes) / (gpus * bandwidth_gb_per_s * 1e9)
+    return (steps * _weight_bytes(arch, weights) + kv_bytes) / (gpus * bandwidth_gb_per_s * 1e9)
 
 
 def shards_needed(minutes_for, questions: int, max_runtime_minutes: int) -> int:
@@ -146,7 +154,7 @@ def job_minutes(config: dict, job, spec, questions: int) -> float:
     gpus = int(config["models"][job.model].get("gpus", 1))
     context = context_tokens(max(spec.budgets), gen["answer_max_tokens"])
     if spec.backend == "vllm":
-        in_flight, held, slowdown = sequences_in_flight(arch, job.bits, context, gpus, hw, gen), None, 1
+        in_flight, held, slowdown = sequences_in_flight(arch, job.weights, context, gpus, hw, gen), None, 1
     else:
         settings = grid.kv_settings(config, job.kv) if job.kv != "full" else {"method": "full"}
         scale = settings.get("nbits", 16) / 16 if settings.get("method") == "hqq" else 1
@@ -156,7 +164,7 @@ def job_minutes(config: dict, job, spec, questions: int) -> float:
 
         def held(t):
             return scale * method.tokens_held(settings, max(1, int(t)))
-    seconds = decode_seconds(arch, job.bits, questions * spec.samples, spec.budgets, gen["answer_max_tokens"],
+    seconds = decode_seconds(arch, job.weights, questions * spec.samples, spec.budgets, gen["answer_max_tokens"],
                              in_flight, gpus, hw["gpu_bandwidth_gb_per_s"], kv_tokens_held=held)
     return 15 + 1.5 * slowdown * seconds / 60
 
@@ -203,26 +211,27 @@ def plan(config: dict, throughputs: dict[str, float]) -> dict:
 
 
 def gpu_memory(config: dict) -> list[dict]:
-    """Per model and weight bits: the GPU memory the engine needs to start with 1, 2 or 4 GPUs
+    """Per model and weight format: the GPU memory the engine needs to start with 1, 2 or 4 GPUs
     (tensor parallel; weights + one longest sequence's KV + overhead, per GPU), whether
     hardware.gpu_memory_gib x gpu_memory_utilization covers it, and how many longest sequences
     are then in flight."""
     gen, hw = config["generation"], config["hardware"]
     usable = hw["gpu_memory_gib"] * gen["gpu_memory_utilization"]
-    longest: dict[tuple[str, int], int] = {}
+    longest: dict[tuple[str, object], int] = {}
     for job, spec in grid.jobs(config).items():
         if spec.backend == "vllm" or job.kv == "full":
-            key = (job.model, job.bits)
+            key = (job.model, job.weights)
             longest[key] = max(longest.get(key, 0), context_tokens(max(spec.budgets), gen["answer_max_tokens"]))
     rows = []
     order = list(config["models"])
-    for (model, bits), context in sorted(longest.items(), key=lambda kv: (order.index(kv[0][0]), kv[0][1])):
+    for (model, fmt), context in sorted(longest.items(),
+                                        key=lambda kv: (order.index(kv[0][0]), kv[0][1].bits, kv[0][1].name)):
         arch = model_arch(config, model)
-        row = {"model": model, "bits": bits, "context_tokens": context}
+        row = {"model": model, "bits": fmt.bits, "weights": fmt.name, "context_tokens": context}
         for g in TP_CHOICES:
-            need = gpu_memory_needed_gib(arch, bits, context, g)
+            need = gpu_memory_needed_gib(arch, fmt, context, g)
             row[f"gib_per_gpu_{g}"] = round(need, 1)
-            row[f"in_flight_{g}"] = sequences_in_flight(arch, bits, context, g, hw, gen) if need <= usable else 0
+            row[f"in_flight_{g}"] = sequences_in_flight(arch, fmt, context, g, hw, gen) if need <= usable else 0
         rows.append(row)
     return rows
 
@@ -281,7 +290,7 @@ def run(args: argparse.Namespace) -> None:
         cells = "  ".join(f"{g} GPU{'s' if g > 1 else ' '}: {r[f'gib_per_gpu_{g}']:6.1f}"
                           f" ({r[f'in_flight_{g}'] or 'does not fit':>3}{' seqs' if r[f'in_flight_{g}'] else ''})"
                           for g in TP_CHOICES)
-        print(f"  {r['model']:>12} w{r['bits']:<2} {r['context_tokens']:>6} tokens  {cells}")
+        print(f"  {r['model']:>12} {r['weights']:<6} {r['context_tokens']:>6} tokens  {cells}")
     over = [r for r in result["runtimes"] if r["shards"] > 1]
     print(f"runtime at {hw['gpu_bandwidth_gb_per_s']} GB/s (hardware.max_runtime_minutes="
           f"{hw['max_runtime_minutes']}): {len(over)} of {len(result['runtimes'])} jobs run as question shards"

@@ -294,17 +294,21 @@ def test_plan_says_which_gpu_memory_each_model_needs(tmp_path):
     from notallbits.plan import plan
 
     config = grid.load(ROOT / "config.yaml")
-    rows = {(r["model"], r["bits"]): r for r in plan(config, {})["gpu_memory"]}
-    r = rows[("Qwen3-32B", 16)]
+    rows = {(r["model"], r["weights"]): r for r in plan(config, {})["gpu_memory"]}
+    r = rows[("Qwen3-32B", "bf16")]
     assert r["context_tokens"] == 1024 + 30000 + 16 + 32 + 1
     assert r["gib_per_gpu_1"] == pytest.approx(61.0 + 31073 * 262144 / 2**30 + 2, abs=0.1)
     assert r["in_flight_1"] == 1 and r["in_flight_2"] > r["in_flight_1"]
     assert r["gib_per_gpu_4"] == pytest.approx((61.0 + 7.59) / 4 + 2, abs=0.1)
     config["hardware"]["gpu_memory_gib"] = 40.0
-    rows = {(r["model"], r["bits"]): r for r in plan(config, {})["gpu_memory"]}
-    r = rows[("Qwen3-32B", 16)]
+    # each weight format its own row, sized by its own layout: FP8 (no zeros, no group scales) under GPTQ-8
+    fp8, gptq8 = rows[("Qwen3-32B", "fp8")], rows[("Qwen3-32B", "gptq-8")]
+    assert fp8["gib_per_gpu_1"] - 2 - 7.59 == pytest.approx(31.97, abs=0.1)
+    assert gptq8["gib_per_gpu_1"] - 2 - 7.59 == pytest.approx(32.66, abs=0.1)
+    rows = {(r["model"], r["weights"]): r for r in plan(config, {})["gpu_memory"]}
+    r = rows[("Qwen3-32B", "bf16")]
     assert r["in_flight_1"] == 0 and r["in_flight_2"] == 0 and r["in_flight_4"] >= 1
     proc = subprocess.run([sys.executable, "-m", "notallbits", "plan", str(ROOT / "config.yaml")], capture_output=True,
                           text=True, env={**os.environ, "PYTHONPATH": str(ROOT)}, timeout=120)
     assert proc.returncode == 0 and "GPU memory to start vLLM" in proc.stdout
-    assert any(ln.split()[:2] == ["Qwen3-32B", "w16"] and "1 GPU :   70.6" in ln for ln in proc.stdout.splitlines())
+    assert any(ln.split()[:2] == ["Qwen3-32B", "bf16"] and "1 GPU :   70.6" in ln for ln in proc.stdout.splitlines())
