@@ -2,7 +2,8 @@
 
 Weight bytes are measured (tensor bytes of the checkpoint that ran); KV bytes follow the
 memory model for the cell's KV method with G = K parallel samples and T = the budget.
-``latency_seconds`` is an estimate (see below); ``job_tokens_per_second`` is measured.
+``latency_seconds`` is an estimate (see below; a Best-of-N row's includes its verifier's
+``verifier_seconds``); ``job_tokens_per_second`` is measured.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ GIB = 2**30
 COLUMNS = ["dataset", "model", "weight_method", "bits", "kv", "kv_method", "backend", "budget_tokens", "k", "selection",
            "verifier", "accuracy", "questions", "samples", "parsed_rate", "weight_bytes", "kv_bytes", "verifier_bytes",
            "weight_gib", "kv_gib", "verifier_gib", "total_gib",
-           "mean_thinking_tokens", "mean_answer_tokens", "latency_seconds", "job_generated_tokens",
+           "mean_thinking_tokens", "mean_answer_tokens", "latency_seconds", "verifier_seconds", "job_generated_tokens",
            "job_wall_seconds", "job_tokens_per_second", "quant_settings"]
 
 
@@ -54,8 +55,14 @@ def summarize(score_paths: list[str]):
     # estimate it as the job's seconds per question scaled by the share of the trace it uses.
     job = ["dataset", "model", "weight_method", "bits", "kv", "selection", "verifier"]
     per_token = df["mean_thinking_tokens"] + df["mean_answer_tokens"]
+    # A Best-of-N row adds the PRM's seconds for the question's N samples at that budget (the verify
+    # job's forward time shared by input tokens, scoring.verify_seconds_by_budget); NaN when unknown
+    df["verifier_seconds"] = (pd.to_numeric(df["verifier_seconds"], errors="coerce") if "verifier_seconds" in df
+                              else 0.0)
+    df.loc[df["selection"] == "majority", "verifier_seconds"] = 0.0
     df["latency_seconds"] = (df["job_wall_seconds"] / df["questions"]
-                             * per_token / per_token.groupby([df[c] for c in job]).transform("max"))
+                             * per_token / per_token.groupby([df[c] for c in job]).transform("max")
+                             + df["verifier_seconds"])
     df = df[COLUMNS].astype({"bits": "int64", "budget_tokens": "int64", "k": "int64", "weight_bytes": "int64",
                              "verifier_bytes": "int64"})
     return df.sort_values(["dataset", "model", "bits", "weight_method", "kv", "budget_tokens", "k", "selection", "verifier"]

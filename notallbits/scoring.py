@@ -254,6 +254,20 @@ def join_verifications(sample_rows: list[dict], verification: tuple[dict, list[d
     return scores
 
 
+def verify_seconds_by_budget(verification: tuple[dict, list[dict]]) -> dict[int, float]:
+    """A verify job's PRM seconds split over the budgets it scored, in proportion to the input
+    tokens of each budget's records (a forward pass costs about its tokens); empty when the
+    file does not say how long it took."""
+    header, rows = verification
+    if header.get("seconds") is None:
+        return {}
+    tokens: dict[int, int] = {}
+    for r in rows:
+        tokens[r["budget_tokens"]] = tokens.get(r["budget_tokens"], 0) + r["input_tokens"]
+    total = sum(tokens.values())
+    return {b: header["seconds"] * t / total for b, t in tokens.items()} if total else {}
+
+
 def score_job(questions: list[dict], records: list[dict], ks: list[int],
               verifications: dict[str, tuple[tuple[dict, list[dict]], str]] | None = None
               ) -> tuple[list[dict], list[dict]]:
@@ -273,6 +287,7 @@ def score_job(questions: list[dict], records: list[dict], ks: list[int],
     verifications = verifications or {}
     verifier_scores = {name: join_verifications(sample_rows, data, path)
                        for name, (data, path) in sorted(verifications.items())}
+    verifier_seconds = {name: verify_seconds_by_budget(data) for name, (data, _) in verifications.items()}
     rows = []
     for budget in budgets:
         per_q = [(by_id[qid], g) for (b, qid), g in groups.items() if b == budget]
@@ -289,12 +304,15 @@ def score_job(questions: list[dict], records: list[dict], ks: list[int],
                       "mean_thinking_tokens": sum(r["thinking_tokens"] for r in flat) / len(flat),
                       "mean_answer_tokens": sum(r["answer_tokens"] for r in flat) / len(flat)}
             rows.append({"budget_tokens": budget, "k": k, "selection": "majority", "verifier": "",
-                         "verifier_bytes": 0, "accuracy": float(acc), **common})
+                         "verifier_bytes": 0, "verifier_seconds": 0.0, "accuracy": float(acc), **common})
             for name, scores in verifier_scores.items():
                 best = sum(best_of_n_accuracy([scores[(r["question_id"], r["sample"], budget)] for r in g],
                                               [r["correct"] for r in g], k) for _, g in per_q) / len(per_q)
+                seconds = verifier_seconds[name].get(budget)
                 rows.append({"budget_tokens": budget, "k": k, "selection": "prm_best_of_n", "verifier": name,
                              "verifier_bytes": int(verifications[name][0][0]["verifier_bytes"]),
+                             # the PRM reads the N = K chosen-from samples of a question at this budget
+                             "verifier_seconds": None if seconds is None else seconds / len(per_q) * k / n,
                              "accuracy": float(best), **common})
     return rows, sample_rows
 

@@ -38,6 +38,7 @@ import argparse
 import json
 import math
 import sys
+import time
 from pathlib import Path
 
 from notallbits import UserError
@@ -217,10 +218,12 @@ def verify(questions_path: str, generation_paths: list[str], spec: dict, out_pat
     order = sorted(range(len(inputs)), key=lambda i: -len(inputs[i][0]))
     rewards: list[list[float] | None] = [None] * len(inputs)
     size = spec.get("batch_size", 8)
+    t0 = time.perf_counter()
     for start in tqdm(range(0, len(order), size), desc="verify batches", file=sys.stderr, mininterval=5):
         chunk = order[start: start + size]
         for i, out in zip(chunk, step_rewards(model, [inputs[i][0] for i in chunk], sep_id, pad_id, device)):
             rewards[i] = out
+    verify_seconds = time.perf_counter() - t0
     rows = []
     for r, (ids, n_steps, dropped), got in zip(records, inputs, rewards):
         rows.append({"question_id": r["question_id"], "sample": r["sample"], "budget_tokens": r["budget_tokens"],
@@ -235,7 +238,10 @@ def verify(questions_path: str, generation_paths: list[str], spec: dict, out_pat
                   "aggregation": how, "max_tokens": limit, "dtype": spec.get("dtype", "bfloat16"),
                   "verifier_bytes": checkpoint_bytes(folder),
                   "job": {k: header.get(k) for k in ("dataset", "model", "bits", "kv", "budgets", "samples")},
-                  "records": len(rows), "device": device}
+                  "records": len(rows), "device": device,
+                  # the PRM's forward passes over every record (model loading excluded): scoring charges
+                  # a Best-of-N row its share (by input tokens) in latency
+                  "seconds": round(verify_seconds, 3)}
     write_framed_jsonl(out_path, out_header, rows)
     return out_header
 

@@ -284,3 +284,33 @@ def test_summary_analysis_and_advice_count_the_verifier(tmp_path):
     assert best.startswith("  best:") and "Maj@" in best
     best = format_advice(advise(df, 3.5, "d")).splitlines()[1]
     assert "Best-of-4 by prm" in best and "verifier 1" in best
+
+
+def test_best_of_n_latency_adds_the_verifiers_seconds_for_its_n_samples(tmp_path):
+    """A verify job that took 3 s over records of 100 input tokens at T = 32 and 200 at T = 64
+    spent 1 s on T = 32 and 2 s on T = 64; Best-of-N over K of a question's 4 samples costs
+    K/4 of that per question on top of the generation latency (Maj@K rows add nothing)."""
+    import pandas as pd
+
+    from notallbits.aggregate import summarize
+
+    questions = [{"id": "q", "task": "math", "answer": "7"}]
+    recs = _records({"q": ["3", "3", "3", "7"]})
+    recs += [{**r, "budget_tokens": 32, "thinking_tokens": 32} for r in recs]
+    verifier = ({"verifier_bytes": 2**20, "seconds": 3.0},
+                [{"question_id": "q", "sample": i, "budget_tokens": b, "score": s, "input_tokens": b * 100 // 32}
+                 for b in (32, 64) for i, s in enumerate([0.1, 0.2, 0.3, 0.9])])
+    rows, _ = score_job(questions, recs, [1, 4], {"prm": (verifier, "v.jsonl")})
+    meta = {"dataset": "d", "model": "m", "bits": 16, "kv": "full", "backend": "transformers",
+            "kv_settings": json.dumps({"method": "full"}), "weight_bytes": 2**30, "layers": 2, "kv_heads": 2,
+            "head_dim": 32, "quant_settings": "", "job_wall_seconds": 10.0, "job_generated_tokens": 10,
+            "job_tokens_per_second": 1.0}
+    pd.DataFrame([{**meta, **r} for r in rows]).to_csv(tmp_path / "s.csv", index=False)
+    df = summarize([str(tmp_path / "s.csv")]).set_index(["selection", "budget_tokens", "k"])
+    generation = {64: 10.0, 32: 10.0 * 36 / 68}  # the job's seconds per question x the trace share used
+    for budget, verify_s in ((32, 1.0), (64, 2.0)):
+        for k in (1, 4):
+            assert df.loc[("majority", budget, k), "latency_seconds"] == pytest.approx(generation[budget])
+            assert df.loc[("prm_best_of_n", budget, k), "verifier_seconds"] == pytest.approx(verify_s * k / 4)
+            assert df.loc[("prm_best_of_n", budget, k), "latency_seconds"] == pytest.approx(
+                generation[budget] + verify_s * k / 4)

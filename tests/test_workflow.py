@@ -79,9 +79,12 @@ def test_demo_prm_best_of_n(demo_run):
     for r in prm.itertuples():  # same cell, more memory by the verifier
         m = majority.loc[tuple(getattr(r, c) for c in cell)]
         assert r.total_gib > m["total_gib"] and r.weight_bytes == m["weight_bytes"]
+        assert r.latency_seconds == pytest.approx(m["latency_seconds"] + r.verifier_seconds, rel=1e-4)
+        assert r.verifier_seconds > 0  # the PRM's time for the K samples it reads
     for bits in (4, 16):
         header, rows = read_framed_jsonl(demo_run / f"results/verify/demo-arith/tiny-qwen3/w{bits}/kv-full/tiny-prm.jsonl")
         assert header["verifier_bytes"] == prm_bytes and header["max_tokens"] == 192 and len(rows) == 6 * 4 * 3
+        assert header["seconds"] > 0
         assert all(len(r["step_rewards"]) >= 1 and 0 <= r["score"] <= 1 and r["input_tokens"] <= 192 for r in rows)
         assert any(r["steps_dropped"] > 0 for r in rows)  # 128-token traces overflow the 192-token context
     selection = pd.read_csv(demo_run / "results/analysis/selection.csv")
