@@ -276,10 +276,12 @@ def weight_methods(df, dataset: str, out_path: str) -> None:
     """The paper's robustness check (GPTQ vs AWQ vs FP8 weights): accuracy vs total memory, one
     frontier per quantization method over its own checkpoints and the shared bf16 ones (16-bit is
     every method's top precision), every configuration behind it; marker = weight format."""
+    from notallbits import weights
+
     plt, _ = _setup()
     data = _dataset_rows(df, dataset)
     data["weights"] = weight_format_names(data)
-    data["method"] = [f.split("-")[0] if f != "bf16" else "bf16" for f in data["weights"]]
+    data["method"] = [weights.FORMATS[f].method for f in data["weights"]]
     methods = [m for m in METHOD_COLORS if m in set(data["method"]) and m != "bf16"]
     methods += sorted(set(data["method"]) - set(METHOD_COLORS))
     fig, ax = plt.subplots(figsize=(7.5, 4.8))

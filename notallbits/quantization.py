@@ -34,7 +34,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from notallbits import UserError
+from notallbits import UserError, weights
 from notallbits.hfcache import pin_user_cache
 from notallbits.io import atomic_dir
 
@@ -68,18 +68,9 @@ AWQ_FIXED = {"sym": False, "format": "gemm", "pack_dtype": "int32"}
 FP8_FIXED = {"format": "float8_e4m3fn", "weight_scale_method": "block", "activation_scheme": "dynamic"}
 
 
-def weight_format(bits: int | str):
-    """A checkpoint's format from --bits: 4, 8 (GPTQ), a path tag (awq4, fp8) or a format name."""
-    from notallbits import weights
-
-    if isinstance(bits, int) or str(bits).isdigit():
-        return weights.get(int(bits))
-    return weights.FORMATS[bits] if bits in weights.FORMATS else weights.by_tag(bits)
-
-
 def quantizer_settings(bits: int | str, options: dict | None = None) -> dict:
     """The full, explicit settings of one checkpoint (what notallbits.json records)."""
-    fmt = weight_format(bits)
+    fmt = weights.get(bits)
     if fmt.method == "awq":
         return _other_settings(fmt, options, {"group_size": CONFIG_OPTIONS["group_size"]},
                                {**AWQ_FIXED, "batch_size": BATCH_SIZE})
@@ -137,14 +128,14 @@ def _quantize_config(settings: dict, offload_dir: str):
 def quantize(src: str, out: str, bits: int, options: dict | None = None, calibration: dict | None = None,
              calibration_file: str | None = None, samples: list | None = None, device: str = "auto") -> dict:
     """Quantize ``src`` into the folder ``out`` (``bits``: 4/8 GPTQ, awq4, fp8; see
-    :func:`weight_format`); returns the record written to notallbits.json.
+    :func:`notallbits.weights.get`); returns the record written to notallbits.json.
 
     ``calibration`` are the normalized ``quantization.calibration`` settings (default: the
     schema's); ``samples`` (token-id lists or texts) replaces the data they describe (tests).
     FP8 reads no calibration data.
     """
     settings = quantizer_settings(bits, options)
-    calibrated = weight_format(bits).calibrated
+    calibrated = weights.get(bits).calibrated
     if not (os.path.isdir(src) or "/" in src):
         raise UserError(f"model path {src!r} does not exist")
     from notallbits import manifest  # a corrupt input checkpoint: one line, not a loader traceback
@@ -305,11 +296,9 @@ def run(args: argparse.Namespace) -> None:
         settings = json.loads(args.settings)
     except json.JSONDecodeError as exc:
         raise UserError(f"--settings is not valid JSON: {exc.msg}") from None
-    fmt = weight_format(args.bits)
+    fmt = weights.get(args.bits)
     if fmt.method != "gptq":  # the section as far as this method reads it (GPTQ: all of it, as before)
-        from notallbits.weights import quantizer_options
-
-        settings = quantizer_options(fmt, settings)
+        settings = weights.quantizer_options(fmt, settings)
     calibration = settings.pop("calibration", {})
     record = quantize(args.model, args.out, args.bits, settings, calibration, args.calibration_file,
                       device=args.device)

@@ -58,13 +58,18 @@ METHODS = tuple(dict.fromkeys(f.method for f in FORMATS.values()))
 
 
 def get(entry: int | str) -> WeightFormat:
-    """A sweep's ``bits`` entry (4, 8, 16 or a format name) as its format."""
+    """A sweep's ``bits`` entry (4, 8, 16 or a format name), or a path tag (awq4, fp8; what the
+    quantize command's --bits takes), as its format."""
     if isinstance(entry, bool):
         entry = str(entry)
+    if isinstance(entry, str) and entry.isdigit():
+        entry = int(entry)
     if isinstance(entry, int) and entry in BY_BITS:
         return FORMATS[BY_BITS[entry]]
     if isinstance(entry, str) and entry in FORMATS:
         return FORMATS[entry]
+    if isinstance(entry, str) and entry in BY_TAG:
+        return BY_TAG[entry]
     raise UserError(f"unknown weight format {entry!r} (4, 8, 16 or one of {', '.join(FORMATS)})")
 
 

@@ -11,6 +11,7 @@ from notallbits import UserError
 from notallbits import grid
 from notallbits import weights
 from notallbits.generation import FORMAT_VERSION  # records or forcing semantics changed: rerun
+from notallbits.verify import FORMAT_VERSION as VERIFY_FORMAT_VERSION  # stdlib-only at import
 
 try:
     config = grid.validate(config)  # fills schema defaults, checks cross references
@@ -225,7 +226,8 @@ def generation_spec(wildcards):
     questions it takes; a multi-GPU model adds its GPU count; a job a verifier reads adds
     thinking_text (all absent otherwise, so adding a verifier rewrites only its jobs' records,
     from their stored traces)."""
-    spec = JOBS[job_of(wildcards)]
+    job = job_of(wildcards)
+    spec = JOBS[job]
     model = wildcards.model
     extra = {}
     if wildcards.get("shard"):
@@ -241,10 +243,9 @@ def generation_spec(wildcards):
             "dataset": wildcards.dataset,
             "model": model,
             "model_path": model_path(model, wildcards.bits),
-            "bits": job_of(wildcards).bits,
+            "bits": job.bits,
             # GPTQ and bf16 jobs keep the spec they had before other weight methods existed
-            **({"weight_method": job_of(wildcards).weight_method}
-               if job_of(wildcards).weights.method != weights.default_method(job_of(wildcards).bits) else {}),
+            **({"weight_method": job.weight_method} if job.weight_method != weights.default_method(job.bits) else {}),
             "kv": wildcards.kv,
             "kv_settings": grid.kv_settings(config, wildcards.kv),
             "backend": spec.backend,
@@ -338,6 +339,7 @@ def verify_spec(wildcards):
     return json.dumps(
         {
             "verifier": wildcards.verifier,
+            "format_version": VERIFY_FORMAT_VERSION,
             **{k: spec[k] for k in ("source", "aggregation", "max_tokens", "batch_size", "dtype")},
             "device": config["generation"]["device"],
             "prompt_style": config["datasets"][wildcards.dataset].get("prompt_style", "default"),

@@ -90,6 +90,12 @@ def test_sweep_formats_become_jobs_and_paths():
     config["sweeps"][0]["bits"] = ["awq-8"]
     with pytest.raises(UserError, match=r"sweeps\[0\]\.bits\[0\]"):
         grid.validate(config)
+    # every spelling the quantize command's --bits and the workflow's paths use names one format
+    for fmt in weights.FORMATS.values():
+        assert weights.get(fmt.name) is weights.get(fmt.tag) is weights.by_tag(fmt.tag) is fmt
+    assert weights.get("4") is weights.get(4) is weights.FORMATS["gptq-4"] and weights.get("16").method == "bf16"
+    with pytest.raises(UserError, match="unknown weight format 'awq8'"):
+        weights.get("awq8")
 
 
 def test_new_quantization_keys_leave_gptq_settings_alone():
