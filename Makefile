@@ -17,12 +17,12 @@ VENV_SLURM ?= .venv-slurm
 BIN := $(VENV)/bin
 CORES ?= all
 
-.PHONY: demo demo-vllm toys test paper-dryrun clean vllm-env gpu-check mutation
+.PHONY: demo demo-vllm toys test paper-dryrun clean vllm-env slurm-env gpu-check mutation docs
 
-$(VENV)/.installed: requirements/main.txt pyproject.toml
+$(VENV)/.installed: requirements/main.txt requirements/docs.txt pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -r requirements/main.txt
+	$(BIN)/python -m pip install --quiet -r requirements/main.txt -r requirements/docs.txt
 	$(BIN)/python -m pip install --quiet --no-deps -e .
 	touch $@
 
@@ -44,7 +44,10 @@ $(VENV_SLURM)/.installed: requirements/slurm.txt pyproject.toml
 	$(VENV_SLURM)/bin/python -m pip install --quiet --no-deps -e .
 	touch $@
 
-vllm-env: $(VENV_VLLM)/.installed   # GPU=1 for the GPU build
+vllm-env: $(VENV)/.installed $(VENV_VLLM)/.installed   # GPU=1 for the GPU build
+
+# The SLURM driver (.venv-slurm) and the jobs' Python (.venv): see docs/cluster.md.
+slurm-env: $(VENV)/.installed $(VENV_SLURM)/.installed
 
 # On a GPU machine: `make gpu-check GPU=1` (under 5 minutes on one GPU); on CPU it runs
 # what it can and lists what it skipped.
@@ -57,7 +60,11 @@ demo-vllm: $(VENV)/.installed $(VENV_VLLM)/.installed
 demo: $(VENV)/.installed
 	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/snakemake --configfile configs/demo.yaml --cores $(CORES)
 
-test: $(VENV)/.installed $(VENV_VLLM)/.installed $(VENV_SLURM)/.installed
+# The documentation site (mkdocs.yml, docs/) with warnings as errors: a broken link fails.
+docs: $(VENV)/.installed
+	$(BIN)/python -m mkdocs build --strict --quiet --site-dir site
+
+test: $(VENV)/.installed $(VENV_VLLM)/.installed $(VENV_SLURM)/.installed docs
 	NOTALLBITS_VLLM_PYTHON="$(abspath $(VENV_VLLM)/bin/python)" \
 	NOTALLBITS_SLURM_SNAKEMAKE="$(abspath $(VENV_SLURM)/bin/snakemake)" \
 	$(BIN)/python -m pytest -q

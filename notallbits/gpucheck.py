@@ -28,6 +28,8 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+# Calibration text for the check's AWQ/FP8 quantization: fixed English text shipped with the tests.
+CALIBRATION_TEXT = ROOT / "tests" / "data" / "calibration_corpus.txt"
 PREFIX = "\n\n**Final Answer**\n\\boxed{"
 JOB_TIMEOUT_S = 240
 RESULTS: list[tuple[str, str, str]] = []
@@ -274,7 +276,7 @@ def check_vllm_awq_fp8(vllm_python: str | None, platform: str | None, gpus: int,
         out_model = work / "tiny128" / f"w{tag}"
         t0 = time.time()
         proc = subprocess.run([sys.executable, "-m", "notallbits", "quantize", "--model", str(src), "--bits", tag,
-                               "--settings", json.dumps({"calibration": {"source": str(ROOT / "README.md"),
+                               "--settings", json.dumps({"calibration": {"source": str(CALIBRATION_TEXT),
                                                                          "samples": 16, "seq_len": 128}}),
                                "--out", str(out_model)], capture_output=True, text=True,
                               env=job_env(work / "slots"), cwd=ROOT, timeout=JOB_TIMEOUT_S)

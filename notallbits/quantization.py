@@ -12,7 +12,7 @@ dequantization multiplier, ``activation_scheme: dynamic``), which vLLM and trans
 Which format is which: ``notallbits/weights.py``.
 
 Every GPTQModel option that changes the weights is set here explicitly, to classic GPTQ as
-auto-gptq ran it (see :func:`quantizer_settings` and the README for what still differs), and
+auto-gptq ran it (see :func:`quantizer_settings` and docs/weight-formats.md for what still differs), and
 recorded with the calibration settings in ``notallbits.json`` beside GPTQModel's
 ``quantize_config.json``; the summary carries the same record (``quant_settings``).
 

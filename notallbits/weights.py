@@ -7,7 +7,7 @@ Per format: its method and bits, the checkpoint layout the memory model counts, 
 its checkpoint and generation files (``w4``, ``w8``, ``w16`` as before; ``wawq4``, ``wfp8``),
 and the ``quantization.*`` keys that change its checkpoint (so a new key for one method never
 reruns another method's jobs). Every quantized format is made here by GPTQModel
-(``notallbits/quantization.py``; the README's "AWQ and FP8" says why).
+(``notallbits/quantization.py``; docs/weight-formats.md says why).
 
 * ``gptq``: classic GPTQ, symmetric, group 128 (qweight, qzeros, fp16 scales, int32 g_idx).
 * ``awq``: AWQ (activation-aware scale search), asymmetric, group 128, AutoAWQ's GEMM layout as

@@ -8,6 +8,8 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
+# Calibration text for the test checkpoints (GPTQ/AWQ): fixed, so a documentation edit changes no test model.
+CALIBRATION_CORPUS = ROOT / "tests" / "data" / "calibration_corpus.txt"
 DEMO = ROOT / "configs" / "tiny.yaml"  # the fastest end-to-end fixture: a random tiny Qwen3
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
@@ -41,12 +43,13 @@ def run_snakemake(workdir: Path, configfile: Path, *extra: str, check: bool = Tr
 @pytest.fixture(scope="session")
 def gptq_models(tiny_model, tmp_path_factory) -> dict[int, Path]:
     """The tiny model GPTQ-quantized to 4 and 8 bits by the project's quantizer (~30 s each),
-    calibrated on 16 random 128-token windows of a local text file (the repository's README)."""
+    calibrated on 16 random 128-token windows of a local text file (``CALIBRATION_CORPUS``: fixed English
+    text, so the checkpoints do not change when the documentation does)."""
     from notallbits.quantization import quantize
 
     root = tmp_path_factory.mktemp("gptq")
     corpus = root / "corpus.txt"
-    corpus.write_text((ROOT / "README.md").read_text())
+    corpus.write_text(CALIBRATION_CORPUS.read_text())
     out = {}
     for bits in (4, 8):
         quantize(str(tiny_model), str(root / f"w{bits}"), bits,
@@ -63,7 +66,7 @@ def awq_model(tiny_model, tmp_path_factory) -> Path:
 
     root = tmp_path_factory.mktemp("awq")
     corpus = root / "corpus.txt"
-    corpus.write_text((ROOT / "README.md").read_text())
+    corpus.write_text(CALIBRATION_CORPUS.read_text())
     quantize(str(tiny_model), str(root / "wawq4"), "awq4",
              calibration={"source": str(corpus), "samples": 16, "seq_len": 128, "seed": 0})
     return root / "wawq4"
@@ -82,7 +85,7 @@ def fp8_model(tiny_model, tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def demo_run(tmp_path_factory) -> Path:
-    """The README's demo workflow, run once (transformers backend)."""
+    """The smoke config's workflow, run once (transformers backend)."""
     workdir = tmp_path_factory.mktemp("demo")
     run_snakemake(workdir, DEMO)
     return workdir

@@ -1,6 +1,6 @@
-"""The README's demo (toy reasoners) end to end: a real memory trade-off, not flat zeros.
+"""The demo (toy reasoners) end to end: a real memory trade-off, not flat zeros.
 
-Thresholds were measured on the shipped toy models (see README) and fixed here with margin.
+Thresholds were measured on the shipped toy models (see docs/demo.md) and fixed here with margin.
 """
 
 import pandas as pd
@@ -35,7 +35,7 @@ def acc(summary, **where):
 
 
 def test_trained_reasoner_solves_most_problems(summary):
-    # toy-l learned the task (0.96 measured); toy-s (1 layer) and toy-m (narrower MLP) did not: see README
+    # toy-l learned the task (0.96 measured); toy-s (1 layer) and toy-m (narrower MLP) did not: see docs/demo.md
     assert acc(summary, dataset="toy-math", model="toy-l", bits=16, kv="full", budget_tokens=64, k=1) >= 0.8
 
 
@@ -82,7 +82,7 @@ def test_best_of_one_is_pass_at_one_and_the_verifier_costs_memory(summary):
 
 def test_awq_and_fp8_track_bf16(summary):
     """The paper's robustness check on the trained toy: AWQ-4 and FP8 weights keep toy-l's accuracy
-    (measured at T=64, Maj@1: bf16 0.958, AWQ-4 0.958, FP8 0.938, GPTQ-4 0.938; README)."""
+    (measured at T=64, Maj@1: bf16 0.958, AWQ-4 0.958, FP8 0.938, GPTQ-4 0.938; docs/weight-formats.md)."""
     bf16 = acc(summary, dataset="toy-math", model="toy-l", bits=16, kv="full", budget_tokens=64, k=1)
     for method, bits in (("awq", 4), ("fp8", 8)):
         got = acc(summary, dataset="toy-math", model="toy-l", bits=bits, weight_method=method, kv="full",

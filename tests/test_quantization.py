@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import ROOT
+from tests.conftest import CALIBRATION_CORPUS, ROOT
 
 TOY_L = ROOT / "models" / "toy" / "toy-l"
 
@@ -56,7 +56,7 @@ def test_killed_quantize_job_leaves_no_scratch(tiny_model, tmp_path):
     tmpdir = tmp_path / "tmp"  # the job's TMPDIR: private, so other jobs' folders cannot confuse the test
     tmpdir.mkdir()
     corpus = tmp_path / "corpus.txt"
-    corpus.write_text((ROOT / "README.md").read_text())
+    corpus.write_text(CALIBRATION_CORPUS.read_text())
     out = tmp_path / "models" / "w4"
     env = {**os.environ, "TMPDIR": str(tmpdir), "PYTHONPATH": str(ROOT)}
     for sig in (signal.SIGTERM, signal.SIGKILL):
@@ -126,7 +126,7 @@ def heldout_stats(bf16_path, paths, problems: int = 48) -> list[tuple[float, flo
 def test_real_calibration_beats_three_short_sentences(tmp_path):
     """toy-l (a model that learned its task) quantized with its own traces on its training
     problems (the demo's calibration) vs the three short sentences cycled to 128 samples that
-    the quantizer used before. Figures: README, "GPTQ calibration on toy-l"."""
+    the quantizer used before. Figures: docs/weight-formats.md, "GPTQ calibration on toy-l"."""
     from notallbits.calibration_traces import generate_traces
     from notallbits.data.registry import load
     from notallbits.io import write_jsonl
