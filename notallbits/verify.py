@@ -190,7 +190,7 @@ def verify(questions_path: str, generation_paths: list[str], spec: dict, out_pat
     from notallbits.generation.torch_device import resolve_device
     from notallbits.io import read_framed_jsonl, write_framed_jsonl
     from notallbits.memory import checkpoint_bytes
-    from notallbits.scoring import gather_shards
+    from notallbits.scoring.shards import gather_shards
 
     how = spec["aggregation"]
     aggregate([1.0], how)  # an unknown aggregation fails before the model loads
