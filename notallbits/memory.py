@@ -97,15 +97,7 @@ class Arch:
     @classmethod
     def named(cls, name: str) -> "Arch":
         """A shipped architecture ('Qwen3-8B' or 'Qwen/Qwen3-8B') or a folder with config.json."""
-        path = Path(name)
-        if (path / "config.json").exists():
-            cfg = json.loads((path / "config.json").read_text())
-            return cls.from_hf_config(cfg.get("text_config", cfg))
-        table = known_archs()
-        key = name.split("/")[-1]
-        if key not in table:
-            raise UserError(f"unknown model {name!r} (known: {', '.join(table)}; or a folder with config.json)")
-        return cls.from_hf_config(table[key])
+        return cls.from_hf_config(config_named(name))
 
     def linear_shapes(self) -> list[tuple[int, int]]:
         """(in, out) of each quantized linear of one decoder layer."""
@@ -174,14 +166,43 @@ def weight_bytes(arch: Arch, bits: int, layout: str = "gptq", group_size: int = 
     return arch.layers * total + unq
 
 
-def prm_weight_bytes(arch: Arch, num_labels: int = 2) -> int:
-    """bf16 bytes of a process reward model (Qwen2ForProcessRewardModel, notallbits/verify.py):
-    the decoder without an lm_head, plus the score head Linear(h, h) -> ReLU -> Linear(h, labels)
-    with biases. The summary uses the verifier checkpoint's measured bytes, which equal this."""
+ENSEMBLE_HEAD_HIDDEN = 128  # ActivePRM nets.py EnsembleModel: each head is h -> 128 -> 128 -> 1
+ENSEMBLE_HEAD_BYTES = 4  # float32, as the authors' EnsembleFC creates its weights
+
+
+def config_named(name: str) -> dict:
+    """config.json of a folder, or the shipped facts of a known model (``Arch.named``'s lookup)."""
+    path = Path(name)
+    if (path / "config.json").exists():
+        cfg = json.loads((path / "config.json").read_text())
+        return cfg.get("text_config", cfg)
+    table = known_archs()
+    key = name.split("/")[-1]
+    if key not in table:
+        raise UserError(f"unknown model {name!r} (known: {', '.join(table)}; or a folder with config.json)")
+    return table[key]
+
+
+def prm_weight_bytes(name: str) -> int:
+    """Tensor bytes of a verifier checkpoint (a process reward model; families in
+    ``notallbits/verify/families.py``), from its config: the Qwen2 decoder without an lm_head in
+    bf16, plus its family's head:
+
+    * ``Qwen2ForProcessRewardModel``: Linear(h, h) -> ReLU -> Linear(h, labels), biases, bf16;
+    * ``Qwen2ForEnsemblePRM``: ``num_ensemble`` heads h -> 128 -> 128 -> 1 (weights and biases)
+      in float32, stored twice: ``score.model`` and the frozen ``score.reg_model`` copy.
+
+    The summary uses the checkpoint's measured bytes (``checkpoint_bytes``), which equal this."""
+    cfg = config_named(name)
+    arch = Arch.from_hf_config(cfg)
     h = arch.hidden
-    lm_head = 0 if arch.tied else arch.vocab * h
-    head = h * h + h + h * num_labels + num_labels
-    return (arch.params - lm_head + head) * NATIVE_BYTES
+    body = (arch.params - (0 if arch.tied else arch.vocab * h)) * NATIVE_BYTES
+    if "Qwen2ForEnsemblePRM" in (cfg.get("architectures") or []):
+        m = ENSEMBLE_HEAD_HIDDEN
+        per_head = h * m + m + m * m + m + m + 1
+        return body + 2 * cfg["num_ensemble"] * per_head * ENSEMBLE_HEAD_BYTES
+    labels = cfg.get("num_labels", 2)
+    return body + (h * h + h + h * labels + labels) * NATIVE_BYTES
 
 
 def format_weight_bytes(arch: Arch, fmt, quantization: dict | None = None) -> int:
