@@ -6,12 +6,12 @@ One module per concept: ``answers`` (reading and judging answers, the votes they
 """
 
 from notallbits.scoring.answers import (boxed_contents, extract_letter, extract_math, is_correct, judge,
-                                        math_correct, normalize_integer, parse_answer, same_math_answer)
+                                        math_correct, parse_answer, read_integer, same_math_answer)
 from notallbits.scoring.command import add_arguments, run, score_file, score_job
 from notallbits.scoring.shards import gather_shards
 from notallbits.scoring.voting import (best_of_n_accuracy, join_verifications, majority_accuracy,
                                        verify_seconds_by_budget)
 
 __all__ = ["add_arguments", "best_of_n_accuracy", "boxed_contents", "extract_letter", "extract_math", "gather_shards",
-           "is_correct", "join_verifications", "judge", "majority_accuracy", "math_correct", "normalize_integer",
-           "parse_answer", "run", "same_math_answer", "score_file", "score_job", "verify_seconds_by_budget"]
+           "is_correct", "join_verifications", "judge", "majority_accuracy", "math_correct", "parse_answer",
+           "read_integer", "run", "same_math_answer", "score_file", "score_job", "verify_seconds_by_budget"]

@@ -7,6 +7,7 @@ Unparsable answers are wrong and never vote (no default letter, no default numbe
 from __future__ import annotations
 
 import re
+from functools import lru_cache
 
 from notallbits import UserError
 from notallbits.data.choices import LETTERS
@@ -32,15 +33,20 @@ def boxed_contents(text: str) -> list[str]:
 
 
 _INT = re.compile(r"^[+-]?\d+$")
+_THOUSANDS = re.compile(r"^[+-]?\d{1,3}(?:,\d{3})+$")  # 1,000,000: one integer, never a list
 
 
-def normalize_integer(content: str) -> str | None:
-    s = content.strip().strip("$").strip()
-    s = re.sub(r"\\text\{([^}]*)\}", r"\1", s)
-    s = re.sub(r"\^\s*\{?\\circ\}?|\\%|%|\\!|\\,|,|\s", "", s)
-    s = s.rstrip(".")
+def read_integer(content: str) -> str | None:
+    """The integer ``content`` states plainly (``070``, ``-3``, ``1,000,000``, optionally in $...$),
+    canonical (``70``); None for anything else, which math-verify reads (lists such as ``1, 2``,
+    units, ``\\text{}``, percentages, degrees)."""
+    s = content.strip()
+    if len(s) > 1 and s[0] == s[-1] == "$":
+        s = s[1:-1].strip()
     if _INT.match(s):
         return str(int(s))
+    if _THOUSANDS.match(s):
+        return str(int(s.replace(",", "")))
     return None
 
 
@@ -63,7 +69,7 @@ def extract_math(text: str) -> str | None:
             break
         group.insert(0, i - 1)
     last = ", ".join(boxes[i] for i in group if boxes[i]) if len(group) > 1 else boxes[-1]
-    return normalize_integer(last) or (last if last else None)
+    return read_integer(last) or (last if last else None)
 
 
 def _box_end(text: str, start: int) -> int:
@@ -74,18 +80,41 @@ def _box_end(text: str, start: int) -> int:
     return j
 
 
-def math_correct(pred: str | None, gold: str) -> bool:
-    if pred is None:
-        return False
-    gold_int = normalize_integer(gold)
-    if gold_int is not None and normalize_integer(pred) is not None:
-        return int(gold_int) == int(normalize_integer(pred))
-    from math_verify import parse, verify  # symbolic fallback for non-integer golds
+# lighteval's MATH-500 task (tasks/tasks/math_500.py, metrics.py ``pass_at_k_math``): gold and
+# prediction both extracted with [ExprExtractionConfig(), LatexExtractionConfig()], fallback
+# "first_match", extraction "any_match", 5 s timeouts, compared at precision 6 (float_rounding)
+PARSE_TIMEOUT_SECONDS = 5
+FLOAT_ROUNDING = 6
+
+
+@lru_cache(maxsize=8192)
+def _math_verify_parse(content: str):
+    from math_verify import ExprExtractionConfig, LatexExtractionConfig, parse
+
+    return parse(f"\\boxed{{{content}}}", extraction_config=[ExprExtractionConfig(), LatexExtractionConfig()],
+                 fallback_mode="first_match", extraction_mode="any_match", parsing_timeout=PARSE_TIMEOUT_SECONDS)
+
+
+def _math_verify(gold: str, pred: str) -> bool:
+    from math_verify import verify
 
     try:
-        return bool(verify(parse(f"${gold}$"), parse(f"\\boxed{{{pred}}}")))
+        parsed_gold = _math_verify_parse(gold)  # gold first, as lighteval does
+        return bool(verify(parsed_gold, _math_verify_parse(pred), float_rounding=FLOAT_ROUNDING,
+                           timeout_seconds=PARSE_TIMEOUT_SECONDS))
     except Exception:  # noqa: BLE001 - a checker crash on garbage is a wrong answer
         return False
+
+
+def math_correct(pred: str | None, gold: str) -> bool:
+    """A boxed answer against the gold: two plain integers (thousands separators allowed) by
+    value; anything else by math-verify as lighteval's MATH-500 task runs it (gold first)."""
+    if pred is None:
+        return False
+    gold_int, pred_int = read_integer(gold), read_integer(pred)
+    if gold_int is not None and pred_int is not None:
+        return gold_int == pred_int
+    return _math_verify(gold, pred)
 
 
 def extract_letter(text: str, n_choices: int) -> str | None:
@@ -127,28 +156,26 @@ def is_correct(pred: str | None, question: dict) -> bool:
 
 
 def same_math_answer(a: str, b: str) -> bool:
-    """Two extracted answers that are the same value (\\frac12 and 0.5): one vote class."""
+    """Two extracted answers that are one value (\\frac12 and 0.5; 5 and \\frac{10}{2}): one vote
+    class. Integers by value; else math-verify both ways round, so that neither answer's reading
+    alone (a percentage, a set against a tuple) merges two different answers."""
     if a == b:
         return True
-    ia, ib = normalize_integer(a), normalize_integer(b)
+    ia, ib = read_integer(a), read_integer(b)
     if ia is not None and ib is not None:
-        return int(ia) == int(ib)
-    from math_verify import parse, verify
-
-    try:
-        return bool(verify(parse(f"\\boxed{{{a}}}"), parse(f"\\boxed{{{b}}}")))
-    except Exception:  # noqa: BLE001
-        return False
+        return ia == ib
+    return _math_verify(a, b) and _math_verify(b, a)
 
 
 def judge(records: list[dict], by_id: dict) -> list[tuple[str | None, bool]]:
-    """(vote, correct) per record. Votes are what Maj@K counts: a math answer's first equivalent
-    form among the question's answers (so equal values in different notation vote together), a
-    letter, or a program's behaviour on the tests (its outputs: see codegrade). Programs are run in
-    the sandbox, in parallel, each distinct program once."""
+    """(vote, correct) per record. Votes are what Maj@K counts: a math answer's class, the first
+    equivalent form among the question's answers judged alike (so two correct forms of one value
+    vote together, and two different answers, right or wrong, never do), a letter, or a program's
+    behaviour on the tests (its outputs: see codegrade). Programs are run in the sandbox, in
+    parallel, each distinct program once."""
     out: list[tuple[str | None, bool] | None] = [None] * len(records)
     code = []
-    representatives: dict[str, list[str]] = {}
+    classes: dict[str, list[tuple[str, bool]]] = {}  # question -> (representative, correct)
     for i, rec in enumerate(records):
         q = by_id.get(rec["question_id"])
         if q is None:
@@ -157,14 +184,15 @@ def judge(records: list[dict], by_id: dict) -> list[tuple[str | None, bool]]:
         if q["task"] == "code":
             code.append((i, pred, q))
             continue
-        if q["task"] == "math" and pred is not None and normalize_integer(pred) is None:
-            reps = representatives.setdefault(q["id"], [])
-            same = [r for r in reps if same_math_answer(pred, r)]
-            if same:
-                pred = same[0]
+        ok = is_correct(pred, q)
+        if q["task"] == "math" and pred is not None:
+            reps = classes.setdefault(q["id"], [])
+            same = next((r for r, r_ok in reps if r_ok == ok and same_math_answer(pred, r)), None)
+            if same is None:
+                reps.append((pred, ok))
             else:
-                reps.append(pred)
-        out[i] = (pred, is_correct(pred, q))
+                pred = same
+        out[i] = (pred, ok)
     if code:
         from notallbits.codegrade import grade_many
 

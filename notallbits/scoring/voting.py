@@ -16,16 +16,25 @@ from notallbits import UserError
 def majority_accuracy(votes: list[str | None], correct: set[str], k: int) -> Fraction:
     """Exact E[majority vote over a uniform K-subset is correct]; ties split evenly.
 
-    ``votes`` holds each sample's normalized answer (None = unparsable, abstains);
-    ``correct`` is the set of vote values that are right.
+    ``votes`` holds each sample's vote class (None = unparsable, abstains); ``correct`` is the
+    set of classes that are right. Each class competes on its own, right ones too: the chance
+    that a right class wins is summed over the right classes (usually one).
     """
     n = len(votes)
     if not 1 <= k <= n:
         raise UserError(f"Maj@K needs 1 <= K <= n samples, got K={k}, n={n}")
     counts = Counter(v for v in votes if v is not None)
-    c = sum(cnt for v, cnt in counts.items() if v in correct)  # right answers form one class
-    others = [cnt for v, cnt in counts.items() if v not in correct]
-    abstain = n - c - sum(others)
+    abstain = n - sum(counts.values())
+    total = Fraction(0)
+    for winner in (v for v in counts if v in correct):
+        others = [cnt for v, cnt in counts.items() if v != winner]
+        total += _win_ways(counts[winner], others, abstain, k)
+    return total / comb(n, k)
+
+
+def _win_ways(c: int, others: list[int], abstain: int, k: int) -> Fraction:
+    """Number of K-subsets in which a class of ``c`` samples has the most votes, each tie with
+    t other classes counted 1 / (1 + t)."""
     total = Fraction(0)
     for j in range(1, min(c, k) + 1):
         # states: (picked from other classes, classes tied at j) -> number of ways
@@ -41,7 +50,7 @@ def majority_accuracy(votes: list[str | None], correct: set[str], k: int) -> Fra
             rest = k - j - s
             if 0 <= rest <= abstain:
                 total += Fraction(comb(c, j) * ways * comb(abstain, rest), 1 + t)
-    return total / comb(n, k)
+    return total
 
 
 def best_of_n_accuracy(scores: list[float], correct: list[bool], n: int) -> Fraction:
