@@ -28,7 +28,6 @@ import time
 from pathlib import Path
 
 from notallbits import UserError
-
 from notallbits.verify import FORMAT_VERSION
 
 SEPARATOR = "<extra_0>"  # both families' separator in their published checkpoints: never inside a step
