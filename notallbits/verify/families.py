@@ -166,7 +166,7 @@ class EnsemblePRM(VerifierFamily):
 
         class Qwen2ForEnsemblePRM(Qwen2PreTrainedModel):
             config_class = Qwen2Config
-            _keep_in_fp32_modules = ["score"]  # float32 heads, as the authors' EnsembleFC creates them
+            _keep_in_fp32_modules_strict = ["score"]  # float32 heads (also under bf16), as the authors' EnsembleFC creates them
             _keys_to_ignore_on_load_unexpected = [r"^score\.reg_model\."]
 
             def __init__(self, config):
