@@ -280,6 +280,16 @@ def test_tiny_checkpoints_have_each_familys_exact_layout(tiny_prms):
                                                                   "score.2.bias"}
 
 
+def test_ensemble_heads_stay_float32_under_a_bf16_body(tiny_prms):
+    import torch
+
+    from notallbits.verify.families import load
+
+    model = load(str(tiny_prms["ensemble-prm"]), "bfloat16", "cpu").model
+    assert model.model.embed_tokens.weight.dtype == torch.bfloat16
+    assert {p.dtype for p in model.score.parameters()} == {torch.float32}
+
+
 def test_score_steps_equals_activeprms_worker(tiny_prms):
     """ActPRM-X's family: score_steps (and the verify step's batched path) against the authors'
     worker, batched with left padding as they run it."""
