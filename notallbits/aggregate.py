@@ -41,7 +41,7 @@ def summarize(score_paths: list[str]):
         kv.append(kv_bytes(arch, json.loads(row.kv_settings), int(row.budget_tokens), int(row.k)))
     df["kv_bytes"] = pd.Series(kv, dtype="int64")
     df["kv_method"] = [json.loads(s).get("method", "full") for s in df["kv_settings"]]
-    # how the answer of K samples is chosen (scoring.py): Maj@K, or Best-of-N by a verifier whose
+    # how the answer of K samples is chosen (scoring.voting): Maj@K, or Best-of-N by a verifier whose
     # weights (measured bytes of its checkpoint) sit in memory beside the model's; score files
     # written before the column are majority rows
     df["selection"] = df["selection"].astype(object).fillna("majority") if "selection" in df else "majority"
@@ -56,7 +56,7 @@ def summarize(score_paths: list[str]):
     job = ["dataset", "model", "weight_method", "bits", "kv", "selection", "verifier"]
     per_token = df["mean_thinking_tokens"] + df["mean_answer_tokens"]
     # A Best-of-N row adds the PRM's seconds for the question's N samples at that budget (the verify
-    # job's forward time shared by input tokens, scoring.verify_seconds_by_budget); NaN when unknown
+    # job's forward time shared by input tokens, scoring.voting.verify_seconds_by_budget); NaN when unknown
     df["verifier_seconds"] = (pd.to_numeric(df["verifier_seconds"], errors="coerce") if "verifier_seconds" in df
                               else 0.0)
     df.loc[df["selection"] == "majority", "verifier_seconds"] = 0.0

@@ -22,7 +22,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "calibration-traces": ("notallbits.calibration_traces", "the bf16 model's own traces as GPTQ calibration text"),
     "generate": ("notallbits.generation.run", "generate budget-forced samples for one cell"),
     "verify": ("notallbits.verify", "score every stored sample's steps with a process reward model (Best-of-N)"),
-    "score": ("notallbits.scoring", "score a generation file (pass@1, Maj@K)"),
+    "score": ("notallbits.scoring.command", "score a generation file (pass@1, Maj@K)"),
     "aggregate": ("notallbits.aggregate", "build the tidy summary table"),
     "plot": ("notallbits.figures", "draw the accuracy-vs-memory figure"),
     "grid": ("notallbits.grid", "list the cells and generation jobs of a config"),

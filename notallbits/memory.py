@@ -16,8 +16,10 @@ Weights, the layouts of a quantized checkpoint (which format has which: ``weight
     exactly, wherever g divides every fan-in.
   * ``fp8_block``: one E4M3 byte per weight and one float32 ``weight_scale_inv`` per
     g x g block of every linear (Qwen's ``-FP8``: g = 128); embeddings and norms bf16.
-Table 1 (``table1``) uses ``gptq`` and one convention of the paper's: its 16-bit column counts
-the lm_head of the tied small models (0.6B/1.7B/4B) as a matrix of its own (``TABLE1_FOOTNOTE``).
+16-bit weights are the tensors the published checkpoint stores: a model whose lm_head is tied to
+its embedding may still store it as a tensor of its own (Qwen3-0.6B and 1.7B do, Qwen3-4B does
+not; ``checkpoint_stores_lm_head`` in archs/qwen3.json, or read from a folder's safetensors
+headers). Table 1 (``table1``) uses ``gptq`` for 4/8 bits and these 16-bit bytes.
 KV cache per token: 2 (K and V) · layers · KV heads · head_dim · bytes. Full cache holds T
 tokens per sample; StreamingLLM min(T, budget); R-KV min(T, budget + buffer) plus one layer's
 K + V of scoring scratch; HQQ stores P_kv-bit values with a 16-bit scale and zero per group of
@@ -78,6 +80,7 @@ class Arch:
     tied: bool = True
     qk_norm: bool = True  # per-head RMSNorm weights on q and k (Qwen3)
     qkv_bias: bool = False  # biases on q/k/v (Qwen2), kept in 16 bits by GPTQ
+    stores_tied_lm_head: bool = False  # a tied model whose bf16 checkpoint still holds lm_head.weight
 
     @classmethod
     def from_hf_config(cls, cfg: dict) -> "Arch":
@@ -92,20 +95,18 @@ class Arch:
                    head_dim=cfg.get("head_dim") or cfg["hidden_size"] // heads, hidden=cfg["hidden_size"],
                    intermediate=cfg["intermediate_size"], heads=heads, vocab=cfg["vocab_size"],
                    tied=bool(cfg.get("tie_word_embeddings", False)), qk_norm=family.qk_norm,
-                   qkv_bias=family.has_qkv_bias(cfg))
+                   qkv_bias=family.has_qkv_bias(cfg),
+                   stores_tied_lm_head=bool(cfg.get("tie_word_embeddings", False)
+                                            and cfg.get("checkpoint_stores_lm_head", False)))
 
     @classmethod
     def named(cls, name: str) -> "Arch":
         """A shipped architecture ('Qwen3-8B' or 'Qwen/Qwen3-8B') or a folder with config.json."""
+        cfg = config_named(name)
         path = Path(name)
-        if (path / "config.json").exists():
-            cfg = json.loads((path / "config.json").read_text())
-            return cls.from_hf_config(cfg.get("text_config", cfg))
-        table = known_archs()
-        key = name.split("/")[-1]
-        if key not in table:
-            raise UserError(f"unknown model {name!r} (known: {', '.join(table)}; or a folder with config.json)")
-        return cls.from_hf_config(table[key])
+        if (path / "config.json").exists() and "checkpoint_stores_lm_head" not in cfg:
+            cfg = {**cfg, "checkpoint_stores_lm_head": stores_lm_head(path)}
+        return cls.from_hf_config(cfg)
 
     def linear_shapes(self) -> list[tuple[int, int]]:
         """(in, out) of each quantized linear of one decoder layer."""
@@ -127,6 +128,21 @@ class Arch:
     @property
     def params(self) -> int:
         return self.quantized_params + self.unquantized_params
+
+    @property
+    def stored_tied_head_params(self) -> int:
+        """The lm_head a tied model's bf16 checkpoint stores beside its embedding (else 0)."""
+        return self.vocab * self.hidden if self.tied and self.stores_tied_lm_head else 0
+
+
+def stores_lm_head(folder: Path) -> bool:
+    """Whether a checkpoint folder's safetensors headers list ``lm_head.weight``."""
+    for f in sorted(Path(folder).glob("*.safetensors")):
+        with open(f, "rb") as fh:
+            (n,) = struct.unpack("<Q", fh.read(8))
+            if "lm_head.weight" in json.loads(fh.read(n)):
+                return True
+    return False
 
 
 @lru_cache(maxsize=None)
@@ -152,8 +168,8 @@ def weight_bytes(arch: Arch, bits: int, layout: str = "gptq", group_size: int = 
         raise UserError(f"bits must be 4, 8 or 16, got {bits}")
     if layout not in LAYOUTS:
         raise UserError(f"unknown weight layout {layout!r} ({' or '.join(LAYOUTS)})")
-    if bits == 16:
-        return arch.params * NATIVE_BYTES
+    if bits == 16:  # the published checkpoint's tensors (a stored tied lm_head included)
+        return (arch.params + arch.stored_tied_head_params) * NATIVE_BYTES
     if layout == "fp8_block" and bits != 8:
         raise UserError(f"layout fp8_block holds 8-bit weights, got {bits}")
     unq = arch.unquantized_params * NATIVE_BYTES
@@ -174,14 +190,43 @@ def weight_bytes(arch: Arch, bits: int, layout: str = "gptq", group_size: int = 
     return arch.layers * total + unq
 
 
-def prm_weight_bytes(arch: Arch, num_labels: int = 2) -> int:
-    """bf16 bytes of a process reward model (Qwen2ForProcessRewardModel, notallbits/verify.py):
-    the decoder without an lm_head, plus the score head Linear(h, h) -> ReLU -> Linear(h, labels)
-    with biases. The summary uses the verifier checkpoint's measured bytes, which equal this."""
+ENSEMBLE_HEAD_HIDDEN = 128  # ActivePRM nets.py EnsembleModel: each head is h -> 128 -> 128 -> 1
+ENSEMBLE_HEAD_BYTES = 4  # float32, as the authors' EnsembleFC creates its weights
+
+
+def config_named(name: str) -> dict:
+    """config.json of a folder, or the shipped facts of a known model (``Arch.named``'s lookup)."""
+    path = Path(name)
+    if (path / "config.json").exists():
+        cfg = json.loads((path / "config.json").read_text())
+        return cfg.get("text_config", cfg)
+    table = known_archs()
+    key = name.split("/")[-1]
+    if key not in table:
+        raise UserError(f"unknown model {name!r} (known: {', '.join(table)}; or a folder with config.json)")
+    return table[key]
+
+
+def prm_weight_bytes(name: str) -> int:
+    """Tensor bytes of a verifier checkpoint (a process reward model; families in
+    ``notallbits/verify/families.py``), from its config: the Qwen2 decoder without an lm_head in
+    bf16, plus its family's head:
+
+    * ``Qwen2ForProcessRewardModel``: Linear(h, h) -> ReLU -> Linear(h, labels), biases, bf16;
+    * ``Qwen2ForEnsemblePRM``: ``num_ensemble`` heads h -> 128 -> 128 -> 1 (weights and biases)
+      in float32, stored twice: ``score.model`` and the frozen ``score.reg_model`` copy.
+
+    The summary uses the checkpoint's measured bytes (``checkpoint_bytes``), which equal this."""
+    cfg = config_named(name)
+    arch = Arch.from_hf_config(cfg)
     h = arch.hidden
-    lm_head = 0 if arch.tied else arch.vocab * h
-    head = h * h + h + h * num_labels + num_labels
-    return (arch.params - lm_head + head) * NATIVE_BYTES
+    body = (arch.params - (0 if arch.tied else arch.vocab * h)) * NATIVE_BYTES
+    if "Qwen2ForEnsemblePRM" in (cfg.get("architectures") or []):
+        m = ENSEMBLE_HEAD_HIDDEN
+        per_head = h * m + m + m * m + m + m + 1
+        return body + 2 * cfg["num_ensemble"] * per_head * ENSEMBLE_HEAD_BYTES
+    labels = cfg.get("num_labels", 2)
+    return body + (h * h + h + h * labels + labels) * NATIVE_BYTES
 
 
 def format_weight_bytes(arch: Arch, fmt, quantization: dict | None = None) -> int:
@@ -219,61 +264,58 @@ def kv_bytes(arch: Arch, settings: dict, budget_tokens: int, samples: int, resid
     return samples * METHODS[s["method"]].sample_bytes(s, budget_tokens, arch.layers, values_per_token, residual)
 
 
-def tied_lm_head_bytes(arch: Arch) -> int:
-    """bf16 bytes of a separate lm_head matrix for a model that ties it to the embedding (else 0)."""
-    return arch.vocab * arch.hidden * NATIVE_BYTES if arch.tied else 0
-
-
 TABLE1_COLUMNS = ("model", "params_b", "weight_gib_4bit", "weight_gib_8bit", "weight_gib_16bit", "kv_gib_30k",
                   "kv_gib_30k_x16")
 TABLE1_FOOTNOTE = (
-    "* 16-bit of a model with tied embeddings (Qwen3-0.6B/1.7B/4B): the paper's convention, which "
-    "counts the lm_head as a bf16 matrix of its own (vocab x hidden x 2 B); the loaded model holds "
-    "it once ({tied}). 4/8-bit: GPTQ checkpoints (qweight, qzeros, fp16 scales, int32 g_idx; "
-    "bf16 embedding, lm_head not quantized). KV: bf16, 2 x layers x KV heads x head_dim x 2 B per "
-    "token, one 30k-token sample and 16 of them. GiB = 2^30 B (the paper's GB).")
+    "* 16-bit: the published bf16 checkpoint's tensors. Marked rows tie the lm_head to the embedding "
+    "but store it as a tensor of its own, which the cell includes ({stored}); tied and stored once: "
+    "{once}; the others have their own lm_head. 4/8-bit: GPTQ checkpoints (qweight, qzeros, fp16 scales, "
+    "int32 g_idx; bf16 embedding, lm_head not quantized). KV: bf16, 2 x layers x KV heads x head_dim x "
+    "2 B per token, one 30k-token sample and 16 of them. GiB = 2^30 B (the paper's GB).")
 
 
 def table1() -> list[dict]:
     """The paper's Table 1 in GiB: weights per precision, KV of one 30k-token sample and of 16.
 
-    Weights in the GPTQ layout the checkpoints have; the 16-bit cell of a tied model adds the
-    separate lm_head the paper counts (``TABLE1_FOOTNOTE``), which ``weight_bytes`` (and so
-    planning and the summary) does not. Values are unrounded; print them with 2 decimals.
+    Weights as the checkpoints store them (``weight_bytes``, which planning uses too, and which
+    equals a checkpoint folder's measured bytes): GPTQ at 4/8 bits, the published bf16 tensors at
+    16 bits. Values are unrounded; print them with 2 decimals.
     """
     rows = []
     for name in known_archs("qwen3"):  # the paper's models
         arch = Arch.named(name)
         kv30k = kv_bytes(arch, {"method": "full"}, 30000, 1)
         weights = {b: weight_bytes(arch, b) for b in (4, 8, 16)}
-        weights[16] += tied_lm_head_bytes(arch)
         rows.append({"model": name, "params_b": arch.params / 1e9,
                      **{f"weight_gib_{b}bit": weights[b] / GIB for b in (4, 8, 16)},
                      "kv_gib_30k": kv30k / GIB, "kv_gib_30k_x16": 16 * kv30k / GIB,
-                     "tied_lm_head": arch.tied})
+                     "tied_lm_head_stored": arch.stored_tied_head_params > 0})
     return rows
 
 
 def table1_csv(rows: list[dict] | None = None, marked: bool = True) -> str:
-    """Table 1 with 2 decimals, as printed. ``marked``: the tied models' 16-bit cells carry the
-    footnote's * (the printed form); else a typed ``lm_head_counted_separately`` column says it."""
+    """Table 1 with 2 decimals, as printed. ``marked``: the 16-bit cells that include a tied
+    model's stored lm_head carry the footnote's * (the printed form); else a typed
+    ``tied_lm_head_stored`` column says it."""
     rows = table1() if rows is None else rows
-    columns = list(TABLE1_COLUMNS) + ([] if marked else ["lm_head_counted_separately"])
+    columns = list(TABLE1_COLUMNS) + ([] if marked else ["tied_lm_head_stored"])
     lines = [",".join(columns)]
     for r in rows:
         cells = [r["model"]] + [f"{r[c]:.2f}" for c in TABLE1_COLUMNS[1:]]
-        if marked and r["tied_lm_head"]:
+        if marked and r["tied_lm_head_stored"]:
             cells[TABLE1_COLUMNS.index("weight_gib_16bit")] += "*"
         if not marked:
-            cells.append(str(r["tied_lm_head"]).lower())
+            cells.append(str(r["tied_lm_head_stored"]).lower())
         lines.append(",".join(cells))
     return "\n".join(lines) + "\n"
 
 
 def table1_footnote() -> str:
-    tied = ", ".join(f"{name.split('-')[-1]} {weight_bytes(Arch.named(name), 16) / GIB:.2f} GiB"
-                     for name in known_archs("qwen3") if Arch.named(name).tied)
-    return TABLE1_FOOTNOTE.format(tied=tied)
+    archs = {name: Arch.named(name) for name in known_archs("qwen3")}
+    stored = ", ".join(f"{name}: {a.stored_tied_head_params * NATIVE_BYTES / GIB:.2f} GiB"
+                       for name, a in archs.items() if a.stored_tied_head_params)
+    once = ", ".join(name for name, a in archs.items() if a.tied and not a.stored_tied_head_params) or "none"
+    return TABLE1_FOOTNOTE.format(stored=stored or "none", once=once)
 
 
 # ---------------------------------------------------------------- CLI

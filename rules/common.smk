@@ -310,7 +310,7 @@ def _verifier_gib(verifier):
         return 0.1
     for name in (spec["source"], verifier):
         try:
-            return prm_weight_bytes(Arch.named(name)) / GIB
+            return prm_weight_bytes(name) / GIB
         except UserError:
             continue
     return 15.0  # unknown: a 7B PRM

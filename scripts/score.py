@@ -1,5 +1,5 @@
 from notallbits.cli import step
-from notallbits.scoring import score_file
+from notallbits.scoring.command import score_file
 
 step(snakemake.log[0], score_file, snakemake.input.questions, snakemake.input.generations,
      list(snakemake.params.ks), snakemake.output.scores, snakemake.output.samples,

@@ -26,16 +26,17 @@ def test_qwen3_8b_params_by_hand():
 # Table 1 as `notallbits memory --table1` prints it. Provenance of each cell:
 # * published: the Qwen3-8B row (5.68 / 8.94 / 15.26 GiB, KV at 30k 4.12, x16 65.92), given in issue #10
 #   as the paper's; every KV cell follows from the same per-token formula and the public configs.
+# * 16-bit: the published bf16 checkpoints' tensor bytes (their model.safetensors.index.json
+#   total_size, or the single file's tensors for 0.6B; PUBLISHED_BF16_BYTES below): 0.6B and 1.7B
+#   store their tied lm_head as a tensor of its own (marked *), 4B does not.
 # * derived, not checked against the printed paper (its HTML could not be retrieved here): the other
-#   weight cells, from the two conventions issue #10 states -- GPTQ's int32 g_idx is counted (it moves
-#   1.7B 8-bit, 4B 4-bit, 14B 4/8-bit and 32B 4/8-bit by 0.01-0.02 against the formula without it) and
-#   the 16-bit cell of a tied model (0.6B/1.7B/4B) counts the lm_head as a matrix of its own (+0.29,
-#   +0.58, +0.72 GiB).
+#   4/8-bit cells, with GPTQ's int32 g_idx counted (it moves 1.7B 8-bit, 4B 4-bit, 14B 4/8-bit and
+#   32B 4/8-bit by 0.01-0.02 against the formula without it).
 TABLE1_PRINTED = """\
 model,params_b,weight_gib_4bit,weight_gib_8bit,weight_gib_16bit,kv_gib_30k,kv_gib_30k_x16
 Qwen3-0.6B,0.60,0.50,0.71,1.40*,3.20,51.27
 Qwen3-1.7B,1.72,1.26,1.93,3.78*,3.20,51.27
-Qwen3-4B,4.02,2.49,4.19,8.22*,4.12,65.92
+Qwen3-4B,4.02,2.49,4.19,7.49,4.12,65.92
 Qwen3-8B,8.19,5.68,8.94,15.26,4.12,65.92
 Qwen3-14B,14.77,9.30,15.50,27.51,4.58,73.24
 Qwen3-32B,32.76,18.01,32.66,61.02,7.32,117.19
@@ -51,7 +52,8 @@ def test_table1_cli_prints_table_and_footnote():
                          check=True).stdout
     table, footnote = out[: len(TABLE1_PRINTED)], out[len(TABLE1_PRINTED):]
     assert table == TABLE1_PRINTED
-    assert footnote.startswith("# * 16-bit of a model with tied embeddings") and "g_idx" in footnote
+    assert footnote.startswith("# * 16-bit: the published bf16 checkpoint's tensors") and "g_idx" in footnote
+    assert "(Qwen3-0.6B: 0.29 GiB, Qwen3-1.7B: 0.58 GiB)" in footnote and "tied and stored once: Qwen3-4B;" in footnote
 
 
 # Qwen3 model cards (huggingface.co/Qwen/Qwen3-*): "Number of Parameters" and "(Non-Embedding)", in billions.
@@ -72,13 +74,41 @@ def test_parameter_counts_match_model_cards(name):
     assert round((arch.params - embedding) / 1e9, digits) == non_embedding
 
 
-def test_tied_lm_head_only_in_table1():
-    """Planning and the summary count what a loaded model holds: a tied lm_head once."""
-    arch = Arch.named("Qwen3-0.6B")
-    row = next(r for r in table1() if r["model"] == "Qwen3-0.6B")
-    assert weight_bytes(arch, 16) == arch.params * 2
-    assert row["weight_gib_16bit"] * GIB == (arch.params + 151936 * 1024) * 2
-    assert row["weight_gib_4bit"] * GIB == weight_bytes(arch, 4)  # quantized cells: the checkpoint's bytes
+# Tensor bytes of the published bf16 checkpoints (Qwen/Qwen3-*): model.safetensors.index.json
+# metadata.total_size; Qwen3-0.6B is one model.safetensors of 311 tensors, lm_head.weight among them.
+PUBLISHED_BF16_BYTES = {"Qwen3-0.6B": 1_503_264_768, "Qwen3-1.7B": 4_063_479_808, "Qwen3-4B": 8_044_936_192,
+                        "Qwen3-8B": 16_381_470_720, "Qwen3-14B": 29_536_614_400, "Qwen3-32B": 65_524_246_528}
+
+
+@pytest.mark.parametrize("name", sorted(PUBLISHED_BF16_BYTES))
+def test_16_bit_weights_are_the_published_checkpoints_tensors(name):
+    """Planning and Table 1 count what the published checkpoint stores: Qwen3-0.6B and 1.7B
+    their tied lm_head as a tensor of its own, Qwen3-4B not (its index has no lm_head.weight)."""
+    arch = Arch.named(name)
+    row = next(r for r in table1() if r["model"] == name)
+    assert weight_bytes(arch, 16) == PUBLISHED_BF16_BYTES[name] == row["weight_gib_16bit"] * GIB
+    assert row["tied_lm_head_stored"] == (name in ("Qwen3-0.6B", "Qwen3-1.7B"))
+    assert row["weight_gib_4bit"] * GIB == weight_bytes(arch, 4)  # quantized cells: the GPTQ checkpoint's bytes
+
+
+def test_a_folder_that_stores_its_tied_head_is_counted_once(tiny_model, tmp_path):
+    """The summary's measured bytes and the memory model agree for a tied checkpoint that stores
+    lm_head.weight (as Qwen3-0.6B's does) and for one that does not: the head counts once."""
+    import shutil
+
+    from safetensors.torch import load_file, save_file
+
+    arch = Arch.named(str(tiny_model))
+    assert arch.tied and not arch.stores_tied_lm_head
+    assert weight_bytes(arch, 16) == checkpoint_bytes(tiny_model)
+    stored = tmp_path / "stored"
+    shutil.copytree(tiny_model, stored)
+    tensors = load_file(stored / "model.safetensors")
+    tensors["lm_head.weight"] = tensors["model.embed_tokens.weight"].clone()
+    save_file(tensors, stored / "model.safetensors", metadata={"format": "pt"})
+    arch = Arch.named(str(stored))
+    assert arch.stores_tied_lm_head
+    assert weight_bytes(arch, 16) == checkpoint_bytes(stored) == checkpoint_bytes(tiny_model) + arch.vocab * arch.hidden * 2
 
 
 def test_kv_methods_by_hand():
@@ -288,11 +318,11 @@ def test_cli_in_process_by_hand(capsys, tmp_path):
     written = (tmp_path / "t1.csv").read_text()
     assert written == table1_csv(marked=False) and len(written.splitlines()) == 1 + len(table1())
     assert written.split(",")[:3] == ["model", "params_b", "weight_gib_4bit"]
-    assert "lm_head_counted_separately" in written.splitlines()[0]
+    assert written.splitlines()[0].endswith(",tied_lm_head_stored")
     main(["memory", "--table1"])
     printed = capsys.readouterr().out
     assert printed.startswith(table1_csv()) and printed.splitlines()[-1].startswith("# * 16-bit")
-    # an untied model's 16-bit cell is exactly its checkpoint bytes (no separate lm_head to add)
+    # an untied model's 16-bit cell is exactly its checkpoint bytes
     row = next(r for r in table1() if r["model"] == "Qwen3-8B")
     assert row["weight_gib_16bit"] * 2**30 == weight_bytes(Arch.named("Qwen3-8B"), 16)
     assert main(["memory", "--model", "Qwen3-8B"]) == 2

@@ -245,3 +245,115 @@ def test_different_integers_never_vote_together():
              "thinking_tokens": 8, "answer_tokens": 2} for i, v in enumerate(["42", "43", "43"])]
     rows, _ = score_job([q], recs, [3])
     assert rows[0]["accuracy"] == 0.0
+
+
+# ---------------------------------------------------------------- MATH-500 answer shapes (math-verify)
+# (gold, model output, verdict as lighteval's MATH-500 task gives it: math-verify, gold first)
+MATH500_SHAPES = [
+    ("3, 5, 7", "\\boxed{7, 5, 3}", True),  # an unordered list of solutions
+    ("12", "\\boxed{1, 2}", False),  # a list is not the integer its digits spell
+    ("2, 3", "The roots are \\boxed{2} and \\boxed{3}.", True),  # adjacent boxes: one answer
+    ("23", "The roots are \\boxed{2} and \\boxed{3}.", False),
+    ("(3, 5)", "\\boxed{(3,5)}", True),  # an ordered pair
+    ("(3, 5)", "\\boxed{(5, 3)}", False),
+    ("[-2, 7]", "\\boxed{[-2,7]}", True),  # intervals: the brackets count
+    ("[-2, 7]", "\\boxed{(-2, 7)}", False),
+    ("(-\\infty, 3]", "\\boxed{(-\\infty,3]}", True),
+    ("\\begin{pmatrix} 1 \\\\ -2 \\end{pmatrix}", "\\boxed{\\begin{pmatrix}1\\\\-2\\end{pmatrix}}", True),
+    ("\\begin{pmatrix} 1 \\\\ -2 \\end{pmatrix}", "\\boxed{\\begin{pmatrix}-2\\\\1\\end{pmatrix}}", False),
+    ("1,000,000", "\\boxed{1000000}", True),  # thousands separators: one integer
+    ("10000", "\\boxed{10,000}", True),
+    ("1000", "\\boxed{1, 000}", False),  # not a thousands separator: a list
+    ("10", "\\boxed{10\\text{ cm}}", True),  # units
+    ("90^\\circ", "\\boxed{90}", True),
+    ("\\$18.90", "\\boxed{18.90}", True),
+    ("\\text{(C)}", "\\boxed{C}", True),  # \text{} answers
+    ("\\text{Evelyn}", "\\boxed{\\text{Evelyn}}", True),
+    ("\\text{Evelyn}", "\\boxed{\\text{Bob}}", False),
+    ("\\frac{\\sqrt{3}}{2}", "\\boxed{\\dfrac{\\sqrt3}{2}}", True),
+]
+
+
+@pytest.mark.parametrize("gold, text, ok", MATH500_SHAPES)
+def test_math500_answer_shapes(gold, text, ok):
+    assert math_correct(extract_math(text), gold) is ok
+
+
+@pytest.mark.parametrize("content, value", [("070", "70"), ("-3", "-3"), ("1,000,000", "1000000"), ("$42$", "42"),
+                                            ("1, 2", None), ("12,34", None), ("1,0000", None), ("10\\%", None),
+                                            ("5\\text{ cm}", None), ("2, 3", None)])
+def test_only_plain_integers_and_thousands_separators_are_read_as_integers(content, value):
+    from notallbits.scoring import read_integer
+
+    assert read_integer(content) == value
+
+
+def _votes(gold, texts):
+    from notallbits.scoring import judge
+
+    q = {"id": "m", "task": "math", "answer": gold}
+    return judge([{"question_id": "m", "answer_text": t} for t in texts], {"m": q})
+
+
+def test_vote_classes_pool_equal_answers_and_never_different_ones():
+    """Equal values are one class, integers included (5 and \\frac{10}{2}); two different
+    answers, right or wrong, never merge; an unordered list is one class in any order."""
+    texts = ["\\boxed{5}", "\\boxed{\\frac{10}{2}}", "\\boxed{5.0}", "\\boxed{\\frac{1}{2}}", "\\boxed{0.5}",
+             "\\boxed{3}", "\\boxed{2, 3}", "\\boxed{3, 2}", "\\boxed{(2, 3)}", "\\boxed{(3, 2)}"]
+    got = _votes("5", texts)
+    votes = [v for v, _ in got]
+    assert [ok for _, ok in got] == [True, True, True] + [False] * 7
+    assert votes[0] == votes[1] == votes[2] == "5"
+    assert votes[3] == votes[4] != votes[5]
+    assert votes[6] == votes[7]  # {2, 3} either way round
+    # the ordered pair (3, 2) is neither (2, 3) nor the set {2, 3} (math-verify: the set reads
+    # (2, 3) as equal, so those two are one class)
+    assert votes[9] not in (votes[6], votes[8]) and len({votes[3], votes[5], votes[6], votes[9]}) == 4
+
+
+# answer forms with the value each stands for (hand-labelled): gold one half
+FORMS = {"\\frac{1}{2}": "1/2", "0.5": "1/2", "\\dfrac12": "1/2", "\\frac{2}{4}": "1/2",
+         "2": "2", "\\frac{4}{2}": "2", "2.0": "2", "\\frac{1}{3}": "1/3", "3": "3", None: None}
+
+
+def brute_majority_by_value(values, gold, k):
+    """Every K-subset, the most frequent value wins, ties split evenly; unparsable abstains."""
+    total = Fraction(0)
+    for subset in itertools.combinations(values, k):
+        counts = Counter(v for v in subset if v is not None)
+        if counts:
+            top = max(counts.values())
+            winners = [v for v, c in counts.items() if c == top]
+            total += Fraction(sum(w == gold for w in winners), len(winners))
+    return total / comb(len(values), k)
+
+
+def test_majority_over_vote_classes_equals_brute_force():
+    """300 random vote sets of MATH-500-style forms: Maj@K over the judged classes equals brute
+    force over the forms' values in every set. Counting each distinct string as its own vote
+    while pooling all right strings (the reading before vote classes covered integers and
+    merged only within each correctness) differs in some sets: the upward bias."""
+    rng = random.Random(17)
+    forms = list(FORMS)
+    biased = 0
+    for _ in range(300):
+        n = rng.randint(2, 9)
+        chosen = [rng.choice(forms) for _ in range(n)]
+        k = rng.randint(1, n)
+        texts = [f"\\boxed{{{f}}}" if f is not None else "no box" for f in chosen]
+        judged = _votes("\\frac{1}{2}", texts)
+        votes, right = [v for v, _ in judged], {v for v, ok in judged if ok}
+        expected = brute_majority_by_value([FORMS[f] for f in chosen], "1/2", k)
+        assert majority_accuracy(votes, right, k) == expected, (chosen, k)
+        by_string = majority_accuracy(chosen, {f for f in chosen if FORMS.get(f) == "1/2"}, k)
+        biased += by_string != expected
+    assert biased > 0
+
+
+def test_majority_with_two_right_classes_counts_each_on_its_own():
+    """Two classes judged right but not merged (the checker's reading is not transitive) compete
+    as two answers: with votes a, a, b, w, w (a and b right) Maj@5 is 1/2 (w ties a), not 1."""
+    votes = ["a", "a", "b", "w", "w"]
+    assert majority_accuracy(votes, {"a", "b"}, 5) == Fraction(1, 2)
+    for k in range(1, 6):
+        assert majority_accuracy(votes, {"a", "b"}, k) == brute_majority(votes, {"a", "b"}, k)

@@ -1,8 +1,9 @@
 """Best-of-N with a process reward model: exact selection, the verify step's model and inputs,
-the verifier's memory. Facts from the model cards (Qwen/Qwen2.5-Math-PRM-7B, sail/ActPRM-X) and
-vLLM's Qwen2ForProcessRewardModel (vllm/model_executor/models/qwen2_rm.py): the checkpoint holds
-``model.*`` (a Qwen2 decoder, no lm_head) and ``score.0``/``score.2`` (Linear(h, h) -> ReLU ->
-Linear(h, 2), with biases); a step's reward is softmax(logits)[1] at its ``<extra_0>``."""
+the verifier's memory. Each verifier family is checked against its authors' scoring, written
+here from their code: the ensemble PRM (ActPRM, ActPRM-X) from sail-sg/ActivePRM's
+``EnsemblePRMWorker`` (examples/py_scripts/test_actprm_on_processbench.py), ``Qwen2ForEnsemblePRM``
+and ``EnsembleModel``/``EnsembleFC`` (src/active_prm/models/); the Qwen2.5-Math-PRM head from its
+model card's usage code (``make_step_rewards``) and its checkpoint's layout (``score.0``/``score.2``)."""
 
 import itertools
 import json
@@ -149,108 +150,255 @@ def test_steps_are_paragraphs_then_the_answer():
 
 
 @pytest.fixture(scope="module")
-def tiny_prm(tmp_path_factory):
+def tiny_prms(tmp_path_factory):
+    """One tiny checkpoint per family, with the family's exact state-dict layout."""
     from notallbits.verify import build_tiny
 
-    return build_tiny(tmp_path_factory.mktemp("prm") / "tiny-prm")
+    root = tmp_path_factory.mktemp("prm")
+    return {family: build_tiny(root / family, family, max_position_embeddings=1024)
+            for family in ("ensemble-prm", "qwen2-prm")}
 
 
-def test_long_traces_keep_the_question_and_the_last_steps(tiny_prm):
-    from transformers import AutoTokenizer
-
-    from notallbits.verify import SEPARATOR, fit, render
-
-    tok = AutoTokenizer.from_pretrained(tiny_prm)
-    sep = tok.convert_tokens_to_ids(SEPARATOR)
-    steps = [f"step {i}: add {i} to the sum" for i in range(60)] + ["\\boxed{5}"]
-    full = render(tok, "What is 2+3?", steps)
-    for limit in (80, 120, 200):
-        ids, dropped = fit(tok, "What is 2+3?", steps, limit)
-        text = tok.decode(ids)
-        assert len(ids) <= limit < len(full) and dropped > 0
-        assert "What is 2+3?" in text and text.rstrip().endswith(f"\\boxed{{5}}{SEPARATOR}<|im_end|>")
-        assert "step 59: add 59" in text and "step 0:" not in text
-        assert ids.count(sep) >= len(steps) - dropped  # every kept step (and a cut one) is scored
-    assert fit(tok, "What is 2+3?", steps, 10_000) == (full, 0)
+@pytest.fixture(scope="module")
+def tiny_prm(tiny_prms):
+    return tiny_prms["ensemble-prm"]
 
 
-# ---------------------------------------------------------------- the model
+def test_long_traces_keep_the_question_and_the_last_steps(tiny_prms):
+    from notallbits.verify import fit
+    from notallbits.verify.families import load
+
+    for family, folder in tiny_prms.items():
+        verifier = load(str(folder), "float32", "cpu")
+        tok, sep = verifier.tokenizer, verifier.separator_id
+        steps = [f"step {i}: add {i} to the sum" for i in range(60)] + ["\\boxed{5}"]
+        full = verifier.render("What is 2+3?", steps)
+        for limit in (120, 160, 240):
+            ids, dropped = fit(verifier, "What is 2+3?", steps, limit)
+            text = tok.decode(ids)
+            assert len(ids) <= limit < len(full) and dropped > 0
+            end = "\\boxed{5}<extra_0>" + ("" if family == "ensemble-prm" else "<|im_end|>")
+            assert "What is 2+3?" in text and text.rstrip().endswith(end)
+            assert "step 59: add 59" in text and "step 0:" not in text
+            assert ids.count(sep) >= len(steps) - dropped  # every kept step (and a cut one) is scored
+        assert fit(verifier, "What is 2+3?", steps, 10_000) == (full, 0)
 
 
-def test_tiny_prm_has_the_real_checkpoints_names_and_loads_without_remote_code(tiny_prm):
+# ---------------------------------------------------------------- the families against their authors' scoring
+ACTIVEPRM_SYSTEM = ("You are a helpful and harmless assistant. You should think step-by-step and put your final "
+                    "answer within \\boxed{}.")
+QWEN_PRM_SYSTEM = "Please reason step by step, and put your final answer within \\boxed{}."
+
+# solutions shaped like the traces the verify step reads: LaTeX, a "Wait", a boxed answer
+SOLUTIONS = [
+    ("Find the remainder when $2^{10}$ is divided by 7.",
+     ["We have $2^3 = 8 \\equiv 1 \\pmod 7$.", "So $2^{10} = (2^3)^3 \\cdot 2 \\equiv 2$.",
+      "Wait, check: $1024 = 7 \\cdot 146 + 2$.", "The answer is $\\boxed{2}$."]),
+    ("What is $\\frac{1}{2} + \\frac{1}{3}$?", ["Common denominator 6: $\\frac{3}{6} + \\frac{2}{6}$.",
+                                                "$= \\frac{5}{6}$, so \\boxed{\\frac{5}{6}}"]),
+    ("Solve $x^2 = 9$.", ["x = 3 or x = -3", "\\boxed{-3, 3}"]),
+]
+
+
+def authors_ensemble_rewards(folder, prompts):
+    """EnsemblePRMWorker.generate(prompts, reduce="mean") with the model's own inference: left
+    padding with eos, the worker's system prompt, the generation prompt then the steps joined by
+    rr_token plus one; per head sigmoid(nn_out(relu(nn2(relu(nn1(h)))))) at rr_token, mean over heads."""
+    import torch
+    from safetensors.torch import load_file
+    from transformers import AutoTokenizer, Qwen2Model
+
+    cfg = json.loads((folder / "config.json").read_text())
+    tok = AutoTokenizer.from_pretrained(folder, padding_side="left")
+    tok.pad_token = tok.eos_token
+    rr_token = cfg.get("rr_token") or " \n\n"
+    rr_token_id = tok(rr_token).input_ids[0]
+    texts = []
+    for question, steps in prompts:
+        messages = [{"role": "system", "content": ACTIVEPRM_SYSTEM}, {"role": "user", "content": question}]
+        texts.append(tok.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+                     + rr_token.join(steps) + rr_token)
+    inputs = tok(texts, return_tensors="pt", padding=True)
+    body = Qwen2Model.from_pretrained(folder, dtype=torch.float32).eval()
+    w = load_file(folder / "model.safetensors")
+    with torch.no_grad():
+        hidden = body(**inputs).last_hidden_state
+        x = hidden[None].repeat(cfg["num_ensemble"], 1, 1, 1)
+        for layer in ("nn1", "nn2", "nn_out"):
+            x = torch.einsum("eblh,ehm->eblm", x.float(), w[f"score.model.{layer}.weight"].float())
+            x = x + w[f"score.model.{layer}.bias"].float()[:, None, None, :]
+            if layer != "nn_out":
+                x = torch.relu(x)
+        probs = torch.sigmoid(x.squeeze(-1))  # (heads, batch, seq)
+    mask = inputs["input_ids"] == rr_token_id
+    return [probs[:, j, mask[j]].mean(dim=0).tolist() for j in range(len(prompts))]
+
+
+def card_qwen_prm_rewards(folder, question, steps):
+    """Qwen2.5-Math-PRM-7B's model card: the conversation with <extra_0> after each step, one
+    unpadded sequence, make_step_rewards = softmax of the 2-label head, class 1, at <extra_0>."""
+    import torch
+    from safetensors.torch import load_file
+    from transformers import AutoTokenizer, Qwen2Model
+
+    tok = AutoTokenizer.from_pretrained(folder)
+    messages = [{"role": "system", "content": QWEN_PRM_SYSTEM}, {"role": "user", "content": question},
+                {"role": "assistant", "content": "<extra_0>".join(steps) + "<extra_0>"}]
+    conversation = tok.apply_chat_template(messages, tokenize=False, add_generation_prompt=False)
+    input_ids = tok.encode(conversation, return_tensors="pt")
+    body = Qwen2Model.from_pretrained(folder, dtype=torch.float32).eval()
+    w = {k: v.float() for k, v in load_file(folder / "model.safetensors").items()}
+    with torch.no_grad():
+        hidden = body(input_ids=input_ids).last_hidden_state
+        logits = torch.relu(hidden @ w["score.0.weight"].T + w["score.0.bias"]) @ w["score.2.weight"].T + w["score.2.bias"]
+    token_masks = input_ids == tok.encode("<extra_0>")[0]
+    probabilities = torch.softmax(logits, dim=-1) * token_masks.unsqueeze(-1)
+    sample = probabilities[0]
+    return sample[sample != 0].view(-1, 2)[:, 1].tolist()
+
+
+def test_tiny_checkpoints_have_each_familys_exact_layout(tiny_prms):
     from safetensors import safe_open
 
-    from notallbits.verify import load
-
-    cfg = json.loads((tiny_prm / "config.json").read_text())
-    assert cfg["architectures"] == ["Qwen2ForProcessRewardModel"] and cfg["model_type"] == "qwen2"
-    assert "auto_map" not in cfg
-    with safe_open(tiny_prm / "model.safetensors", "pt") as f:
+    ens = tiny_prms["ensemble-prm"]
+    cfg = json.loads((ens / "config.json").read_text())
+    assert cfg["architectures"] == ["Qwen2ForEnsemblePRM"] and cfg["rr_token"] == "<extra_0>" and "auto_map" not in cfg
+    e, h = cfg["num_ensemble"], cfg["hidden_size"]
+    with safe_open(ens / "model.safetensors", "pt") as f:
         keys = set(f.keys())
-        h = cfg["hidden_size"]
+        for copy in ("model", "reg_model"):
+            for layer, (fan_in, fan_out) in {"nn1": (h, 128), "nn2": (128, 128), "nn_out": (128, 1)}.items():
+                assert f.get_slice(f"score.{copy}.{layer}.weight").get_shape() == [e, fan_in, fan_out]
+                assert f.get_slice(f"score.{copy}.{layer}.bias").get_shape() == [e, fan_out]
+                assert f.get_slice(f"score.{copy}.{layer}.weight").get_dtype() == "F32"
+    assert {k for k in keys if not k.startswith(("model.layers.", "score."))} == {"model.embed_tokens.weight", "model.norm.weight"}
+    qwen = tiny_prms["qwen2-prm"]
+    with safe_open(qwen / "model.safetensors", "pt") as f:
+        h = json.loads((qwen / "config.json").read_text())["hidden_size"]
         assert f.get_slice("score.0.weight").get_shape() == [h, h] and f.get_slice("score.2.weight").get_shape() == [2, h]
-        assert f.get_slice("score.0.bias").get_shape() == [h] and f.get_slice("score.2.bias").get_shape() == [2]
-    assert {k for k in keys if not k.startswith("model.layers.")} == {
-        "model.embed_tokens.weight", "model.norm.weight", "score.0.weight", "score.0.bias", "score.2.weight",
-        "score.2.bias"}
-    model, tok, sep = load(str(tiny_prm), "bfloat16", "cpu")
-    assert tok.decode([sep]) == "<extra_0>"
+        assert {k for k in f.keys() if k.startswith("score.")} == {"score.0.weight", "score.0.bias", "score.2.weight",
+                                                                  "score.2.bias"}
 
 
-def test_step_rewards_are_the_positive_class_at_each_separator(tiny_prm):
-    """As the model card's make_step_rewards computes them, from the model's logits."""
+def test_ensemble_heads_stay_float32_under_a_bf16_body(tiny_prms):
     import torch
 
-    from notallbits.verify import load, render, step_rewards
+    from notallbits.verify.families import load
 
-    model, tok, sep = load(str(tiny_prm), "float32", "cpu")
-    a = render(tok, "What is 2+3?", ["2 plus 3", "is 5", "\\boxed{5}"])
-    b = render(tok, "What is 1+1?", ["\\boxed{2}"])
-    got = step_rewards(model, [a, b], sep, tok.pad_token_id, "cpu")
-    for ids, rewards in zip((a, b), got):
-        logits = model(torch.tensor([ids]))  # alone, unpadded
-        probs = torch.softmax(logits.float(), dim=-1)[0]
-        mask = torch.tensor(ids) == sep
-        expected = probs[mask][:, 1].tolist()
-        assert len(rewards) == ids.count(sep) and rewards == pytest.approx(expected, abs=1e-5)
+    model = load(str(tiny_prms["ensemble-prm"]), "bfloat16", "cpu").model
+    assert model.model.embed_tokens.weight.dtype == torch.bfloat16
+    assert {p.dtype for p in model.score.parameters()} == {torch.float32}
 
 
-def test_a_checkpoint_without_the_head_fails_in_one_line(tiny_prm, tmp_path):
+def test_score_steps_equals_activeprms_worker(tiny_prms):
+    """ActPRM-X's family: score_steps (and the verify step's batched path) against the authors'
+    worker, batched with left padding as they run it."""
+    from notallbits.verify import score_steps
+    from notallbits.verify.families import load
+
+    folder = tiny_prms["ensemble-prm"]
+    expected = authors_ensemble_rewards(folder, SOLUTIONS)
+    for (question, steps), want in zip(SOLUTIONS, expected):
+        got = score_steps(folder, question, steps, dtype="float32")
+        assert len(got) == len(steps) and got == pytest.approx(want, abs=1e-5)
+    spread = [r for rewards in expected for r in rewards]
+    assert max(spread) - min(spread) > 0.01  # the rewards differ, so a wrong position or head would show
+    verifier = load(str(folder), "float32", "cpu")
+    batched = verifier.step_rewards([verifier.render(q, s) for q, s in SOLUTIONS], "cpu")
+    for got, want in zip(batched, expected):
+        assert got == pytest.approx(want, abs=1e-5)
+
+
+def test_score_steps_equals_the_qwen_prm_model_card(tiny_prms):
+    from notallbits.verify import score_steps
+
+    folder = tiny_prms["qwen2-prm"]
+    for question, steps in SOLUTIONS:
+        want = card_qwen_prm_rewards(folder, question, steps)
+        assert score_steps(folder, question, steps, dtype="float32") == pytest.approx(want, abs=1e-5)
+
+
+def test_the_training_copy_reg_model_never_changes_a_reward(tiny_prms, tmp_path):
+    import shutil
+
+    import torch
+    from safetensors.torch import load_file, save_file
+
+    from notallbits.verify import score_steps
+
+    folder = tmp_path / "other-reg"
+    shutil.copytree(tiny_prms["ensemble-prm"], folder)
+    tensors = load_file(folder / "model.safetensors")
+    tensors = {k: (torch.randn_like(v) * 10 if k.startswith("score.reg_model.") else v) for k, v in tensors.items()}
+    save_file(tensors, folder / "model.safetensors", metadata={"format": "pt"})
+    question, steps = SOLUTIONS[0]
+    assert score_steps(folder, question, steps, dtype="float32") == score_steps(
+        tiny_prms["ensemble-prm"], question, steps, dtype="float32")
+
+
+def _rewrite(src, dst, keep=lambda k: True, change=None, config=None):
     import shutil
 
     from safetensors.torch import load_file, save_file
 
-    from notallbits.verify import load
+    shutil.copytree(src, dst)
+    tensors = {k: v for k, v in load_file(dst / "model.safetensors").items() if keep(k)}
+    if change:
+        tensors.update(change(tensors))
+    save_file(tensors, dst / "model.safetensors", metadata={"format": "pt"})
+    if config:
+        cfg = json.loads((dst / "config.json").read_text())
+        (dst / "config.json").write_text(json.dumps({**cfg, **config}))
+    return dst
 
-    broken = tmp_path / "broken"
-    shutil.copytree(tiny_prm, broken)
-    tensors = {k: v for k, v in load_file(broken / "model.safetensors").items() if not k.startswith("score.")}
-    save_file(tensors, broken / "model.safetensors", metadata={"format": "pt"})
-    with pytest.raises(UserError, match="lacks 4 weights"):
-        load(str(broken), "float32", "cpu")
+
+def test_a_checkpoint_that_does_not_match_its_family_fails_in_one_line(tiny_prms, tmp_path):
+    from notallbits.verify.families import load
+
+    ens, qwen = tiny_prms["ensemble-prm"], tiny_prms["qwen2-prm"]
+    cases = [
+        (_rewrite(qwen, tmp_path / "no-head", keep=lambda k: not k.startswith("score.")), "lacks 4 weights"),
+        (_rewrite(ens, tmp_path / "no-heads", keep=lambda k: not k.startswith("score.model.")), "lacks 6 weights"),
+        # an ensemble checkpoint labelled as the Qwen head, and the other way round
+        (_rewrite(ens, tmp_path / "relabelled", config={"architectures": ["Qwen2ForProcessRewardModel"]}),
+         "lacks 4 weights"),
+        (_rewrite(qwen, tmp_path / "relabelled2", config={"architectures": ["Qwen2ForEnsemblePRM"], "num_ensemble": 4}),
+         "lacks 6 weights"),
+        # a config that promises more heads than the checkpoint has
+        (_rewrite(ens, tmp_path / "heads", config={"num_ensemble": 5}), "weights"),
+        (_rewrite(ens, tmp_path / "no-count", config={"num_ensemble": None}), "lacks num_ensemble"),
+        (_rewrite(qwen, tmp_path / "llama", config={"architectures": ["LlamaForCausalLM"]}), "not a verifier"),
+    ]
+    for folder, message in cases:
+        with pytest.raises(UserError, match=message) as err:
+            load(str(folder), "float32", "cpu")
+        assert "\n" not in str(err.value) and str(folder) in str(err.value)
 
 
 # ---------------------------------------------------------------- memory
 
 
-def test_verifier_bytes_measured_equal_the_memory_model(tiny_prm):
-    from notallbits.memory import Arch, checkpoint_bytes, prm_weight_bytes
+def test_verifier_bytes_measured_equal_the_memory_model(tiny_prms):
+    from notallbits.memory import checkpoint_bytes, prm_weight_bytes
 
-    assert checkpoint_bytes(tiny_prm) == prm_weight_bytes(Arch.named(str(tiny_prm)))
+    for folder in tiny_prms.values():
+        assert checkpoint_bytes(folder) == prm_weight_bytes(str(folder))
 
 
-def test_actprm_x_weights_from_its_config():
-    """Qwen2.5-Math-PRM-7B's config (ActPRM-X keeps it): hidden 3584, MLP 18944, 28 layers, 28
-    heads, 4 KV heads of 128, vocab 152064, q/k/v biases, no lm_head; + the 2-label head.
-    The paper counts 13.28 GB for ActPRM-X; the bf16 tensors are 13.19 GiB (14.17 GB)."""
-    from notallbits.memory import GIB, Arch, prm_weight_bytes
+def test_actprm_x_weights_are_the_papers_13_28():
+    """Qwen2.5-Math-PRM-7B's body (hidden 3584, MLP 18944, 28 layers, 28 heads, 4 KV heads of 128,
+    vocab 152064, q/k/v biases, no lm_head) in bf16, plus ActPRM-X's 32 float32 heads
+    3584 -> 128 -> 128 -> 1 stored twice (score.model, score.reg_model): the paper's 13.28 GB (GiB).
+    The Qwen 2-label head instead gives 13.19 GiB."""
+    from notallbits.memory import GIB, prm_weight_bytes
 
     h, i, layers, kv, vocab = 3584, 18944, 28, 4 * 128, 152064
     per_layer = (h * h + h) + 2 * (h * kv + kv) + h * h + 3 * h * i + 2 * h
-    params = vocab * h + layers * per_layer + h + (h * h + h + 2 * h + 2)
-    assert params == 7_083_474_946
-    assert prm_weight_bytes(Arch.named("sail/ActPRM-X")) == 2 * params
-    assert round(2 * params / GIB, 2) == 13.19
+    body = vocab * h + layers * per_layer + h
+    heads = 32 * ((h * 128 + 128) + (128 * 128 + 128) + (128 + 1))
+    assert prm_weight_bytes("sail/ActPRM-X") == 2 * body + 2 * 4 * heads
+    assert round(prm_weight_bytes("sail/ActPRM-X") / GIB, 2) == 13.28
+    assert round(prm_weight_bytes("Qwen/Qwen2.5-Math-PRM-7B") / GIB, 2) == 13.19
 
 
 def test_summary_analysis_and_advice_count_the_verifier(tmp_path):
