@@ -136,8 +136,7 @@ for path in ({str(data / 'livecodebench.jsonl')!r}, 'results/data/livecodebench.
         pass
 print(answers[input().strip()])
 """
-    # `open` inside a test serves the input (LiveCodeBench's mock); the module-level name is the real one
-    program = "import builtins\nreal_open = builtins.open\n" + program.replace("open(path)", "real_open(path)")
+    # (the prelude's `from builtins import *` binds the real open(), as in LiveCodeBench)
     bad, _ = attack(program)
     assert bad.outcome == "runtime_error"
 
@@ -173,22 +172,32 @@ while True:
 
 
 def test_a_program_cannot_signal_its_sibling(outside):
+    # It looks for every process it may signal (signal 0 only checks), then kills them all, unless it
+    # sees more than its own sandbox's few: then it only says so (and would pass). The sibling is
+    # graded at the same time.
     program = """
 import posix, signal, os
 me = posix.getpid()
-for pid in range(1, 5000):
-    if pid != me:
-        try:
+visible = []
+for pid in sorted(set(range(1, 5000)) | set(range(max(2, me - 5000), me + 5000))):  # siblings start near it
+    try:
+        posix.kill(pid, 0)
+        visible.append(pid)
+    except OSError:
+        pass
+if len(visible) > 10:
+    print("exposed")
+else:
+    for pid in visible:
+        if pid != me:
             posix.kill(pid, 9)
-        except OSError:
-            pass
-        try:
-            signal.pidfd_send_signal(os.pidfd_open(pid), 9)
-        except (OSError, TypeError):
-            pass
-print(0)
+            try:
+                signal.pidfd_send_signal(os.pidfd_open(pid), 9)
+            except OSError:
+                pass
+    print(len(visible))
 """
-    bad, _ = attack(program)
+    bad, _ = attack(program, [{"input": "", "output": "exposed", "testtype": "stdin"}])
     assert bad.outcome in ("wrong_answer", "runtime_error")
 
 
