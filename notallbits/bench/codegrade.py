@@ -55,7 +55,7 @@ PROBLEMS = [
      "wrong": "class Solution:\n    def maxSubArray(self, nums: List[int]) -> int:\n        return max(nums)",
      "error": "class Solution:\n    def maxSubArray(self, nums: List[int]) -> int:\n        return nums[len(nums)]"},
     {"fn_name": "twoSum",
-     "tests": [{"input": f"{list(range(0, 2 * n, 2))}\n{2 * n - 4}", "output": f"[{n - 3}, {n - 1}]",
+     "tests": [{"input": f"{list(range(0, 2 * n, 2))}\n{2 * n - 4}", "output": f"[{n // 2 - 2}, {n // 2}]",
                 "testtype": "functional"} for n in range(20, 220, 20)],
      "correct": "class Solution:\n    def twoSum(self, nums: List[int], target: int) -> List[int]:\n        seen = {}\n"
                 "        for i, x in enumerate(nums):\n            if target - x in seen:\n"
