@@ -17,7 +17,7 @@ VENV_SLURM ?= .venv-slurm
 BIN := $(VENV)/bin
 CORES ?= all
 
-.PHONY: demo demo-vllm toys test paper-dryrun clean vllm-env slurm-env gpu-check mutation docs
+.PHONY: demo demo-vllm toys test paper-dryrun clean vllm-env slurm-env gpu-check mutation docs sandbox
 
 $(VENV)/.installed: requirements/main.txt requirements/docs.txt pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -64,7 +64,16 @@ demo: $(VENV)/.installed
 docs: $(VENV)/.installed
 	$(BIN)/python -m mkdocs build --strict --quiet --site-dir site
 
-test: $(VENV)/.installed $(VENV_VLLM)/.installed $(VENV_SLURM)/.installed docs
+# The code grader's sandbox (docs/code-grading.md): bubblewrap, installed here when missing and we
+# are root with apt-get or dnf (CI); anyone else gets the one command to run.
+sandbox:
+	@command -v bwrap >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq bubblewrap >/dev/null; \
+	  elif [ "$$(id -u)" = 0 ] && command -v dnf >/dev/null 2>&1; then dnf install -y -q bubblewrap; \
+	  else echo "code grading needs bubblewrap: sudo apt-get install bubblewrap (or dnf install bubblewrap); see docs/code-grading.md" >&2; exit 1; fi; }
+
+test: $(VENV)/.installed $(VENV_VLLM)/.installed $(VENV_SLURM)/.installed docs sandbox
 	NOTALLBITS_VLLM_PYTHON="$(abspath $(VENV_VLLM)/bin/python)" \
 	NOTALLBITS_SLURM_SNAKEMAKE="$(abspath $(VENV_SLURM)/bin/snakemake)" \
 	$(BIN)/python -m pytest -q

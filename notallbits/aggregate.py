@@ -17,7 +17,7 @@ COLUMNS = ["dataset", "model", "weight_method", "bits", "kv", "kv_method", "back
            "verifier", "accuracy", "questions", "samples", "parsed_rate", "weight_bytes", "kv_bytes", "verifier_bytes",
            "weight_gib", "kv_gib", "verifier_gib", "total_gib",
            "mean_thinking_tokens", "mean_answer_tokens", "latency_seconds", "verifier_seconds", "job_generated_tokens",
-           "job_wall_seconds", "job_tokens_per_second", "quant_settings"]
+           "job_wall_seconds", "job_tokens_per_second", "quant_settings", "code_sandbox"]
 
 
 def summarize(score_paths: list[str]):
@@ -47,6 +47,8 @@ def summarize(score_paths: list[str]):
     df["selection"] = df["selection"].astype(object).fillna("majority") if "selection" in df else "majority"
     df["verifier"] = df["verifier"].astype(object).fillna("") if "verifier" in df else ""
     df["verifier_bytes"] = df["verifier_bytes"].fillna(0).astype("int64") if "verifier_bytes" in df else 0
+    # the sandbox code was graded in ("" for other tasks, and for files written before the column)
+    df["code_sandbox"] = df["code_sandbox"].astype(object).fillna("") if "code_sandbox" in df else ""
     df["weight_gib"] = df["weight_bytes"] / GIB
     df["kv_gib"] = df["kv_bytes"] / GIB
     df["verifier_gib"] = df["verifier_bytes"] / GIB

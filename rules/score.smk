@@ -13,6 +13,7 @@ rule score:
         f"{RESULTS}/logs/score/{{dataset}}/{{model}}/w{{bits}}/kv-{{kv}}.log",
     params:
         ks=job_ks,
+        code_sandbox=config["scoring"]["code_sandbox"],
     conda:
         "../envs/analysis.yaml"
     script:

@@ -1,29 +1,37 @@
-"""The LiveCodeBench-style grader: correct programs pass, and wrong, looping, forking,
-memory-hungry, file-writing and networking programs fail cleanly without harming the run."""
+"""The code grader judges as LiveCodeBench's testing_util.py judges (the rules below are read from
+its code, lcb_runner/evaluation/testing_util.py, and checked on problems shaped like its own:
+stdin problems with big integers, LeetCode-style functional problems with List annotations)."""
 
-import os
 import time
 
 import pytest
 
-from notallbits.codegrade import Limits, extract_program, grade_many, outputs_match, run_program
+from notallbits.codegrade import PRELUDE, Limits, extract_program, grade_many, outputs_match, run_program
 
 ADD_TESTS = [{"input": "1 2\n", "output": "3\n", "testtype": "stdin"},
              {"input": "10 -4\n", "output": "6\n", "testtype": "stdin"}]
+# AtCoder-style A+B on 30-digit integers (LiveCodeBench's stdin problems print exact big integers)
+BIG = [(123456789012345678901234567890, 987654321098765432109876543210), (10**29 + 7, -(10**29))]
+BIG_TESTS = [{"input": f"{a} {b}\n", "output": f"{a + b}\n", "testtype": "stdin"} for a, b in BIG]
 TWO_SUM = [{"input": "[2, 7, 11, 15]\n9", "output": "[0, 1]", "testtype": "functional"},
            {"input": "[3, 2, 4]\n6", "output": "[1, 2]", "testtype": "functional"}]
-FAST = Limits(test_seconds=2.0, total_seconds=8.0, memory_mb=512)
+FAST = Limits(test_seconds=2.0)
 
 CORRECT_STDIN = "a, b = map(int, input().split())\nprint(a + b)"
+# LeetCode starter code as LiveCodeBench ships it: `List` with no import (the prelude provides it)
 CORRECT_FUNCTIONAL = """
 class Solution:
-    def twoSum(self, nums, target):
+    def twoSum(self, nums: List[int], target: int) -> List[int]:
         seen = {}
         for i, x in enumerate(nums):
             if target - x in seen:
                 return [seen[target - x], i]
             seen[x] = i
 """
+
+
+def stdin(program, tests=ADD_TESTS, limits=FAST):
+    return run_program(program, tests, limits=limits)
 
 
 def test_extracts_the_last_fenced_block():
@@ -33,63 +41,126 @@ def test_extracts_the_last_fenced_block():
     assert extract_program("no code here") is None
 
 
+def test_the_prelude_is_livecodebenchs():
+    # testing_util.import_string: star imports of these modules, then plain imports, then the limit
+    for module in ("typing", "collections", "heapq", "bisect", "math", "itertools", "functools", "sys"):
+        assert f"from {module} import *\n" in PRELUDE
+    assert PRELUDE.endswith("sys.setrecursionlimit(50000)\n")
+
+
+@pytest.mark.parametrize("got, want, ok", [
+    ("3\n", "3", True),
+    ("  3  \n\n", "3\n", True),              # lines are stripped, the text too
+    ("1 2\n3  4", "1 2\n3 4\n", True),       # unequal text, equal as Decimals
+    ("1.50", "1.5", True), ("1e3", "1000", True),
+    ("Yes  No", "Yes No", False),            # not numbers: the text must be equal
+    ("998244352", "998244353", False),       # exact: no relative tolerance on integers
+    (str(2**53 + 1), str(2**53), False),
+    ("0.3333333", "0.33333333", False),      # exact Decimals, no 1e-6 tolerance
+    ("nan", "1.0", False), ("nan", "nan", True),  # nan matches only as the same text
+    ("3\n4", "3", False), ("", "3", False),
+])
+def test_stdout_comparison_is_livecodebenchs(got, want, ok):
+    assert outputs_match(got, want, "stdin") is ok
+
+
+@pytest.mark.parametrize("got, want, ok", [
+    ([0, 1], "[0, 1]", True), ((0, 1), "[0, 1]", True),  # a returned tuple counts as a list
+    ([(0, 1)], "[[0, 1]]", False),                          # only at the top
+    (1.0, "1", True), (True, "1", True),                   # Python's ==, as LiveCodeBench compares
+    (float("nan"), "1", False), ({0, 1}, "[0, 1]", False), ("1", "1", False),
+])
+def test_functional_comparison_is_pythons_equality(got, want, ok):
+    assert outputs_match(got, want, "functional") is ok
+
+
 def test_correct_programs_pass():
-    r = run_program(CORRECT_STDIN, ADD_TESTS, limits=FAST)
+    r = stdin(CORRECT_STDIN)
     assert r.passed and r.outcome == "passed" and r.tests_passed == 2
+    assert stdin(CORRECT_STDIN, BIG_TESTS).passed
     r = run_program(CORRECT_FUNCTIONAL, TWO_SUM, fn_name="twoSum", limits=FAST)
     assert r.passed, r
 
 
-def test_main_guard_and_sys_exit_zero_still_pass():
-    program = "import sys\ndef main():\n    a, b = map(int, sys.stdin.readline().split())\n    print(a + b)\n" \
-              "    sys.exit(0)\nif __name__ == '__main__':\n    main()"
-    assert run_program(program, ADD_TESTS, limits=FAST).passed
+def test_wrong_big_integers_fail():
+    r = stdin("a, b = map(int, input().split())\nprint(float(a + b))", BIG_TESTS)
+    assert not r.passed and r.outcome == "wrong_answer"
+    r = stdin("a, b = map(int, input().split())\nprint(a + b - 1)", BIG_TESTS)
+    assert r.outcome == "wrong_answer"
 
 
-def test_wrong_answer_fails_on_one_test():
-    r = run_program("a, b = map(int, input().split())\nprint(a + b if a < 5 else a - b)", ADD_TESTS, limits=FAST)
+def test_prelude_names_and_deep_recursion_work_without_imports():
+    program = """
+class Solution:
+    def depth(self, n: int) -> int:
+        return 0 if n == 0 else 1 + self.depth(n - 1)
+    def count(self, nums: List[int], k: int) -> int:
+        return self.depth(3000) - 3000 + sum(1 for x in nums if gcd(x, k) > 1) + len(Counter(nums)) * 0
+"""
+    tests = [{"input": "[4, 6, 7, 9]\n6", "output": "3", "testtype": "functional"}]
+    assert run_program(program, tests, fn_name="count", limits=FAST).passed
+
+
+@pytest.mark.parametrize("program", [
+    "import sys\ndata = sys.stdin.buffer.read().split()\nprint(int(data[0]) + int(data[1]))",
+    "from sys import stdin\na, b = map(int, stdin.readline().split())\nprint(a + b)",
+    "import sys\ninput = sys.stdin.readline\na, b = map(int, input().split())\nprint(a + b)",
+    "a, b = map(int, input().split())\nprint(a + b)\nexit()",
+    "import sys\na, b = map(int, input().split())\nprint(a + b)\nsys.exit(1)",  # SystemExit ends a test normally
+    "import sys\ndef main():\n    a, b = map(int, sys.stdin.readline().split())\n    print(a + b)\n"
+    "if __name__ == '__main__':\n    main()",
+])
+def test_livecodebenchs_stdin_forms_pass(program):
+    assert stdin(program).passed
+
+
+@pytest.mark.parametrize("program, outcome", [
+    # LiveCodeBench sets builtins.quit to None: quit() is a runtime error there
+    ("a, b = map(int, input().split())\nprint(a + b)\nquit()", "runtime_error"),
+    # the prelude's `from builtins import *` binds the real open(), and fd 0 is /dev/null there
+    ("data = open(0).read().split()\nprint(int(data[0]) + int(data[1]))", "runtime_error"),
+    # its stdin stand-in defines no iteration
+    ("import sys\nfor line in sys.stdin:\n    a, b = map(int, line.split())\n    print(a + b)", "runtime_error"),
+    # only a *last* `if __name__ == '__main__':` block is unwrapped; elsewhere __name__ is 'tmp_sol'
+    ("def main():\n    a, b = map(int, input().split())\n    print(a + b)\nif __name__ == '__main__':\n    main()\n"
+     "x = 1", "wrong_answer"),
+    ("a, b = map(int, input(.split())\nprint(a + b)", "compile_error"),
+])
+def test_livecodebenchs_stdin_failures_fail(program, outcome):
+    r = stdin(program)
+    assert not r.passed and r.outcome == outcome, r
+
+
+def test_functional_compile_errors():
+    r = run_program(CORRECT_FUNCTIONAL, TWO_SUM, fn_name="threeSum", limits=FAST)
+    assert r.outcome == "compile_error" and "AttributeError" in r.detail
+    r = run_program("class Solution:\n    def twoSum(self, nums, target):\n        return [0, 1]\nraise ValueError",
+                    TWO_SUM, fn_name="twoSum", limits=FAST)
+    assert r.outcome == "compile_error"
+
+
+def test_wrong_answer_stops_at_the_first_failing_test():
+    r = stdin("a, b = map(int, input().split())\nprint(a + b if a < 5 else a - b)")
     assert not r.passed and r.outcome == "wrong_answer" and r.tests_passed == 1
 
 
-def test_infinite_loop_times_out_quickly():
+def test_infinite_loop_times_out_per_test():
     t0 = time.perf_counter()
-    r = run_program("while True:\n    pass", ADD_TESTS, limits=FAST)
+    r = stdin("while True:\n    pass", limits=Limits(test_seconds=1.0))
     assert not r.passed and r.outcome == "timeout"
-    assert time.perf_counter() - t0 < 12
+    assert time.perf_counter() - t0 < 5
 
 
-def test_a_loop_that_swallows_the_alarm_is_killed_by_the_wall_clock():
-    t0 = time.perf_counter()
-    r = run_program("while True:\n    try:\n        pass\n    except BaseException:\n        pass", ADD_TESTS, limits=FAST)
-    assert not r.passed and r.outcome in ("timeout", "runtime_error")
-    assert time.perf_counter() - t0 < 15
-
-
-def test_fork_bomb_fails_cleanly():
-    r = run_program("import os\nwhile True:\n    os.fork()", ADD_TESTS, limits=FAST)
-    assert not r.passed and r.outcome == "runtime_error" and "fork" in r.detail
-    r = run_program("import subprocess\nsubprocess.run(['sh', '-c', 'echo 3'])", ADD_TESTS, limits=FAST)
-    assert not r.passed
+def test_each_test_has_its_own_time_limit():
+    # 3 tests of 0.6 s each with 1 s per test: LiveCodeBench passes it (the limit is per test)
+    tests = [{"input": f"{i}\n", "output": f"{i}\n", "testtype": "stdin"} for i in range(3)]
+    program = "import time\nt = time.time()\nwhile time.time() - t < 0.6:\n    pass\nprint(input())"
+    assert stdin(program, tests, Limits(test_seconds=1.0)).passed
 
 
 def test_huge_allocation_fails_cleanly():
-    r = run_program("x = bytearray(8 * 1024**3)\nprint(3)", ADD_TESTS, limits=FAST)
+    r = stdin("x = bytearray(8 * 1024**3)\nprint(3)")
     assert not r.passed and r.outcome == "runtime_error" and "MemoryError" in r.detail
-
-
-def test_writing_outside_its_folder_fails_and_leaves_nothing(tmp_path):
-    target = tmp_path / "escaped.txt"
-    os.chmod(tmp_path, 0o777)
-    r = run_program(f"open({str(target)!r}, 'w').write('x')\nprint(3)", ADD_TESTS, limits=FAST)
-    assert not r.passed and not target.exists()
-    # its own scratch folder is writable
-    ok = "open('scratch.txt', 'w').write('x')\n" + CORRECT_STDIN
-    assert run_program(ok, ADD_TESTS, limits=FAST).passed
-
-
-def test_network_is_refused():
-    r = run_program("import socket\nsocket.create_connection(('127.0.0.1', 9))\nprint(3)", ADD_TESTS, limits=FAST)
-    assert not r.passed and r.outcome == "runtime_error"
 
 
 def test_grade_many_in_parallel_and_votes_by_behaviour():
@@ -100,10 +171,3 @@ def test_grade_many_in_parallel_and_votes_by_behaviour():
     assert [r.passed for r in results] == [True, True, True, False, False]
     assert results[0].signature == results[1].signature != results[3].signature
     assert results[4].signature is None  # no program: abstains
-
-
-@pytest.mark.parametrize("got, want, ok", [("3\n", "3", True), ("1 2\n3  4", "1 2\n3 4\n", True),
-                                           ("0.3333333", "0.33333333", True), ("0.34", "0.33", False),
-                                           ("3\n4", "3", False)])
-def test_stdout_comparison(got, want, ok):
-    assert outputs_match(got, want, "stdin") is ok

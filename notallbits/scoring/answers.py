@@ -167,7 +167,7 @@ def same_math_answer(a: str, b: str) -> bool:
     return _math_verify(a, b) and _math_verify(b, a)
 
 
-def judge(records: list[dict], by_id: dict) -> list[tuple[str | None, bool]]:
+def judge(records: list[dict], by_id: dict, code_sandbox: str = "bubblewrap") -> list[tuple[str | None, bool]]:
     """(vote, correct) per record. Votes are what Maj@K counts: a math answer's class, the first
     equivalent form among the question's answers judged alike (so two correct forms of one value
     vote together, and two different answers, right or wrong, never do), a letter, or a program's
@@ -196,7 +196,7 @@ def judge(records: list[dict], by_id: dict) -> list[tuple[str | None, bool]]:
     if code:
         from notallbits.codegrade import grade_many
 
-        graded = grade_many([(pred, q["tests"], q.get("fn_name")) for _, pred, q in code])
+        graded = grade_many([(pred, q["tests"], q.get("fn_name")) for _, pred, q in code], sandbox_name=code_sandbox)
         for (i, _, _), result in zip(code, graded):
             out[i] = (result.signature, result.passed)
     return out

@@ -13,16 +13,17 @@ from notallbits.scoring.voting import (best_of_n_accuracy, join_verifications, m
                                        verify_seconds_by_budget)
 
 def score_job(questions: list[dict], records: list[dict], ks: list[int],
-              verifications: dict[str, tuple[tuple[dict, list[dict]], str]] | None = None
-              ) -> tuple[list[dict], list[dict]]:
+              verifications: dict[str, tuple[tuple[dict, list[dict]], str]] | None = None,
+              code_sandbox: str = "bubblewrap") -> tuple[list[dict], list[dict]]:
     """(rows per (budget, K, selection), per-sample rows) for one generation job.
 
     ``verifications``: verifier name -> ((header, rows) of its verify file, file name); each
-    adds prm_best_of_n rows (Best-of-N with N = K) beside the majority rows."""
+    adds prm_best_of_n rows (Best-of-N with N = K) beside the majority rows. ``code_sandbox``: where
+    programs run (codegrade.SANDBOXES); rows of a job with code questions record it."""
     by_id = {q["id"]: q for q in questions}
     groups: dict[tuple[int, str], list[dict]] = {}
     sample_rows = []
-    for rec, (pred, ok) in zip(records, judge(records, by_id)):
+    for rec, (pred, ok) in zip(records, judge(records, by_id, code_sandbox)):
         sample_rows.append({"question_id": rec["question_id"], "sample": rec["sample"],
                             "budget_tokens": rec["budget_tokens"], "parsed": pred, "correct": ok,
                             "thinking_tokens": rec["thinking_tokens"], "answer_tokens": rec["answer_tokens"]})
@@ -46,7 +47,8 @@ def score_job(questions: list[dict], records: list[dict], ks: list[int],
             common = {"questions": len(per_q), "samples": n,
                       "parsed_rate": sum(r["parsed"] is not None for r in flat) / len(flat),
                       "mean_thinking_tokens": sum(r["thinking_tokens"] for r in flat) / len(flat),
-                      "mean_answer_tokens": sum(r["answer_tokens"] for r in flat) / len(flat)}
+                      "mean_answer_tokens": sum(r["answer_tokens"] for r in flat) / len(flat),
+                      "code_sandbox": code_sandbox if any(q["task"] == "code" for q, _ in per_q) else ""}
             rows.append({"budget_tokens": budget, "k": k, "selection": "majority", "verifier": "",
                          "verifier_bytes": 0, "verifier_seconds": 0.0, "accuracy": float(acc), **common})
             for name, scores in verifier_scores.items():
@@ -62,7 +64,8 @@ def score_job(questions: list[dict], records: list[dict], ks: list[int],
 
 
 def score_file(questions_path: str, generations_path: str | list[str], ks: list[int], out_path: str,
-               samples_out: str | None = None, verification_paths: list[str] | None = None) -> list[dict]:
+               samples_out: str | None = None, verification_paths: list[str] | None = None,
+               code_sandbox: str = "bubblewrap") -> list[dict]:
     """Score one generation job: its file, or all its question shards' files; each verify file
     (``verification_paths``) adds that verifier's Best-of-N rows."""
     import csv
@@ -82,7 +85,7 @@ def score_file(questions_path: str, generations_path: str | list[str], ks: list[
         if name in verifications:
             raise UserError(f"{path}: a second verify file of verifier {name!r} for this job")
         verifications[name] = (data, str(path))
-    rows, sample_rows = score_job(questions, records, ks, verifications)
+    rows, sample_rows = score_job(questions, records, ks, verifications, code_sandbox)
     stats = header.get("stats", {})
     meta = {k: header[k] for k in ("dataset", "model", "bits", "kv", "backend")}
     from notallbits.weights import default_method  # files written before the key: what their bits meant
@@ -114,7 +117,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", required=True)
     p.add_argument("--samples-out")
     p.add_argument("--verifications", nargs="*", default=[], help="verify files of this job (Best-of-N rows)")
+    p.add_argument("--code-sandbox", default="bubblewrap", choices=["bubblewrap", "process"],
+                   help="where generated programs run (docs/code-grading.md)")
 
 
 def run(args: argparse.Namespace) -> None:
-    score_file(args.questions, list(args.generations), args.k, args.out, args.samples_out, args.verifications)
+    score_file(args.questions, list(args.generations), args.k, args.out, args.samples_out, args.verifications,
+               args.code_sandbox)

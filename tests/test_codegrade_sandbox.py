@@ -1,0 +1,286 @@
+"""Programs that attack the grader, each graded beside a correct sibling: every attack ends with the
+attacker's own failing verdict, nothing written outside its sandbox, no process left behind, and
+the sibling's verdict unchanged. Each attack here succeeded against an earlier grader."""
+
+import os
+import resource
+import secrets
+import socket
+import tempfile
+import time
+
+import pytest
+
+from notallbits import UserError
+from notallbits import codegrade
+from notallbits.codegrade import Limits, grade_many, run_program
+
+ADD_TESTS = [{"input": "1 2\n", "output": "3\n", "testtype": "stdin"},
+             {"input": "10 -4\n", "output": "6\n", "testtype": "stdin"}]
+LIMITS = Limits(test_seconds=2.0)
+# the sibling runs while the attacker does (it sleeps first), in a second worker
+SIBLING = "import time\ntime.sleep(0.8)\na, b = map(int, input().split())\nprint(a + b)"
+PLANTED = ("notallbits-code-x.harness.py", "planted.harness.py", "planted.py")
+ANSWER = "\na, b = map(int, input().split())\nprint(a + b)\n"
+
+
+@pytest.fixture
+def outside(tmp_path, monkeypatch):
+    """A world-writable shared temporary folder (as /tmp is) and a working directory holding what
+    an attacker wants; both must be left as they are."""
+    shared = tmp_path / "tmp"
+    shared.mkdir()
+    os.chmod(shared, 0o1777)
+    monkeypatch.setenv("TMPDIR", str(shared))
+    monkeypatch.setattr(tempfile, "tempdir", str(shared))
+    monkeypatch.chdir(tmp_path)
+    yield tmp_path
+    assert set(os.listdir(shared)) <= set(PLANTED), os.listdir(shared)  # nothing new
+
+
+def children_of_this_process() -> list[int]:
+    me, found = os.getpid(), []
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                if int(f.read().rsplit(")", 1)[1].split()[1]) == me:
+                    found.append(int(pid))
+        except (OSError, IndexError, ValueError):
+            pass
+    return found
+
+
+def processes_named(name: str) -> list[int]:
+    found = []
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            with open(f"/proc/{pid}/comm") as f:
+                if f.read().strip() == name:
+                    found.append(int(pid))
+        except OSError:
+            pass
+    return found
+
+
+def attack(program, tests=ADD_TESTS, limits=LIMITS):
+    t0 = time.perf_counter()
+    bad, sibling = grade_many([(program, tests, None), (SIBLING, ADD_TESTS, None)], limits=limits, workers=2)
+    elapsed = time.perf_counter() - t0
+    assert sibling.passed, sibling
+    assert not bad.passed, bad
+    assert children_of_this_process() == []
+    return bad, elapsed
+
+
+def test_a_planted_harness_is_never_run(outside):
+    # files under every name the grader ever used in the shared folder; none may be read or run
+    marker = outside / "pwned"
+    for name in PLANTED:
+        (outside / "tmp" / name).write_text(f"open({str(marker)!r}, 'w').write('x')\n")
+    program = ("import posix\nfd = posix.open('/tmp/planted-by-program.harness.py', posix.O_CREAT | posix.O_WRONLY)"
+               + ANSWER)
+    bad, _ = attack(program)
+    assert bad.outcome == "runtime_error" and "FileNotFoundError" in bad.detail
+    assert not marker.exists()
+
+
+def test_clearing_the_graders_globals_does_not_open_the_sandbox(outside):
+    target = outside / "escaped.txt"
+    program = f"""
+import sys, posix
+main = sys.modules['__main__']
+for name in list(vars(main)):
+    if not name.startswith('__'):
+        setattr(main, name, None)  # the harness's tables and functions
+fd = posix.open({str(target)!r}, posix.O_CREAT | posix.O_WRONLY)
+posix.write(fd, b'x')
+""" + ANSWER
+    bad, _ = attack(program)
+    assert bad.outcome in ("runtime_error", "sandbox_error")
+    assert not target.exists()
+
+
+def test_dir_fd_mkfifo_and_mkdir_cannot_write_outside(outside):
+    program = f"""
+import posix
+done = 0
+for attempt in (lambda: posix.mkfifo({str(outside / 'fifo')!r}),
+                lambda: posix.mkdir('escaped_dir', dir_fd=posix.open('/', posix.O_RDONLY)),
+                lambda: posix.open('escaped', posix.O_CREAT | posix.O_WRONLY, dir_fd=posix.open('/', posix.O_RDONLY)),
+                lambda: posix.open({str(outside / 'escaped')!r}, posix.O_CREAT | posix.O_WRONLY)):
+    try:
+        attempt()
+        done += 1
+    except OSError:
+        pass
+print(done)
+"""
+    bad, _ = attack(program, [{"input": "", "output": "4", "testtype": "stdin"}])
+    assert bad.outcome == "wrong_answer"
+    assert sorted(os.listdir(outside)) == ["tmp"]
+
+
+def test_the_dataset_with_the_expected_outputs_cannot_be_read(outside):
+    # a decoy where the real one would be: the project's results/data, world-readable
+    data = outside / "results" / "data"
+    data.mkdir(parents=True)
+    (data / "livecodebench.jsonl").write_text('{"1 2": "3", "10 -4": "6"}\n')
+    program = f"""
+import json
+answers = None
+for path in ({str(data / 'livecodebench.jsonl')!r}, 'results/data/livecodebench.jsonl',
+             '../results/data/livecodebench.jsonl'):
+    try:
+        answers = json.loads(open(path).read())
+    except Exception:
+        pass
+print(answers[input().strip()])
+"""
+    # (the prelude's `from builtins import *` binds the real open(), as in LiveCodeBench)
+    bad, _ = attack(program)
+    assert bad.outcome == "runtime_error"
+
+
+def test_the_parents_environment_is_not_visible(outside, monkeypatch):
+    monkeypatch.setenv("HF_TOKEN", "hf_secret_token")
+    bad, _ = attack("import os\nprint(os.environ.get('HF_TOKEN', 'none'))",
+                    [{"input": "", "output": "hf_secret_token", "testtype": "stdin"}])
+    assert bad.outcome == "wrong_answer"
+
+
+def test_a_forked_setsid_survivor_holding_stdout_dies_with_the_sandbox(outside):
+    name = "nab" + secrets.token_hex(5)
+    program = f"""
+import posix, ctypes, time
+if posix.fork() == 0:
+    posix.setsid()
+    ctypes.CDLL(None).prctl(15, b{name!r}, 0, 0, 0)
+    time.sleep(120)
+    posix._exit(0)
+time.sleep(0.5)
+while True:
+    pass
+"""
+    bad, elapsed = attack(program)
+    assert bad.outcome == "timeout"
+    assert elapsed < LIMITS.test_seconds + 6
+    for _ in range(20):
+        if not processes_named(name):
+            break
+        time.sleep(0.1)
+    assert processes_named(name) == []
+
+
+def test_a_program_cannot_signal_its_sibling(outside):
+    # It looks for every process it may signal (signal 0 only checks), then kills them all, unless it
+    # sees more than its own sandbox's few: then it only says so (and would pass). The sibling is
+    # graded at the same time.
+    program = """
+import posix, signal, os
+me = posix.getpid()
+visible = []
+for pid in sorted(set(range(1, 5000)) | set(range(max(2, me - 5000), me + 5000))):  # siblings start near it
+    try:
+        posix.kill(pid, 0)
+        visible.append(pid)
+    except OSError:
+        pass
+if len(visible) > 10:
+    print("exposed")
+else:
+    for pid in visible:
+        if pid != me:
+            posix.kill(pid, 9)
+            try:
+                signal.pidfd_send_signal(os.pidfd_open(pid), 9)
+            except OSError:
+                pass
+    print(len(visible))
+"""
+    bad, _ = attack(program, [{"input": "", "output": "exposed", "testtype": "stdin"}])
+    assert bad.outcome in ("wrong_answer", "runtime_error")
+
+
+@pytest.mark.parametrize("garbage", [b"\xff\xfe{oops\n{}\n", b'{"r": 0, "s": "ok", "o": "999\\n"}\n{}\n'])
+def test_bad_bytes_and_fake_result_lines_are_the_programs_own_failure(outside, garbage):
+    program = f"""
+import posix
+for fd in range(1, 64):
+    try:
+        posix.write(fd, {garbage!r})
+    except OSError:
+        pass
+""" + ANSWER
+    bad, _ = attack(program)
+    assert bad.outcome in ("sandbox_error", "wrong_answer")
+
+
+@pytest.mark.parametrize("program", ["print('x' * (64 * 2**20))",
+                                     "import posix\nfor fd in range(3, 64):\n    try:\n"
+                                     "        [posix.write(fd, b'x' * 2**20) for _ in range(64)]\n"
+                                     "    except OSError:\n        pass"])
+def test_a_64_mb_flood_is_cut_off(outside, program):
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    bad, elapsed = attack(program)
+    assert bad.outcome == "output_limit"
+    assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before < 200 * 1024  # KiB: the parent kept little
+
+
+@pytest.mark.parametrize("program", [
+    "import signal\nsignal.signal(signal.SIGALRM, signal.SIG_IGN)\nsignal.setitimer(signal.ITIMER_REAL, 0)\n"
+    "while True:\n    pass",
+    "while True:\n    try:\n        while True:\n            pass\n    except BaseException:\n        pass",
+])
+def test_an_ignored_alarm_still_times_out(outside, program):
+    bad, elapsed = attack(program)
+    assert bad.outcome == "timeout"
+    assert elapsed < LIMITS.test_seconds + 6
+
+
+def test_no_network_even_to_a_listener_on_localhost(outside):
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(1)
+        port = listener.getsockname()[1]
+        program = f"import socket\ns = socket.create_connection(('127.0.0.1', {port}), timeout=1)\ns.sendall(b'x')" + ANSWER
+        bad, _ = attack(program)
+        assert bad.outcome == "runtime_error" and "Error" in bad.detail
+        listener.settimeout(0.2)
+        with pytest.raises(TimeoutError):
+            listener.accept()
+
+
+def test_a_fork_bomb_fails_and_leaves_nothing(outside):
+    bad, _ = attack("import posix\nwhile True:\n    posix.fork()")
+    assert bad.outcome in ("runtime_error", "timeout")
+
+
+def test_the_scratch_folder_is_private_and_capped(outside):
+    ok = "open('scratch.txt', 'w').write('x')\n" + ANSWER
+    assert run_program(ok, ADD_TESTS, limits=LIMITS).passed
+    full = "data = b'x' * 2**20\nfor i in range(200):\n    open(f'f{i}', 'wb').write(data)" + ANSWER
+    r = run_program(full, ADD_TESTS, limits=Limits(test_seconds=2.0, disk_mb=8))
+    assert r.outcome == "runtime_error" and "No space left" in r.detail
+
+
+def test_without_bubblewrap_grading_stops_with_the_install_line(monkeypatch):
+    monkeypatch.setattr(codegrade.shutil, "which", lambda name: None)
+    monkeypatch.setattr(codegrade.os.path, "exists", lambda path: False)
+    monkeypatch.setattr(codegrade, "_SANDBOXES", {})
+    with pytest.raises(UserError, match="apt-get install bubblewrap.*scoring.code_sandbox: process"):
+        grade_many([("print(3)", ADD_TESTS, None)])
+
+
+def test_the_weaker_sandbox_must_be_chosen_and_is_recorded():
+    from notallbits.data.registry import demo_code
+    from notallbits.scoring import score_job
+
+    assert run_program("a, b = map(int, input().split())\nprint(a + b)", ADD_TESTS, limits=LIMITS,
+                       sandbox_name="process").passed
+    q = demo_code()[0]
+    records = [{"question_id": q["id"], "sample": 0, "budget_tokens": 16, "thinking_tokens": 1, "answer_tokens": 1,
+                "answer_text": "```python\na, b = map(int, input().split())\nprint(a + b)\n```"}]
+    rows, _ = score_job([q], records, [1], code_sandbox="process")
+    assert rows[0]["code_sandbox"] == "process" and rows[0]["accuracy"] == 1.0
+    rows, _ = score_job([q], records, [1])
+    assert rows[0]["code_sandbox"] == "bubblewrap"
