@@ -140,3 +140,13 @@ def test_every_stated_plan_of_a_shipped_config_is_the_code_s():
     for config, cells, jobs in stated:
         cfg = grid.load(ROOT / config)
         assert (_number(cells), _number(jobs)) == (len(grid.cells(cfg)), len(grid.jobs(cfg))), config
+
+
+def test_budget_forcing_page_states_the_schema_defaults():
+    rows = re.findall(r"^\| `generation\.(\w+)` \| `(.*?)` \|", (DOCS / "budget-forcing.md").read_text(), re.MULTILINE)
+    assert len(rows) == 4
+    generation = grid.schema()["properties"]["generation"]["properties"]
+    for key, stated in rows:
+        default = generation[key]["default"]
+        written = str(default).lower() if isinstance(default, bool) else str(default).replace("\n", "\\n")
+        assert stated == written, key
