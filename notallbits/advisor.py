@@ -5,22 +5,31 @@ from __future__ import annotations
 
 import argparse
 import json
-import re
+import math
 
 from notallbits import UserError
 
-UNITS = {"": 1.0, "gib": 1.0, "gb": 1.0, "g": 1.0, "mib": 1 / 1024, "mb": 1 / 1024, "m": 1 / 1024, "kib": 1 / 2**20,
-         "tib": 1024.0, "tb": 1024.0}
-
-
 def parse_memory(text: str) -> float:
-    """'8GiB', '8 GB', '512MiB', '8' -> GiB. The paper's GB are GiB, so GB is read as GiB."""
-    m = re.fullmatch(r"\s*([0-9]*\.?[0-9]+)\s*([A-Za-z]*)\s*", str(text))
-    if not m or m.group(2).lower() not in UNITS:
-        raise UserError(f"cannot read memory {text!r} (examples: 8GiB, 512MiB, 24)")
-    value = float(m.group(1)) * UNITS[m.group(2).lower()]
-    if value <= 0:
-        raise UserError(f"memory must be positive, got {text!r}")
+    """Accelerator memory in GiB: '8GiB' -> 8, '80GB' -> 74.5 (GB are 10^9 bytes), '24' -> 24."""
+    from notallbits.units import GIB, parse_bytes
+
+    try:
+        return parse_bytes(text) / GIB
+    except UserError as exc:
+        raise UserError(f"--memory: {exc}") from None
+
+
+def json_safe(value):
+    """NaN and infinities (a frontier step the threshold could not classify, an empty mean)
+    as null, so the output is JSON that any reader takes."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_safe(v) for v in value]
+    if hasattr(value, "item") and not isinstance(value, (str, bytes)):  # numpy scalars
+        return json_safe(value.item())
     return value
 
 
@@ -31,8 +40,18 @@ def _describe(row) -> dict:
             "budget_tokens": int(row["budget_tokens"]),
             "k": int(row["k"]), "kv": row["kv"], "accuracy": float(row["accuracy"]),
             "memory_gib": float(row["memory_gib"]), "weight_gib": float(row["weight_gib"]),
-            "kv_gib": float(row["kv_gib"]), "selection": row.get("selection", "majority") or "majority",
-            "verifier": row.get("verifier", "") or "", "verifier_gib": float(row.get("verifier_gib", 0.0) or 0.0)}
+            "kv_gib": float(row["kv_gib"]), "selection": _text(row.get("selection")) or "majority",
+            "verifier": _text(row.get("verifier")), "verifier_gib": _number(row.get("verifier_gib"))}
+
+
+def _text(value) -> str:
+    """A summary cell that may be empty: CSV readers give NaN for it."""
+    return "" if value is None or (isinstance(value, float) and math.isnan(value)) else str(value)
+
+
+def _number(value) -> float:
+    value = float(value) if value is not None and value != "" else 0.0
+    return 0.0 if math.isnan(value) else value
 
 
 def advise(summary, memory_gib: float, dataset: str, view: str = "single") -> dict:
@@ -101,11 +120,14 @@ def read_summary(path: str):
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--memory", required=True, help="accelerator memory, e.g. 8GiB")
-    p.add_argument("--dataset", required=True)
-    p.add_argument("--summary", default="results/summary.csv")
-    p.add_argument("--view", default="single", choices=["single", "batch16"])
-    p.add_argument("--json", action="store_true")
+    from notallbits.units import HELP
+
+    p.add_argument("--memory", required=True, help=f"accelerator memory, e.g. 8GiB or 80GB ({HELP})")
+    p.add_argument("--dataset", required=True, help="a dataset of the summary (its config's name, e.g. aime25)")
+    p.add_argument("--summary", default="results/summary.csv", help="the summary table the workflow wrote (CSV or Parquet)")
+    p.add_argument("--view", default="single", choices=["single", "batch16"],
+                   help="memory of one request (single) or of 16 concurrent requests sharing the weights (batch16)")
+    p.add_argument("--json", action="store_true", help="print the advice as JSON")
 
 
 def run(args: argparse.Namespace) -> None:
@@ -116,4 +138,4 @@ def run(args: argparse.Namespace) -> None:
     if not os.path.exists(args.summary):
         raise UserError(f"{args.summary} does not exist: run the workflow first (or pass --summary)")
     advice = advise(read_summary(args.summary), parse_memory(args.memory), args.dataset, args.view)
-    print(json.dumps(advice, indent=1) if args.json else format_advice(advice))
+    print(json.dumps(json_safe(advice), indent=1, allow_nan=False) if args.json else format_advice(advice))

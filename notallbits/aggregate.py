@@ -83,9 +83,9 @@ def write_summary(score_paths: list[str], csv_path: str, parquet_path: str | Non
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("scores", nargs="+")
-    p.add_argument("--csv", required=True)
-    p.add_argument("--parquet")
+    p.add_argument("scores", nargs="+", help="score files of the jobs (the score step's CSVs)")
+    p.add_argument("--csv", required=True, help="summary CSV to write")
+    p.add_argument("--parquet", help="also write the summary as Parquet here")
 
 
 def run(args: argparse.Namespace) -> None:

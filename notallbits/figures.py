@@ -349,10 +349,10 @@ def plot_from_summary(figure: str, summary_path: str, out_path: str, **kwargs) -
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("figure", choices=sorted(FIGURES))
-    p.add_argument("--summary", required=True)
-    p.add_argument("--dataset", required=True)
-    p.add_argument("--out", required=True)
+    p.add_argument("figure", choices=sorted(FIGURES), help="which figure (notallbits.figures.FIGURES)")
+    p.add_argument("--summary", required=True, help="the summary table (CSV or Parquet)")
+    p.add_argument("--dataset", required=True, help="the dataset whose rows are drawn")
+    p.add_argument("--out", required=True, help="PNG to write")
 
 
 def run(args: argparse.Namespace) -> None:

@@ -141,6 +141,10 @@ def _check_references(config: dict) -> None:
         problem = model_source_problem(src)
         if problem:
             raise UserError(f"config: models.{name}.source: {problem}")
+    from notallbits.modelarch import arch_of
+
+    for name, spec in config["models"].items():
+        arch_of(name, spec)  # what sizes its jobs: facts, a config.json, or one line saying what to fetch
     for name, spec in config["verifiers"].items():
         if spec.get("build"):
             if spec["source"] != f"results/verifiers/{name}":
@@ -153,10 +157,10 @@ def _check_references(config: dict) -> None:
         if spec["loader"] == "jsonl" and not spec.get("path"):
             raise UserError(f"config: datasets.{name}.path: required for loader 'jsonl'")
         if spec["loader"] == "jsonl":
-            from notallbits.data.prepare import read_questions
+            from notallbits.data.registry import check_unique_ids, jsonl
 
             try:  # missing, not UTF-8, bad JSON, a bad record, duplicate ids: now, not at the first job
-                read_questions(spec["path"])
+                check_unique_ids(jsonl(spec), spec["path"])
             except UserError as exc:
                 raise UserError(f"config: datasets.{name}.path: {exc}") from None
     for name, spec in config.get("kv_methods", {}).items():
@@ -295,7 +299,7 @@ def kv_settings(config: dict, kv: str) -> dict:
 
 # ---------------------------------------------------------------- CLI
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("config", help="config YAML")
+    p.add_argument("config", nargs="?", default="config.yaml", help="config YAML")
     p.add_argument("--json", action="store_true", help="print the job list as JSON")
 
 

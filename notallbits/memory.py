@@ -322,21 +322,33 @@ def table1_footnote() -> str:
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--model", help="Qwen/Qwen3-8B, Qwen3-8B, or a folder with config.json")
-    p.add_argument("--bits", type=int, default=16)
-    p.add_argument("--budget", type=int, help="token budget T")
-    p.add_argument("--samples", type=int, default=1, help="parallel samples G (= votes K)")
-    p.add_argument("--kv", default="full", choices=list(METHODS))
-    p.add_argument("--kv-nbits", type=int, default=4, help="HQQ KV bits")
-    p.add_argument("--kv-budget", type=int, default=2048, help="eviction budget (tokens kept)")
-    p.add_argument("--layout", default="gptq", choices=LAYOUTS,
-                   help="gptq: what GPTQ checkpoints hold (default); appendix_b: the formula without g_idx")
-    p.add_argument("--json", action="store_true")
+    from notallbits.weights import FORMATS
+
+    p.add_argument("--model", help="a name in notallbits/archs (Qwen3-8B or Qwen/Qwen3-8B) or a folder with config.json")
+    p.add_argument("--bits", default="16", metavar="FORMAT",
+                   help=f"weight format, as a sweep's bits: 4, 8, 16 or one of {', '.join(FORMATS)}")
+    p.add_argument("--budget", type=int, help="token budget T per sample (thinking tokens held in the KV cache)")
+    p.add_argument("--k", type=int, default=1,
+                   help="K parallel samples held at once (the votes of Maj@K, a config's `k`), each with its own KV")
+    p.add_argument("--samples", type=int, help=argparse.SUPPRESS)  # renamed --k: refused with a pointer
+    p.add_argument("--kv", default="full", choices=list(METHODS), help="KV-cache method")
+    p.add_argument("--kv-nbits", type=int, help="with --kv hqq: bits per cached value (2, 4 or 8; default 4)")
+    p.add_argument("--kv-budget", type=int,
+                   help="with --kv streamingllm or rkv: tokens the cache keeps (default 2048)")
+    p.add_argument("--layout", choices=LAYOUTS,
+                   help="weight byte layout (default: the format's own; appendix_b: the paper's formula, no g_idx)")
+    p.add_argument("--json", action="store_true", help="print the result as JSON (bytes and GiB)")
     p.add_argument("--table1", action="store_true", help="print (or --out) the paper's Table 1")
     p.add_argument("--out", help="with --table1: write the CSV here (the footnote goes to stdout)")
 
 
 def run(args: argparse.Namespace) -> None:
+    from notallbits import weights
+    from notallbits.units import format_bytes
+
+    if args.samples is not None:
+        raise UserError("--samples is now --k: the K parallel samples (votes) whose caches are held at once; "
+                        "a config's `samples` is n, the samples generated per question")
     if args.table1:
         text = table1_csv(marked=not args.out)
         if args.out:
@@ -349,19 +361,29 @@ def run(args: argparse.Namespace) -> None:
         return
     if not args.model or args.budget is None:
         raise UserError("--model and --budget are required (or --table1)")
+    fmt = weights.get(args.bits)
     arch = Arch.named(args.model)
     settings = {"method": args.kv}
-    if args.kv == "hqq":
-        settings.update(nbits=args.kv_nbits)
-    elif "budget" in METHODS[args.kv].defaults:
-        settings.update(budget=args.kv_budget)
+    method = METHODS[args.kv]
+    if args.kv_nbits is not None and "nbits" not in method.defaults:
+        raise UserError(f"--kv-nbits applies to --kv hqq, not --kv {args.kv}")
+    if args.kv_budget is not None and "budget" not in method.defaults:
+        raise UserError(f"--kv-budget applies to --kv streamingllm or rkv, not --kv {args.kv}")
+    if "nbits" in method.defaults:
+        settings.update(nbits=method.defaults["nbits"] if args.kv_nbits is None else args.kv_nbits)
+    elif "budget" in method.defaults:
+        settings.update(budget=method.defaults["budget"] if args.kv_budget is None else args.kv_budget)
     normalize(settings)  # the KV method table checks: --kv-nbits 3 or --kv-budget -100 fail in one line
-    w, kv = weight_bytes(arch, args.bits, args.layout), kv_bytes(arch, settings, args.budget, args.samples)
-    result = {"model": args.model, "bits": args.bits, "budget_tokens": args.budget, "samples": args.samples,
+    if args.layout:
+        w = weight_bytes(arch, fmt.bits, args.layout, 128)
+    else:
+        w = format_weight_bytes(arch, fmt)
+    kv = kv_bytes(arch, settings, args.budget, args.k)
+    result = {"model": args.model, "weights": fmt.name, "bits": fmt.bits, "budget_tokens": args.budget, "k": args.k,
               "kv": settings, "weights_gib": w / GIB, "kv_gib": kv / GIB, "total_gib": (w + kv) / GIB,
               "weight_bytes": w, "kv_bytes": kv, "arch": asdict(arch)}
     if args.json:
         print(json.dumps(result, indent=1))
     else:
-        print(f"{args.model} {args.bits}-bit, T={args.budget}, G={args.samples}, KV {args.kv}: "
-              f"weights {w / GIB:.2f} GiB + KV {kv / GIB:.2f} GiB = {(w + kv) / GIB:.2f} GiB")
+        print(f"{args.model} {fmt.name}, T={args.budget}, K={args.k}, KV {args.kv}: "
+              f"weights {format_bytes(w)} + KV {format_bytes(kv)} = {format_bytes(w + kv)}")

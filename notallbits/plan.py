@@ -4,7 +4,6 @@ generate and the GPU-hours they imply at throughputs the user states per model."
 from __future__ import annotations
 
 import argparse
-from functools import lru_cache
 import json
 from pathlib import Path
 
@@ -121,23 +120,10 @@ def shards_needed(minutes_for, questions: int, max_runtime_minutes: int) -> int:
 
 
 def model_arch(config: dict, model: str):
-    spec = config["models"][model]
-    return _model_arch(model, spec.get("architecture"), spec["source"])
+    """The facts that size a model (notallbits/modelarch.py): never a guess."""
+    from notallbits.modelarch import arch_of
 
-
-@lru_cache(maxsize=None)
-def _model_arch(model: str, architecture: str | None, source: str):
-    """The model's architecture for sizing: its architecture key, source or name; a model
-    built here (tiny, toy) is sized as the smallest Qwen3, an upper bound."""
-    from notallbits.memory import Arch
-
-    for name in (architecture, source, model):
-        if name:
-            try:
-                return Arch.named(name)
-            except UserError:
-                continue
-    return Arch.named("Qwen3-0.6B")
+    return arch_of(model, config["models"][model])
 
 
 def job_minutes(config: dict, job, spec, questions: int) -> float:
@@ -258,10 +244,17 @@ def runtimes(config: dict) -> list[dict]:
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("config", nargs="?", default="config.yaml")
+    p.add_argument("config", nargs="?", default="config.yaml", help="config YAML")
     p.add_argument("--throughput", action="append", default=[], metavar="MODEL=TOK_PER_S",
                    help="generated tokens/s per GPU for a model (or 'default'); repeatable")
-    p.add_argument("--json", action="store_true")
+    p.add_argument("--json", action="store_true", help="print the plan as JSON")
+
+
+def gpu_time(hours: float) -> str:
+    """GPU-hours with one decimal, or GPU-minutes/-seconds where that would print 0.0."""
+    if hours >= 0.05:
+        return f"{hours:,.1f} GPU-hours"
+    return f"{hours * 60:.1f} GPU-minutes" if hours * 60 >= 0.05 else f"{hours * 3600:.1f} GPU-seconds"
 
 
 def run(args: argparse.Namespace) -> None:
@@ -275,10 +268,10 @@ def run(args: argparse.Namespace) -> None:
         print(f"{len(verify)} verify jobs (PRM Best-of-N, {', '.join(sorted({v['verifier'] for v in verify}))}): "
               f"{sum(v['records'] for v in verify):,} sample traces to score, each cut to the verifier's context")
     for model, m in result["per_model"].items():
-        hours = f"{m['gpu_hours']:.1f} GPU-hours" if m["gpu_hours"] is not None else "no throughput given"
-        print(f"  {model}: {m['jobs']} jobs, {m['tokens']:,} tokens, {hours}")
+        hours = gpu_time(m["gpu_hours"]) if m["gpu_hours"] is not None else "no throughput given"
+        print(f"  {model}: {m['jobs']} job{'s' if m['jobs'] != 1 else ''}, {m['tokens']:,} tokens, {hours}")
     if result["gpu_hours"] is not None:
-        print(f"total: {result['gpu_hours']:.1f} GPU-hours")
+        print(f"total: {gpu_time(result['gpu_hours'])}")
     else:
         print("pass --throughput MODEL=TOK_PER_S (or default=...) for GPU-hours")
     cfg = grid.load(args.config)

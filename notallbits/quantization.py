@@ -282,7 +282,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--settings", default="{}",
                    help="JSON: the config's quantization section (quantizer options and calibration)")
     p.add_argument("--calibration-file", help="local text/JSONL file or the traces file of source 'traces'")
-    p.add_argument("--out", required=True)
+    p.add_argument("--out", required=True, help="folder to write the quantized checkpoint to")
     p.add_argument("--device", default="auto", help="auto (cuda when the machine has GPUs), cuda or cpu")
 
 

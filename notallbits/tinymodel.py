@@ -95,8 +95,8 @@ def build(out_dir: str | Path, seed: int = 0, dtype: str = "bfloat16", family: s
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("out_dir")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("out_dir", help="folder to write the checkpoint to")
+    p.add_argument("--seed", type=int, default=0, help="seed of the random weights")
     p.add_argument("--family", default="qwen3", help="model family (notallbits/families.py)")
 
 

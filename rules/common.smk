@@ -79,21 +79,14 @@ from notallbits.memory import GIB, Arch, weight_bytes  # torch-free, instant
 
 
 def _arch(model):
-    spec = config["models"][model]
-    for name in (spec.get("architecture"), spec["source"], model):
-        if not name:
-            continue
-        try:
-            return Arch.named(name)
-        except UserError:
-            continue
-    return None  # built here or unknown: small defaults
+    from notallbits.modelarch import arch_of  # the config was checked at start-up: facts exist
+
+    return arch_of(model, config["models"][model])
 
 
 @functools.lru_cache(maxsize=None)  # asked for every generation and quantize job
 def _bf16_gib(model):
-    arch = _arch(model)
-    return weight_bytes(arch, 16) / GIB if arch else 1.0
+    return weight_bytes(_arch(model), 16) / GIB
 
 
 def gen_mem_mb(wildcards):

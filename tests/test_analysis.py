@@ -67,7 +67,8 @@ def test_advisor_errors(summary):
 
 
 def test_parse_memory():
-    assert parse_memory("8GiB") == 8 and parse_memory("8 GB") == 8 and parse_memory("512MiB") == 0.5
+    assert parse_memory("8GiB") == 8 and parse_memory("512MiB") == 0.5 and parse_memory("24") == 24
+    assert parse_memory("8 GB") == 8e9 / 2**30  # decimal: a vendor's "80GB" card holds 74.5 GiB
     with pytest.raises(UserError):
         parse_memory("eight")
 

@@ -128,3 +128,25 @@ def test_gpu_page_sequences_in_flight_as_planned(paper):
     bf16, gptq4 = rows[("Qwen3-32B", "bf16")], rows[("Qwen3-32B", "gptq-4")]
     assert int(m.group(1)) == round(bf16["context_tokens"] / 1000)
     assert (bf16["in_flight_1"], gptq4["in_flight_1"], bf16["in_flight_2"]) == (1, int(m.group(2)), int(m.group(3)))
+
+
+def test_every_stated_plan_of_a_shipped_config_is_the_code_s():
+    """Lines like `notallbits plan configs/x.yaml   # 2,256 cells in 240 generation jobs`."""
+    stated = []
+    for path in [README, *sorted(DOCS.glob("*.md"))]:
+        stated += re.findall(r"notallbits plan (\S+\.yaml)\s+#\s*([\d,]+) cells in ([\d,]+) generation jobs",
+                             path.read_text())
+    assert stated
+    for config, cells, jobs in stated:
+        cfg = grid.load(ROOT / config)
+        assert (_number(cells), _number(jobs)) == (len(grid.cells(cfg)), len(grid.jobs(cfg))), config
+
+
+def test_budget_forcing_page_states_the_schema_defaults():
+    rows = re.findall(r"^\| `generation\.(\w+)` \| `(.*?)` \|", (DOCS / "budget-forcing.md").read_text(), re.MULTILINE)
+    assert len(rows) == 4
+    generation = grid.schema()["properties"]["generation"]["properties"]
+    for key, stated in rows:
+        default = generation[key]["default"]
+        written = str(default).lower() if isinstance(default, bool) else str(default).replace("\n", "\\n")
+        assert stated == written, key

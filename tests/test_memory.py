@@ -190,7 +190,7 @@ def test_bad_inputs():
 
 def test_cli_is_instant_and_torch_free():
     code = ("import sys; from notallbits.cli import main; main(['memory', '--model', 'Qwen/Qwen3-8B', '--bits', '4',"
-            " '--budget', '30000', '--samples', '16', '--json']); assert 'torch' not in sys.modules")
+            " '--budget', '30000', '--k', '16', '--json']); assert 'torch' not in sys.modules")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     import json
 
@@ -293,11 +293,11 @@ def test_cli_in_process_by_hand(capsys, tmp_path):
         main(["memory", "--model", "Qwen3-8B", "--budget", "30000", "--json", *args])
         return json.loads(capsys.readouterr().out)
 
-    full = cli("--samples", "2")
+    full = cli("--k", "2")
     assert full["kv_gib"] == full["kv_bytes"] / 2**30 and full["weights_gib"] == full["weight_bytes"] / 2**30
     assert full["total_gib"] == pytest.approx(full["weights_gib"] + full["kv_gib"])
     assert cli("--kv", "hqq")["kv"] == {"method": "hqq", "nbits": 4}  # 4-bit unless told
-    assert full["kv_bytes"] == 2 * 30000 * 147_456 and full["samples"] == 2 and full["budget_tokens"] == 30000
+    assert full["kv_bytes"] == 2 * 30000 * 147_456 and full["k"] == 2 and full["budget_tokens"] == 30000
     assert full["weight_bytes"] == weight_bytes(Arch.named("Qwen3-8B"), 16) and full["bits"] == 16
     assert full["arch"]["layers"] == 36 and full["kv"] == {"method": "full"} and full["model"] == "Qwen3-8B"
     # R-KV: the peak 1024 + 128 tokens and one of the 36 layers' K + V of scoring scratch
@@ -308,8 +308,8 @@ def test_cli_in_process_by_hand(capsys, tmp_path):
     assert hqq["kv_bytes"] == kv_bytes(Arch.named("Qwen3-8B"), {"method": "hqq", "nbits": 2}, 30000, 1)
     gptq = cli("--bits", "4", "--layout", "gptq")
     assert gptq["weight_bytes"] == weight_bytes(Arch.named("Qwen3-8B"), 4, layout="gptq")
-    main(["memory", "--model", "Qwen3-8B", "--bits", "4", "--budget", "30000", "--samples", "16"])
-    assert capsys.readouterr().out == ("Qwen3-8B 4-bit, T=30000, G=16, KV full: weights 5.68 GiB + KV 65.92 GiB"
+    main(["memory", "--model", "Qwen3-8B", "--bits", "4", "--budget", "30000", "--k", "16"])
+    assert capsys.readouterr().out == ("Qwen3-8B gptq-4, T=30000, K=16, KV full: weights 5.68 GiB + KV 65.92 GiB"
                                        " = 71.60 GiB\n")
     from notallbits.memory import table1_csv
 

@@ -320,6 +320,11 @@ def test_local_model_path_is_not_taken_for_a_hub_id(in_tmp, source, message):
         grid.load(small_config(in_tmp, model=source))
     assert str(err.value) == message
     (in_tmp / "models" / "mine").mkdir()  # an existing folder wins, as does anything hub-shaped
+    with pytest.raises(UserError, match="folder 'models/mine' has no config.json"):  # what sizes its jobs
+        grid.load(small_config(in_tmp, model="models/mine"))
+    (in_tmp / "models" / "mine" / "config.json").write_text(json.dumps(
+        {"model_type": "qwen3", "hidden_size": 128, "intermediate_size": 256, "num_hidden_layers": 2,
+         "num_attention_heads": 4, "num_key_value_heads": 2, "head_dim": 32, "vocab_size": 512}))
     grid.load(small_config(in_tmp, model="models/mine"))
     grid.load(small_config(in_tmp, model="Qwen/Qwen3-0.6B"))
 

@@ -23,7 +23,7 @@ def read_questions(path: str) -> list[dict]:
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--spec", required=True, help="dataset entry of the config, as JSON")
-    p.add_argument("--out", required=True)
+    p.add_argument("--out", required=True, help="normalized JSONL to write")
 
 
 def run(args: argparse.Namespace) -> None:

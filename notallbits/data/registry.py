@@ -146,7 +146,7 @@ def aime25(spec: dict) -> list[dict]:
 
 
 def gpqa_diamond(spec: dict) -> list[dict]:
-    """GPQA-Diamond (198 questions, gated: log in with `huggingface-cli login` first)."""
+    """GPQA-Diamond (198 questions, gated: accept its terms on the hub, then `hf auth login`)."""
     hf_id = spec.get("hf_id") or "Idavidrein/gpqa"
     out = []
     for j, row in enumerate(_load_hub(hf_id, "gpqa_diamond", "train")):
@@ -245,9 +245,32 @@ def livecodebench(spec: dict) -> list[dict]:
 
 
 def jsonl(spec: dict) -> list[dict]:
+    """Your own questions (docs/own-data.md): required ``id``, ``task``, ``question``, ``answer``;
+    ``choices`` for task choice, ``tests`` (and ``fn_name``, ``starter_code``) for task code."""
     from notallbits.io import read_jsonl
 
-    return [check_record(r, f"{spec['path']} record {i + 1}") for i, r in enumerate(read_jsonl(spec["path"]))]
+    return [own_record(r, f"{spec['path']} record {i + 1}") for i, r in enumerate(read_jsonl(spec["path"]))]
+
+
+def own_record(rec: dict, where: str) -> dict:
+    """A user's record, checked, in the normalized form: text id and answer, and for multiple
+    choice the options as written (``permutation`` marks the correct one, at its letter, with 0)."""
+    rec = dict(check_record(rec, where))
+    rec["id"], rec["answer"] = str(rec["id"]), str(rec["answer"])
+    rec.setdefault("choices", None)
+    if rec["task"] == "choice":
+        correct, n = LETTERS.index(rec["answer"]), len(rec["choices"])
+        perm = rec.get("permutation")
+        if perm is None:
+            others = iter(range(1, n))
+            perm = [0 if i == correct else next(others) for i in range(n)]
+        elif sorted(perm) != list(range(n)) or perm[correct] != 0:
+            raise UserError(f"{where}: 'permutation' must order its {n} choices with 0 at the answer's letter "
+                            f"{rec['answer']} (or leave it out)")
+        rec["permutation"] = perm
+    else:
+        rec.setdefault("permutation", None)
+    return rec
 
 
 LOADERS: dict[str, Callable[[dict], list[dict]] | str] = {

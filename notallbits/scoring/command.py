@@ -111,11 +111,11 @@ def score_file(questions_path: str, generations_path: str | list[str], ks: list[
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--questions", required=True)
+    p.add_argument("--questions", required=True, help="the dataset's normalized JSONL (prepare-data's output)")
     p.add_argument("--generations", required=True, nargs="+", help="a job's generation file, or all its question shards")
-    p.add_argument("--k", type=int, nargs="+", required=True)
-    p.add_argument("--out", required=True)
-    p.add_argument("--samples-out")
+    p.add_argument("--k", type=int, nargs="+", required=True, help="vote counts K of the Maj@K (and Best-of-N) rows")
+    p.add_argument("--out", required=True, help="the scores CSV to write (one row per budget, K and selection)")
+    p.add_argument("--samples-out", help="also write the per-sample verdicts here (CSV)")
     p.add_argument("--verifications", nargs="*", default=[], help="verify files of this job (Best-of-N rows)")
     p.add_argument("--code-sandbox", default="bubblewrap", choices=["bubblewrap", "process"],
                    help="where generated programs run (docs/code-grading.md)")

@@ -90,10 +90,12 @@ def training_problems(n: int, seed: int = 0) -> list[dict]:
 # dataset loaders (registered by reference in notallbits.data.registry.LOADERS): evaluation
 # seeds; training draws from seeds offset by toy.train.TRAIN_SEED_OFFSET
 def load_toy_math(spec: dict) -> list[dict]:
+    """The toy reasoners' task: a running sum mod 10 of a digit list, answered in \\boxed{}."""
     return toy_questions(spec.get("limit") or 32, spec.get("shuffle_seed", 0), "math")
 
 
 def load_toy_choice(spec: dict) -> list[dict]:
+    """The toy task as four-option multiple choice."""
     return toy_questions(spec.get("limit") or 32, spec.get("shuffle_seed", 0), "choice")
 
 

@@ -118,9 +118,9 @@ def train(size: str, out_dir: str, seed: int = 0, steps: int | None = None, batc
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--size", required=True, choices=sorted(SIZES))
-    p.add_argument("--out", required=True)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--size", required=True, choices=sorted(SIZES), help="which toy reasoner")
+    p.add_argument("--out", required=True, help="folder to write the checkpoint to")
+    p.add_argument("--seed", type=int, default=0, help="seed of the initial weights and the training problems")
     p.add_argument("--steps", type=int, help="override the size's training steps")
 
 
