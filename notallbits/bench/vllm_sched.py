@@ -95,7 +95,7 @@ def run_one(args) -> dict:
     stats = cell_stats(results, list(fspec.budgets))
     cfg = backend.llm.llm_engine.vllm_config.cache_config
     return {"scheduling": args.scheduling, "kv_blocks": cfg.num_gpu_blocks, "block_size": cfg.block_size,
-            "traces_in_flight": backend.traces_in_flight() if args.scheduling == "priority" else None,
+            "traces_in_flight": backend.traces_in_flight(fspec) if args.scheduling == "priority" else None,
             "wall_seconds": round(wall, 2), "first_question_saved_s": saved[0], "questions_saved_s": saved,
             "engine_steps": stats["engine_steps"], "mean_batch": stats["mean_sequences_in_flight"],
             "max_batch": stats["max_sequences_in_flight"], "generated_tokens": stats["generated_tokens"],

@@ -19,9 +19,9 @@ Wait resubmission, a forced answer) has ``q``: a continuation is scheduled at th
 while the blocks of the request it continues are still in the prefix cache, and earlier
 questions finish first, so a job stopped at its time limit has saved its first questions.
 New traces are admitted, earlier questions first, only while the traces in flight all fit
-in the engine's KV cache at full length (``traces_in_flight``, the rule of
-``plan.sequences_in_flight`` applied to the blocks vLLM really allocated): a trace is never
-preempted for lack of KV, so nothing is prefilled twice. ``scheduling="fcfs"`` is the
+in the engine's KV cache at full length, their forced answers included (``traces_in_flight``,
+the rule of ``plan.sequences_in_flight`` applied to the blocks vLLM really allocated): a trace
+is never preempted for lack of KV, so nothing is prefilled twice. ``scheduling="fcfs"`` is the
 previous behaviour (every trace submitted at once, first come first served), kept for the
 benchmark (``python -m notallbits.bench.vllm_sched``).
 
@@ -165,15 +165,20 @@ class VLLMBackend(Backend):
         backend.batch_size = spec["generation"]["batch_size"]
         return backend
 
-    def traces_in_flight(self) -> int:
-        """Traces whose full-length sequences (max_model_len tokens) all fit in the KV blocks
-        the engine allocated, at least one, at most max_num_seqs: ``plan.sequences_in_flight``
-        with the engine's real pool in place of the plan's estimate."""
+    def traces_in_flight(self, spec: ForcingSpec) -> int:
+        """Traces whose sequences all fit in the KV blocks the engine allocated, at full length
+        (max_model_len tokens) with the blocks of their forced answers below the largest budget
+        (each shares the trace's full blocks and adds its last partial block, the answer prefix
+        and the answer): at least one, at most max_num_seqs. ``plan.sequences_in_flight``
+        estimates the same from the GPU's memory."""
         from notallbits.plan import sequences_fitting
 
         cfg = self.llm.llm_engine.vllm_config
-        pool_tokens = int(cfg.cache_config.num_gpu_blocks or 0) * int(cfg.cache_config.block_size)
-        return sequences_fitting(pool_tokens, int(cfg.model_config.max_model_len), cfg.scheduler_config.max_num_seqs)
+        block = int(cfg.cache_config.block_size)
+        pool_tokens = int(cfg.cache_config.num_gpu_blocks or 0) * block
+        answers = (len(spec.budgets) - 1) * (block + len(spec.answer_prefix_ids) + spec.answer_max_tokens)
+        return sequences_fitting(pool_tokens, int(cfg.model_config.max_model_len) + answers,
+                                 cfg.scheduler_config.max_num_seqs)
 
     def _params(self, max_tokens: int, seed: int, stop_ids):
         from vllm import SamplingParams
@@ -399,7 +404,7 @@ class _EngineLoop:
             by_question.setdefault(s.question, []).append(s)
         remaining = {q: len(v) for q, v in by_question.items()}
         waiting = deque(sorted(samples, key=lambda s: (s.question, s.index)))
-        limit = self.backend.traces_in_flight() if self.priority else len(samples)
+        limit = self.backend.traces_in_flight(self.spec) if self.priority else len(samples)
         started = 0  # samples started and not done
         finished_questions: list[int] = []
 
