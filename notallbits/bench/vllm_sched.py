@@ -139,9 +139,12 @@ def pressure(args) -> list[dict]:
 
 
 def wall(args) -> None:
-    """Job vs bound in one engine, alternating; the job's time split by where it goes."""
+    """Job vs bound in one engine, alternating; the job's time split by where it goes. With
+    --cumulative the job also runs asking for cumulative per-step outputs (vLLM's default for
+    ``add_request``, what the backend asked for before it asked for final outputs only)."""
     from vllm import SamplingParams
     from vllm.inputs import TokensPrompt
+    from vllm.sampling_params import RequestOutputKind
 
     backend, fspec, requests = _job(args, None, "priority")
     _warm(backend, requests)
@@ -166,28 +169,40 @@ def wall(args) -> None:
             clock["steps"] += 1
 
     engine.engine_core.get_output, engine.step = timed_get_output, timed_step
+    final_params = backend._params
+
+    def cumulative_params(*a, **k):
+        params = final_params(*a, **k)
+        params.output_kind = RequestOutputKind.CUMULATIVE
+        return params
+
     prompts = [TokensPrompt(prompt_token_ids=list(r.prompt_ids)) for r in requests for _ in r.seeds]
     params = [SamplingParams(temperature=args.temperature, top_p=0.95, seed=s, max_tokens=per_seq, ignore_eos=True,
                              detokenize=False) for r in requests for s in r.seeds]
     print(f"\n{args.questions} questions x {args.samples} samples, budgets {args.budgets}, answer tokens "
-          f"{args.answer_tokens}; bound: {per_seq} steps")
-    print(f"{'pair':>4} {'bound s':>8} {'bound steps':>11} {'job s':>7} {'job steps':>9} {'job/bound':>9} "
-          f"{'core s':>7} {'output s':>8} {'loop s':>7} {'prefilled':>9}")
+          f"{args.answer_tokens}; bound: {per_seq} steps. core: inside the engine core's step (schedule, forward, "
+          "sample); output: the rest of LLMEngine.step (output processing); loop: outside the step")
+    print(f"{'run':>4} {'path':10} {'wall s':>7} {'steps':>5} {'/bound':>6} {'core s':>7} {'output s':>8} "
+          f"{'loop s':>7} {'prefilled':>9}")
+    paths = ["bound", "job"] + (["cumulative"] if args.cumulative else [])
     for i in range(args.repeats):
-        clock.update(core=0.0, step=0.0, steps=0)
-        t0 = time.perf_counter()
-        backend.llm.generate(prompts, params, use_tqdm=False)
-        bound_s, bound_steps = time.perf_counter() - t0, clock["steps"]
-        clock.update(core=0.0, step=0.0, steps=0)
-        backend.scheduler.reset()
-        t0 = time.perf_counter()
-        for _ in backend.generate_job(requests, fspec):
-            pass
-        job_s = time.perf_counter() - t0
-        prefilled = backend.scheduler.figures()["prefill_tokens"]
-        print(f"{i + 1:4d} {bound_s:8.2f} {bound_steps:11d} {job_s:7.2f} {clock['steps']:9d} {job_s / bound_s:9.2f} "
-              f"{clock['core']:7.2f} {clock['step'] - clock['core']:8.2f} {job_s - clock['step']:7.2f} {prefilled:9d}",
-              flush=True)
+        bound_s = None
+        for path in paths:
+            clock.update(core=0.0, step=0.0, steps=0)
+            backend.scheduler.reset()
+            backend._params = cumulative_params if path == "cumulative" else final_params
+            t0 = time.perf_counter()
+            if path == "bound":
+                backend.llm.generate(prompts, params, use_tqdm=False)
+            else:
+                for _ in backend.generate_job(requests, fspec):
+                    pass
+            wall_s = time.perf_counter() - t0
+            bound_s = bound_s or wall_s
+            print(f"{i + 1:4d} {path:10} {wall_s:7.2f} {clock['steps']:5d} {wall_s / bound_s:6.2f} {clock['core']:7.2f} "
+                  f"{clock['step'] - clock['core']:8.2f} {wall_s - clock['step']:7.2f} "
+                  f"{backend.scheduler.figures()['prefill_tokens']:9d}", flush=True)
+    backend._params = final_params
 
 
 def seeds(args) -> None:
@@ -218,16 +233,20 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--answer-tokens", type=int, default=8)
     p.add_argument("--temperature", type=float, default=0.6)
     p.add_argument("--dtype", default="bfloat16")
-    p.add_argument("--kv-blocks", type=int, default=64, help="KV pool of the pressured runs, in blocks")
+    p.add_argument("--kv-blocks", type=int, default=None,
+                   help="KV pool of the pressured runs, in blocks (pressure: default 64; one: the engine's own)")
     p.add_argument("--gpu-memory-utilization", type=float, default=0.3)
     p.add_argument("--scheduling", default="priority", choices=["priority", "fcfs"], help="(one)")
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--sequences", type=int, default=256, help="(seeds)")
     p.add_argument("--seed-tokens", type=int, default=64, help="(seeds)")
+    p.add_argument("--cumulative", action="store_true", help="(wall) also the job with cumulative outputs")
     p.add_argument("--json", action="store_true", help="(pressure) end with the rows as one JSON line")
     args = p.parse_args(argv)
     args.questions = args.questions or (8 if args.what in ("pressure", "one") else 16)
     args.budgets = args.budgets or ([128, 256] if args.what in ("pressure", "one") else [256])
+    if args.what == "pressure":
+        args.kv_blocks = args.kv_blocks or 64
     args.model = _model(args.model)
     if args.what == "one":
         print(json.dumps(run_one(args)))
