@@ -113,9 +113,10 @@ class Group:
 
     def __init__(self, cmd: list[str], log: Path | None = None, **kw):
         self.log = log
-        out = open(log, "w") if log else subprocess.PIPE
-        self.proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT if log else subprocess.PIPE,
-                                     start_new_session=True, text=True, **kw)
+        self._file = open(log, "w") if log else None
+        self.proc = subprocess.Popen(cmd, stdout=self._file or subprocess.PIPE,
+                                     stderr=subprocess.STDOUT if log else subprocess.PIPE, start_new_session=True,
+                                     text=True, **kw)
         self.started, self.ended, self.peak_rss = time.time(), None, 0
         self._sampler = threading.Thread(target=self._sample, daemon=True)
         self._sampler.start()
@@ -135,6 +136,8 @@ class Group:
             rc = -9
         kill_group(self.proc.pid)  # whatever the leader left running
         self.ended = time.time()
+        if self._file:
+            self._file.close()
         text = self.log.read_text(errors="replace") if self.log else (out or "") + (err or "")
         return rc, text
 
@@ -543,6 +546,25 @@ def check_priority_under_pressure(vllm_python: str | None, platform: str | None,
         for k, r in (("fcfs", f), ("priority", p))))
 
 
+def check_seed_cost(vllm_python: str | None, platform: str | None, gpus: int, work: Path) -> None:
+    """What per-request seeds cost vLLM's sampler at 256 sequences on the GPU: its
+    ``random_sample`` draws each seeded row with its own generator, one call per row."""
+    name = "vllm sampler seed cost (256 sequences)"
+    if not gpus or platform != "cuda":
+        report("SKIP" if not gpus else "FAIL", name, "no GPU on this machine" if not gpus
+               else f"vLLM here does not run on CUDA ({platform or 'no vLLM interpreter'})")
+        return
+    script = ("from notallbits.bench.vllm_sched import sampler_seconds as s; "
+              "print(s(256, 151936, True, device='cuda'), s(256, 151936, False, device='cuda'))")
+    rc, out, err = run_group([vllm_python, "-c", script], env=job_env(work / "slots"), cwd=ROOT)
+    if rc != 0 or not out.strip():
+        report("FAIL", name, f"exit {rc}: {last_line(err)}")
+        return
+    seeded, unseeded = map(float, out.split()[-2:])
+    report("PASS", name, f"{seeded * 1e3:.2f} ms per step seeded, {unseeded * 1e3:.2f} ms unseeded (vocabulary "
+           f"151,936): seeds cost {(seeded - unseeded) * 1e3:.2f} ms per engine step")
+
+
 SAMPLER_SCRIPT = textwrap.dedent("""
     import torch
     from notallbits.generation.sampling import sample_rows
@@ -649,6 +671,7 @@ def main(argv: list[str] | None = None) -> int:
     check_gptq_decode_speed(args.vllm_python, platform, gpus, work)
     check_tensor_parallel(args.vllm_python, platform, models, gpus, questions, work)
     check_priority_under_pressure(args.vllm_python, platform, gpus, work)
+    check_seed_cost(args.vllm_python, platform, gpus, work)
     check_transformers_gptq(models, gpus, questions, work)
     check_sampler(gpus, work)
     check_verify_prm(models, gpus, questions, work)

@@ -205,22 +205,51 @@ def wall(args) -> None:
     backend._params = final_params
 
 
+def sampler_seconds(rows: int, vocab: int, seeded: bool, repeats: int = 10, device: str = "cpu") -> float:
+    """Seconds per call of vLLM's own ``random_sample`` (v1/sample/ops/topk_topp_sampler.py)
+    over ``rows`` x ``vocab`` probabilities, with a generator per row or none."""
+    import torch
+    from vllm.v1.sample.ops.topk_topp_sampler import random_sample
+
+    probs = torch.softmax(torch.randn(rows, vocab, device=device), dim=-1)
+    generators = {i: torch.Generator(device=device).manual_seed(i) for i in range(rows)} if seeded else {}
+    random_sample(probs, generators)
+    if device != "cpu":
+        torch.cuda.synchronize()
+    t0 = time.perf_counter()
+    for _ in range(repeats):
+        random_sample(probs, generators)
+    if device != "cpu":
+        torch.cuda.synchronize()
+    return (time.perf_counter() - t0) / repeats
+
+
 def seeds(args) -> None:
+    """What per-request seeds cost: vLLM's sampler alone at Qwen3's vocabulary (151,936), then
+    whole engine calls on the model."""
+    import torch
     from vllm import SamplingParams
     from vllm.inputs import TokensPrompt
 
+    n = args.sequences
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    print(f"\nvLLM's random_sample, {n} rows x 151,936 (Qwen3's vocabulary) on {device}, per call (= per engine step):")
+    for _ in range(args.repeats):
+        seeded, unseeded = sampler_seconds(n, 151936, True, device=device), sampler_seconds(n, 151936, False,
+                                                                                           device=device)
+        print(f"  seeded {seeded * 1e3:8.2f} ms   unseeded {unseeded * 1e3:8.2f} ms   "
+              f"seeds cost {(seeded - unseeded) * 1e3:8.2f} ms per step", flush=True)
     backend, fspec, requests = _job(args, None, "priority")
     _warm(backend, requests)
-    n = args.sequences
     prompts = [TokensPrompt(prompt_token_ids=list(requests[i % len(requests)].prompt_ids)) for i in range(n)]
-    print(f"\n{n} sequences x {args.seed_tokens} tokens in one LLM.generate call")
-    for rep in range(args.repeats):
+    print(f"\n{n} sequences x {args.seed_tokens} tokens in one LLM.generate call on {args.model}")
+    for _ in range(args.repeats):
         for label, seed_of in (("seeded", lambda i: 1000 + i), ("unseeded", lambda i: None)):
             params = [SamplingParams(temperature=args.temperature, top_p=0.95, seed=seed_of(i), max_tokens=args.seed_tokens,
                                      ignore_eos=True, detokenize=False) for i in range(n)]
             t0 = time.perf_counter()
             backend.llm.generate(prompts, params, use_tqdm=False)
-            print(f"{label:9} {time.perf_counter() - t0:7.2f} s", flush=True)
+            print(f"  {label:9} {time.perf_counter() - t0:7.2f} s", flush=True)
 
 
 def main(argv: list[str] | None = None) -> None:
