@@ -184,7 +184,8 @@ def wall(args) -> None:
           "sample); output: the rest of LLMEngine.step (output processing); loop: outside the step")
     print(f"{'run':>4} {'path':10} {'wall s':>7} {'steps':>5} {'/bound':>6} {'core s':>7} {'output s':>8} "
           f"{'loop s':>7} {'prefilled':>9}")
-    paths = ["bound", "job"] + (["cumulative"] if args.cumulative else [])
+    paths = ["bound"] + (["cumulative", "job"] if args.cumulative_first else ["job", "cumulative"] if args.cumulative
+                         else ["job"])
     for i in range(args.repeats):
         bound_s = None
         for path in paths:
@@ -270,6 +271,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--sequences", type=int, default=256, help="(seeds)")
     p.add_argument("--seed-tokens", type=int, default=64, help="(seeds)")
     p.add_argument("--cumulative", action="store_true", help="(wall) also the job with cumulative outputs")
+    p.add_argument("--cumulative-first", action="store_true", help="(wall) the cumulative job before the other")
     p.add_argument("--json", action="store_true", help="(pressure) end with the rows as one JSON line")
     args = p.parse_args(argv)
     args.questions = args.questions or (8 if args.what in ("pressure", "one") else 16)
