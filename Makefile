@@ -49,7 +49,7 @@ vllm-env: $(VENV)/.installed $(VENV_VLLM)/.installed   # GPU=1 for the GPU build
 # The SLURM driver (.venv-slurm) and the jobs' Python (.venv): see docs/cluster.md.
 slurm-env: $(VENV)/.installed $(VENV_SLURM)/.installed
 
-# On a GPU machine: `make gpu-check GPU=1` (under 5 minutes on one GPU); on CPU it runs
+# On a GPU machine: `make gpu-check GPU=1` (about 10 minutes on one GPU); on CPU it runs
 # what it can and lists what it skipped.
 gpu-check: $(VENV)/.installed $(VENV_VLLM)/.installed
 	NOTALLBITS_VLLM_PYTHON="$(abspath $(VENV_VLLM)/bin/python)" $(BIN)/python -m notallbits.gpucheck

@@ -70,7 +70,14 @@ def sequences_in_flight(arch, weights, context: int, gpus: int, hardware: dict, 
     pool = gpus * (hardware["gpu_memory_gib"] * gen["gpu_memory_utilization"] - ENGINE_OVERHEAD_GIB) * GIB
     pool -= _weight_bytes(arch, weights)
     per_sequence = (kv_tokens if kv_tokens is not None else context) * kv_bytes_per_token(arch)
-    return int(max(1, min(gen["max_num_seqs"], pool // per_sequence)))
+    return sequences_fitting(pool, per_sequence, gen["max_num_seqs"])
+
+
+def sequences_fitting(pool: float, per_sequence: float, max_num_seqs: int) -> int:
+    """Whole sequences of ``per_sequence`` in ``pool`` (bytes or tokens alike), at least one,
+    at most max_num_seqs. The vLLM backend admits new traces by the same rule, on the pool
+    its engine really allocated."""
+    return int(max(1, min(max_num_seqs, pool // per_sequence)))
 
 
 def decode_seconds(arch, weights, sequences: int, budgets: list[int], answer_max_tokens: int, in_flight: int,

@@ -262,14 +262,18 @@ def test_gpu_check_on_a_cpu_machine_says_what_it_skipped(tmp_path):
     proc = run_gpucheck(tmp_path)
     assert proc.returncode == 0, proc.stdout + proc.stderr[-2000:]
     lines = proc.stdout.strip().splitlines()
-    checks = [ln for ln in lines[1:-1]]
+    assert lines[0].startswith("NVIDIA driver: the GPU environments' torch 2.13 (CUDA 13 build) needs driver >= 580")
+    checks = [ln for ln in lines[2:-1]]
     assert all(ln.split()[0] in ("PASS", "SKIP") for ln in checks), checks
     skipped = {ln.split(":")[0].split(None, 1)[1] for ln in checks if ln.startswith("SKIP")}
-    assert {"device slots", "vllm bf16 (multiprocess engine)", "vllm gptq 4-bit (Marlin)", "two jobs in parallel",
-            "transformers gptq 4-bit on cuda", "vllm awq 4-bit", "vllm fp8 (128x128 blocks)",
-            "verify (process reward model) on cuda"} <= skipped
-    assert all("no GPU" in ln for ln in checks if ln.startswith("SKIP") and "vllm platform" not in ln)
-    assert lines[-1].startswith("1 passed, 0 failed, 10 skipped") and "skipped: device slots" in lines[-1]
+    assert {"device slots", "vllm bf16 (multiprocess engine)", "vllm gptq 4-bit", "two engines at once",
+            "vllm host memory", "transformers gptq 4-bit on cuda", "vllm awq 4-bit", "vllm fp8 (128x128 blocks)",
+            "gptq decode speed vs bf16 (batch 32)", "vllm tensor parallel (2 GPUs)", "sampler cuda = cpu",
+            "verify (process reward model) on cuda", "kv compression cells on cuda",
+            "vllm priority scheduling under KV pressure", "vllm sampler seed cost (256 sequences)"} <= skipped
+    assert all("no GPU" in ln or "needs two" in ln or "no vLLM interpreter" in ln
+               for ln in checks if ln.startswith("SKIP")), checks
+    assert lines[-1].startswith("1 passed, 0 failed, 17 skipped") and "skipped: device slots" in lines[-1]
 
 
 def test_gpu_check_fails_where_gpus_exist_but_cannot_be_used(tmp_path):
@@ -277,12 +281,132 @@ def test_gpu_check_fails_where_gpus_exist_but_cannot_be_used(tmp_path):
     proc = run_gpucheck(tmp_path, gpus=2)
     assert proc.returncode == 1, proc.stdout + proc.stderr[-2000:]
     out = proc.stdout
-    assert "PASS device slots: 3 holders" in out  # the slot logic itself works on the fake pair
-    assert "FAIL gptq 4-bit checkpoint: notallbits quantize: error: this machine shows 1 GPU(s) but torch" in out
+    assert "PASS device slots" in out and "3 holders got" in out and "2 devices used of 2 expected" in out
+    assert "FAIL gptq 4-bit checkpoint: quantize: notallbits quantize: error: this machine shows 1 GPU(s) but torch" in out
     assert "FAIL vllm bf16 (multiprocess engine): vLLM here does not run on CUDA (no vLLM interpreter" in out
     assert "SKIP transformers gptq 4-bit on cuda: no GPTQ checkpoint" in out
     assert "FAIL vllm awq 4-bit: vLLM here does not run on CUDA (no vLLM interpreter)" in out
+    assert "FAIL sampler cuda = cpu" in out and "FAIL vllm tensor parallel (2 GPUs)" in out
+    assert "FAIL vllm priority scheduling under KV pressure" in out
 
+
+# ---------------------------------------------------------------- the GPU check's own logic
+def vllm_source(relative: str) -> str:
+    """A file of the installed vLLM, read without importing it."""
+    proc = subprocess.run([VLLM, "-c", "import importlib.util; print(importlib.util.find_spec('vllm')"
+                                       ".submodule_search_locations[0])"], capture_output=True, text=True, timeout=60)
+    return (ROOT.__class__(proc.stdout.strip()) / relative).read_text()
+
+
+def log_line(fmt: str, *args) -> str:
+    """A line as vLLM's logger writes it (the multiprocess engine's prefix)."""
+    return f"(EngineCore pid=4242) INFO 12-06 21:14:56 [x.py:1] {fmt % args}"
+
+
+def test_kernel_checks_read_vllm_kernel_lines_not_paths():
+    """The AWQ/FP8/GPTQ checks pass on the kernel vLLM says it chose, never on the strings
+    "awq"/"fp8" that the checkpoint paths and the quantization name contain."""
+    from notallbits.gpucheck import kernel_verdict
+
+    paths = ("INFO [api_utils.py:286] non-default args: {'model': '/work/tiny128/wawq4', 'quantization': 'auto_awq'}\n"
+             "INFO [api_utils.py:286] non-default args: {'model': '/work/tiny128/wfp8', 'quantization': 'fp8'}\n")
+    for fmt in ("awq", "fp8", "gptq"):
+        assert kernel_verdict(fmt, paths)[0] is False, fmt
+    marlin_awq = log_line("Using %s for AutoAWQMarlinLinearMethod", "MarlinLinearKernel")
+    assert kernel_verdict("awq", paths + marlin_awq) == (True, "AutoAWQMarlinLinearMethod on MarlinLinearKernel")
+    fallback = log_line("Layer '%s' is not supported by AutoAWQMarlin. Falling back to unoptimized AWQ kernels.", "x")
+    assert kernel_verdict("awq", paths + fallback)[0] is False
+    assert kernel_verdict("gptq", log_line("Using %s for AutoGPTQLinearMethod", "MacheteLinearKernel"))[0]
+    assert not kernel_verdict("gptq", log_line("Using %s for AutoGPTQLinearMethod", "ExllamaLinearKernel"))[0]
+    assert kernel_verdict("fp8", log_line("Selected %s for %s", "CutlassFp8BlockScaledMMKernel", "Fp8LinearMethod"))[0]
+    # the weight-only FP8 Marlin kernel is a fallback, not the 128 x 128 block W8A8 kernel
+    assert not kernel_verdict("fp8", log_line("Selected %s for %s", "MarlinFP8ScaledMMLinearKernel", "Fp8LinearMethod"))[0]
+
+
+@needs_vllm
+def test_gpu_check_log_patterns_are_vllms_own_lines():
+    """The format strings in the pinned vLLM's source, filled in, match what the check reads:
+    the kernel lines, the KV cache size line, the spawn fallback warning."""
+    import re
+
+    from notallbits.gpucheck import KV_LINE, METHODS, SPAWN_LINE, kernel_verdict, kv_tokens_logged
+
+    gptq = vllm_source("model_executor/layers/quantization/auto_gptq.py")
+    awq = vllm_source("model_executor/layers/quantization/auto_awq.py")
+    kernels = vllm_source("model_executor/kernels/linear/__init__.py")
+    fp8 = vllm_source("model_executor/layers/quantization/fp8.py")
+    assert re.search(r'"Using %s for AutoGPTQLinearMethod"', gptq) and re.search(r'"Using %s for AutoAWQMarlinLinearMethod"', awq)
+    assert '"Selected %s for %s"' in kernels and "module_name=self.__class__.__name__" in fp8
+    assert "class Fp8LinearMethod" in fp8 and METHODS["fp8"] == "Fp8LinearMethod"
+    assert kernel_verdict("gptq", log_line("Using %s for AutoGPTQLinearMethod", "MarlinLinearKernel"))[0]
+    # every kernel the check accepts is a class of this vLLM (a renamed one would never match)
+    from notallbits.gpucheck import FAST_KERNELS
+
+    classes = "".join(vllm_source(f"model_executor/kernels/linear/{d}/{f}") for d, f in (
+        ("mixed_precision", "marlin.py"), ("mixed_precision", "machete.py"), ("scaled_mm", "cutlass.py"),
+        ("scaled_mm", "deep_gemm.py"), ("scaled_mm", "triton.py"), ("scaled_mm", "flashinfer.py")))
+    for name in {k for ks in FAST_KERNELS.values() for k in ks}:
+        assert f"class {name}(" in classes, name
+    spawn = vllm_source("utils/system_utils.py")
+    assert SPAWN_LINE in spawn
+    kv = vllm_source("v1/core/kv_cache_utils.py")
+    fmt = '"%s KV cache size: %s tokens, "\n        "Maximum concurrency for %s tokens per request: %.2fx"'
+    assert fmt in kv
+    line = log_line("%s KV cache size: %s tokens, Maximum concurrency for %s tokens per request: %.2fx", "GPU",
+                    f"{1234567:,}", f"{40960:,}", 30.1)
+    assert KV_LINE.search(line) and kv_tokens_logged(line) == 1234567
+
+
+def test_slot_check_counts_devices_of_any_box():
+    """An 8-GPU box: 5 holders get 5 distinct GPUs (the old check wanted 4 and failed);
+    one GPU: 2 holders take turns on it; two holders at once on one device fail."""
+    from notallbits.gpucheck import slot_verdict
+
+    eight = [{"ids": str(i), "start": 0.0, "end": 1.0} for i in range(5)]
+    assert slot_verdict(eight, 8)[0]
+    one = [{"ids": "0", "start": 0.0, "end": 1.0}, {"ids": "0", "start": 1.05, "end": 2.05}]
+    assert slot_verdict(one, 1)[0]
+    shared = [{"ids": "0", "start": 0.0, "end": 1.0}, {"ids": "0", "start": 0.5, "end": 1.5}]
+    assert slot_verdict(shared, 1) == (False, "2 holders got ['0', '0']: 1 devices used of 1 expected; "
+                                              "overlapping on [('0', '0')]")
+    four = [{"ids": str(i % 3), "start": float(i), "end": i + 0.5} for i in range(5)]  # one GPU never used
+    assert not slot_verdict(four, 4)[0]
+
+
+def test_timed_out_job_is_killed_with_its_whole_process_group(tmp_path):
+    """A job past its limit whose child (like vLLM's engine process) would keep running: the
+    check kills the group, the child included, and measures the group's resident memory."""
+    from notallbits.gpucheck import Group
+
+    pid_file = tmp_path / "child.pid"
+    script = textwrap.dedent(f"""
+        import subprocess, sys, time
+        child = subprocess.Popen([sys.executable, "-c", "x = bytearray(200 * 2**20); import time; time.sleep(300)"])
+        open({str(pid_file)!r}, "w").write(str(child.pid))
+        time.sleep(300)
+    """)
+    job = Group([sys.executable, "-c", script], log=tmp_path / "job.log")
+    rc, _ = job.wait(timeout=4)
+    assert rc == -9
+    child = int(pid_file.read_text())
+    stat = ROOT.__class__(f"/proc/{child}/stat")
+    for _ in range(50):  # killed: gone, or a zombie waiting for its reaper
+        if not stat.exists() or stat.read_text().rsplit(")", 1)[1].split()[0] == "Z":
+            break
+        import time
+
+        time.sleep(0.1)
+    else:
+        raise AssertionError(f"the engine-like child {child} survived its job's time limit")
+    assert job.peak_rss >= 200 * 2**20
+
+
+def test_driver_line_names_the_requirement():
+    from notallbits.gpucheck import driver_line
+
+    assert driver_line("550.54.15").endswith("this machine: 550.54.15 (too old: update the driver first)")
+    assert driver_line("580.65.06").endswith("this machine: 580.65.06")
+    assert "needs driver >= 580" in driver_line(None) and driver_line(None).endswith("no NVIDIA driver found")
 
 
 def test_plan_says_which_gpu_memory_each_model_needs(tmp_path):

@@ -167,3 +167,25 @@ def test_whole_job_in_flight_and_occupancy_stats(tiny_model, questions, tmp_path
     for key in ("engine_steps", "mean_sequences_in_flight", "max_sequences_in_flight", "generated_tokens",
                 "wall_seconds", "tokens_per_second"):
         assert again["stats"][key] == st[key], key
+
+
+def test_kv_pressure_admits_only_what_fits_and_preempts_nothing(tiny_model, questions, tmp_path):
+    """A KV pool of 10 blocks of 32 tokens (320) for a job whose sequences are up to 96 tokens
+    long (46-token prompt + 32 + </think> and the 10-token answer prefix + 6 + 1), plus a
+    forced answer at budget 16 (up to 32 + 11 + 6 tokens of its own): the backend admits 2
+    traces at a time (320 // 145), earlier questions first with priority to continuations, so
+    vLLM never preempts a request for lack of KV (first come first served, all 12 traces at
+    once, it preempts dozens); the header's
+    figures come from vLLM's scheduler statistics (batch run per step, prefix-cache hits),
+    and the traces are the same as with an unpressured pool (each sample's seeds)."""
+    s = spec(tiny_model, "vllm", [16, 32], 0.8, "bfloat16", samples=4)
+    run_generate(VLLM, questions, s, tmp_path / "free.jsonl", tmp_path / "pfree")
+    tight = {**s, "generation": {**s["generation"], "kv_cache_blocks": 10}}
+    header, records = run_generate(VLLM, questions, tight, tmp_path / "tight.jsonl", tmp_path / "ptight")
+    st, sched = header["stats"], header["stats"]["invocation"]["scheduler"]
+    assert sched["preempted_resumed"] == 0 and sched["preempted_prefill_tokens"] == 0, sched
+    assert sched["prefix_cache_queries"] > 0 and 0 < sched["prefix_cache_hit_rate"] < 1, sched
+    # two samples live at a time: their traces and the forced answers they have passed
+    assert 1 <= st["max_sequences_in_flight"] <= 2 * 3, st
+    assert traces(tmp_path / "ptight") == traces(tmp_path / "pfree")
+    assert len(records) == 3 * 4 * 2

@@ -156,11 +156,11 @@ class SampleResult:
     # what producing this sample cost, kept in progress so a job's stats are the same whether
     # it ran in one go or was resumed: seconds of engine time (trace and forced answers) and,
     # on engines that step many sequences together (vLLM), this sample's share of the engine
-    # steps (each step split equally over the sequences in flight), the steps its sequences
-    # were in flight, and the most sequences in flight in any of those steps
+    # steps (each step split equally over the sequences in flight), its share of the sequences
+    # the engine ran in those steps, and the most sequences in any of those steps
     trace_seconds: float = 0.0
     engine_steps: float = 0.0
-    sequence_steps: int = 0
+    sequence_steps: float = 0.0
     max_sequences_in_flight: int = 0
 
     def needs_forcing(self, budget: int) -> bool:

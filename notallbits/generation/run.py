@@ -184,7 +184,8 @@ def generate(questions_path: str, spec: dict, out_path: str, progress_root: str)
     bar.close()
     stats.update(cell_stats(used, budgets))
     stats["invocation"] = {"wall_seconds": round(time.perf_counter() - t0, 3), **run_tokens,
-                           "engine_start_seconds": round(getattr(backend, "engine_start_seconds", 0.0), 3)}
+                           "engine_start_seconds": round(getattr(backend, "engine_start_seconds", 0.0), 3),
+                           **({"scheduler": backend.scheduler.figures()} if hasattr(backend, "scheduler") else {})}
     stats["engine_start_seconds"] = stats["invocation"]["engine_start_seconds"]
     header = {"format_version": FORMAT_VERSION, "dataset": spec["dataset"], "model": spec["model"],
               "model_path": spec["model_path"], "bits": spec["bits"], "weight_method": weight_method(spec),

@@ -11,12 +11,31 @@ joins the same stream. Seeds: the k-th submission of a sample's trace samples wi
 ``derive_seed(seed, "round", k)``, the answer at T with ``derive_seed(seed, "answer", T)``, so a
 sample's trace depends only on its seed. ``generate`` keeps the older per-question rounds
 (one blocking ``LLM.generate`` per round), used by the benchmark as the baseline.
+
+Scheduling (``scheduling="priority"``, the default): the engine runs vLLM's priority policy
+(a smaller ``priority`` is scheduled first and preempted last; ties by arrival). A trace's
+first submission has priority ``questions + q``, every continuation of question ``q`` (a
+Wait resubmission, a forced answer) has ``q``: a continuation is scheduled at the next step,
+while the blocks of the request it continues are still in the prefix cache, and earlier
+questions finish first, so a job stopped at its time limit has saved its first questions.
+New traces are admitted, earlier questions first, only while the traces in flight all fit
+in the engine's KV cache at full length, their forced answers included (``traces_in_flight``,
+the rule of ``plan.sequences_in_flight`` applied to the blocks vLLM really allocated): a trace
+is never preempted for lack of KV, so nothing is prefilled twice. ``scheduling="fcfs"`` is the
+previous behaviour (every trace submitted at once, first come first served), kept for the
+benchmark (``python -m notallbits.bench.vllm_sched``).
+
+Requests ask for their final output only (``RequestOutputKind.FINAL_ONLY``, as
+``LLM.generate`` does): the engine builds no per-step output for the sequences still running.
+Occupancy (sequences in flight) is the batch each step ran, from the scheduler statistics
+vLLM attaches to the step's outputs, not the requests waiting in the engine.
 """
 
 from __future__ import annotations
 
 import os
 import time
+from collections import deque
 from dataclasses import dataclass, field
 from typing import Iterator
 
@@ -91,7 +110,8 @@ class VLLMBackend(Backend):
     name = "vllm"
 
     def __init__(self, model_path: str, gen: dict, sampling: dict, questions: list[dict] | None = None,
-                 prompt_style: str = "default", budgets: list[int] | None = None, gpus: int = 1):
+                 prompt_style: str = "default", budgets: list[int] | None = None, gpus: int = 1,
+                 scheduling: str = "priority"):
         from notallbits.manifest import verify
 
         verify(model_path)  # a truncated checkpoint: one line naming the file, before the engine starts
@@ -116,12 +136,20 @@ class VLLMBackend(Backend):
                 raise UserError(f"generation.max_model_len={self.max_model_len} is shorter than this job's longest "
                                 f"sequence ({needed} tokens: prompt + largest budget + answer); raise it or leave it unset")
         dtype = gen.get("dtype", "auto")
+        if scheduling not in ("priority", "fcfs"):
+            raise ValueError(f"scheduling must be priority or fcfs, not {scheduling!r}")
+        self.scheduling = scheduling
+        # kv_cache_blocks: a KV pool of that many blocks (benchmarks and gpu-check put the
+        # engine under KV pressure with it; not a config key)
+        blocks = {"num_gpu_blocks_override": int(gen["kv_cache_blocks"])} if gen.get("kv_cache_blocks") else {}
         self.llm = LLM(model=model_path, dtype=dtype, enable_prefix_caching=True, seed=sampling["seed"],
                        enforce_eager=self.platform == "cpu", max_model_len=self.max_model_len,
                        gpu_memory_utilization=gen.get("gpu_memory_utilization", 0.9),
                        max_num_seqs=gen.get("max_num_seqs", 256), tensor_parallel_size=gpus,
+                       scheduling_policy=scheduling, disable_log_stats=False, **blocks,
                        **(_whole_prompt_args(model_path, self.max_model_len) if self.platform == "cpu" else {}))
         self.engine_start_seconds = time.perf_counter() - t0
+        self.scheduler = SchedulerTap(self.llm.llm_engine)
         self.temperature = sampling["temperature"]
         self.top_p = sampling["top_p"]
 
@@ -137,11 +165,28 @@ class VLLMBackend(Backend):
         backend.batch_size = spec["generation"]["batch_size"]
         return backend
 
+    def traces_in_flight(self, spec: ForcingSpec) -> int:
+        """Traces whose sequences all fit in the KV blocks the engine allocated, at full length
+        (max_model_len tokens) with the blocks of their forced answers below the largest budget
+        (each shares the trace's full blocks and adds its last partial block, the answer prefix
+        and the answer): at least one, at most max_num_seqs. ``plan.sequences_in_flight``
+        estimates the same from the GPU's memory."""
+        from notallbits.plan import sequences_fitting
+
+        cfg = self.llm.llm_engine.vllm_config
+        block = int(cfg.cache_config.block_size)
+        pool_tokens = int(cfg.cache_config.num_gpu_blocks or 0) * block
+        answers = (len(spec.budgets) - 1) * (block + len(spec.answer_prefix_ids) + spec.answer_max_tokens)
+        return sequences_fitting(pool_tokens, int(cfg.model_config.max_model_len) + answers,
+                                 cfg.scheduler_config.max_num_seqs)
+
     def _params(self, max_tokens: int, seed: int, stop_ids):
         from vllm import SamplingParams
+        from vllm.sampling_params import RequestOutputKind
 
         return SamplingParams(n=1, temperature=self.temperature, top_p=self.top_p, max_tokens=max_tokens, seed=seed,
-                              stop_token_ids=list(stop_ids), skip_special_tokens=False, detokenize=False)
+                              stop_token_ids=list(stop_ids), skip_special_tokens=False, detokenize=False,
+                              output_kind=RequestOutputKind.FINAL_ONLY)
 
     def _run(self, prompts: list[list[int]], params: list) -> list[list[int]]:
         from vllm.inputs import TokensPrompt
@@ -198,7 +243,7 @@ class VLLMBackend(Backend):
         """Every sample of every request in one engine; questions yielded as they finish."""
         samples = [_Sample(q, i, seed, Trace(spec), SampleResult(i, seed, [], [], None, []), list(req.prompt_ids))
                    for q, req in enumerate(requests) for i, seed in zip(req.samples, req.seeds)]
-        for q, results in _EngineLoop(self, spec, progress).run(samples, len(requests)):
+        for q, results in _EngineLoop(self, spec, progress, len(requests)).run(samples):
             yield requests[q], results
 
     def force_from_traces(self, prompt_ids: list[int], results: list[SampleResult], budgets: list[int],
@@ -210,7 +255,7 @@ class VLLMBackend(Backend):
             s = _Sample(0, r.sample, r.seed, None, r, prompt=list(prompt_ids))
             s.budgets_sent = {b for b in spec.budgets if b not in budgets or b in r.answers or not r.needs_forcing(b)}
             samples.append(s)
-        for _ in _EngineLoop(self, spec, None).run(samples, 1):
+        for _ in _EngineLoop(self, spec, None, 1).run(samples):
             pass
 
 
@@ -237,27 +282,79 @@ class _Sample:
         return self.open == 0 and (self.trace is None or self.trace.finished)
 
 
+class SchedulerTap:
+    """The scheduler statistics of vLLM's last step, and their sums since ``reset``.
+
+    With stats logging on, vLLM's scheduler attaches a ``SchedulerStats`` to each step's
+    outputs (``Scheduler.make_stats``: requests running after the step, KV usage, the step's
+    prefix-cache queries and hits, those of preempted requests resumed); ``LLMEngine.step``
+    hands them only to its stat loggers, so this wraps the engine client's ``get_output``
+    to keep them. Works with the in-process and the multiprocess engine alike."""
+
+    def __init__(self, engine):
+        self.last = None
+        self.reset()
+        get_output = engine.engine_core.get_output
+
+        def tapped():
+            out = get_output()
+            if out.scheduler_stats is not None:
+                self.last = out.scheduler_stats
+                self._add(out.scheduler_stats)
+            return out
+
+        engine.engine_core.get_output = tapped
+
+    def reset(self) -> None:
+        self.totals = {"steps": 0, "prefix_cache_queries": 0, "prefix_cache_hits": 0, "preempted_resumed": 0,
+                       "preempted_prefill_tokens": 0, "max_kv_cache_usage": 0.0}
+
+    def _add(self, st) -> None:
+        t, pc = self.totals, st.prefix_cache_stats
+        t["steps"] += 1
+        t["prefix_cache_queries"] += pc.queries
+        t["prefix_cache_hits"] += pc.hits
+        t["preempted_resumed"] += pc.preempted_requests
+        t["preempted_prefill_tokens"] += pc.preempted_queries - pc.preempted_hits
+        t["max_kv_cache_usage"] = max(t["max_kv_cache_usage"], round(st.kv_cache_usage, 4))
+
+    def figures(self) -> dict:
+        """The totals with the derived prefill figures: tokens prefilled (queried, not found in
+        the cache) and the prefix-cache hit rate."""
+        t = dict(self.totals)
+        t["prefill_tokens"] = t["prefix_cache_queries"] - t["prefix_cache_hits"]
+        t["prefix_cache_hit_rate"] = round(t["prefix_cache_hits"] / t["prefix_cache_queries"], 4) \
+            if t["prefix_cache_queries"] else None
+        return t
+
+
 class _EngineLoop:
     """Drives ``LLM.llm_engine`` with add_request/step until every sample is done.
 
+    Admission: samples start in job order (question, sample) while fewer than
+    ``traces_in_flight`` are live (started, not done); each done sample lets the next start.
+    Priorities: see the module's docstring.
+
     Accounting: each engine step's wall time (from one step's start to the next, so the
     caller's time between yields is included) and the step itself are split equally over
-    the requests in flight during that step, and credited to their samples; a sample also
-    counts the steps its requests were in flight. Summed over a job's samples this gives the
-    job's engine time, its engine steps and its mean sequences in flight, whichever
-    invocation produced each sample.
+    this loop's requests in the engine during that step, and credited to their samples,
+    with the step's batch (running after it + finished in it, from the scheduler's
+    statistics). Summed over a job's samples this gives the job's engine time, its engine
+    steps and its mean sequences in flight, whichever invocation produced each sample.
     """
 
-    def __init__(self, backend: "VLLMBackend", spec: ForcingSpec, progress):
-        self.backend, self.spec, self.progress = backend, spec, progress
+    def __init__(self, backend: "VLLMBackend", spec: ForcingSpec, progress, questions: int):
+        self.backend, self.spec, self.progress, self.questions = backend, spec, progress, questions
         self.engine = backend.llm.llm_engine
+        self.priority = backend.scheduling == "priority"
         self.live: dict[str, tuple[_Sample, int | None]] = {}  # request id -> (sample, budget or None)
         self.stop_thinking = {spec.end_think_id, *spec.eos_ids}
 
-    def _add(self, s: _Sample, rid: str, prompt: list[int], params, budget: int | None) -> None:
+    def _add(self, s: _Sample, rid: str, prompt: list[int], params, budget: int | None, fresh: bool = False) -> None:
         from vllm.inputs import TokensPrompt
 
-        self.engine.add_request(rid, TokensPrompt(prompt_token_ids=prompt), params)
+        priority = (s.question + (self.questions if fresh else 0)) if self.priority else 0
+        self.engine.add_request(rid, TokensPrompt(prompt_token_ids=prompt), params, priority=priority)
         self.live[rid] = (s, budget)
         s.open += 1
 
@@ -270,7 +367,7 @@ class _EngineLoop:
         else:  # cap-only mode: the model's own answer after its own </think>
             params = b._params(spec.answer_max_tokens + 1 - len(tr.natural_answer), seed, spec.eos_ids)
             prompt = s.prompt + tr.thinking + tr.natural_answer
-        self._add(s, f"{s.question}/{s.index}/t{s.submissions}", prompt, params, None)
+        self._add(s, f"{s.question}/{s.index}/t{s.submissions}", prompt, params, None, fresh=s.submissions == 0)
         s.submissions += 1
 
     def _force_passed(self, s: _Sample) -> None:
@@ -293,26 +390,52 @@ class _EngineLoop:
             self._add(s, f"{s.question}/{s.index}/a{budget}", s.prompt + s.thinking[:budget] + list(spec.answer_prefix_ids),
                       params, budget)
 
-    def run(self, samples: list[_Sample], questions: int) -> Iterator[tuple[int, list[SampleResult]]]:
+    def _start(self, s: _Sample) -> None:
+        if s.trace is not None:
+            self._continue_trace(s)
+        else:
+            self._force_passed(s)
+
+    def run(self, samples: list[_Sample]) -> Iterator[tuple[int, list[SampleResult]]]:
         if not samples:
             return
         by_question: dict[int, list[_Sample]] = {}
         for s in samples:
             by_question.setdefault(s.question, []).append(s)
         remaining = {q: len(v) for q, v in by_question.items()}
-        for s in samples:
-            if s.trace is not None:
-                self._continue_trace(s)
-            else:
-                self._force_passed(s)
+        waiting = deque(sorted(samples, key=lambda s: (s.question, s.index)))
+        limit = self.backend.traces_in_flight(self.spec) if self.priority else len(samples)
+        started = 0  # samples started and not done
+        finished_questions: list[int] = []
+
+        def finish(s: _Sample) -> None:
+            nonlocal started
+            started -= 1
+            remaining[s.question] -= 1
+            if remaining[s.question] == 0:
+                finished_questions.append(s.question)
+
+        def admit() -> None:
+            nonlocal started
+            while waiting and started < limit:
+                s = waiting.popleft()
+                started += 1
+                self._start(s)
+                if s.done:  # nothing left to send (a stored trace with every answer)
+                    finish(s)
+
+        admit()
+        tap = self.backend.scheduler
         t_prev = time.perf_counter()
-        while self.live:
+        while self.live or finished_questions:
             in_flight = list(self.live.values())
-            outputs = self.engine.step()
-            finished_questions = []
+            tap.last = None
+            outputs = self.engine.step() if self.live else []
+            done_in_step = 0
             for out in outputs:
                 if not out.finished:
                     continue
+                done_in_step += 1
                 s, budget = self.live.pop(out.request_id)
                 s.open -= 1
                 tokens = list(out.outputs[0].token_ids)
@@ -327,19 +450,24 @@ class _EngineLoop:
                         self._continue_trace(s)
                 self._force_passed(s)
                 if s.done:
-                    remaining[s.question] -= 1
-                    if remaining[s.question] == 0:
-                        finished_questions.append(s.question)
+                    finish(s)
+            admit()
             now = time.perf_counter()
-            share, n = (now - t_prev) / len(in_flight), len(in_flight)
+            if in_flight:
+                n = len(in_flight)
+                # the batch this step ran: running after it + finished in it (scheduler stats);
+                # without them (stats off), the requests in the engine
+                batch = tap.last.num_running_reqs + done_in_step if tap.last is not None else n
+                share = (now - t_prev) / n
+                for s, _ in in_flight:
+                    r = s.result
+                    r.trace_seconds += share
+                    r.engine_steps += 1 / n
+                    r.sequence_steps += batch / n
+                    r.max_sequences_in_flight = max(r.max_sequences_in_flight, batch)
             t_prev = now
-            for s, _ in in_flight:
-                r = s.result
-                r.trace_seconds += share
-                r.engine_steps += 1 / n
-                r.sequence_steps += 1
-                r.max_sequences_in_flight = max(r.max_sequences_in_flight, n)
-            for q in finished_questions:
+            while finished_questions:
+                q = finished_questions.pop(0)
                 results = []
                 for s in by_question[q]:
                     r, tr = s.result, s.trace
