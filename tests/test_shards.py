@@ -205,3 +205,41 @@ def test_a_question_in_two_shards_is_refused():
     s1, s2 = shard(1, 2, ["a"], wall_seconds=3), shard(2, 2, ["b"], wall_seconds=4)
     s2[0]["questions"] = 7
     assert gather_shards([s1, s2], ["s1", "s2"])[0]["questions"] == 8
+
+
+@pytest.mark.parametrize("spec,count", [
+    ({"loader": "aime25"}, 30), ({"loader": "gpqa_diamond"}, 198), ({"loader": "math500"}, 500),
+    ({"loader": "aime25", "limit": 7}, 7), ({"loader": "math500", "limit": 900}, 500),
+    ({"loader": "livecodebench", "version": "release_v1"}, 400), ({"loader": "livecodebench"}, 880),
+    ({"loader": "livecodebench", "version": "release_v6"}, 1055),
+])
+def test_question_count_of_the_hub_sets_is_their_published_size(spec, count):
+    """AIME 2025 I+II: 30 problems; GPQA Diamond: 198; MATH-500: 500; LiveCodeBench
+    code_generation_lite: 400 / 880 / 1055 problems in releases v1 / v5 (the default) / v6."""
+    from notallbits.plan import question_count
+
+    assert question_count(spec) == count
+
+
+@pytest.mark.parametrize("spec", [{"loader": "demo_code"}, {"loader": "demo_code", "limit": 2},
+                                  {"loader": "demo_arith"}, {"loader": "demo_choice", "limit": 5},
+                                  {"loader": "toy_math"}, {"loader": "toy_choice", "limit": 16},
+                                  {"loader": "toy_train"}])
+def test_question_count_of_a_generated_set_is_what_its_loader_makes(spec):
+    """The planner's count (shards, runtime resources, token totals) of the sets made here is the
+    number of questions the job will read, not a stand-in: demo_code has 4 problems, the toy
+    sets 32 questions (training: 128) unless limited."""
+    from notallbits.data.registry import load
+    from notallbits.plan import question_count
+
+    assert question_count(spec) == len(load(spec))
+    assert question_count({"loader": "demo_code"}) == 4 and question_count({"loader": "toy_math"}) == 32
+
+
+def test_question_count_of_a_jsonl_set_counts_its_records(tmp_path):
+    from notallbits.plan import question_count
+
+    path = tmp_path / "q.jsonl"
+    path.write_text("".join(f'{{"id": "q{i}", "question": "1+{i}?", "answer": "{i + 1}"}}\n\n' for i in range(6)))
+    assert question_count({"loader": "jsonl", "path": str(path)}) == 6
+    assert question_count({"loader": "jsonl", "path": str(path), "limit": 4}) == 4
