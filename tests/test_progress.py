@@ -28,7 +28,9 @@ def folded(name: str) -> set[str]:
 
 # ids that differ only in ways a file system folds
 FOLDED_IDS = ["Q1", "q1", "aime-2025-I-1", "AIME-2025-i-1", "café", "cafe\u0301", "ﬁle", "file", "x.", "x", "x ",
-              "x. ", "x y", "x_y", "x/y", "x\\y", "..", ".", "", "I", "ı", "İ", "i", "ß", "ss", "SS", "a" * 300,
+              "x. ", "x y", "x_y", "x/y", "x\\y", "..", ".", "", "I", "ı", "İ", "i", "ß", "ss", "SS",
+              "\u212b", "\u00c5", "\u2126", "\u03a9",  # Angstrom/Ohm signs: one character each, NFC turns them into Å/Ω
+              "a" * 300,
               "a" * 300 + "b"]
 
 
