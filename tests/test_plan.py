@@ -1,0 +1,107 @@
+"""`notallbits plan` (notallbits/plan.py): tokens, GPU-hours, verify work and GPU memory of a
+config, by hand on small configs."""
+
+import argparse
+
+import pytest
+
+from notallbits import UserError, grid
+from notallbits.memory import GIB, Arch
+from notallbits.plan import gpu_memory_needed_gib, parse_throughputs, plan, run, sequences_in_flight
+from tests.conftest import ROOT
+
+# Qwen3-8B (config.json): 36 layers x (q, o 4096x4096; k, v 4096x1024; gate, up, down 4096x12288)
+# + untied embedding and lm_head 151936 x 4096 + norms 36 x (2 x 4096 + 2 x 128) + 4096
+# = 8,190,735,360 parameters (8.19B as published), 16,381,470,720 bf16 bytes; KV 147,456 B/token.
+QWEN3_8B_BF16 = 16_381_470_720
+KV_PER_TOKEN = 147_456
+
+
+def test_qwen3_8b_facts_by_hand():
+    arch = Arch.named("Qwen3-8B")
+    assert arch.params == 8_190_735_360 and arch.params * 2 == QWEN3_8B_BF16
+
+
+def test_gpu_memory_to_start_and_sequences_in_flight_by_hand():
+    """Qwen3-8B bf16 with a 32,000-token context: weights 16,381,470,720 B + KV 32000 x 147,456 =
+    4,718,592,000 B = 19.651 GiB, + 2 GiB engine overhead = 21.651 GiB on one GPU; tensor
+    parallelism over 2 halves both (11.825). An 80 GiB GPU at 0.9 leaves 70 GiB after the
+    overhead: (70 GiB - weights) / KV per sequence = 12.46 -> 12 sequences; 2 GPUs: 28."""
+    arch = Arch.named("Qwen3-8B")
+    need = (QWEN3_8B_BF16 + 32000 * KV_PER_TOKEN) / GIB
+    assert need == pytest.approx(19.6510, abs=1e-4)
+    assert gpu_memory_needed_gib(arch, 16, 32000) == pytest.approx(need + 2)
+    assert gpu_memory_needed_gib(arch, 16, 32000, gpus=2) == pytest.approx(need / 2 + 2)
+    assert gpu_memory_needed_gib(arch, 16, 32000, kv_tokens=0) == pytest.approx(QWEN3_8B_BF16 / GIB + 2)
+    hw, gen = {"gpu_memory_gib": 80}, {"gpu_memory_utilization": 0.9, "max_num_seqs": 256}
+    assert sequences_in_flight(arch, 16, 32000, 1, hw, gen) == 12
+    assert sequences_in_flight(arch, 16, 32000, 2, hw, gen) == 28
+    assert sequences_in_flight(arch, 16, 32000, 1, hw, gen, kv_tokens=16000) == 24
+    assert sequences_in_flight(arch, 16, 32000, 2, hw, {**gen, "max_num_seqs": 10}) == 10
+    assert sequences_in_flight(arch, 16, 32000, 1, {"gpu_memory_gib": 16}, gen) == 1  # at least one
+
+
+def test_throughputs_are_model_equals_tokens_per_second():
+    assert parse_throughputs(["Qwen3-8B=600", "default=2500.5"]) == {"Qwen3-8B": 600.0, "default": 2500.5}
+    assert parse_throughputs([]) == {}
+    for bad in ("Qwen3-8B", "Qwen3-8B=fast", "=", ""):
+        with pytest.raises(UserError, match=rf"^--throughput wants MODEL=TOKENS_PER_SECOND, got '{bad}'$"):
+            parse_throughputs([bad])
+    for bad in ("m=0", "m=-5"):
+        with pytest.raises(UserError, match=r"^throughput for m must be positive$"):
+            parse_throughputs([bad])
+
+
+@pytest.fixture
+def small():
+    """AIME25 (30 questions) on two models, 4 samples to budgets 1000/2000, 32 answer tokens; PRM
+    Best-of-N on one of them."""
+    config = grid.load(ROOT / "configs" / "tiny.yaml")
+    config["models"].update({"Qwen3-8B": {"source": "Qwen/Qwen3-8B"}, "Qwen3-32B": {"source": "Qwen/Qwen3-32B"}})
+    config["datasets"]["aime25"] = {"loader": "aime25"}
+    config["verifiers"] = {"prm": {"source": "sail/ActPRM-X", "max_tokens": 4096}}
+    config["generation"]["answer_max_tokens"] = 32
+    config["sweeps"] = [
+        {"datasets": ["aime25"], "models": ["Qwen3-8B", "Qwen3-32B"], "bits": [16], "budgets": [1000, 2000],
+         "samples": 4, "k": [1], "selection": ["majority"]},
+        {"datasets": ["aime25"], "models": ["Qwen3-8B"], "bits": [16], "budgets": [1000], "samples": 2, "k": [1],
+         "selection": ["majority", "prm_best_of_n"], "verifier": "prm"}]
+    return grid.validate(config)
+
+
+def test_plan_counts_tokens_hours_and_verify_records_by_hand(small):
+    """Per job: 30 questions x 4 samples x (2000 + 2 budgets x 32) = 247,680 tokens; at 100 tok/s
+    0.688 GPU-hours. The PRM reads 30 x 4 samples x 2 budgets = 240 traces of Qwen3-8B's job."""
+    p = plan(small, {"Qwen3-8B": 100.0})
+    assert p["jobs"] == 2 and p["cells"] == 2 * 2 and p["tokens"] == 2 * 247_680
+    assert [(j["model"], j["questions"], j["samples"], j["max_budget"], j["budgets"], j["tokens"])
+            for j in p["per_job"]] == [("Qwen3-32B", 30, 4, 2000, 2, 247_680), ("Qwen3-8B", 30, 4, 2000, 2, 247_680)]
+    assert p["per_model"]["Qwen3-8B"] == {"jobs": 1, "tokens": 247_680, "gpu_hours": pytest.approx(247_680 / 360_000)}
+    assert p["per_model"]["Qwen3-32B"]["gpu_hours"] is None and p["gpu_hours"] is None  # no rate for it
+    assert p["verify_jobs"] == [{"job": "aime25/Qwen3-8B/w16/kv-full", "verifier": "prm", "records": 240,
+                                 "max_tokens": 4096}]
+    p = plan(small, {"Qwen3-8B": 100.0, "default": 200.0})
+    assert p["per_model"]["Qwen3-32B"]["gpu_hours"] == pytest.approx(247_680 / 200 / 3600)
+    assert p["gpu_hours"] == pytest.approx(247_680 / 100 / 3600 + 247_680 / 200 / 3600)
+    rows = {r["model"]: r for r in p["gpu_memory"]}
+    assert list(rows) == ["Qwen3-8B", "Qwen3-32B"]  # the config's model order
+    assert rows["Qwen3-8B"]["context_tokens"] == 1024 + 2000 + 16 + 32 + 1
+    assert rows["Qwen3-8B"]["bits"] == 16 and rows["Qwen3-8B"]["weights"] == "bf16"
+    assert [r["shards"] for r in p["runtimes"]] == [1, 1]
+
+
+def test_plan_command_prints_the_totals(small, tmp_path, capsys):
+    import yaml
+
+    path = tmp_path / "c.yaml"
+    path.write_text(yaml.safe_dump(small))
+    run(argparse.Namespace(config=str(path), throughput=["default=100"], json=False))
+    out = capsys.readouterr().out
+    assert out.startswith("4 cells in 2 generation jobs; 495,360 tokens to generate\n")
+    assert "1 verify jobs (PRM Best-of-N, prm): 240 sample traces to score" in out
+    assert "  Qwen3-8B: 1 jobs, 247,680 tokens, 0.7 GPU-hours\n" in out and "total: 1.4 GPU-hours\n" in out
+    assert "0 of 2 jobs run as question shards\n" in out
+    run(argparse.Namespace(config=str(path), throughput=[], json=True))
+    import json
+
+    assert json.loads(capsys.readouterr().out)["tokens"] == 495_360
