@@ -44,6 +44,7 @@ def test_progress_name_is_the_readable_id_and_twelve_hex_digits_of_its_sha256():
     assert progress_name("café") == f"caf_.{sha12('café')}.json"
     assert progress_name("..hidden") == f"hidden.{sha12('..hidden')}.json"
     assert progress_name("...") == f"q.{sha12('...')}.json"
+    assert progress_name(".X-1") == f"X-1.{sha12('.X-1')}.json"
     assert progress_name("") == f"q.{sha12('')}.json"
     long = "LiveCodeBench/" + "x" * 100
     assert progress_name(long) == f"LiveCodeBench_{'x' * 46}.{sha12(long)}.json"
@@ -122,7 +123,11 @@ def test_model_fingerprint_follows_file_names_sizes_and_times(tmp_path):
     second = model_fingerprint(str(tmp_path))
     assert second != first
     (tmp_path / "b.bin").write_bytes(b"")
+    os.utime(tmp_path / "b.bin", ns=(0, 7))
     assert model_fingerprint(str(tmp_path)) not in (first, second)
+    # the identity stored progress is filed under: "name:bytes:mtime_ns" per file, sorted, one a line
+    listing = f"a.bin:2:{st.st_mtime_ns + 1}\nb.bin:0:7"
+    assert model_fingerprint(str(tmp_path)) == hashlib.sha256(listing.encode()).hexdigest()[:16]
     (tmp_path / "b.bin").unlink()
     (tmp_path / "a.bin").write_bytes(b"123")
     os.utime(tmp_path / "a.bin", ns=(st.st_atime_ns, st.st_mtime_ns + 1))
@@ -136,3 +141,12 @@ def test_saved_file_carries_the_exact_id_and_prompt_digest(tmp_path, qid):
     data = json.loads((store.dir / progress_name(qid)).read_text(encoding="utf-8"))
     assert data["question_id"] == qid and data["prompt_sha256"] == prompt_digest([9])
     assert [s["sample"] for s in data["samples"]] == [0, 1]  # sorted by sample
+    # compact: token ids are most of a progress file (32 samples x 30k tokens), a space after
+    # every comma would add a sixth
+    text = (store.dir / progress_name(qid)).read_text(encoding="utf-8")
+    assert '"thinking_ids":[4,5]' in text and ", " not in text and ": " not in text
+
+
+def test_store_folder_is_made_with_its_parents(tmp_path):
+    store = ProgressStore(tmp_path / "results" / "progress", {"model": "m"})
+    assert store.dir.parent == tmp_path / "results" / "progress" and (store.dir / "identity.json").exists()
