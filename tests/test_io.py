@@ -66,6 +66,10 @@ def test_framed_file_without_a_header_or_empty_is_refused(tmp_path):
         read_framed_jsonl(path)
     path.write_text('{"_header": {"a": 1}}\n{"_footer": {"records": 0}}\n')
     assert read_framed_jsonl(path) == ({"a": 1}, [])
+    path.write_text('{"_header": {}}\n{"i": 1}\n{"i": \n{"_footer": {"records": 2}}\n')
+    with pytest.raises(UserError, match=r"plain\.jsonl: truncated or corrupt \(bad JSON at line 3: Expecting value\): "
+                                        r"delete it and rerun the step that writes it$"):
+        read_framed_jsonl(path)
 
 
 def test_framed_file_is_header_records_footer_one_json_per_line(tmp_path):
@@ -132,12 +136,14 @@ def test_atomic_writes_replace_whole_or_leave_the_old(tmp_path):
             os.chmod(tmp / "run.sh", 0o700)
             (tmp / "data.bin").write_text("z")
             os.chmod(tmp / "data.bin", 0o600)
+            (tmp / "tool").write_text("x")
+            os.chmod(tmp / "tool", 0o601)  # executable by others only: still an executable
             (tmp / "sub").mkdir(mode=0o700)
             os.symlink("data.bin", tmp / "link")
     finally:
         os.umask(old)
-    assert sorted(p.name for p in (tmp_path / "m").iterdir()) == ["data.bin", "link", "run.sh", "sub"]
+    assert sorted(p.name for p in (tmp_path / "m").iterdir()) == ["data.bin", "link", "run.sh", "sub", "tool"]
     modes = {p.name: p.lstat().st_mode & 0o777 for p in (tmp_path / "m").iterdir() if not p.is_symlink()}
-    assert modes == {"run.sh": 0o750, "data.bin": 0o640, "sub": 0o750}
+    assert modes == {"run.sh": 0o750, "data.bin": 0o640, "sub": 0o750, "tool": 0o750}
     assert (tmp_path / "m").stat().st_mode & 0o777 == 0o750
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a.txt", "m"]
