@@ -29,6 +29,7 @@ def test_manifest_lists_every_file_with_its_size_and_sha256(tmp_path):
         "files": {"config.json": {"bytes": 3, "sha256": ABC_SHA256},
                   "sub/w.bin": {"bytes": 10, "sha256": hashlib.sha256(b"\x00" * 10).hexdigest()}}}
     assert manifest.build(model) == json.loads(written.read_text())  # the manifest does not list itself
+    assert written.read_text().startswith('{\n "files": {\n  "config.json": {\n   "bytes": 3,\n   "sha256": "ba78')
     assert manifest.sha256(model / "config.json", chunk=1) == ABC_SHA256  # read in chunks: the same digest
 
 
