@@ -162,6 +162,8 @@ def test_every_spelling_of_a_format_and_the_refusals():
         with pytest.raises(UserError, match=r"unknown weight format .* \(4, 8, 16 or one of gptq-4, gptq-8, bf16, "
                                             r"awq-4, fp8\)$"):
             weights.get(bad)
+    with pytest.raises(UserError, match=r"^unknown weight format 'True' "):  # a YAML 'yes' is not a format
+        weights.get(True)
     assert weights.by_tag(16).name == "bf16" and weights.by_tag("fp8").name == "fp8"
     with pytest.raises(UserError, match=r"^unknown weight tag 'gptq-4' \(one of 4, 8, 16, awq4, fp8\)$"):
         weights.by_tag("gptq-4")
