@@ -43,8 +43,8 @@ def test_gpu_memory_to_start_and_sequences_in_flight_by_hand():
 
 def test_throughputs_are_model_equals_tokens_per_second():
     assert parse_throughputs(["Qwen3-8B=600", "default=2500.5"]) == {"Qwen3-8B": 600.0, "default": 2500.5}
-    assert parse_throughputs([]) == {}
-    for bad in ("Qwen3-8B", "Qwen3-8B=fast", "=", ""):
+    assert parse_throughputs([]) == {} and parse_throughputs(["slow=0.5"]) == {"slow": 0.5}
+    for bad in ("Qwen3-8B", "Qwen3-8B=fast", "=", "", "m=1=2"):
         with pytest.raises(UserError, match=rf"^--throughput wants MODEL=TOKENS_PER_SECOND, got '{bad}'$"):
             parse_throughputs([bad])
     for bad in ("m=0", "m=-5"):

@@ -30,6 +30,11 @@ def test_shards_needed_by_hand():
     assert shards_needed(lambda q: 15 + 10 * q, 100, 25) == 100  # one question just fits: one each
     assert shards_needed(lambda q: 15 + 10 * q, 7, 35) == 4  # 2 questions (35 min) per shard: 7 / 2 -> 4
     assert shards_needed(lambda q: 10 * q, 1, 5) == 1
+    # a runtime that steps (sequences go through in waves of 4, as job_minutes' decode does):
+    # one question exactly at the limit, and so are 2-4; 30 questions need shards of at most 4 -> 8
+    waves = lambda q: 15 + 10 * ceil(q / 4)  # noqa: E731
+    assert shards_needed(waves, 30, 25) == 8 == fewest_shards_by_scan(waves, 30, 25)
+    assert shards_needed(waves, 30, 24.9) == 30
 
 
 @pytest.mark.parametrize("questions", [1, 2, 3, 7, 30, 198, 500])
