@@ -105,3 +105,25 @@ def test_plan_command_prints_the_totals(small, tmp_path, capsys):
     import json
 
     assert json.loads(capsys.readouterr().out)["tokens"] == 495_360
+
+
+def test_model_is_sized_by_its_architecture_key_then_source_then_name():
+    """A fine-tune in a local folder is sized by its `architecture`; without one by a hub source
+    or the model's name; a model of no known size (built here) as the smallest Qwen3."""
+    from notallbits.plan import model_arch
+
+    config = {"models": {"mine": {"source": "org/finetune", "architecture": "Qwen3-32B"},
+                         "hub": {"source": "Qwen/Qwen3-4B"}, "Qwen3-1.7B": {"source": "org/other"},
+                         "tiny": {"source": "results/models/tiny"}}}
+    assert model_arch(config, "mine") == Arch.named("Qwen3-32B")
+    assert model_arch(config, "hub") == Arch.named("Qwen3-4B")
+    assert model_arch(config, "Qwen3-1.7B") == Arch.named("Qwen3-1.7B")
+    assert model_arch(config, "tiny") == Arch.named("Qwen3-0.6B")
+    assert len({model_arch(config, m).params for m in config["models"]}) == 4
+
+
+def test_a_livecodebench_release_newer_than_the_table_counts_as_the_newest():
+    from notallbits.plan import question_count
+
+    assert question_count({"loader": "livecodebench", "version": "release_v9"}) == 1055
+    assert question_count({"loader": "livecodebench", "version": "release_v2", "limit": 100}) == 100
