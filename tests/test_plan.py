@@ -127,3 +127,70 @@ def test_a_livecodebench_release_newer_than_the_table_counts_as_the_newest():
 
     assert question_count({"loader": "livecodebench", "version": "release_v9"}) == 1055
     assert question_count({"loader": "livecodebench", "version": "release_v2", "limit": 100}) == 100
+
+
+# Qwen3-8B bf16, 8 sequences 4 at a time (2 waves), budgets 1000 and 6400, 32 answer tokens,
+# 1024-token prompts, 1,000 GB/s. Decode reads the weights once a step and every sequence's KV
+# once per generated token:
+#   steps = 2 waves x (6400 + 32) = 12,864
+#   full cache, per sequence: trace sum_t (1024 + t) = 1024 x 6400 + 6400^2 / 2 = 27,033,600 token
+#   reads, forced answers 32 x (1024 + 1000) + 32 x (1024 + 6400) = 302,336
+#   StreamingLLM keeping 1000: trace 1024 x 6400 + (1000^2 / 2 + 1000 x 5400) = 12,453,600,
+#   answers 2 x 32 x (1024 + 1000) = 129,536
+STEPS = 12_864
+FULL_READS = 27_033_600 + 302_336
+STREAM_READS = 12_453_600 + 129_536
+
+
+def hand_seconds(token_reads, gpus=1):
+    return (STEPS * QWEN3_8B_BF16 + 8 * token_reads * KV_PER_TOKEN) / (gpus * 1000e9)
+
+
+def test_decode_seconds_by_hand_for_a_full_and_an_evicting_cache():
+    from notallbits.plan import decode_seconds
+
+    arch = Arch.named("Qwen3-8B")
+    args = (arch, 16, 8, [1000, 6400], 32, 4, 1, 1000)
+    assert decode_seconds(*args) == pytest.approx(hand_seconds(FULL_READS), rel=1e-12)
+    assert decode_seconds(*args, kv_tokens_held=lambda t: min(t, 1000)) == pytest.approx(
+        hand_seconds(STREAM_READS), rel=1e-12)
+    assert decode_seconds(arch, 16, 8, [1000, 6400], 32, 4, 2, 1000) == pytest.approx(hand_seconds(FULL_READS, 2))
+
+
+@pytest.fixture
+def runtime_config(small):
+    config = small
+    config["models"]["Qwen3-8B"]["gpus"] = 2
+    config["generation"].update(batch_size=4, answer_max_tokens=32)
+    config["hardware"]["gpu_bandwidth_gb_per_s"] = 1000
+    config["kv_methods"] = {"stream": {"method": "streamingllm", "budget": 1000}, "hqq4": {"method": "hqq", "nbits": 4}}
+    config["sweeps"] = [{"datasets": ["aime25"], "models": ["Qwen3-8B"], "bits": [16], "budgets": [1000, 6400],
+                         "samples": 8, "k": [1], "selection": ["majority"], "kv": ["full", "stream", "hqq4"],
+                         "backend": "vllm"}]
+    return grid.validate(config)
+
+
+def test_job_minutes_of_each_backend_by_hand(runtime_config):
+    """15 minutes of loading + 1.5 x the decode time. vLLM: as many full-length sequences in
+    flight as fit (here all 8 of one question: one wave). Compressed caches run on transformers,
+    a question's samples batch_size (4) at a time, 4x slower than the bandwidth bound; HQQ 4-bit
+    reads a quarter of the bytes per cached token; StreamingLLM holds at most its budget."""
+    from notallbits.plan import decode_seconds, job_minutes
+
+    config = runtime_config
+    jobs = grid.jobs(config)
+    arch = Arch.named("Qwen3-8B")
+    spec = {kv: jobs[grid.Job("aime25", "Qwen3-8B", 16, kv)] for kv in ("full", "stream", "hqq4")}
+    assert [spec[kv].backend for kv in spec] == ["vllm", "transformers", "transformers"]
+    assert job_minutes(config, spec["stream"].job, spec["stream"], 1) == pytest.approx(
+        15 + 1.5 * 4 * hand_seconds(STREAM_READS, gpus=2) / 60, rel=1e-12)
+    # HQQ 4-bit: a cached trace token costs a quarter (the prompt is counted in full):
+    # 1024 x 6400 + 6400^2 / 2 / 4 = 11,673,600; answers 32 x (1024 + 250) + 32 x (1024 + 1600) = 124,736
+    hqq = (STEPS * QWEN3_8B_BF16 + 8 * (11_673_600 + 124_736) * KV_PER_TOKEN) / (2 * 1000e9)
+    assert job_minutes(config, spec["hqq4"].job, spec["hqq4"], 1) == pytest.approx(15 + 1.5 * 4 * hqq / 60,
+                                                                                   rel=1e-12)
+    # vLLM: 8 sequences fit beside the weights on 2 x 79.6 GiB at 0.9 -> one wave of 6432 steps
+    one_wave = (STEPS / 2 * QWEN3_8B_BF16 + 8 * FULL_READS * KV_PER_TOKEN) / (2 * 1000e9)
+    assert job_minutes(config, spec["full"].job, spec["full"], 1) == pytest.approx(15 + 1.5 * one_wave / 60,
+                                                                                   rel=1e-12)
+    assert decode_seconds(arch, 16, 8, [1000, 6400], 32, 8, 2, 1000) == pytest.approx(one_wave, rel=1e-12)
