@@ -194,3 +194,16 @@ def test_job_minutes_of_each_backend_by_hand(runtime_config):
     assert job_minutes(config, spec["full"].job, spec["full"], 1) == pytest.approx(15 + 1.5 * one_wave / 60,
                                                                                    rel=1e-12)
     assert decode_seconds(arch, 16, 8, [1000, 6400], 32, 8, 2, 1000) == pytest.approx(one_wave, rel=1e-12)
+
+
+def test_runtimes_report_each_job_and_its_largest_shard(runtime_config):
+    """AIME25's 30 questions under a limit that 8 questions of the StreamingLLM job just meet:
+    4 shards (of 8, 8, 7, 7 questions), the largest shard's estimate is that of 8 questions."""
+    from notallbits.plan import job_minutes
+
+    config = runtime_config
+    spec = grid.jobs(config)[grid.Job("aime25", "Qwen3-8B", 16, "stream")]
+    config["hardware"]["max_runtime_minutes"] = job_minutes(config, spec.job, spec, 8)
+    row = next(r for r in plan(config, {})["runtimes"] if r["job"] == "aime25/Qwen3-8B/w16/kv-stream")
+    assert row == {"job": "aime25/Qwen3-8B/w16/kv-stream", "minutes": round(job_minutes(config, spec.job, spec, 30), 1),
+                   "shards": 4, "shard_minutes": round(job_minutes(config, spec.job, spec, 8), 1)}
