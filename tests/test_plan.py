@@ -207,3 +207,23 @@ def test_runtimes_report_each_job_and_its_largest_shard(runtime_config):
     row = next(r for r in plan(config, {})["runtimes"] if r["job"] == "aime25/Qwen3-8B/w16/kv-stream")
     assert row == {"job": "aime25/Qwen3-8B/w16/kv-stream", "minutes": round(job_minutes(config, spec.job, spec, 30), 1),
                    "shards": 4, "shard_minutes": round(job_minutes(config, spec.job, spec, 8), 1)}
+
+
+def test_gpu_memory_rows_by_hand(small):
+    """Qwen3-8B bf16, longest context 1024 + 2000 + 16 + 32 + 1 = 3073 tokens (453,132,288 B of
+    KV): (16,381,470,720 + 453,132,288) / 2^30 = 15.68 GiB, + 2 -> 17.7 GiB on 1 GPU, 9.8 on 2,
+    5.9 on 4. An 80 GB GPU (79.6 GiB at 0.9, less 2): 128 sequences on one, max_num_seqs (256) on
+    more. A 16 GiB GPU (14.4 usable): not on one; on two (2 x 12.4 GiB - weights) / KV = 22.6 -> 22,
+    on four 81. An evicting job on transformers is not sized for vLLM: its longer budget adds nothing."""
+    config = small
+    config["kv_methods"] = {"stream": {"method": "streamingllm", "budget": 1000}}
+    config["sweeps"].append({"datasets": ["aime25"], "models": ["Qwen3-8B"], "bits": [16], "budgets": [20000],
+                             "samples": 4, "k": [1], "selection": ["majority"], "kv": ["stream"]})
+    config = grid.validate(config)
+    row = next(r for r in plan(config, {})["gpu_memory"] if r["model"] == "Qwen3-8B")
+    assert row == {"model": "Qwen3-8B", "bits": 16, "weights": "bf16", "context_tokens": 3073,
+                   "gib_per_gpu_1": 17.7, "in_flight_1": 128, "gib_per_gpu_2": 9.8, "in_flight_2": 256,
+                   "gib_per_gpu_4": 5.9, "in_flight_4": 256}
+    config["hardware"]["gpu_memory_gib"] = 16
+    row = next(r for r in plan(config, {})["gpu_memory"] if r["model"] == "Qwen3-8B")
+    assert (row["in_flight_1"], row["in_flight_2"], row["in_flight_4"]) == (0, 22, 81)
