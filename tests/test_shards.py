@@ -248,3 +248,12 @@ def test_question_count_of_a_jsonl_set_counts_its_records(tmp_path):
     path.write_text("".join(f'{{"id": "q{i}", "question": "1+{i}?", "answer": "{i + 1}"}}\n\n' for i in range(6)))
     assert question_count({"loader": "jsonl", "path": str(path)}) == 6
     assert question_count({"loader": "jsonl", "path": str(path), "limit": 4}) == 4
+
+
+def test_generation_settings_leave_out_what_is_chosen_per_job():
+    """The backend and shard_tokens are decided per job (and a shard count is no setting of a
+    trace), so they are not in the settings a job runs with; a dataset's answer settings win."""
+    config = {"generation": {"backend": "vllm", "shard_tokens": 1000, "answer_max_tokens": 32, "temperature": 0.6},
+              "datasets": {"code": {"loader": "demo_code", "answer_max_tokens": 1024, "answer_prefix": "```"}}}
+    assert grid.generation_settings(config, "code") == {"answer_max_tokens": 1024, "temperature": 0.6,
+                                                        "answer_prefix": "```"}
