@@ -194,6 +194,12 @@ def test_job_minutes_of_each_backend_by_hand(runtime_config):
     assert job_minutes(config, spec["full"].job, spec["full"], 1) == pytest.approx(15 + 1.5 * one_wave / 60,
                                                                                    rel=1e-12)
     assert decode_seconds(arch, 16, 8, [1000, 6400], 32, 8, 2, 1000) == pytest.approx(one_wave, rel=1e-12)
+    # the full cache on transformers: batch_size at a time, 4x slower, every token held
+    config["sweeps"][0]["backend"] = "transformers"
+    full = grid.jobs(grid.validate(config))[grid.Job("aime25", "Qwen3-8B", 16, "full")]
+    assert full.backend == "transformers"
+    assert job_minutes(config, full.job, full, 1) == pytest.approx(15 + 1.5 * 4 * hand_seconds(FULL_READS, 2) / 60,
+                                                                   rel=1e-12)
 
 
 def test_runtimes_report_each_job_and_its_largest_shard(runtime_config):
