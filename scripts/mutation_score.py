@@ -2,7 +2,8 @@
 
 A module is one entry of [tool.mutmut] only_mutate in pyproject.toml. Each mutant is counted once:
 - killed: a fast test failed (mutmut's exit codes 1, 3) or ran out of time (mutmut stops a
-  mutant after timeout_multiplier x its tests' measured time in CPU seconds);
+  mutant after timeout_multiplier x its tests' measured time in CPU seconds; counted apart too,
+  since a slow fixture built afresh can also run out of time);
 - killed only by slow tests: survived the fast tests, then failed the slow ones
   (scripts/mutation_slow.py records those in mutants/slow-results.json);
 - equivalent: survived, and listed in tests/mutation-equivalent.txt with the reason no
@@ -34,7 +35,8 @@ SURVIVED = {0, 5}  # 5: pytest ran no test (all deselected), nothing failed
 NO_TESTS = {33}
 EQUIVALENT_FILE = "tests/mutation-equivalent.txt"
 SLOW_RESULTS = "slow-results.json"
-COLUMNS = ("mutants", "checked", "killed", "slow only", "survived", "equivalent", "no tests", "score")
+COLUMNS = ("mutants", "checked", "killed", "of which timeout", "slow only", "survived", "equivalent", "no tests",
+           "score")
 
 
 def module_patterns(pyproject: str = "pyproject.toml") -> dict[str, str]:
@@ -94,6 +96,7 @@ def tally(root: Path, patterns: dict[str, str], equivalent: dict[str, str]) -> d
     out = {}
     for module, codes in results(root, patterns).items():
         c = Counter(classify(code, name, equivalent, slow) for name, code in codes.items())
+        c["of which timeout"] = sum(code in TIMEOUT for code in codes.values())
         c["mutants"] = len(codes)
         c["checked"] = c["mutants"] - c["not checked"]
         out[module] = c

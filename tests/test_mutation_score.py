@@ -42,8 +42,8 @@ def test_counts_per_module(mutants):
     assert rows["generation/progress"]["killed"] == 1 and rows["kvcache"]["survived"] == 1
     assert rows["scoring"]["mutants"] == 0 and ms.score(rows["scoring"]) == "-"
     table = ms.table(rows)
-    assert "| plan | 8 | 6 | 2 | 1 | 1 | 1 | 1 | 40.0% |" in table
-    assert table.splitlines()[-1] == "| all | 10 | 8 | 3 | 1 | 2 | 1 | 1 | 42.9% |"
+    assert "| plan | 8 | 6 | 2 | 1 | 1 | 1 | 1 | 1 | 40.0% |" in table
+    assert table.splitlines()[-1] == "| all | 10 | 8 | 3 | 1 | 1 | 2 | 1 | 1 | 42.9% |"
 
 
 def test_pending_names_resume_a_part(mutants):
