@@ -230,6 +230,9 @@ def test_gpu_memory_rows_by_hand(small):
     assert row == {"model": "Qwen3-8B", "bits": 16, "weights": "bf16", "context_tokens": 3073,
                    "gib_per_gpu_1": 17.7, "in_flight_1": 128, "gib_per_gpu_2": 9.8, "in_flight_2": 256,
                    "gib_per_gpu_4": 5.9, "in_flight_4": 256}
+    # Qwen3-8B now has two jobs: 247,680 tokens + 30 x 4 x (20000 + 32) = 2,403,840
+    per_model = plan(config, {"Qwen3-8B": 100.0})["per_model"]["Qwen3-8B"]
+    assert per_model == {"jobs": 2, "tokens": 2_651_520, "gpu_hours": pytest.approx(2_651_520 / 100 / 3600)}
     config["hardware"]["gpu_memory_gib"] = 16
     row = next(r for r in plan(config, {})["gpu_memory"] if r["model"] == "Qwen3-8B")
     assert (row["in_flight_1"], row["in_flight_2"], row["in_flight_4"]) == (0, 22, 81)
