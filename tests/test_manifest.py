@@ -56,15 +56,15 @@ def test_missing_resized_and_altered_files_name_the_file(tmp_path):
     (model / "extra.txt").write_text("not listed")  # files beyond the manifest are ignored
     assert manifest.verify(model) is True
     (model / "sub" / "w.bin").write_bytes(b"\x00" * 11)
-    with pytest.raises(UserError, match=r"file sub/w\.bin is corrupt or incomplete \(size differs from its "
+    with pytest.raises(UserError, match=rf"^{model}: file sub/w\.bin is corrupt or incomplete \(size differs from its "
                                         r"manifest: 11 bytes, not 10\): delete this folder and rerun$"):
         manifest.verify(model, hashes=False)
     (model / "sub" / "w.bin").write_bytes(b"\x01" * 10)
     assert manifest.verify(model, hashes=False) is True  # sizes only
-    with pytest.raises(UserError, match=r"file sub/w\.bin is corrupt or incomplete \(size/hash differ"):
+    with pytest.raises(UserError, match=rf"^{model}: file sub/w\.bin is corrupt or incomplete \(size/hash differ"):
         manifest.verify(model)
     (model / "sub" / "w.bin").unlink()
-    with pytest.raises(UserError, match=r"file sub/w\.bin is corrupt or incomplete \(missing, but listed"):
+    with pytest.raises(UserError, match=rf"^{model}: file sub/w\.bin is corrupt or incomplete \(missing, but listed"):
         manifest.verify(model, hashes=False)
 
 
