@@ -147,3 +147,18 @@ def test_atomic_writes_replace_whole_or_leave_the_old(tmp_path):
     assert modes == {"run.sh": 0o750, "data.bin": 0o640, "sub": 0o750, "tool": 0o750}
     assert (tmp_path / "m").stat().st_mode & 0o777 == 0o750
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a.txt", "m"]
+
+
+def test_a_folder_swapped_in_is_readable_by_all_under_umask_022(tmp_path):
+    import os
+
+    from notallbits.io import atomic_dir
+
+    old = os.umask(0o022)
+    try:
+        with atomic_dir(tmp_path / "m") as tmp:
+            (tmp / "data.bin").write_text("z")
+            os.chmod(tmp / "data.bin", 0o600)
+    finally:
+        os.umask(old)
+    assert (tmp_path / "m" / "data.bin").stat().st_mode & 0o777 == 0o644
