@@ -84,8 +84,11 @@ def verify(folder: str | os.PathLike, hashes: bool = True) -> bool:
     try:
         manifest = json.loads(path.read_text(encoding="utf-8"))
         entries = manifest["files"]
-        assert isinstance(entries, dict)
-    except (ValueError, KeyError, TypeError, AssertionError):
+        if not isinstance(entries, dict) or not all(  # each {"bytes": int, "sha256": str}
+                isinstance(e, dict) and isinstance(e.get("bytes"), int) and isinstance(e.get("sha256"), str)
+                for e in entries.values()):
+            raise TypeError("files")
+    except (ValueError, KeyError, TypeError):
         raise _corrupt(folder, MANIFEST, "not a readable manifest") from None
     stats = {}
     for name, entry in sorted(entries.items()):

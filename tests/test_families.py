@@ -184,3 +184,42 @@ def test_schema_family_enum_is_the_family_table():
 
     enum = schema()["properties"]["models"]["additionalProperties"]["properties"]["family"]["enum"]
     assert enum == list(FAMILIES)
+
+
+# The keys of public config.json files that decide the bias tensors (Qwen2.5-7B-Instruct,
+# Qwen3-8B, Llama-3.1-8B-Instruct as published): Qwen2 always has q/k/v biases and no key for
+# it; Qwen3 and Llama have attention_bias false.
+QWEN25_7B = {"model_type": "qwen2", "hidden_size": 3584, "num_attention_heads": 28, "num_key_value_heads": 4,
+             "num_hidden_layers": 28, "intermediate_size": 18944, "vocab_size": 152064, "tie_word_embeddings": False}
+LLAMA31_8B = {"model_type": "llama", "attention_bias": False, "hidden_size": 4096, "num_attention_heads": 32,
+              "num_key_value_heads": 8, "num_hidden_layers": 32, "intermediate_size": 14336, "vocab_size": 128256,
+              "tie_word_embeddings": False, "head_dim": 128}
+
+
+def test_bias_and_norm_tensors_follow_the_family_and_its_config():
+    """Qwen2.5-7B holds 7,615,616,512 parameters (its model card's 7.61B: 28 layers of q/k/v
+    biases 3584 + 2 x 512 included); Llama-3.1-8B 8,030,261,248 (8.03B, no biases); with
+    attention_bias true Llama gains 32 x (4096 + 2 x 1024) bias values."""
+    from notallbits.families import family_of
+
+    assert family_of(QWEN25_7B).has_qkv_bias(QWEN25_7B) is True
+    assert family_of(LLAMA31_8B).has_qkv_bias(LLAMA31_8B) is False
+    assert family_of({**LLAMA31_8B, "attention_bias": True}).has_qkv_bias({"attention_bias": True}) is True
+    assert FAMILIES["qwen3"].has_qkv_bias({}) is False and FAMILIES["qwen3"].qk_norm
+    assert Arch.from_hf_config(QWEN25_7B).params == 7_615_616_512
+    assert Arch.from_hf_config(LLAMA31_8B).params == 8_030_261_248
+    biased = Arch.from_hf_config({**LLAMA31_8B, "attention_bias": True})
+    assert biased.params - 8_030_261_248 == 32 * (4096 + 2 * 1024)
+    # a decoder of no known family: no q/k norm, biases as its config states
+    other = Arch.from_hf_config({**LLAMA31_8B, "model_type": "mistral"})
+    assert other.params == 8_030_261_248 and not other.qk_norm
+    assert Arch.from_hf_config({**LLAMA31_8B, "model_type": "mistral", "attention_bias": True}).qkv_bias
+
+
+def test_family_of_names_the_file_and_the_known_families():
+    from notallbits.families import family_of
+
+    assert family_of({"model_type": "qwen2"}) is FAMILIES["qwen2"]
+    with pytest.raises(UserError, match=r"^config\.json: model_type None is not a known family "
+                                        r"\(known: qwen3, qwen2, llama; add one in notallbits/families\.py\)$"):
+        family_of({})

@@ -340,3 +340,61 @@ def test_kv_defaults_and_limits_by_hand():
         round((3000 - 128) * 512 * (0.25 + 0.125)) + 128 * 1024)
     with pytest.raises(UserError, match="samples must be positive, got 0"):
         kv_bytes(arch, {"method": "full"}, 3000, 0)
+
+
+def test_hqq_trace_shorter_than_its_residual_window_is_all_bf16():
+    """transformers' QuantizedCache keeps the most recent tokens (up to residual_length) in bf16
+    and quantizes the rest: a trace of 100 tokens under a 128-token window holds 100 bf16
+    tokens and nothing quantized (SMALL_QWEN3: 1024 B per token, 512 values); at 129 tokens one
+    token's 512 values are quantized, 4/8 + 32/(8 x 64) = 0.5625 B each = 288 B."""
+    arch = Arch.from_hf_config(SMALL_QWEN3)
+    hqq = {"method": "hqq", "nbits": 4, "q_group_size": 64, "residual_length": 128}
+    assert kv_bytes(arch, hqq, 100, 1) == 100 * 1024 == kv_bytes(arch, {"method": "full"}, 100, 1)
+    assert kv_bytes(arch, hqq, 1, 3) == 3 * 1024
+    assert kv_bytes(arch, hqq, 128, 1) == 128 * 1024
+    assert kv_bytes(arch, hqq, 129, 1) == 128 * 1024 + 288
+    assert kv_bytes(arch, hqq, 100, 1, residual=False) == 100 * 288  # the formula without the window
+    assert kv_bytes(arch, {**hqq, "residual_length": 1}, 100, 1) == 1024 + 99 * 288
+
+
+# A decoder whose widths are not multiples of the 128 block/group: hidden 192, intermediate 320,
+# 2 query heads and 1 KV head of 64, one layer, 10-token tied vocabulary, no q/k norm.
+ODD_ARCH = Arch(layers=1, kv_heads=1, head_dim=64, hidden=192, intermediate=320, heads=2, vocab=10, tied=True,
+                qk_norm=False)
+
+
+def test_fp8_blocks_cover_a_dimension_that_is_not_a_multiple_of_the_block():
+    """Qwen's -FP8 layout: one E4M3 byte per weight and a float32 weight_scale_inv of shape
+    [ceil(out/128), ceil(in/128)] per linear (a partial block at the edge has a scale of its own):
+      q   192 -> 128: 24576 + 1 x 2 x 4 = 24584      k, v 192 -> 64: 12288 + 1 x 2 x 4 = 12296 each
+      o   128 -> 192: 24576 + 2 x 1 x 4 = 24584      gate, up 192 -> 320: 61440 + 3 x 2 x 4 = 61464 each
+      down 320 -> 192: 61440 + 2 x 3 x 4 = 61464    -> 258152
+    bf16 rest: embedding 10 x 192 + norms 2 x 192 + final norm 192 = 2496 values = 4992 B."""
+    assert ODD_ARCH.linear_shapes() == [(192, 128), (192, 64), (192, 64), (128, 192), (192, 320), (192, 320),
+                                        (320, 192)]
+    assert ODD_ARCH.unquantized_params == 2496
+    assert weight_bytes(ODD_ARCH, 8, layout="fp8_block") == 258152 + 4992 == 263144
+    assert format_weight_bytes(ODD_ARCH, "fp8") == 263144
+    # 64 x 64 blocks: every edge divides, q 192 x 128 has 3 x 2 blocks
+    assert weight_bytes(ODD_ARCH, 8, layout="fp8_block", group_size=64) == (
+        24576 + 12288 * 2 + 24576 + 61440 * 3 + 4 * (6 + 3 + 3 + 6 + 15 + 15 + 15)) + 4992
+
+
+def test_gptq_groups_cover_a_fan_in_that_is_not_a_multiple_of_the_group():
+    """GPTQModel's packed layout with group 128 over fan-ins of 192 and 320: ceil(in/128) groups
+    (2 and 3) of fp16 scales and P_W-bit zeros per output, plus one int32 g_idx per input:
+      4-bit (qweight + qzeros + scales + g_idx):
+      q    192 -> 128: 12288 + 2 x 128 / 2 + 2 x 128 x 2 + 192 x 4 = 12288 + 128 + 512 + 768 = 13696
+      k, v 192 -> 64:   6144 +  64 +  256 + 768 = 7232 each
+      o    128 -> 192: 12288 +  96 +  384 + 512 = 13280 (one group)
+      gate, up 192 -> 320: 30720 + 320 + 1280 + 768 = 33088 each
+      down 320 -> 192: 30720 + 3 x 192 / 2 + 3 x 192 x 2 + 1280 = 30720 + 288 + 1152 + 1280 = 33440
+      -> 141056, + 4992 bf16 bytes = 146048."""
+    def linear(fan_in, fan_out, bits, groups):
+        return fan_in * fan_out * bits // 8 + groups * fan_out * bits // 8 + groups * fan_out * 2 + fan_in * 4
+
+    assert linear(192, 128, 4, 2) == 12288 + 128 + 512 + 768
+    shapes = [(192, 128, 2), (192, 64, 2), (192, 64, 2), (128, 192, 1), (192, 320, 2), (192, 320, 2), (320, 192, 3)]
+    for bits in (4, 8):
+        assert weight_bytes(ODD_ARCH, bits) == sum(linear(i, o, bits, g) for i, o, g in shapes) + 4992
+    assert weight_bytes(ODD_ARCH, 4) == 13696 + 7232 * 2 + 13280 + 33088 * 2 + 33440 + 4992 == 146048

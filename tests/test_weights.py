@@ -151,3 +151,29 @@ def test_awq_packing_is_autoawq_order(awq_model):
             theirs = layer(torch.eye(q.shape[0], dtype=torch.bfloat16)[None])[0].float()
         assert torch.allclose(theirs, ours, rtol=1e-2, atol=1e-3), (name, (theirs - ours).abs().max())
         assert int(q.min()) >= 0 and int(q.max()) <= 15 and 0 < len(q.unique()) <= 16
+
+
+def test_every_spelling_of_a_format_and_the_refusals():
+    """bits 4/8/16 (int or digits) are the paper's GPTQ-4, GPTQ-8 and bf16; a name or a path tag
+    is that format; anything else is one line listing what exists."""
+    assert [weights.get(b).name for b in (4, 8, 16, "8", "16")] == ["gptq-4", "gptq-8", "bf16", "gptq-8", "bf16"]
+    assert weights.get("fp8").name == "fp8" and weights.get("awq4").name == "awq-4"
+    for bad in (True, 3, "3", "w4", None, 4.0):
+        with pytest.raises(UserError, match=r"unknown weight format .* \(4, 8, 16 or one of gptq-4, gptq-8, bf16, "
+                                            r"awq-4, fp8\)$"):
+            weights.get(bad)
+    with pytest.raises(UserError, match=r"^unknown weight format 'True' "):  # a YAML 'yes' is not a format
+        weights.get(True)
+    assert weights.by_tag(16).name == "bf16" and weights.by_tag("fp8").name == "fp8"
+    with pytest.raises(UserError, match=r"^unknown weight tag 'gptq-4' \(one of 4, 8, 16, awq4, fp8\)$"):
+        weights.by_tag("gptq-4")
+    assert weights.of("awq", "4").name == "awq-4" and weights.of("bf16", 16).name == "bf16"
+    with pytest.raises(UserError, match=r"^no weight format awq at 8 bits \(known: gptq-4, gptq-8, bf16, awq-4, "
+                                        r"fp8\)$"):
+        weights.of("awq", 8)
+    assert [weights.default_method(b) for b in (4, "8", 16, 3)] == ["gptq", "gptq", "bf16", ""]
+    assert [f.quantized for f in weights.FORMATS.values()] == [True, True, False, True, True]
+    assert weights.METHODS == ("gptq", "bf16", "awq", "fp8")
+    assert [(f.bits, f.tag, f.layout, f.calibrated) for f in weights.FORMATS.values()] == [
+        (4, "4", "gptq", True), (8, "8", "gptq", True), (16, "16", "native", False), (4, "awq4", "awq", True),
+        (8, "fp8", "fp8_block", False)]
