@@ -4,6 +4,7 @@ generate and the GPU-hours they imply at throughputs the user states per model."
 from __future__ import annotations
 
 import argparse
+from functools import lru_cache
 import json
 from pathlib import Path
 

@@ -99,7 +99,7 @@ def test_plan_command_prints_the_totals(small, tmp_path, capsys):
     out = capsys.readouterr().out
     assert out.startswith("4 cells in 2 generation jobs; 495,360 tokens to generate\n")
     assert "1 verify jobs (PRM Best-of-N, prm): 240 sample traces to score" in out
-    assert "  Qwen3-8B: 1 jobs, 247,680 tokens, 0.7 GPU-hours\n" in out and "total: 1.4 GPU-hours\n" in out
+    assert "  Qwen3-8B: 1 job, 247,680 tokens, 0.7 GPU-hours\n" in out and "total: 1.4 GPU-hours\n" in out
     assert "0 of 2 jobs run as question shards\n" in out
     run(argparse.Namespace(config=str(path), throughput=[], json=True))
     import json
@@ -109,7 +109,7 @@ def test_plan_command_prints_the_totals(small, tmp_path, capsys):
 
 def test_model_is_sized_by_its_architecture_key_then_source_then_name():
     """A fine-tune in a local folder is sized by its `architecture`; without one by a hub source
-    or the model's name; a model of no known size (built here) as the smallest Qwen3."""
+    or the model's name; a model of no known size stops with one line."""
     from notallbits.plan import model_arch
 
     config = {"models": {"mine": {"source": "org/finetune", "architecture": "Qwen3-32B"},
@@ -118,8 +118,9 @@ def test_model_is_sized_by_its_architecture_key_then_source_then_name():
     assert model_arch(config, "mine") == Arch.named("Qwen3-32B")
     assert model_arch(config, "hub") == Arch.named("Qwen3-4B")
     assert model_arch(config, "Qwen3-1.7B") == Arch.named("Qwen3-1.7B")
-    assert model_arch(config, "tiny") == Arch.named("Qwen3-0.6B")
-    assert len({model_arch(config, m).params for m in config["models"]}) == 4
+    with pytest.raises(UserError, match=r"models\.tiny: no architecture facts for 'results/models/tiny'"):
+        model_arch(config, "tiny")  # never sized as some default model
+    assert len({model_arch(config, m).params for m in ("mine", "hub", "Qwen3-1.7B")}) == 3
 
 
 def test_a_livecodebench_release_newer_than_the_table_counts_as_the_newest():
