@@ -150,7 +150,7 @@ def test_rkv_padding_takes_no_part():
 def test_rkv_scratch_memory_within_layer_kv():
     """One compression's working memory stays under the layer's own K + V bytes (what the
     memory model counts as R-KV scratch); an L x L similarity matrix alone would not."""
-    from notallbits.kvcache.bench import peak_extra_bytes
+    from notallbits.bench.kv_methods import peak_extra_bytes
 
     g = torch.Generator().manual_seed(0)
     queries, keys = torch.randn(2, 16, 8, 64, generator=g), torch.randn(2, 4, 700, 64, generator=g)

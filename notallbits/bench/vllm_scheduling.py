@@ -1,7 +1,7 @@
-"""Benchmark of the vLLM backend's scheduling against its bound, on this machine (issue #11).
+"""Benchmark of the vLLM backend's scheduling against its bound, on this machine.
 
-    python -m notallbits.generation.bench --model tiny            # a random tiny Qwen3, built here
-    python -m notallbits.generation.bench --model models/toy/toy-l --dataset toy_math
+    python -m notallbits.bench.vllm_scheduling --model tiny            # a random tiny Qwen3, built here
+    python -m notallbits.bench.vllm_scheduling --model models/toy/toy-l --dataset toy_math
 
 Runs one generation job (questions x samples, budget forcing) three ways in one engine and
 prints, side by side: wall seconds, engine steps, sequences in flight per step, and the
@@ -62,7 +62,7 @@ def questions_for(dataset: str, n: int) -> list[dict]:
 
 
 def main(argv: list[str] | None = None) -> None:
-    p = argparse.ArgumentParser(prog="python -m notallbits.generation.bench", description=__doc__.split("\n")[0])
+    p = argparse.ArgumentParser(prog="python -m notallbits.bench.vllm_scheduling", description=__doc__.split("\n")[0])
     p.add_argument("--model", default="tiny", help="model folder, or 'tiny' for a random tiny Qwen3 built here")
     p.add_argument("--dataset", default=None, help="demo_arith (default for tiny) or a toy loader (toy_math)")
     p.add_argument("--questions", type=int, default=16)

@@ -1,7 +1,7 @@
 """Throughput of the transformers backend on a whole generation job, per KV method and batch
-shape, against the full cache on the same machine (issue 12).
+shape, against the full cache on the same machine.
 
-    python -m notallbits.kvcache.throughput models/toy/toy-l --prompt-style toy \\
+    python -m notallbits.bench.kv_throughput models/toy/toy-l --prompt-style toy \\
         --questions 16 --samples 8 --batch-size 128 --budgets 32 64
 
 For each method it runs the job's questions x samples through ``generate_job`` (mode
@@ -10,7 +10,7 @@ base ``Backend.generate_job`` (one question's samples at a time), and prints gen
 tokens/s (thinking + forced answers), the ratio to the full cache, the seconds spent in the
 forced answers, and what one fork of the cache at the largest budget costs: copy.deepcopy
 (what forcing did before) vs kvcache.fork. It only uses interfaces that the per-question
-code before issue 12 also has, so the same file run with PYTHONPATH at an older checkout
+code before batching across questions also has, so the same file run with PYTHONPATH at an older checkout
 measures that code on the same machine ("before").
 """
 
@@ -67,7 +67,7 @@ def fork_ms(backend, requests, spec, rows: int, repeats: int = 5) -> dict:
 
     try:
         from notallbits.kvcache import fork
-    except ImportError:  # the code before issue 12 forked with copy.deepcopy only
+    except ImportError:  # older code forked with copy.deepcopy only
         fork = None
     prompt = list(requests[0].prompt_ids)
     with torch.inference_mode():
@@ -127,7 +127,7 @@ def main(argv=None) -> None:
     requests = job(tokenizer, args.questions, args.samples, args.prompt_style)
     from notallbits.generation.backend import Backend
 
-    # code without a batched generate_job (before issue 12) walks the questions one by one
+    # code without a batched generate_job (older code) walks the questions one by one
     default = "per-question" if TransformersBackend.generate_job is Backend.generate_job else "batched"
     modes = [(default, False)] + ([("per-question", True)] if args.per_question else [])
     run_job(TransformersBackend(model, tokenizer, settings["full"], args.temperature, 0.95, 8),
