@@ -234,7 +234,9 @@ def step_one(a) -> dict:
     scale = torch.finfo(dtype).bits // 8 / 2
     model_peak = scale * METHODS[s["method"]].sample_bytes(s, t, a.layers, values) * a.batch
     answer_kv = scale * values * 2 * a.answer * a.batch
+    weights = sum(t.nbytes for t in model.parameters())
     return {"method": a.method, "step_s": step_s, "decode_peak": decode_peak, "force_peak": force_peak,
+            "weight_bytes": weights,
             "held": held, "before_decode": before_decode, "before_force": before_force,
             "model_peak": model_peak, "answer_kv": answer_kv, "trace": t}
 
@@ -272,19 +274,44 @@ def gpu_check(report) -> None:
                f"forcing {force:.2f}x the memory model")
 
 
+def copy_bandwidth(device: str, mib: int = 256) -> float:
+    """Bytes per second this device moves in a large tensor copy (read + write)."""
+    import torch
+
+    device = device if device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
+    x = torch.empty(mib * MIB // 4, device=device)
+    y = torch.empty_like(x)
+    best = float("inf")
+    for _ in range(5):
+        if device == "cuda":
+            torch.cuda.synchronize()
+        t = time.perf_counter()
+        y.copy_(x)
+        if device == "cuda":
+            torch.cuda.synchronize()
+        best = min(best, time.perf_counter() - t)
+    return 2 * x.nbytes / best
+
+
 def step_table(a) -> None:
     common = step_args(a)
     print(f"step: {a.layers} layers of {a.heads} query / {a.kv_heads} KV heads x {a.head_dim}, {a.dtype}, "
           f"batch {a.batch}, prompt {a.tokens} + {a.warmup} warm-up + {a.steps} timed steps, answer {a.answer}; "
           f"KV budget {a.kv_budget} (R-KV buffer {a.rkv_buffer}), HQQ 4-bit residual {a.hqq_residual}")
-    print(f"{'method':<13}{'ms/step':>9}{'vs full':>8}{'held MiB':>9}{'decode peak':>12}{'model':>8}{'ratio':>7}"
-          f"{'force peak':>11}{'model+ans':>10}{'ratio':>7}")
+    _threads(a.threads)
+    bandwidth = copy_bandwidth(a.device)
+    print(f"copy bandwidth of this device: {bandwidth / 1e9:.1f} GB/s; 'x bytes' = step time / the time to move "
+          "the weights + the held KV once at that bandwidth")
+    print(f"{'method':<13}{'ms/step':>9}{'vs full':>8}{'x bytes':>8}{'held MiB':>9}{'decode peak':>12}{'model':>8}"
+          f"{'ratio':>7}{'force peak':>11}{'model+ans':>10}{'ratio':>7}")
     full = None
     for method in a.methods:
         r = _child(["_step", method, *common])
         full = r["step_s"] if method == "full" else full
         ratio = f"{r['step_s'] / full:.2f}" if full else "-"
-        print(f"{method:<13}{r['step_s'] * 1e3:>9.2f}{ratio:>8}{r['held'] / MIB:>9.1f}{r['decode_peak'] / MIB:>12.1f}"
+        moved = (r["weight_bytes"] + r["held"]) / bandwidth
+        print(f"{method:<13}{r['step_s'] * 1e3:>9.2f}{ratio:>8}{r['step_s'] / moved:>8.1f}{r['held'] / MIB:>9.1f}"
+              f"{r['decode_peak'] / MIB:>12.1f}"
               f"{r['model_peak'] / MIB:>8.1f}{r['decode_peak'] / r['model_peak']:>7.2f}{r['force_peak'] / MIB:>11.1f}"
               f"{(r['model_peak'] + r['answer_kv']) / MIB:>10.1f}"
               f"{r['force_peak'] / (r['model_peak'] + r['answer_kv']):>7.2f}", flush=True)

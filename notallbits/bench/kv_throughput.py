@@ -115,6 +115,9 @@ def main(argv=None) -> None:
     p.add_argument("--per-question", action="store_true", help="also run one question at a time")
     p.add_argument("--dtype", default="bfloat16")
     p.add_argument("--device", default="auto")
+    p.add_argument("--gptq-kernel", default="gptq_triton",
+                   help="GPTQ checkpoints on CUDA: the kernel, as generation.gptq_kernel "
+                        "(gptq_triton, gptq_torch, gptq_marlin, gptq_exllama_v2, auto)")
     p.add_argument("--temperature", type=float, default=0.6)
     p.add_argument("--repeats", type=int, default=2, help="runs per cell; the fastest is printed")
     args = p.parse_args(argv)
@@ -122,7 +125,7 @@ def main(argv=None) -> None:
                 "streamingllm": {"method": "streamingllm", "budget": args.kv_budget},
                 "rkv": {"method": "rkv", "budget": args.kv_budget, "buffer": args.rkv_buffer},
                 "hqq": {"method": "hqq", "nbits": 4, "residual_length": args.hqq_residual}}
-    model, tokenizer = load_model(args.model, args.dtype, args.device)
+    model, tokenizer = load_model(args.model, args.dtype, args.device, args.gptq_kernel)
     spec = ForcingSpec.from_tokenizer(tokenizer, args.budgets, "Wait", "\n\n**Final Answer**\n\\boxed{", 8)
     requests = job(tokenizer, args.questions, args.samples, args.prompt_style)
     from notallbits.generation.backend import Backend

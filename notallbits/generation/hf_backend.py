@@ -18,7 +18,7 @@ import time
 
 from notallbits import UserError
 from notallbits.generation.backend import Backend
-from notallbits.generation.torch_device import resolve_device
+from notallbits.generation.torch_device import GPTQ_KERNELS, resolve_device
 from notallbits.generation.forcing import ForcingSpec, QuestionRequest, SampleResult, Trace
 from notallbits.generation.sampling import derive_seed, sample_rows
 
@@ -215,8 +215,8 @@ class TransformersBackend(Backend):
             ids = torch.tensor([[pad_id] * (width - len(p)) + list(p) for p in prompts], device=self.device)
             pad0 = torch.tensor([width - len(p) for p in prompts], device=self.device)
             set_padding(cache, pad0)
-            # the trace's slots at once (a full cache holds them all; the others use fewer)
-            reserve(cache, width + spec.max_budget + 2 * (len(spec.answer_prefix_ids) + spec.answer_max_tokens))
+            # the trace's slots beyond the prompt at once (a full cache holds them all; the others cap it)
+            reserve(cache, spec.max_budget + 2 * (len(spec.answer_prefix_ids) + spec.answer_max_tokens))
             logits = self._forward(ids, cache, -pad0, pad0)
             pos = torch.tensor([len(p) for p in prompts], device=self.device)
             traces = [Trace(spec) for _ in range(rows)]

@@ -86,6 +86,10 @@ class RowHQQLayer(SlotLayer):
     def set_padding(self, pad) -> None:
         self.pad, self.pad_host = pad, pad.cpu()
 
+    def reserve(self, tokens: int) -> None:
+        """The residual window never holds more than ``residual_length`` tokens (+ a fork's)."""
+        super().reserve(min(tokens, self.residual_length))
+
     def update(self, key_states, value_states, *args, **kwargs):
         if self.pad is None:
             self.set_padding(torch.zeros(key_states.shape[0], dtype=torch.long, device=key_states.device))

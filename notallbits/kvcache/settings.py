@@ -17,7 +17,8 @@ from notallbits import UserError
 
 NATIVE_BYTES = 2  # bf16 keys and values
 # StreamingLLM masks the tokens it evicts and drops them together once this many are held
-# (eviction.StreamingLLMLayer): its cache peaks at budget + STREAMING_SLACK tokens
+# (eviction.StreamingLLMLayer): on the transformers backend its slots peak at budget +
+# STREAMING_SLACK tokens (memory.kv_row_bytes counts them; the method's own memory is its budget)
 STREAMING_SLACK = 64
 SCALE_BITS = 16  # HQQ's scale and zero point per group
 
@@ -73,7 +74,7 @@ METHODS: dict[str, KVMethod] = {m.name: m for m in [
              factory="notallbits.kvcache:full_cache"),
     # StreamingLLM (Xiao et al. 2024): attention sinks + a window of recent tokens
     KVMethod("streamingllm", {"budget": 2048, "sink": 4}, needs_transformers=True,
-             tokens_held=lambda s, t: min(t, s["budget"] + STREAMING_SLACK),
+             tokens_held=lambda s, t: min(t, s["budget"]),
              check=lambda s: (f"budget {s['budget']} must exceed sink {s['sink']}"
                               if s["budget"] <= s["sink"] else None),
              factory="notallbits.kvcache.eviction:streamingllm_cache"),
