@@ -14,8 +14,9 @@ head_dim 128; ``--layers`` of them, small MLP and vocabulary, so the step time i
 a prompt of ``--tokens`` tokens per row, then ``--steps`` decode steps timed and a forced
 answer (``--answer`` tokens on a fork of the cache). Prints per method: the time per decode
 step and its ratio to the full cache's at the same trace length; the peak bytes during decode
-and during forcing (above the weights and inputs) against the memory model's estimate of the
-cache at its peak (``kv_peak_bytes``) and of the cache + the answer's tokens.
+and during forcing (above the weights and inputs) against the memory model's estimate
+(memory.kv_row_bytes x rows, less the prefill's activations; code without it: the cache at its
+peak, plus the answer's tokens when forcing).
 
 Peak memory: on CUDA ``torch.cuda.max_memory_allocated``; on CPU the process's resident
 high-water mark (VmHWM, reset through /proc/self/clear_refs before each phase), with
@@ -145,15 +146,18 @@ def rows_one(a) -> dict:
 
 
 def row_kv_bytes(config, settings: dict, tokens: int, dtype) -> int:
-    """The KV bytes one row holds at its peak, as kvcache.settings counts them (in ``dtype``)."""
+    """The KV cache of one row at its peak tokens, as kvcache.settings counts them (in ``dtype``;
+    HQQ: quantized + residual window; no scratch)."""
     import torch
 
     from notallbits.kvcache.settings import METHODS, NATIVE_BYTES, normalize
 
     s = normalize(settings)
     values = 2 * config.num_hidden_layers * config.num_key_value_heads * config.head_dim
-    return METHODS[s["method"]].sample_bytes(s, tokens, config.num_hidden_layers, values) \
-        * torch.finfo(dtype).bits // 8 // NATIVE_BYTES
+    method = METHODS[s["method"]]
+    held = method.sample_bytes(s, tokens, config.num_hidden_layers, values) if s["method"] == "hqq" \
+        else method.tokens_held(s, tokens) * values * NATIVE_BYTES  # the cache itself, no scratch
+    return held * torch.finfo(dtype).bits // 8 // NATIVE_BYTES
 
 
 def rows_table(a) -> None:
@@ -227,18 +231,36 @@ def step_one(a) -> dict:
             forward(twin, ids[:, t + j : t + j + 1], t + j)
         force_peak = peak.peak() - base
         del twin
-    values = 2 * a.layers * a.kv_heads * a.head_dim
-    from notallbits.kvcache.settings import METHODS, normalize
-
-    s = normalize(settings)
-    scale = torch.finfo(dtype).bits // 8 / 2
-    model_peak = scale * METHODS[s["method"]].sample_bytes(s, t, a.layers, values) * a.batch
-    answer_kv = scale * values * 2 * a.answer * a.batch
+    decode_model, force_model = model_estimate(config, settings, t, a.answer, dtype)
+    answer_kv = torch.finfo(dtype).bits // 8 * 2 * a.layers * a.kv_heads * a.head_dim * a.answer * a.batch
     weights = sum(t.nbytes for t in model.parameters())
     return {"method": a.method, "step_s": step_s, "decode_peak": decode_peak, "force_peak": force_peak,
             "weight_bytes": weights,
             "held": held, "before_decode": before_decode, "before_force": before_force,
-            "model_peak": model_peak, "answer_kv": answer_kv, "trace": t}
+            "model_peak": decode_model * a.batch, "model_force": force_model * a.batch, "answer_kv": answer_kv,
+            "trace": t}
+
+
+def model_estimate(config, settings: dict, trace: int, answer: int, dtype) -> tuple[float, float]:
+    """The memory model's bytes of one row during decode and during forcing (memory.kv_row_bytes,
+    in ``dtype``): the row's peak less the prefill's activations; during decode also less the
+    fork's parts. Older code without kv_row_bytes: the cache at its peak (settings.sample_bytes)."""
+    import torch
+
+    scale = torch.finfo(dtype).bits // 8 / 2
+    try:
+        from notallbits.memory import Arch, kv_row_bytes
+    except ImportError:
+        from notallbits.kvcache.settings import METHODS, normalize
+
+        s = normalize(settings)
+        values = 2 * config.num_hidden_layers * config.num_key_value_heads * config.head_dim
+        cache = scale * METHODS[s["method"]].sample_bytes(s, trace, config.num_hidden_layers, values)
+        return cache, cache + scale * values * 2 * answer
+    parts = kv_row_bytes(Arch.from_hf_config(config.to_dict()), settings, trace, answer, 1)
+    force = parts["total"] - parts["activations"]
+    decode = force - parts["fork_tail"] - parts["hqq_fork_requantized"]
+    return scale * decode, scale * force
 
 
 def step_args(a) -> list[str]:
@@ -265,7 +287,7 @@ def gpu_check(report) -> None:
             report("FAIL", f"kv-memory {method}", str(exc).splitlines()[-1])
             return
         ratio = r["step_s"] / rows["full"]["step_s"]
-        decode, force = r["decode_peak"] / r["model_peak"], r["force_peak"] / (r["model_peak"] + r["answer_kv"])
+        decode, force = r["decode_peak"] / r["model_peak"], r["force_peak"] / r["model_force"]
         limit = 2.0 if method == "hqq" else 1.3
         if decode > 1.25 or force > 1.25 or ratio > limit:
             bad.append(method)
@@ -303,7 +325,7 @@ def step_table(a) -> None:
     print(f"copy bandwidth of this device: {bandwidth / 1e9:.1f} GB/s; 'x bytes' = step time / the time to move "
           "the weights + the held KV once at that bandwidth")
     print(f"{'method':<13}{'ms/step':>9}{'vs full':>8}{'x bytes':>8}{'held MiB':>9}{'decode peak':>12}{'model':>8}"
-          f"{'ratio':>7}{'force peak':>11}{'model+ans':>10}{'ratio':>7}")
+          f"{'ratio':>7}{'force peak':>11}{'model':>10}{'ratio':>7}")
     full = None
     for method in a.methods:
         r = _child(["_step", method, *common])
@@ -313,8 +335,7 @@ def step_table(a) -> None:
         print(f"{method:<13}{r['step_s'] * 1e3:>9.2f}{ratio:>8}{r['step_s'] / moved:>8.1f}{r['held'] / MIB:>9.1f}"
               f"{r['decode_peak'] / MIB:>12.1f}"
               f"{r['model_peak'] / MIB:>8.1f}{r['decode_peak'] / r['model_peak']:>7.2f}{r['force_peak'] / MIB:>11.1f}"
-              f"{(r['model_peak'] + r['answer_kv']) / MIB:>10.1f}"
-              f"{r['force_peak'] / (r['model_peak'] + r['answer_kv']):>7.2f}", flush=True)
+              f"{r['model_force'] / MIB:>10.1f}{r['force_peak'] / r['model_force']:>7.2f}", flush=True)
 
 
 def main(argv=None, run: bool = True):
