@@ -153,14 +153,24 @@ class RowHQQLayer(SlotLayer):
 
         b, h, width, d = out.shape
         for rows, tokens, data, meta in groups:
-            if meta["packing"]:
-                w = Quantizer.unpack[meta["packing"]](data, dtype=meta["compute_dtype"])
-            else:
-                w = data.to(meta["compute_dtype"])
-            w = (w - meta["zero"]) * meta["scale"]  # [group, rows * columns]: each row's own groups
-            w = w.reshape(w.shape[0], len(rows), -1).transpose(0, 1).reshape(len(rows), h, tokens, d)
+            n = len(rows)
+            q = Quantizer.unpack[meta["packing"]](data, dtype=torch.uint8) if meta["packing"] else data
+            # hqq's (W_q - zero) * scale, [group, rows * columns] read as [rows, group, columns]:
+            # each row's values come out contiguous, in two passes (no copy of the whole group)
+            per_row = lambda t: t.view(t.shape[0], n, -1).transpose(0, 1)  # noqa: E731
+            w = torch.sub(per_row(q), per_row(meta["zero"]).to(meta["compute_dtype"]),
+                          out=torch.empty(n, q.shape[0], q.shape[1] // n, dtype=meta["compute_dtype"],
+                                          device=q.device))
+            w = w.mul_(per_row(meta["scale"])).view(n, h, tokens, d)
+            first = int(rows[0])
+            if int(rows[-1]) - first + 1 == n:  # consecutive rows (the usual case): a slice
+                target = out[first : first + n]
+                target[:, :, width - tokens :] = w
+                if tokens < width:  # a shorter row's left slots are padding: zeros, never stale values
+                    target[:, :, : width - tokens] = 0
+                continue
             out[rows, :, width - tokens :] = w
-            if tokens < width:  # a shorter row's left slots are padding: zeros, never stale values
+            if tokens < width:
                 out[rows, :, : width - tokens] = 0
         return out
 
