@@ -11,9 +11,10 @@ job's trace length). Every run is a fresh process.
 
 ``step``: a decoder at a real head layout (default Qwen3-8B's 32 query / 8 KV heads,
 head_dim 128; ``--layers`` of them, small MLP and vocabulary, so the step time is the KV's),
-a prompt of ``--tokens`` tokens per row, then ``--steps`` decode steps timed and a forced
-answer (``--answer`` tokens on a fork of the cache). Prints per method: the time per decode
-step and its ratio to the full cache's at the same trace length; the peak bytes during decode
+a prompt of ``--tokens`` tokens per row, then ``--steps`` decode steps and a forced answer
+(``--answer`` tokens on a fork of the cache), then ``--interleave`` steps timed alternately
+with a full cache at the same trace length (so a loaded machine slows both alike). Prints per
+method: the time per decode step and its ratio to the full cache's; the peak bytes during decode
 and during forcing (above the weights and inputs) against the memory model's estimate
 (memory.kv_row_bytes x rows, less the prefill's activations; code without it: the cache at its
 peak, plus the answer's tokens when forcing).
@@ -200,7 +201,8 @@ def step_one(a) -> dict:
         pass
     settings = kv_settings(a.method, a.kv_budget, a.rkv_buffer, a.hqq_residual)
     g = torch.Generator().manual_seed(0)
-    ids = torch.randint(5, 500, (a.batch, a.tokens + a.warmup + a.steps + a.answer + 1), generator=g).to(device)
+    ids = torch.randint(5, 500, (a.batch, a.tokens + a.warmup + a.steps + a.answer + a.interleave + 1),
+                        generator=g).to(device)
     peak = Peak(device)
 
     def forward(cache, chunk, start):
@@ -231,10 +233,26 @@ def step_one(a) -> dict:
             forward(twin, ids[:, t + j : t + j + 1], t + j)
         force_peak = peak.peak() - base
         del twin
+        t += a.answer
+        if a.method != "full" and a.interleave:  # the full cache's step at the same trace length, alternating
+            full = make_cache({"method": "full"}, model)
+            forward(full, ids[:, :t], 0)
+            spent = {"method": 0.0, "full": 0.0}
+            for s in range(a.interleave):
+                for name, c in (("method", cache), ("full", full)):
+                    t1 = time.perf_counter()
+                    forward(c, ids[:, t + s : t + s + 1], t + s)
+                    if device == "cuda":
+                        torch.cuda.synchronize()
+                    spent[name] += time.perf_counter() - t1
+            step_s, full_s = spent["method"] / a.interleave, spent["full"] / a.interleave
+        else:
+            full_s = step_s
     decode_model, force_model = model_estimate(config, settings, t, a.answer, dtype)
     answer_kv = torch.finfo(dtype).bits // 8 * 2 * a.layers * a.kv_heads * a.head_dim * a.answer * a.batch
     weights = sum(t.nbytes for t in model.parameters())
-    return {"method": a.method, "step_s": step_s, "decode_peak": decode_peak, "force_peak": force_peak,
+    return {"method": a.method, "step_s": step_s, "full_step_s": full_s, "decode_peak": decode_peak,
+            "force_peak": force_peak,
             "weight_bytes": weights,
             "held": held, "before_decode": before_decode, "before_force": before_force,
             "model_peak": decode_model * a.batch, "model_force": force_model * a.batch, "answer_kv": answer_kv,
@@ -268,7 +286,8 @@ def step_args(a) -> list[str]:
             "--heads", str(a.heads), "--kv-heads", str(a.kv_heads), "--head-dim", str(a.head_dim),
             "--kv-budget", str(a.kv_budget), "--rkv-buffer", str(a.rkv_buffer), "--hqq-residual",
             str(a.hqq_residual), "--answer", str(a.answer), "--dtype", a.dtype, "--device", a.device,
-            "--warmup", str(a.warmup)] + (["--threads", str(a.threads)] if a.threads else [])
+            "--warmup", str(a.warmup), "--interleave", str(a.interleave)] \
+        + (["--threads", str(a.threads)] if a.threads else [])
 
 
 def gpu_check(report) -> None:
@@ -286,7 +305,7 @@ def gpu_check(report) -> None:
         except SystemExit as exc:
             report("FAIL", f"kv-memory {method}", str(exc).splitlines()[-1])
             return
-        ratio = r["step_s"] / rows["full"]["step_s"]
+        ratio = r["step_s"] / r["full_step_s"]
         decode, force = r["decode_peak"] / r["model_peak"], r["force_peak"] / r["model_force"]
         limit = 2.0 if method == "hqq" else 1.3
         if decode > 1.25 or force > 1.25 or ratio > limit:
@@ -329,8 +348,10 @@ def step_table(a) -> None:
     full = None
     for method in a.methods:
         r = _child(["_step", method, *common])
-        full = r["step_s"] if method == "full" else full
-        ratio = f"{r['step_s'] / full:.2f}" if full else "-"
+        if not a.interleave:
+            full = r["step_s"] if method == "full" else full
+            r["full_step_s"] = full
+        ratio = f"{r['step_s'] / r['full_step_s']:.2f}"
         moved = (r["weight_bytes"] + r["held"]) / bandwidth
         print(f"{method:<13}{r['step_s'] * 1e3:>9.2f}{ratio:>8}{r['step_s'] / moved:>8.1f}{r['held'] / MIB:>9.1f}"
               f"{r['decode_peak'] / MIB:>12.1f}"
@@ -355,6 +376,9 @@ def main(argv=None, run: bool = True):
     p.add_argument("--tokens", type=int, default=2048)
     p.add_argument("--steps", type=int, default=128)
     p.add_argument("--warmup", type=int, default=8)
+    p.add_argument("--interleave", type=int, default=128,
+                   help="step: then time this many steps alternating with a full cache at the same trace length "
+                        "(the 'vs full' ratio; 0: against the full cache's own run)")
     p.add_argument("--layers", type=int, default=2)
     p.add_argument("--heads", type=int, default=32)
     p.add_argument("--kv-heads", type=int, default=8)
