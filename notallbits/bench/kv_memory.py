@@ -6,8 +6,8 @@
 ``rows``: one generation job (random Qwen3, 16 query / 8 KV heads, head_dim 128, 2 layers,
 fp32, ``--questions`` x ``--samples``, one budget) through ``TransformersBackend.generate_job``
 at ``--batch`` rows per batch and at 1 row; prints per method the growth of the process's peak
-memory between the two against the KV bytes of the extra rows (the memory model's count at the
-job's trace length). Every run is a fresh process.
+memory between the two against the KV cache of the extra rows (at the job's trace length) and
+against the memory model's peak of those rows (memory.kv_row_bytes). Every run is a fresh process.
 
 ``step``: a decoder at a real head layout (default Qwen3-8B's 32 query / 8 KV heads,
 head_dim 128; ``--layers`` of them, small MLP and vocabulary, so the step time is the KV's),
@@ -142,8 +142,17 @@ def rows_one(a) -> dict:
     t0 = time.perf_counter()
     for _ in backend.generate_job(requests, spec):
         pass
+    answer = len(spec.answer_prefix_ids) + spec.answer_max_tokens
+    try:
+        from notallbits.memory import Arch, kv_row_bytes
+
+        parts = kv_row_bytes(Arch.from_hf_config(model.config.to_dict()), settings, prompt + a.budget, answer, prompt)
+        row_model = parts["total"] * 2  # fp32: twice the bf16 bytes the model counts
+    except ImportError:  # older code: no row model
+        row_model = None
     return {"method": a.method, "batch": a.batch, "peak_bytes": peak.peak() - base, "seconds": time.perf_counter() - t0,
-            "row_kv_bytes": row_kv_bytes(model.config, settings, prompt + a.budget, torch.float32)}
+            "row_kv_bytes": row_kv_bytes(model.config, settings, prompt + a.budget, torch.float32),
+            "row_model_bytes": row_model}
 
 
 def row_kv_bytes(config, settings: dict, tokens: int, dtype) -> int:
@@ -168,14 +177,17 @@ def rows_table(a) -> None:
     print(f"rows: random Qwen3 {ROWS_ARCH}, fp32, {a.questions} questions x {a.samples} samples, budget {a.budget}; "
           f"KV budget {a.kv_budget} (R-KV buffer {a.rkv_buffer}), HQQ 4-bit residual {a.hqq_residual}")
     print(f"{'method':<13}{'peak@1 MiB':>11}{'peak@' + str(a.batch) + ' MiB':>12}{'growth MiB':>11}"
-          f"{'extra rows KV MiB':>18}{'growth/KV':>10}")
+          f"{'extra rows KV MiB':>18}{'growth/KV':>10}{'row model MiB':>14}{'growth/model':>13}")
     for method in a.methods:
         one = _child(["_rows", method, "--batch", "1", "--limit-rows", "2", *common])
         many = _child(["_rows", method, "--batch", str(a.batch), *common])
         extra = (a.batch - 1) * many["row_kv_bytes"]
         growth = many["peak_bytes"] - one["peak_bytes"]
         print(f"{method:<13}{one['peak_bytes'] / MIB:>11.0f}{many['peak_bytes'] / MIB:>12.0f}{growth / MIB:>11.0f}"
-              f"{extra / MIB:>18.0f}{growth / extra:>10.2f}", flush=True)
+              f"{extra / MIB:>18.0f}{growth / extra:>10.2f}"
+              + (f"{(a.batch - 1) * many['row_model_bytes'] / MIB:>14.0f}"
+                 f"{growth / ((a.batch - 1) * many['row_model_bytes']):>13.2f}" if many.get("row_model_bytes") else ""),
+              flush=True)
 
 
 # --------------------------------------------------------------------------- step: real head layout
