@@ -383,3 +383,28 @@ def test_grouped_attention_equals_sdpa_without_repeating_kv(family, monkeypatch)
     got = run()
     for a, b in zip(got, want):
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
+
+
+def test_streamingllm_after_compactions_equals_cutting_a_full_cache_by_hand(model, ids):
+    """200 tokens at budget 24: the evicted tokens are masked and dropped in batches of
+    STREAMING_SLACK (slots never exceed budget + slack + 1); every step's logits equal those of a
+    plain cache cut by hand after each step to its 4 first and 20 last tokens (the method's
+    definition, independent of our slots and masks)."""
+    from transformers import DynamicCache
+
+    from notallbits.kvcache.settings import STREAMING_SLACK
+
+    s = {"method": "streamingllm", "budget": 24, "sink": 4}
+    cache, ref = make_cache(s, model), DynamicCache(config=model.config)
+    step(model, cache, ids[:, :8], 0)
+    step(model, ref, ids[:, :8], 0)
+    widths = []
+    for t in range(8, 200):
+        got, want = step(model, cache, ids[:, t : t + 1], t), step(model, ref, ids[:, t : t + 1], t)
+        torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
+        for layer in ref.layers:
+            if layer.keys.shape[-2] > 24:
+                layer.keys = torch.cat([layer.keys[:, :, :4], layer.keys[:, :, -20:]], dim=2)
+                layer.values = torch.cat([layer.values[:, :, :4], layer.values[:, :, -20:]], dim=2)
+        widths.append(cache.layers[0].keys.shape[-2])
+    assert max(widths) <= 24 + STREAMING_SLACK + 1 and min(widths[-100:]) < 24 + STREAMING_SLACK
