@@ -55,9 +55,15 @@ class EvictingLayer(SlotLayer):
         return keys, values
 
     def reserve(self, tokens: int) -> None:
-        """Room for ``tokens`` more, but never more slots than the method ever holds at once."""
-        super().reserve(max(0, min(tokens, self.peak_slots() - self.width)) if self.width else
-                        min(tokens, self.peak_slots()))
+        """Room for ``tokens`` more, but never more slots than the method ever holds at once
+        (a fork's tail beyond that grows the slots once, at the fork)."""
+        if self.width:
+            super().reserve(tokens)
+        else:
+            self.headroom = max(self.headroom, tokens)
+
+    def first_capacity(self, tokens: int) -> int:
+        return max(tokens, min(tokens + self.headroom, self.peak_slots()))
 
     def peak_slots(self) -> int:  # pragma: no cover - abstract
         raise NotImplementedError

@@ -62,6 +62,10 @@ class SlotLayer(DynamicLayer):
         elif self.width + tokens > self.capacity:
             self._resize(self.width + tokens)
 
+    def first_capacity(self, tokens: int) -> int:
+        """Slots of the first allocation, for a first write of ``tokens``."""
+        return tokens + self.headroom
+
     def _resize(self, capacity: int) -> None:
         """New buffers of ``capacity`` slots holding the used ones (the old ones are left to
         whoever else holds them: a parent keeps its own)."""
@@ -78,7 +82,7 @@ class SlotLayer(DynamicLayer):
         n = key_states.shape[-2]
         if self._kbuf is None or self._kbuf.dim() != 4:
             b, h, _, d = key_states.shape
-            capacity = n + self.headroom
+            capacity = self.first_capacity(n)
             self._kbuf = key_states.new_empty(b, h, capacity, d)
             self._vbuf = value_states.new_empty(b, value_states.shape[1], capacity, value_states.shape[-1])
             self.width = 0
