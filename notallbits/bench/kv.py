@@ -1,7 +1,7 @@
 """Memory and step time of the transformers backend per KV method, measured on this machine.
 
-    python -m notallbits.bench.kv_memory rows  [--batch 32] [--questions 16] [--samples 2] [--budget 512]
-    python -m notallbits.bench.kv_memory step  [--tokens 2048] [--batch 4] [--kv-budget 1024] [--steps 128]
+    python -m notallbits.bench.kv rows  [--batch 32] [--questions 16] [--samples 2] [--budget 512]
+    python -m notallbits.bench.kv step  [--tokens 2048] [--batch 4] [--kv-budget 1024] [--steps 128]
 
 ``rows``: one generation job (random Qwen3, 16 query / 8 KV heads, head_dim 128, 2 layers,
 fp32, ``--questions`` x ``--samples``, one budget) through ``TransformersBackend.generate_job``
@@ -85,7 +85,7 @@ def _status_kib(key: str) -> int:
 
 def _child(args: list[str]) -> dict:
     env = {**os.environ, **MMAP_ENV}
-    out = subprocess.run([sys.executable, "-m", "notallbits.bench.kv_memory", *args], env=env,
+    out = subprocess.run([sys.executable, "-m", "notallbits.bench.kv", *args], env=env,
                          capture_output=True, text=True)
     if out.returncode:
         raise SystemExit(f"child {' '.join(args)} failed:\n{out.stderr[-3000:]}")
@@ -302,48 +302,30 @@ def step_args(a) -> list[str]:
         + (["--threads", str(a.threads)] if a.threads else [])
 
 
-def gpu_check(report) -> None:
-    """``make gpu-check``: each KV method at Qwen3-8B's head layout (4 layers, batch 8, an
-    8k-token prompt, bf16) on the GPU: peak during decode and during forcing against the memory
-    model's estimate (torch.cuda.max_memory_allocated), and the step time against the full cache's.
-    PASS when every peak is within 1.25x its estimate and StreamingLLM / R-KV steps cost at
-    most 1.3x the full cache's, HQQ at most 2x."""
+def gpu_check(work=None) -> list[tuple[str, str, str]]:
+    """``make gpu-check`` (gpucheck.check_kv_compression): each KV method at Qwen3-8B's head
+    layout (4 layers, batch 8, an 8k-token prompt, bf16) on the GPU: peak during decode and during
+    forcing against the memory model (torch.cuda.max_memory_allocated), and the step time against
+    the full cache's. PASS when every peak is within 1.25x its estimate and StreamingLLM / R-KV
+    steps cost at most 1.3x the full cache's, HQQ at most 2x. Returns (status, name, detail) rows."""
     a = main(["step", "--layers", "4", "--batch", "8", "--tokens", "8192", "--kv-budget", "4096", "--steps", "64",
-              "--dtype", "bfloat16", "--device", "cuda"], run=False)
-    rows, bad = {}, []
+              "--interleave", "64", "--dtype", "bfloat16", "--device", "cuda"], run=False)
+    rows = []
     for method in METHODS:
+        name = f"kv cell {method} on cuda"
         try:
-            rows[method] = r = _child(["_step", method, *step_args(a)])
+            r = _child(["_step", method, *step_args(a)])
         except SystemExit as exc:
-            report("FAIL", f"kv-memory {method}", str(exc).splitlines()[-1])
-            return
+            rows.append(("FAIL", name, str(exc).splitlines()[-1]))
+            continue
         ratio = r["step_s"] / r["full_step_s"]
         decode, force = r["decode_peak"] / r["model_peak"], r["force_peak"] / r["model_force"]
         limit = 2.0 if method == "hqq" else 1.3
-        if decode > 1.25 or force > 1.25 or ratio > limit:
-            bad.append(method)
-        report("FAIL" if method in bad else "PASS", f"kv-memory {method}",
-               f"{r['step_s'] * 1e3:.2f} ms/step ({ratio:.2f}x full, limit {limit}); peak decode {decode:.2f}x, "
-               f"forcing {force:.2f}x the memory model")
-
-
-def copy_bandwidth(device: str, mib: int = 256) -> float:
-    """Bytes per second this device moves in a large tensor copy (read + write)."""
-    import torch
-
-    device = device if device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
-    x = torch.empty(mib * MIB // 4, device=device)
-    y = torch.empty_like(x)
-    best = float("inf")
-    for _ in range(5):
-        if device == "cuda":
-            torch.cuda.synchronize()
-        t = time.perf_counter()
-        y.copy_(x)
-        if device == "cuda":
-            torch.cuda.synchronize()
-        best = min(best, time.perf_counter() - t)
-    return 2 * x.nbytes / best
+        ok = decode <= 1.25 and force <= 1.25 and (method == "full" or ratio <= limit)
+        rows.append(("PASS" if ok else "FAIL", name,
+                     f"{r['step_s'] * 1e3:.2f} ms/step ({ratio:.2f}x full, limit {limit}); peak decode {decode:.2f}x, "
+                     f"forcing {force:.2f}x the memory model"))
+    return rows
 
 
 def step_table(a) -> None:
@@ -372,7 +354,7 @@ def step_table(a) -> None:
 
 
 def main(argv=None, run: bool = True):
-    p = argparse.ArgumentParser(prog="python -m notallbits.bench.kv_memory", description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(prog="python -m notallbits.bench.kv", description=__doc__.split("\n\n")[0])
     p.add_argument("what", choices=["rows", "step", "_rows", "_step"])
     p.add_argument("method", nargs="?")
     p.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS)
