@@ -41,7 +41,7 @@ from math import ceil
 from pathlib import Path
 
 from notallbits import UserError
-from notallbits.kvcache.settings import METHODS, normalize, tokens_held
+from notallbits.kvcache.settings import METHODS, STREAMING_SLACK, normalize, tokens_held
 
 GIB = 2**30
 DTYPE_BYTES = {"BF16": 2, "F16": 2, "F32": 4, "F64": 8, "I64": 8, "I32": 4, "I16": 2, "I8": 1, "U8": 1,
@@ -262,6 +262,51 @@ def kv_bytes(arch: Arch, settings: dict, budget_tokens: int, samples: int, resid
     s = normalize(settings)
     values_per_token = kv_bytes_per_token(arch) // NATIVE_BYTES
     return samples * METHODS[s["method"]].sample_bytes(s, budget_tokens, arch.layers, values_per_token, residual)
+
+
+# ---------------------------------------------------------------- rows of a KV job (transformers)
+# The transformers backend decodes a batch of rows together; per row at its peak it holds:
+# the cache at its peak (kv_bytes: R-KV's compaction and scoring of one layer included;
+# StreamingLLM's evicted slots until they are dropped, STREAMING_SLACK), the
+# forced answer's tail on a fork (kvcache.fork: the answer's tokens only), one layer's K + V of
+# transient copies (a compaction's new slots, HQQ's dequantized layer and its requantizing work),
+# HQQ's requantized copy in a fork whose residual window fills during the answer, attention
+# scores of one step (query heads x cache tokens, fp32), one step's activations, the prompt's
+# prefill activations and the sampled logits in fp32 (a few copies of the vocabulary).
+KV_MEMORY_MARGIN = 0.9  # batches are sized to this fraction of the device's memory
+KV_OVERHEAD_GIB = 1.0  # CUDA context, allocator slack, the model's buffers
+
+
+def kv_row_bytes(arch: Arch, settings: dict, trace_tokens: int, answer_tokens: int, prompt_tokens: int) -> dict:
+    """Peak bytes of one row of a transformers-backend batch, by part (see the comment above);
+    ``trace_tokens``: prompt + thinking, ``answer_tokens``: answer prefix + forced answer."""
+    s = normalize(settings)
+    per_token = kv_bytes_per_token(arch)
+    method = METHODS[s["method"]]
+    cache = kv_bytes(arch, s, trace_tokens, 1)
+    held = method.tokens_held(s, trace_tokens)
+    layer = held * per_token // arch.layers
+    parts = {
+        "cache": cache,
+        "fork_tail": answer_tokens * per_token,
+        "streaming_slack": min(trace_tokens, s["budget"] + STREAMING_SLACK) * per_token - cache
+        if s["method"] == "streamingllm" else 0,
+        "transient_layer": layer if s["method"] in ("streamingllm", "hqq") else 0,
+        "hqq_fork_requantized": kv_bytes(arch, s, trace_tokens, 1, residual=False) if s["method"] == "hqq" else 0,
+        "hqq_dequantized_layer": held * per_token // arch.layers if s["method"] == "hqq" else 0,
+        "attention_scores": 4 * max(arch.heads, 1) * (held + answer_tokens),
+        "activations": NATIVE_BYTES * prompt_tokens * (3 * arch.intermediate + 6 * arch.hidden),
+        "logits": 16 * arch.vocab,
+    }
+    parts["total"] = sum(parts.values())
+    return parts
+
+
+def kv_rows_per_batch(device_bytes: int, weight_bytes: int, row_bytes: int, rows_wanted: int) -> int:
+    """Rows that fit: weights + rows x per-row peak within KV_MEMORY_MARGIN of the device's
+    memory less KV_OVERHEAD_GIB; at most ``rows_wanted``; 0 if not even one row fits."""
+    free = KV_MEMORY_MARGIN * device_bytes - KV_OVERHEAD_GIB * GIB - weight_bytes
+    return max(0, min(rows_wanted, int(free // row_bytes))) if free > 0 else 0
 
 
 TABLE1_COLUMNS = ("model", "params_b", "weight_gib_4bit", "weight_gib_8bit", "weight_gib_16bit", "kv_gib_30k",

@@ -44,6 +44,7 @@ def _generated_count(spec_json: str) -> int:
 # graphs, communication buffers) is assumed per GPU.
 PROMPT_TOKENS = 1024
 ENGINE_OVERHEAD_GIB = 2.0
+KV_MARGIN_TEXT = "batches within 90% of it less 1 GiB (memory.KV_MEMORY_MARGIN, KV_OVERHEAD_GIB)"
 TP_CHOICES = (1, 2, 4)
 
 
@@ -147,8 +148,8 @@ def job_minutes(config: dict, job, spec, questions: int) -> float:
     (hardware.gpu_bandwidth_gb_per_s), reading per step the weights and the KV of the
     sequences in flight (as many full-length ones as fit beside the weights, at most
     generation.max_num_seqs), x1.5 margin + 15 min for loading. Compressed-KV jobs run on
-    transformers, a question's samples at a time, ~4x slower than the bandwidth bound (a
-    Python loop per step); their caches hold fewer tokens."""
+    transformers, rows per batch as kv_job_rows sizes them, ~4x slower than the bandwidth bound
+    (a Python loop per step); their caches hold fewer tokens."""
     from notallbits.kvcache.settings import METHODS
 
     gen, hw = config["generation"], config["hardware"]
@@ -160,7 +161,7 @@ def job_minutes(config: dict, job, spec, questions: int) -> float:
     else:
         settings = grid.kv_settings(config, job.kv) if job.kv != "full" else {"method": "full"}
         scale = settings.get("nbits", 16) / 16 if settings.get("method") == "hqq" else 1
-        in_flight, slowdown = min(gen["batch_size"], spec.samples), 4
+        in_flight, slowdown = max(1, kv_job_rows(config, job, spec, questions)["rows"]), 4
 
         method = METHODS[settings["method"]]  # settings are normalized once, not per quadrature point
 
@@ -169,6 +170,40 @@ def job_minutes(config: dict, job, spec, questions: int) -> float:
     seconds = decode_seconds(arch, job.weights, questions * spec.samples, spec.budgets, gen["answer_max_tokens"],
                              in_flight, gpus, hw["gpu_bandwidth_gb_per_s"], kv_tokens_held=held)
     return 15 + 1.5 * slowdown * seconds / 60
+
+
+def kv_job_rows(config: dict, job, spec, questions: int) -> dict:
+    """A transformers-backend job on one GPU of hardware.gpu_memory_gib: the peak GiB of one
+    row (memory.kv_row_bytes at the job's longest trace, prompts of PROMPT_TOKENS), the weights'
+    GiB, and the rows per batch: generation.batch_size, or for "auto" what fits
+    (memory.kv_rows_per_batch; 0: not even one row fits), at most the job's rows."""
+    from notallbits.memory import GIB, kv_row_bytes, kv_rows_per_batch
+
+    gen, hw = config["generation"], config["hardware"]
+    arch = model_arch(config, job.model)
+    settings = grid.kv_settings(config, job.kv) if job.kv != "full" else {"method": "full"}
+    answer = 16 + gen["answer_max_tokens"]
+    row = kv_row_bytes(arch, settings, PROMPT_TOKENS + max(spec.budgets), answer, PROMPT_TOKENS)["total"]
+    weights = _weight_bytes(arch, job.weights)
+    wanted = questions * spec.samples
+    if gen["batch_size"] == "auto":
+        rows = kv_rows_per_batch(int(hw["gpu_memory_gib"] * GIB), weights, row, wanted)
+    else:
+        rows = min(int(gen["batch_size"]), wanted)
+    return {"rows": rows, "row_gib": row / GIB, "weight_gib": weights / GIB,
+            "peak_gib": (weights + max(rows, 1) * row) / GIB}
+
+
+def kv_jobs(config: dict) -> list[dict]:
+    """kv_job_rows of every transformers-backend job."""
+    out = []
+    for job, spec in grid.jobs(config).items():
+        if spec.backend == "vllm":
+            continue
+        q = question_count(config["datasets"][job.dataset])
+        out.append({"job": job.key, **{k: (round(v, 2) if isinstance(v, float) else v)
+                                       for k, v in kv_job_rows(config, job, spec, q).items()}})
+    return out
 
 
 def parse_throughputs(items: list[str]) -> dict[str, float]:
@@ -209,7 +244,7 @@ def plan(config: dict, throughputs: dict[str, float]) -> dict:
     return {"cells": len(grid.cells(config)), "jobs": len(jobs), "tokens": sum(j["tokens"] for j in jobs),
             "verify_jobs": verify,
             "gpu_hours": None if None in hours else sum(hours), "per_model": per_model, "per_job": jobs,
-            "gpu_memory": gpu_memory(config), "runtimes": runtimes(config)}
+            "gpu_memory": gpu_memory(config), "kv_jobs": kv_jobs(config), "runtimes": runtimes(config)}
 
 
 def gpu_memory(config: dict) -> list[dict]:
@@ -300,6 +335,13 @@ def run(args: argparse.Namespace) -> None:
                           f" ({r[f'in_flight_{g}'] or 'does not fit':>3}{' seqs' if r[f'in_flight_{g}'] else ''})"
                           for g in TP_CHOICES)
         print(f"  {r['model']:>12} {r['weights']:<6} {r['context_tokens']:>6} tokens  {cells}")
+    if result["kv_jobs"]:
+        print(f"KV-method jobs on the transformers backend (generation.batch_size {gen['batch_size']}; one "
+              f"{hw['gpu_memory_gib']} GiB GPU, {KV_MARGIN_TEXT}; rows per batch, peak GiB = weights + rows x row peak):")
+        for r in result["kv_jobs"]:
+            rows = r["rows"] or "does not fit"
+            print(f"  {r['job']}: {rows} rows, {r['peak_gib']:.1f} GiB ({r['weight_gib']:.1f} weights + "
+                  f"{r['row_gib']:.2f} per row)")
     over = [r for r in result["runtimes"] if r["shards"] > 1]
     print(f"runtime at {hw['gpu_bandwidth_gb_per_s']} GB/s (hardware.max_runtime_minutes="
           f"{hw['max_runtime_minutes']}): {len(over)} of {len(result['runtimes'])} jobs run as question shards"

@@ -150,7 +150,7 @@ def test_rkv_padding_takes_no_part():
 def test_rkv_scratch_memory_within_layer_kv():
     """One compression's working memory stays under the layer's own K + V bytes (what the
     memory model counts as R-KV scratch); an L x L similarity matrix alone would not."""
-    from notallbits.kvcache.bench import peak_extra_bytes
+    from notallbits.bench.kv_methods import peak_extra_bytes
 
     g = torch.Generator().manual_seed(0)
     queries, keys = torch.randn(2, 16, 8, 64, generator=g), torch.randn(2, 4, 700, 64, generator=g)
@@ -286,3 +286,125 @@ def test_every_kv_method_has_an_importable_factory():
     for name, method in METHODS.items():
         module, func = method.factory.split(":")
         assert callable(getattr(importlib.import_module(module), func)), name
+
+
+# --------------------------------------------------------------------------- forks add only their tail
+FORK_CASES = [{"method": "full"}, {"method": "streamingllm", "budget": 16},
+              {"method": "rkv", "budget": 16, "buffer": 8}, {"method": "hqq", "nbits": 4, "residual_length": 8}]
+
+
+@pytest.mark.parametrize("settings", FORK_CASES, ids=lambda s: s["method"])
+def test_fork_leaves_parent_as_it_was_and_matches_a_deep_copy(model, ids, settings):
+    """Forcing on a fork (its tokens reserved in the parent's slots) gives exactly what a deep copy
+    gives, and afterwards the parent's stored tokens and its next step are those of a deep copy
+    taken before the fork. The fork crosses an R-KV compression (position 64) and, for HQQ, a
+    requantization."""
+    _, cache, _ = decode(model, settings, ids[:, :60])
+    before = copy.deepcopy(cache)
+    twin = fork(cache, 12)
+    got = [step(model, twin, ids[:, t : t + 1], t) for t in range(60, 72)]
+    want_cache = copy.deepcopy(before)
+    want = [step(model, want_cache, ids[:, t : t + 1], t) for t in range(60, 72)]
+    for a, b in zip(got, want):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+    for mine, ref in zip(cache.layers, before.layers):
+        if mine.keys is not None and mine.keys.dim() == 4:
+            assert torch.equal(mine.keys, ref.keys) and torch.equal(mine.values, ref.values)
+    torch.testing.assert_close(step(model, cache, ids[:, 60:61], 60), step(model, before, ids[:, 60:61], 60),
+                               rtol=0, atol=0)
+
+
+@pytest.fixture(scope="module")
+def deep_model():
+    """A random Qwen3 of 8 layers (one layer's transients are 1/8 of its cache)."""
+    from transformers import AutoModelForCausalLM, Qwen3Config
+
+    torch.manual_seed(0)
+    config = Qwen3Config(vocab_size=512, hidden_size=64, intermediate_size=128, num_hidden_layers=8,
+                         num_attention_heads=4, num_key_value_heads=2, head_dim=32, tie_word_embeddings=True)
+    return AutoModelForCausalLM.from_config(config, dtype=torch.float32).eval()
+
+
+@pytest.mark.parametrize("settings", FORK_CASES[:3], ids=lambda s: s["method"])
+def test_forcing_allocates_the_answer_tail_not_a_second_cache(deep_model, settings):
+    """Bytes allocated and alive at once while a fork decodes 8 tokens: the answer's K/V, one
+    layer's transient copies and the step's activations, far below the cache itself (a fork
+    whose layers replace their tensors on update holds a second cache: >= 1x)."""
+    from notallbits.bench.kv_methods import peak_extra_bytes
+
+    long_ids = torch.randint(5, 400, (4, 240), generator=torch.Generator().manual_seed(5))
+    s = {**settings, **({"budget": 160} if "budget" in settings else {})}
+    _, cache, _ = decode(deep_model, s, long_ids[:, :230])
+
+    def force():
+        twin = fork(cache, 8)
+        for t in range(230, 238):
+            step(deep_model, twin, long_ids[:, t : t + 1], t)
+
+    _, peak = peak_extra_bytes(force)
+    assert peak < 0.5 * held_bytes(cache), (peak, held_bytes(cache))
+
+
+# --------------------------------------------------------------------------- grouped attention
+@pytest.mark.parametrize("family", ["Qwen3Config", "Qwen2Config", "LlamaConfig"])
+def test_grouped_attention_equals_sdpa_without_repeating_kv(family, monkeypatch):
+    """Left-padded prefill and decode steps through the backend's masks: logits of the grouped
+    attention equal transformers' SDPA path (which repeats K/V per query head) in fp32, and
+    the grouped path never calls repeat_kv."""
+    import transformers
+    from transformers import AutoModelForCausalLM, DynamicCache
+    from transformers.integrations import sdpa_attention
+
+    from notallbits.generation.hf_backend import attention_mask
+    from notallbits.kvcache.attention import use_grouped_attention
+
+    torch.manual_seed(0)
+    config = getattr(transformers, family)(vocab_size=300, hidden_size=128, intermediate_size=256,
+                                           num_hidden_layers=2, num_attention_heads=8, num_key_value_heads=2,
+                                           head_dim=16)
+    m = AutoModelForCausalLM.from_config(config, dtype=torch.float32).eval()
+    ids = torch.randint(0, 300, (3, 16), generator=torch.Generator().manual_seed(1))
+    pad = torch.tensor([0, 3, 5])
+
+    def run():
+        cache = DynamicCache(config=config)
+        pos = (torch.arange(10)[None] - pad[:, None]).clamp_min(0)
+        out = [m(input_ids=ids[:, :10], past_key_values=cache, position_ids=pos,
+                 attention_mask=attention_mask(pad, 0, 10, torch.float32)).logits]
+        for t in range(10, 16):
+            out.append(m(input_ids=ids[:, t : t + 1], past_key_values=cache, position_ids=pos[:, -1:] + t - 9,
+                         attention_mask=attention_mask(pad, t, 1, torch.float32)).logits)
+        return out
+
+    m.set_attn_implementation("sdpa")
+    want = run()
+    use_grouped_attention(m)
+    monkeypatch.setattr(sdpa_attention, "repeat_kv", lambda *a: pytest.fail("K/V repeated per query head"))
+    got = run()
+    for a, b in zip(got, want):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
+
+
+def test_streamingllm_after_compactions_equals_cutting_a_full_cache_by_hand(model, ids):
+    """200 tokens at budget 24: the evicted tokens are masked and dropped in batches of
+    STREAMING_SLACK (slots never exceed budget + slack + 1); every step's logits equal those of a
+    plain cache cut by hand after each step to its 4 first and 20 last tokens (the method's
+    definition, independent of our slots and masks)."""
+    from transformers import DynamicCache
+
+    from notallbits.kvcache.settings import STREAMING_SLACK
+
+    s = {"method": "streamingllm", "budget": 24, "sink": 4}
+    cache, ref = make_cache(s, model), DynamicCache(config=model.config)
+    step(model, cache, ids[:, :8], 0)
+    step(model, ref, ids[:, :8], 0)
+    widths = []
+    for t in range(8, 200):
+        got, want = step(model, cache, ids[:, t : t + 1], t), step(model, ref, ids[:, t : t + 1], t)
+        torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
+        for layer in ref.layers:
+            if layer.keys.shape[-2] > 24:
+                layer.keys = torch.cat([layer.keys[:, :, :4], layer.keys[:, :, -20:]], dim=2)
+                layer.values = torch.cat([layer.values[:, :, :4], layer.values[:, :, -20:]], dim=2)
+        widths.append(cache.layers[0].keys.shape[-2])
+    assert max(widths) <= 24 + STREAMING_SLACK + 1 and min(widths[-100:]) < 24 + STREAMING_SLACK

@@ -8,7 +8,8 @@ attention mask hides each row's padding (the caches keep a row's padding at its 
 after evicting: kvcache.padding). Tokens are sampled on the device from counter-based noise
 (sampling.sample_rows), so a sample's trace depends only on its seed, not on its batch.
 At each budget the forced answers of all rows are decoded as one batch on a fork of the
-cache that shares its tensors (kvcache.fork).
+cache that shares its slots and writes only the answers' tokens (kvcache.fork). Attention is
+grouped-query without repeated K/V (kvcache.attention).
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import time
 
 from notallbits import UserError
 from notallbits.generation.backend import Backend
-from notallbits.generation.torch_device import resolve_device
+from notallbits.generation.torch_device import GPTQ_KERNELS, resolve_device
 from notallbits.generation.forcing import ForcingSpec, QuestionRequest, SampleResult, Trace
 from notallbits.generation.sampling import derive_seed, sample_rows
 
@@ -81,21 +82,58 @@ def attention_mask(pad, stored: int, q: int, dtype):
 class TransformersBackend(Backend):
     name = "transformers"
 
-    def __init__(self, model, tokenizer, kv_settings: dict, temperature: float, top_p: float, batch_size: int = 32):
-        self.batch_size = batch_size
+    def __init__(self, model, tokenizer, kv_settings: dict, temperature: float, top_p: float,
+                 batch_size: int | str = "auto", cell: str = ""):
+        self.batch_size = batch_size  # rows per batch, or "auto": as many as fit (rows_per_batch)
+        self.cell = cell
         self.model = model
         self.tokenizer = tokenizer
         self.kv_settings = kv_settings
         self.temperature = temperature
         self.top_p = top_p
         self.device = model.device
+        from notallbits.kvcache.attention import use_grouped_attention
+
+        use_grouped_attention(model)  # grouped-query attention without repeating K/V per query head
 
     @classmethod
     def from_spec(cls, spec: dict) -> "TransformersBackend":
         gen, samp = spec["generation"], spec["sampling"]
         model, tokenizer = load_model(spec["model_path"], gen["dtype"], gen["device"],
                                       gen.get("gptq_kernel", "gptq_triton"))
-        return cls(model, tokenizer, spec["kv_settings"], samp["temperature"], samp["top_p"], gen["batch_size"])
+        cell = "/".join(str(spec[k]) for k in ("dataset", "model", "bits", "kv") if k in spec)
+        return cls(model, tokenizer, spec["kv_settings"], samp["temperature"], samp["top_p"],
+                   gen.get("batch_size", "auto"), cell)
+
+    def rows_per_batch(self, rows_wanted: int, prompt_tokens: int, spec: ForcingSpec) -> int:
+        """``batch_size``, or for "auto" the most rows whose peak memory (memory.kv_row_bytes)
+        fits beside the loaded weights on this device (memory.kv_rows_per_batch); a job of which
+        not even one row fits stops here with one line naming its cell."""
+        if self.batch_size != "auto":
+            return int(self.batch_size)
+        import torch
+
+        from notallbits.memory import Arch, kv_row_bytes, kv_rows_per_batch
+
+        config = self.model.config.get_text_config(decoder=True).to_dict()
+        arch = Arch.from_hf_config(config)
+        answer = len(spec.answer_prefix_ids) + spec.answer_max_tokens
+        row = kv_row_bytes(arch, self.kv_settings, prompt_tokens + spec.max_budget, answer, prompt_tokens)["total"]
+        row = row * self.model.dtype.itemsize // 2 if self.model.dtype.is_floating_point else row  # sized for bf16
+        weights = sum(t.nbytes for t in self.model.parameters()) + sum(t.nbytes for t in self.model.buffers())
+        if self.device.type == "cuda":
+            device_bytes = torch.cuda.get_device_properties(self.device).total_memory
+        else:
+            import os
+
+            device_bytes = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+        rows = kv_rows_per_batch(device_bytes, weights, row, rows_wanted)
+        if rows == 0:
+            raise UserError(f"{self.cell or 'generation job'}: one row needs {row / 2**30:.1f} GiB beside "
+                            f"{weights / 2**30:.1f} GiB of weights, more than this device's "
+                            f"{device_bytes / 2**30:.0f} GiB allows (memory.kv_row_bytes); lower the budget "
+                            "or use a larger GPU")
+        return rows
 
     # -- model plumbing ------------------------------------------------------------
     def _new_cache(self):
@@ -139,7 +177,7 @@ class TransformersBackend(Backend):
 
         from notallbits.kvcache import fork
 
-        fork = fork(cache)
+        fork = fork(cache, len(spec.answer_prefix_ids) + spec.answer_max_tokens)  # writes only its answer
         rows = len(seeds)
         prefix = torch.tensor([spec.answer_prefix_ids] * rows, device=self.device)
         logits = self._advance(prefix, fork, pos, pad0)
@@ -166,7 +204,7 @@ class TransformersBackend(Backend):
         at each budget."""
         import torch
 
-        from notallbits.kvcache import set_padding
+        from notallbits.kvcache import reserve, set_padding
 
         t0 = time.perf_counter()
         rows = len(seeds)
@@ -177,6 +215,8 @@ class TransformersBackend(Backend):
             ids = torch.tensor([[pad_id] * (width - len(p)) + list(p) for p in prompts], device=self.device)
             pad0 = torch.tensor([width - len(p) for p in prompts], device=self.device)
             set_padding(cache, pad0)
+            # the trace's slots beyond the prompt at once (a full cache holds them all; the others cap it)
+            reserve(cache, spec.max_budget + 2 * (len(spec.answer_prefix_ids) + spec.answer_max_tokens))
             logits = self._forward(ids, cache, -pad0, pad0)
             pos = torch.tensor([len(p) for p in prompts], device=self.device)
             traces = [Trace(spec) for _ in range(rows)]
@@ -216,8 +256,11 @@ class TransformersBackend(Backend):
         order); a question is yielded when its last sample is done."""
         rows = [(req, i, seed) for req in requests for i, seed in zip(req.samples, req.seeds)]
         finished: dict[str, list[SampleResult]] = {req.question_id: [] for req in requests}
-        for start in range(0, len(rows), self.batch_size):
-            batch = rows[start : start + self.batch_size]
+        if not rows:
+            return
+        size = self.rows_per_batch(len(rows), max(len(req.prompt_ids) for req in requests), spec)
+        for start in range(0, len(rows), size):
+            batch = rows[start : start + size]
             results = self._decode([list(req.prompt_ids) for req, _, _ in batch], [seed for _, _, seed in batch],
                                    spec, progress)
             for (req, i, _), res in zip(batch, results):

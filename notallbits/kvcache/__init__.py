@@ -1,12 +1,12 @@
 """KV caches that compress during decoding: eviction (StreamingLLM, R-KV) and HQQ
-quantization. Rows may be left-padded (``set_padding``); every cache forks cheaply with
-``fork`` (budget forcing forks at each budget)."""
+quantization. Rows may be left-padded (``set_padding``); every cache forks with ``fork``,
+which adds only the fork's own tokens (budget forcing forks at each budget)."""
 
 from __future__ import annotations
 
 from notallbits.kvcache.settings import DEFAULTS, normalize
 
-__all__ = ["DEFAULTS", "normalize", "make_cache", "held_bytes", "fork", "set_padding", "padding"]
+__all__ = ["DEFAULTS", "normalize", "make_cache", "held_bytes", "fork", "reserve", "set_padding", "padding"]
 
 
 def make_cache(settings: dict, model):
@@ -22,9 +22,11 @@ def make_cache(settings: dict, model):
 
 
 def full_cache(s: dict, model, config):
-    from transformers import DynamicCache
+    from transformers.cache_utils import Cache
 
-    return DynamicCache(config=config)
+    from notallbits.kvcache.slots import SlotLayer
+
+    return Cache(layers=[SlotLayer() for _ in range(config.num_hidden_layers)])
 
 
 def hqq_cache(s: dict, model, config):
@@ -68,12 +70,21 @@ def padding(cache, default):
     return default if pad is None else pad
 
 
-def fork(cache):
-    """A copy of the cache that can be decoded on without touching the original, without
-    copying any tensor: every layer replaces its tensors on update (torch.cat, gather,
-    requantizing) and never writes into them, so the fork shares them until it grows."""
+def reserve(cache, tokens: int) -> None:
+    """Size every layer's slots for ``tokens`` more tokens ahead (one allocation, no growth)."""
+    for layer in cache.layers:
+        if hasattr(layer, "reserve"):
+            layer.reserve(tokens)
+
+
+def fork(cache, tokens: int = 0):
+    """A cache to decode ``tokens`` more tokens on without touching the original and without
+    copying it: the parent's layers reserve room for them and the fork's layers write only
+    there (kvcache.slots); whatever a fork rewrites (compaction, requantizing) goes to new
+    tensors of its own or is masked, never into its parent's."""
     import copy
 
+    reserve(cache, tokens)
     twin = copy.copy(cache)
-    twin.layers = [copy.copy(layer) for layer in cache.layers]
+    twin.layers = [layer.fork() if hasattr(layer, "fork") else copy.copy(layer) for layer in cache.layers]
     return twin

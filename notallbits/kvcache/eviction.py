@@ -16,79 +16,155 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-from transformers.cache_utils import Cache, DynamicLayer
+from transformers.cache_utils import Cache
+
+from notallbits.kvcache.slots import SlotLayer
 
 
-class EvictingLayer(DynamicLayer):
+class EvictingLayer(SlotLayer):
+    """Slots as in kvcache.slots, plus: ``pad`` [B] padding slots at each row's left, and
+    ``drop`` (None, or bool [B, 1 or H, width]) slots still stored but evicted. The layer
+    builds the attention mask for its own slots (``key_mask``; kvcache.attention reads it),
+    so evicted slots can stay in place until a compaction and a fork can evict by masking."""
+
     def __init__(self, settings: dict):
         super().__init__()
         self.settings = settings
         self.seen = 0  # tokens ever written (true sequence length, plus the prefill's padding)
         # padding slots at the left of each row, [B] long, on the device (for index arithmetic
-        # and the caller's mask) and on the host (to decide when to evict without a device sync);
+        # and the mask) and on the host (to decide when to evict without a device sync);
         # ``lead``: the prefill's padding (host), which ``seen`` counts
         self.pad = self.pad_host = self.lead = None
-
-    def update(self, key_states, value_states, *args, **kwargs):
-        if not self.is_initialized:
-            self.lazy_initialization(key_states, value_states)
-        if self.pad is None:
-            self.set_padding(torch.zeros(key_states.shape[0], dtype=torch.long, device=key_states.device))
-        self.seen += key_states.shape[-2]
-        keys = torch.cat([self.keys, key_states], dim=-2)
-        values = torch.cat([self.values, value_states], dim=-2)
-        self.keys, self.values = self.evict(keys, values)
-        return keys, values
-
-    def evict(self, keys, values):  # pragma: no cover - abstract
-        """Return the kept keys/values (setting ``pad`` for them through ``compact``); never
-        modify tensors in place (a fork shares them: see kvcache.fork)."""
-        raise NotImplementedError
+        self.drop = None
+        self.written = 0  # width before this step's tokens (the mask's causal offset)
 
     def set_padding(self, pad) -> None:
         """Before the first forward: padding slots per row of the left-padded prefill, [B] long."""
         self.pad, self.pad_host = pad, pad.cpu()
         self.lead = self.pad_host
 
-    def kept_index(self, kept_host, kept):
-        """For each row's ``kept`` tokens, right-aligned in ``width`` slots: the kept-token
-        number k of each slot (negative left of them: padding) and ``pad + k`` (the source
-        slot of token k counted from the row's first real token). [B, width] each."""
-        width = int(kept_host.max())
-        k = torch.arange(width, device=self.pad.device)[None] - (width - kept)[:, None]
-        return k, self.pad[:, None] + k
+    def update(self, key_states, value_states, *args, **kwargs):
+        if self.pad is None:
+            self.set_padding(torch.zeros(key_states.shape[0], dtype=torch.long, device=key_states.device))
+        self.seen += key_states.shape[-2]
+        self.before_step()
+        self.written = self.width
+        keys, values = self.append(key_states, value_states)
+        self.mask = self._mask(key_states.shape[-2])  # what this step attends to
+        self.evict()
+        return keys, values
 
-    def compact(self, keys, values, kept_host, kept, index):
-        """Gather: slot j of row b (head h) takes source slot ``index`` [B, H or 1, width]."""
-        width = index.shape[-1]
-        index = index.clamp(0, keys.shape[-2] - 1).expand(keys.shape[0], keys.shape[1], width)
-        gather = index.unsqueeze(-1).expand(*index.shape, keys.shape[-1])
-        self.pad, self.pad_host = width - kept, width - kept_host
-        return keys.gather(2, gather), values.gather(2, gather)
+    def reserve(self, tokens: int) -> None:
+        """Room for ``tokens`` more, but never more slots than the method ever holds at once
+        (a fork's tail beyond that grows the slots once, at the fork)."""
+        if self.width:
+            super().reserve(tokens)
+        else:
+            self.headroom = max(self.headroom, tokens)
+
+    def first_capacity(self, tokens: int) -> int:
+        return max(tokens, min(tokens + self.headroom, self.peak_slots()))
+
+    def peak_slots(self) -> int:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def before_step(self) -> None:
+        """Hook before a step's tokens are written (a compaction that was due)."""
+
+    def evict(self) -> None:  # pragma: no cover - abstract
+        """After the step's mask is taken: mark evicted slots (``drop``) or compact (``compact``)."""
+        raise NotImplementedError
+
+    def visible(self):
+        """bool [B, 1 or H, width]: slots that hold a kept real token."""
+        j = torch.arange(self.width, device=self.pad.device)
+        ok = (j[None] >= self.pad[:, None])[:, None]
+        if self.drop is not None:
+            drop = self.drop
+            if drop.shape[-1] < self.width:  # slots written after the drop was set are kept
+                drop = F.pad(drop, (0, self.width - drop.shape[-1]))
+            ok = ok & ~drop
+        return ok
+
+    def _mask(self, q: int):
+        """bool [B, 1 or H, q, width]: query i (slot written + i) sees the kept real slots up to
+        itself, and always itself (a padding query sees only itself: no empty row)."""
+        j = torch.arange(self.width, device=self.pad.device)
+        i = self.written + torch.arange(q, device=self.pad.device)
+        causal = j[None] <= i[:, None]
+        return (self.visible()[:, :, None, :] & causal) | (j[None] == i[:, None])
+
+    def key_mask(self):
+        return self.mask
+
+    def compact(self) -> None:
+        """Right-align each row's kept slots (in slot order) into new buffers; the old ones go
+        once this step's attention is done. One layer's K + V at most on top of the cache."""
+        ok = self.visible()
+        heads = self._kbuf.shape[1]
+        ok = ok.expand(-1, heads, -1)
+        kept = ok.sum(-1)  # [B, H], equal over heads
+        kept_row = kept[:, 0]
+        width = int(kept_row.max())
+        index = torch.sort(ok.to(torch.uint8), dim=-1, stable=True).indices[..., self.width - width :]
+        capacity = max(self.capacity, width)
+        for name in ("_kbuf", "_vbuf"):
+            old = getattr(self, name)
+            new = old.new_empty(*old.shape[:2], capacity, old.shape[-1])
+            torch.gather(old[:, :, : self.width], 2, index[..., None].expand(-1, -1, -1, old.shape[-1]),
+                         out=new[:, :, :width])
+            setattr(self, name, new)
+        self.width = width
+        self.pad = width - kept_row
+        self.pad_host = self.pad.cpu()
+        self.drop = None
+        self.forked = False
 
     def get_seq_length(self) -> int:
         return self.seen
 
     def get_mask_sizes(self, query_length: int) -> tuple[int, int]:
-        kept = self.keys.shape[-2] if self.is_initialized and self.keys.numel() else 0
-        return kept + query_length, self.seen - kept
+        return self.width + query_length, self.seen - self.width
 
 
 class StreamingLLMLayer(EvictingLayer):
-    """Keep the first ``sink`` tokens (attention sinks) and the most recent budget - sink."""
+    """Keep the first ``sink`` tokens (attention sinks) and the most recent budget - sink.
 
-    def evict(self, keys, values):
+    Evicted tokens are masked (``hole`` [B]: the oldest non-sink tokens of each row, right
+    after its sinks) and removed together once ``STREAMING_SLACK`` of them are held, so a
+    step writes one slot instead of rebuilding the layer. A fork only masks."""
+
+    def __init__(self, settings: dict):
+        super().__init__(settings)
+        self.hole = self.hole_host = None
+
+    def peak_slots(self) -> int:
+        from notallbits.kvcache.settings import STREAMING_SLACK
+
+        return self.settings["budget"] + STREAMING_SLACK + 1
+
+    def evict(self) -> None:
         budget, sink = self.settings["budget"], self.settings["sink"]
-        length = keys.shape[-2]
-        tokens_host = length - self.pad_host  # each row's real tokens
+        if self.hole is None:
+            self.hole = torch.zeros_like(self.pad)
+            self.hole_host = torch.zeros_like(self.pad_host)
+        tokens_host = self.width - self.pad_host - self.hole_host  # each row's kept real tokens
         if bool((tokens_host <= budget).all()):
-            return keys, values
-        tokens = length - self.pad
-        kept_host, kept = tokens_host.clamp(max=budget), tokens.clamp(max=budget)
-        k, from_start = self.kept_index(kept_host, kept)
-        # sinks (and every token of a row within budget) count from the row's start, the rest from the end
-        index = torch.where((tokens > budget)[:, None] & (k >= sink), length - budget + k, from_start)
-        return self.compact(keys, values, kept_host, kept, index[:, None])
+            return
+        tokens = self.width - self.pad - self.hole
+        self.hole = self.hole + (tokens - budget).clamp_min(0)
+        self.hole_host = self.hole_host + (tokens_host - budget).clamp_min(0)
+        j = torch.arange(self.width, device=self.pad.device)[None]
+        start = (self.pad + sink)[:, None]
+        self.drop = ((j >= start) & (j < start + self.hole[:, None]))[:, None]
+
+    def before_step(self) -> None:
+        from notallbits.kvcache.settings import STREAMING_SLACK
+
+        if not self.forked and self.hole_host is not None and int(self.hole_host.max()) >= STREAMING_SLACK:
+            self.compact()
+            self.hole = torch.zeros_like(self.pad)
+            self.hole_host = torch.zeros_like(self.pad_host)
 
 
 # --------------------------------------------------------------------------- R-KV
@@ -228,33 +304,40 @@ class RKVLayer(EvictingLayer):
         super().__init__(settings)
         self.recent_queries = None  # [B, Hq, <=window, D], filled by the query-capture hook
 
+    def peak_slots(self) -> int:
+        return self.settings["budget"] + self.settings["buffer"]
+
     def remember_queries(self, queries) -> None:
         w = self.settings["window"]
         q = queries if self.recent_queries is None else torch.cat([self.recent_queries, queries], dim=-2)
         self.recent_queries = q[..., -w:, :]
 
-    def evict(self, keys, values):
+    def evict(self) -> None:
         s = self.settings
-        length = keys.shape[-2]
-        stored = self.keys.shape[-2] if self.keys.dim() == 4 else 0
+        length, stored = self.width, self.written
         seen = self.seen - self.lead  # each row's tokens so far
         first = seen - (length - stored)  # each row's sequence position of this step's first token
-        tokens_host = length - self.pad_host  # each row's real tokens in the cache
-        due = (tokens_host > s["budget"]) & ((seen - 1) // s["buffer"] * s["buffer"] >= first)
+        real_host = length - self.pad_host  # each row's real tokens in its slots
+        if self.drop is not None:  # a fork that already evicted by masking
+            real_host = self.visible()[:, 0].sum(-1).cpu()
+        due = (real_host > s["budget"]) & ((seen - 1) // s["buffer"] * s["buffer"] >= first)
         if not bool(due.any()):
-            return keys, values
-        tokens = length - self.pad
-        kept_host = torch.where(due, s["budget"], tokens_host)
-        kept = torch.where(due.to(tokens.device), s["budget"], tokens)
-        _, from_start = self.kept_index(kept_host, kept)
-        index = from_start[:, None].expand(-1, keys.shape[1], -1).clone()
-        width = index.shape[-1]
+            return
+        if self.drop is not None:  # a second compression in a fork: its own slots first
+            self.compact()
+            length = self.width
+        keep = self.visible().expand(-1, self._kbuf.shape[1], -1).clone()  # [B, H, width]
+        keys = self.keys
         # the rows due, grouped by length: each group is scored on its own tokens only
-        for n in sorted(set(tokens_host[due].tolist())):
-            rows = torch.nonzero(due & (tokens_host == n)).flatten().to(keys.device)
+        for n in sorted(set((length - self.pad_host)[due].tolist())):
+            rows = torch.nonzero(due & (length - self.pad_host == n)).flatten().to(keys.device)
             start = length - n
-            index[rows, :, width - s["budget"]:] = rkv_select(self.recent_queries[rows], keys[rows, :, start:], s) + start
-        return self.compact(keys, values, kept_host, kept, index)
+            index = rkv_select(self.recent_queries[rows], keys[rows, :, start:], s) + start
+            chosen = torch.zeros(len(rows), keep.shape[1], length, dtype=torch.bool, device=keys.device)
+            keep[rows] = chosen.scatter_(-1, index, True)
+        self.drop = ~keep
+        if not self.forked:  # the parent compacts into new slots; a fork keeps masking
+            self.compact()
 
 
 class EvictingCache(Cache):
@@ -272,10 +355,16 @@ class EvictingCache(Cache):
 
 
 def streamingllm_cache(s: dict, model, config):  # factory of the KV-method table (settings.METHODS)
+    from notallbits.kvcache.attention import use_grouped_attention
+
+    use_grouped_attention(model)  # the layers mask their own slots
     return EvictingCache(StreamingLLMLayer, s, config.num_hidden_layers)
 
 
 def rkv_cache(s: dict, model, config):  # factory of the KV-method table (settings.METHODS)
+    from notallbits.kvcache.attention import use_grouped_attention
+
+    use_grouped_attention(model)  # the layers mask their own slots
     install_query_capture(model)
     return EvictingCache(RKVLayer, s, config.num_hidden_layers)
 

@@ -16,6 +16,10 @@ from typing import Callable
 from notallbits import UserError
 
 NATIVE_BYTES = 2  # bf16 keys and values
+# StreamingLLM masks the tokens it evicts and drops them together once this many are held
+# (eviction.StreamingLLMLayer): on the transformers backend its slots peak at budget +
+# STREAMING_SLACK tokens (memory.kv_row_bytes counts them; the method's own memory is its budget)
+STREAMING_SLACK = 64
 SCALE_BITS = 16  # HQQ's scale and zero point per group
 
 

@@ -1,7 +1,7 @@
 """Throughput of the transformers backend on a whole generation job, per KV method and batch
-shape, against the full cache on the same machine (issue 12).
+shape, against the full cache on the same machine.
 
-    python -m notallbits.kvcache.throughput models/toy/toy-l --prompt-style toy \\
+    python -m notallbits.bench.kv_throughput models/toy/toy-l --prompt-style toy \\
         --questions 16 --samples 8 --batch-size 128 --budgets 32 64
 
 For each method it runs the job's questions x samples through ``generate_job`` (mode
@@ -10,7 +10,7 @@ base ``Backend.generate_job`` (one question's samples at a time), and prints gen
 tokens/s (thinking + forced answers), the ratio to the full cache, the seconds spent in the
 forced answers, and what one fork of the cache at the largest budget costs: copy.deepcopy
 (what forcing did before) vs kvcache.fork. It only uses interfaces that the per-question
-code before issue 12 also has, so the same file run with PYTHONPATH at an older checkout
+code before batching across questions also has, so the same file run with PYTHONPATH at an older checkout
 measures that code on the same machine ("before").
 """
 
@@ -67,7 +67,7 @@ def fork_ms(backend, requests, spec, rows: int, repeats: int = 5) -> dict:
 
     try:
         from notallbits.kvcache import fork
-    except ImportError:  # the code before issue 12 forked with copy.deepcopy only
+    except ImportError:  # older code forked with copy.deepcopy only
         fork = None
     prompt = list(requests[0].prompt_ids)
     with torch.inference_mode():
@@ -115,6 +115,9 @@ def main(argv=None) -> None:
     p.add_argument("--per-question", action="store_true", help="also run one question at a time")
     p.add_argument("--dtype", default="bfloat16")
     p.add_argument("--device", default="auto")
+    p.add_argument("--gptq-kernel", default="gptq_triton",
+                   help="GPTQ checkpoints on CUDA: the kernel, as generation.gptq_kernel "
+                        "(gptq_triton, gptq_torch, gptq_marlin, gptq_exllama_v2, auto)")
     p.add_argument("--temperature", type=float, default=0.6)
     p.add_argument("--repeats", type=int, default=2, help="runs per cell; the fastest is printed")
     args = p.parse_args(argv)
@@ -122,12 +125,12 @@ def main(argv=None) -> None:
                 "streamingllm": {"method": "streamingllm", "budget": args.kv_budget},
                 "rkv": {"method": "rkv", "budget": args.kv_budget, "buffer": args.rkv_buffer},
                 "hqq": {"method": "hqq", "nbits": 4, "residual_length": args.hqq_residual}}
-    model, tokenizer = load_model(args.model, args.dtype, args.device)
+    model, tokenizer = load_model(args.model, args.dtype, args.device, args.gptq_kernel)
     spec = ForcingSpec.from_tokenizer(tokenizer, args.budgets, "Wait", "\n\n**Final Answer**\n\\boxed{", 8)
     requests = job(tokenizer, args.questions, args.samples, args.prompt_style)
     from notallbits.generation.backend import Backend
 
-    # code without a batched generate_job (before issue 12) walks the questions one by one
+    # code without a batched generate_job (older code) walks the questions one by one
     default = "per-question" if TransformersBackend.generate_job is Backend.generate_job else "batched"
     modes = [(default, False)] + ([("per-question", True)] if args.per_question else [])
     run_job(TransformersBackend(model, tokenizer, settings["full"], args.temperature, 0.95, 8),

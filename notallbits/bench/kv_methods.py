@@ -2,14 +2,14 @@
 
 Decode speed of each KV method relative to the full cache, same model and trace length:
 
-    python -m notallbits.kvcache.bench MODEL_DIR [--tokens 512] [--batch 4] [--budget 128]
+    python -m notallbits.bench.kv_methods MODEL_DIR [--tokens 512] [--batch 4] [--budget 128]
 
 Time and peak extra memory of one R-KV compression of one layer (no model needed), at a
 head shape (default Qwen3-8B: 32 query heads, 8 KV heads, head_dim 128, bf16 keys), against
 the bound the memory model counts (the layer's own K + V bytes) and optionally against
 another implementation (a file defining ``rkv_select``, e.g. an older eviction.py):
 
-    python -m notallbits.kvcache.bench --rkv [--budgets 256 2048 4096 8192] [--batches 1 8] [--old FILE] [--threads 1]
+    python -m notallbits.bench.kv_methods --rkv [--budgets 256 2048 4096 8192] [--batches 1 8] [--old FILE] [--threads 1]
 
 Peak extra memory: on CUDA ``torch.cuda.max_memory_allocated`` above the inputs; on CPU the
 peak of live tensor bytes allocated during the call, tracked through a TorchDispatchMode

@@ -1,0 +1,68 @@
+"""Rows per batch of the transformers backend from the memory model (generation.batch_size auto)."""
+
+import pytest
+
+from notallbits import UserError
+from notallbits.memory import GIB, Arch, kv_row_bytes, kv_rows_per_batch
+
+# Qwen3-8B's config.json: 36 layers, 8 KV heads, head_dim 128 -> 2 x 36 x 8 x 128 x 2 B per token
+QWEN3_8B_KV_BYTES_PER_TOKEN = 147456
+
+
+def test_row_peak_counts_the_cache_the_fork_tail_and_one_layer_by_hand():
+    arch = Arch.named("Qwen3-8B")
+    full = kv_row_bytes(arch, {"method": "full"}, 9216, 32, 1024)
+    assert full["cache"] == 9216 * QWEN3_8B_KV_BYTES_PER_TOKEN
+    assert full["fork_tail"] == 32 * QWEN3_8B_KV_BYTES_PER_TOKEN  # the answer's tokens, not a second cache
+    rkv = kv_row_bytes(arch, {"method": "rkv", "budget": 8192, "buffer": 128}, 9216, 32, 1024)
+    # budget + buffer tokens, plus the scoring scratch of one layer (its own K + V)
+    assert rkv["cache"] == 8320 * QWEN3_8B_KV_BYTES_PER_TOKEN + 8320 * QWEN3_8B_KV_BYTES_PER_TOKEN // 36
+    assert full["total"] == sum(v for k, v in full.items() if k != "total")
+    # a row of Qwen3-8B at a 9k-token trace is about its cache: 1.27 GiB of KV, under 1.4 GiB in all
+    assert 1.2 * GIB < full["total"] < 1.4 * GIB
+
+
+def test_rows_per_batch_fill_the_margin_of_the_device():
+    # 80 GiB x 0.9 - 1 GiB overhead - 16 GiB weights = 55 GiB: 55 rows of 1 GiB
+    assert kv_rows_per_batch(80 * GIB, 16 * GIB, GIB, 1000) == 55
+    assert kv_rows_per_batch(80 * GIB, 16 * GIB, GIB, 40) == 40  # never more rows than the job has
+    assert kv_rows_per_batch(80 * GIB, 16 * GIB, 56 * GIB, 40) == 0  # not even one row
+    assert kv_rows_per_batch(16 * GIB, 16 * GIB, GIB, 40) == 0  # the weights alone do not fit
+
+
+def test_auto_batch_takes_every_row_that_fits_and_stops_with_one_line_when_none_does(tiny_model, monkeypatch):
+    import notallbits.memory as memory
+    from notallbits.generation.forcing import ForcingSpec
+    from notallbits.generation.hf_backend import TransformersBackend, load_model
+
+    model, tok = load_model(str(tiny_model), "float32", "cpu")
+    spec = ForcingSpec.from_tokenizer(tok, [16], "Wait", "\n\n**Final Answer**\n\\boxed{", 4)
+    backend = TransformersBackend(model, tok, {"method": "rkv", "budget": 16, "buffer": 4}, 0.6, 0.95, "auto",
+                                  cell="demo-arith/tiny/16/rkv-8")
+    assert backend.rows_per_batch(48, 40, spec) == 48  # a tiny model's rows all fit in this machine's memory
+    assert TransformersBackend(model, tok, {"method": "full"}, 0.6, 0.95, 5).rows_per_batch(48, 40, spec) == 5
+    monkeypatch.setattr(memory, "KV_OVERHEAD_GIB", 1e9)
+    with pytest.raises(UserError, match=r"^demo-arith/tiny/16/rkv-8: one row needs .* GiB"):
+        backend.rows_per_batch(48, 40, spec)
+
+
+def test_plan_sizes_every_kv_job_and_its_runtime_uses_those_rows():
+    from notallbits import grid, plan
+
+    config = grid.load("config.yaml")
+    config["generation"]["batch_size"] = "auto"
+    jobs = {r["job"]: r for r in plan.kv_jobs(config)}
+    assert jobs and all(not k.endswith("/kv-full") for k in jobs)
+    usable = 0.9 * config["hardware"]["gpu_memory_gib"] - 1
+    for r in jobs.values():
+        assert r["rows"] >= 1
+        assert r["peak_gib"] <= usable + 0.01
+    # a bigger budget holds more per row, so fewer rows fit
+    small = jobs["aime25/Qwen3-8B/w16/kv-rkv-2k"]
+    large = jobs["aime25/Qwen3-8B/w16/kv-rkv-8k"]
+    assert large["row_gib"] > small["row_gib"] and large["rows"] <= small["rows"]
+    # fewer rows per batch: a longer runtime estimate
+    spec = {j.key: (j, s) for j, s in grid.jobs(config).items()}
+    job, s = spec["aime25/Qwen3-8B/w16/kv-rkv-8k"]
+    config_one = {**config, "generation": {**config["generation"], "batch_size": 1}}
+    assert plan.job_minutes(config_one, job, s, 30) > plan.job_minutes(config, job, s, 30)
