@@ -103,5 +103,10 @@ def print_summary(output: str) -> None:
     report = folder / "report.md"
     if not report.exists() or any(not p.exists() or p.stat().st_mtime > report.stat().st_mtime for p in paths):
         return
-    print(report_text(*map(str, paths), title=str(folder), frontier=False))
+    try:
+        text = report_text(*map(str, paths), title=str(folder), frontier=False)
+    except Exception as exc:  # noqa: BLE001 - a finished run never fails for its printout
+        print(f"(results in {folder}: report.md; the short table could not be printed: {exc})")
+        return
+    print(text)
     print(f"(full report: {report}; run record: {folder / 'run_info.json'})")
