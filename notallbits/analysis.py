@@ -186,6 +186,14 @@ def _format_of(row) -> str:
     return weights.of(_method(row), int(row["bits"])).name
 
 
+def _format_names(df) -> list[str]:
+    from notallbits import weights
+
+    methods = df["weight_method"] if "weight_method" in df else [""] * len(df)
+    return [weights.of(m if isinstance(m, str) and m else weights.default_method(int(b)), int(b)).name
+            for m, b in zip(methods, df["bits"])]
+
+
 def frontier_bootstrap(df, replicated, replicates: int):
     """A bootstrap over questions of the frontier and the threshold, per (dataset, view).
 
@@ -210,13 +218,16 @@ def frontier_bootstrap(df, replicated, replicates: int):
             observed = np.array(pareto_mask(memory.tolist(), group["accuracy"].tolist()))
             masks = pareto_masks(memory, replicated[:, idx])
             share = masks.mean(axis=0)
-            for pos, i in enumerate(idx):
-                r = df.loc[i]
-                share_rows.append({"dataset": dataset, "view": view, "model": r["model"], "weights": _format_of(r),
-                                   "kv": r["kv"], "budget_tokens": int(r["budget_tokens"]), "k": int(r["k"]),
-                                   "memory_gib": memory[pos], "accuracy": r["accuracy"],
-                                   **{c: r[c] for c in ("accuracy_ci95_low", "accuracy_ci95_high") if c in r},
-                                   "on_frontier": bool(observed[pos]), "frontier_share": float(share[pos])})
+            part = pd.DataFrame({"dataset": dataset, "view": view, "model": group["model"].to_numpy(),
+                                 "weights": _format_names(group), "kv": group["kv"].to_numpy(),
+                                 "budget_tokens": group["budget_tokens"].astype(int).to_numpy(),
+                                 "k": group["k"].astype(int).to_numpy(), "memory_gib": memory,
+                                 "accuracy": group["accuracy"].to_numpy()})
+            for c in ("accuracy_ci95_low", "accuracy_ci95_high"):
+                if c in group:
+                    part[c] = group[c].to_numpy()
+            part["on_frontier"], part["frontier_share"] = observed, share
+            share_rows.append(part)
             order = np.argsort(memory, kind="stable")
             points, mems, wts = [], [], []
             for b in range(replicates):
@@ -251,7 +262,7 @@ def frontier_bootstrap(df, replicated, replicates: int):
                             and _format_of(df.loc[idx[p]]) == _format_of(t)]
                     row["observed_weights_share"] = len(same) / replicates
             threshold_rows.append(row)
-    return pd.DataFrame(share_rows), pd.DataFrame(threshold_rows)
+    return pd.concat(share_rows, ignore_index=True), pd.DataFrame(threshold_rows)
 
 
 def write_analysis(summary_path: str, frontier_path: str, thresholds_path: str, best_k_path: str,

@@ -44,9 +44,10 @@ def _frontiers(memory, A, idx) -> list[list[int]]:
     from notallbits.stats import pareto_masks
 
     idx = np.asarray(idx)
-    masks = pareto_masks(memory[idx], A[:, idx])
     order = np.argsort(memory[idx], kind="stable")
-    return [[int(idx[p]) for p in order if m[p]] for m in masks]
+    ordered = pareto_masks(memory[idx], A[:, idx])[:, order]
+    rows = idx[order]
+    return [rows[np.flatnonzero(m)].tolist() for m in ordered]
 
 
 def _splits(df, memory, A, idx):
@@ -162,10 +163,12 @@ def votes_pay_for_larger_models(df, dataset, memory):
     models = list(size.index)
     ks = df["k"].to_numpy()
 
+    from notallbits.stats import pareto_masks
+
+    groups = [np.nonzero(((df["dataset"] == dataset) & (df["model"] == m)).to_numpy())[0] for m in models]
+
     def holds(A):
-        pays = [[any(ks[i] > 1 for i in on) for on in
-                 _frontiers(memory, A, np.nonzero(((df["dataset"] == dataset) & (df["model"] == m)).to_numpy())[0])]
-                for m in models]
+        pays = [(pareto_masks(memory[g], A[:, g]) & (ks[g] > 1)).any(axis=1) for g in groups]
         out = []
         for r in range(A.shape[0]):
             seq = [p[r] for p in pays]

@@ -168,18 +168,19 @@ def score_matrix(summary, questions, dataset: str):
     """(row indices of ``summary`` for ``dataset``, question ids, rows x questions score matrix;
     NaN where a row lacks a question)."""
     import numpy as np
+    import pandas as pd
 
     rows = summary.index[summary["dataset"] == dataset]
     sub = questions[questions["dataset"] == dataset]
     qids = sorted(sub["question_id"].unique())
-    col = {q: j for j, q in enumerate(qids)}
-    key_to_pos = {tuple(str(v) for v in summary.loc[i, ROW_KEYS]): p for p, i in enumerate(rows)}
     matrix = np.full((len(rows), len(qids)), np.nan)
-    keys = sub[ROW_KEYS].astype(str).values.tolist()
-    for key, qid, score in zip(keys, sub["question_id"], sub["score"]):
-        p = key_to_pos.get(tuple(key))
-        if p is not None:
-            matrix[p, col[qid]] = score
+    if len(rows) == 0 or sub.empty:
+        return rows, qids, matrix
+    keys = summary.loc[rows, ROW_KEYS].astype(str).assign(_pos=np.arange(len(rows)))
+    found = sub[ROW_KEYS].astype(str).assign(_q=sub["question_id"].to_numpy(), _score=sub["score"].to_numpy())
+    found = found.merge(keys, on=ROW_KEYS, how="inner")
+    col = pd.Index(qids).get_indexer(found["_q"])
+    matrix[found["_pos"].to_numpy(), col] = found["_score"].to_numpy(dtype=float)
     return rows, qids, matrix
 
 

@@ -103,3 +103,10 @@ def test_params_diff_names_the_changed_keys():
         'param: "python" → "python3"',
     ]
     assert diff_params(recorded, recorded) == []
+
+
+def test_why_rerun_without_records_says_so(tmp_path):
+    from notallbits.rerun import explain
+
+    with pytest.raises(UserError, match=r"\.snakemake/metadata: no job records \(nothing has run here yet\)$"):
+        explain(str(tmp_path), "Snakefile", ["config.yaml"])
