@@ -39,7 +39,6 @@ localrules:
     all,
     prepare_data,
     score,
-    question_scores,
     aggregate,
     analyze,
     table1,

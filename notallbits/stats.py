@@ -133,6 +133,15 @@ def write_question_scores(questions_path: str, samples_path: str, scores_path: s
         table.to_csv(tmp, index=False, float_format="%.10g")
 
 
+def score_with_questions(questions_path: str, generations, ks: list[int], scores_out: str, samples_out: str,
+                         questions_out: str, verify_paths: list[str] = (), code_sandbox: str = "bubblewrap") -> None:
+    """The score step (notallbits.scoring.score_file), then its rows' per-question scores."""
+    from notallbits.scoring import score_file
+
+    score_file(questions_path, generations, ks, scores_out, samples_out, list(verify_paths), code_sandbox)
+    write_question_scores(questions_path, samples_out, scores_out, ks, questions_out, verify_paths)
+
+
 def read_question_scores(paths: list[str]):
     import pandas as pd
 
