@@ -2,11 +2,14 @@
 
 Each claim is a yes/no statistic of the Maj@K rows of the summary on the single-request memory
 view. It is computed on the observed accuracies and on every bootstrap replicate (questions
-resampled with replacement; notallbits.stats), and its *support* is the share of replicates in
-which it holds. Verdict: ``supported`` (support >= 95%), ``contradicted`` (<= 5%),
-``inconclusive`` (between: the questions the run has cannot decide it), or ``cannot say`` with
-what cells the run lacks. Memory is exact (the memory model and measured bytes), so only the
-accuracies are resampled.
+resampled with replacement; notallbits.stats). In a replicate the claim holds, fails, or is
+undecided: a tie (two drops equal, a curve neither rising nor falling), no threshold (a frontier
+of one point), or no signal (every cell of the claim at the same accuracy, e.g. a random model
+right on no question). Its *support* is the share of replicates in which it holds, *against* the
+share in which it fails. Verdict: ``supported`` (support >= 95%), ``contradicted`` (against >=
+95%), ``inconclusive`` (neither: the questions the run has cannot decide it), or ``cannot say``
+with what cells the run lacks. Memory is exact (the memory model and measured bytes), so only
+the accuracies are resampled.
 """
 
 from __future__ import annotations
@@ -14,20 +17,22 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Callable
 
-SUPPORTED, CONTRADICTED = 0.95, 0.05
+DECIDED = 0.95  # share of replicates for supported / contradicted
 EVICTION = ("rkv", "streamingllm")
-COLUMNS = ["claim", "datasets", "verdict", "holds_observed", "bootstrap_support", "detail"]
+COLUMNS = ["claim", "datasets", "verdict", "holds_observed", "bootstrap_support", "bootstrap_against", "detail"]
 
 
 @dataclass
 class Check:
     """A claim made checkable on one slice of the run: ``holds(A)`` gives (holds, value) per row
-    of A, a replicates x summary-rows accuracy matrix; ``describe(value, values)`` says what was
-    measured (observed value, replicates' values)."""
+    of A, a replicates x summary-rows accuracy matrix (holds: True, False or None = undecided);
+    ``describe(value, values)`` says what was measured (observed value, replicates' values);
+    ``rows``: the summary rows the claim reads (all at one accuracy: no signal, undecided)."""
 
     datasets: str
     holds: Callable
     describe: Callable
+    rows: object = None
 
 
 def reference_weight_gib() -> float:
@@ -76,15 +81,17 @@ def threshold_near_reference(df, dataset, memory):
         splits, w = _splits(df, memory, A, idx)
         for on, found in splits:
             t = w[on[found[0]]] if found else float("nan")
-            out.append((bool(ref / 2 <= t <= 2 * ref), float(t)))
+            out.append((bool(ref / 2 <= t <= 2 * ref) if found else None, float(t)))
         return out
 
     def describe(value, values):
+        if value != value:
+            return "no threshold: the frontier is one point"
         v = np.asarray([x for x in values if x == x])
         interval = f" (bootstrap 95%: {np.percentile(v, 2.5):.3g}-{np.percentile(v, 97.5):.3g})" if len(v) else ""
         return (f"threshold at {value:.3g} GiB of effective weights{interval}; near = within a factor 2 of "
                 f"8-bit Qwen3-4B's {ref:.2f} GiB")
-    return Check(dataset, holds, describe)
+    return Check(dataset, holds, describe, idx)
 
 
 def weights_then_compute(df, dataset, memory):
@@ -101,7 +108,7 @@ def weights_then_compute(df, dataset, memory):
         out = []
         for _, found in _splits(df, memory, A, idx)[0]:
             if found is None:
-                out.append((False, float("nan")))
+                out.append((None, float("nan")))
                 continue
             split, score, moves = found
             ok = (moves[:split].count("weights") >= 1 and moves[split:].count("compute") >= 1
@@ -110,9 +117,11 @@ def weights_then_compute(df, dataset, memory):
         return out
 
     def describe(value, values):
+        if value != value:
+            return "the frontier is one point: no moves to explain"
         return (f"the frontier's best split explains {_pct(value)} of its moves (weights before, tokens/votes "
                 "after); holds = at least one of each, and >= 75% explained")
-    return Check(dataset, holds, describe)
+    return Check(dataset, holds, describe, idx)
 
 
 def _pick(datasets, task_of, task, prefer):
@@ -143,12 +152,13 @@ def four_bit_hurts_math_more(df, memory):
     def holds(A):
         drop = {d: (A[:, a] - A[:, b]).mean(axis=1) for d, (a, b) in pairs.items()}
         diff = drop[math] - drop[choice]
-        return [(bool(x > 0), float(x)) for x in diff]
+        return [(bool(x > 0) if x != 0 else None, float(x)) for x in diff]
 
     def describe(value, values):
         return (f"16-bit minus GPTQ 4-bit accuracy, mean over matched cells: {math} exceeds {choice} by "
                 f"{100 * value:+.1f} points")
-    return Check(f"{math} vs {choice}", holds, describe)
+    return Check(f"{math} vs {choice}", holds, describe,
+                 np.concatenate([np.concatenate(pair) for pair in pairs.values()]))
 
 
 def votes_pay_for_larger_models(df, dataset, memory):
@@ -179,7 +189,7 @@ def votes_pay_for_larger_models(df, dataset, memory):
     def describe(value, values):
         return (f"Maj@K (K > 1) is on the model's own frontier for {int(value)} of {len(models)} models "
                 f"({', '.join(models)}, smallest first); holds = for the larger ones only, and at least one")
-    return Check(dataset, holds, describe)
+    return Check(dataset, holds, describe, np.concatenate(groups))
 
 
 def eviction_vertical(df, dataset, memory):
@@ -202,12 +212,12 @@ def eviction_vertical(df, dataset, memory):
 
     def holds(A):
         rise = (A[:, hi] - A[:, lo]).mean(axis=1)
-        return [(bool(x > 0), float(x)) for x in rise]
+        return [(bool(x > 0) if x != 0 else None, float(x)) for x in rise]
 
     def describe(value, values):
         return (f"{len(segments)} eviction curves hold their memory flat over their longer budgets (by "
                 f"construction) while accuracy moves by {100 * value:+.1f} points on average; holds = it rises")
-    return Check(dataset, holds, describe)
+    return Check(dataset, holds, describe, np.concatenate([lo, hi]))
 
 
 CLAIMS = [
@@ -219,8 +229,8 @@ CLAIMS = [
 ]
 
 
-def verdict(support: float) -> str:
-    return "supported" if support >= SUPPORTED else "contradicted" if support <= CONTRADICTED else "inconclusive"
+def verdict(support: float, against: float) -> str:
+    return "supported" if support >= DECIDED else "contradicted" if against >= DECIDED else "inconclusive"
 
 
 def claims_table(df, replicated):
@@ -245,10 +255,17 @@ def claims_table(df, replicated):
                              "holds_observed": None, "bootstrap_support": None,
                              "detail": f"the run lacks the cells: {check}"})
                 continue
-            results = check.holds(np.vstack([observed[None, :], replicated]))
+            A = np.vstack([observed[None, :], replicated])
+            results = check.holds(A)
+            if check.rows is not None:  # no signal: every cell of the claim at one accuracy
+                sub = A[:, check.rows]
+                flat = np.all(sub == sub[:, :1], axis=1)
+                results = [(None, v) if f else (h, v) for (h, v), f in zip(results, flat)]
             (ok, value), results = results[0], results[1:]
-            support = float(np.mean([r[0] for r in results])) if results else float("nan")
-            rows.append({"claim": claim, "datasets": check.datasets, "verdict": verdict(support),
-                         "holds_observed": bool(ok), "bootstrap_support": support,
+            support = float(np.mean([r[0] is True for r in results])) if results else float("nan")
+            against = float(np.mean([r[0] is False for r in results])) if results else float("nan")
+            rows.append({"claim": claim, "datasets": check.datasets, "verdict": verdict(support, against),
+                         "holds_observed": "undecided" if ok is None else ok, "bootstrap_support": support,
+                         "bootstrap_against": against,
                          "detail": check.describe(value, [r[1] for r in results])})
     return pd.DataFrame(rows, columns=COLUMNS)

@@ -92,9 +92,20 @@ def diff_values(old, new, prefix: str = "") -> list[str]:
     return [f"{prefix or 'value'}: {_show(old)} {ARROW} {_show(new)}"]
 
 
-def diff_params(recorded: list[str], current: list[str]) -> list[str]:
+def _likeness(a, b) -> float:
+    """How alike two param values look (same type, same length, common prefix): pairs an old
+    value with the new one that replaced it, since Snakemake records params without names."""
+    if type(a) is not type(b):
+        return 0.0
+    sa, sb = str(a), str(b)
+    prefix = next((i for i, (x, y) in enumerate(zip(sa, sb)) if x != y), min(len(sa), len(sb)))
+    return 1 + (len(sa) == len(sb)) + prefix / max(len(sa), len(sb), 1)
+
+
+def diff_params(recorded: list[str], current: list[str], names: dict[str, str] | None = None) -> list[str]:
     """The difference of two param lists (each the sorted reprs Snakemake records): JSON object
-    params key by key, other params as a whole."""
+    params key by key, other params as a whole (``names``: a current repr -> its param name)."""
+    names = names or {}
     old_only = [param_value(p) for p in sorted(set(recorded) - set(current))]
     new_only = [param_value(p) for p in sorted(set(current) - set(recorded))]
     old_json = [p for p in old_only if isinstance(p, dict)]
@@ -107,12 +118,19 @@ def diff_params(recorded: list[str], current: list[str]) -> list[str]:
         lines.extend(diff_values(a, b))
         old_json.remove(a)
         new_json.remove(b)
+    new_names = {id(v): names.get(r, "param") for r in sorted(set(current) - set(recorded))
+                 for v in new_only if repr(v) == r or (isinstance(v, dict) and repr(json.dumps(v, sort_keys=True)) == r)}
     rest_old = [p for p in old_only if not isinstance(p, dict)] + old_json
     rest_new = [p for p in new_only if not isinstance(p, dict)] + new_json
-    if len(rest_old) == 1 and len(rest_new) == 1:
-        lines.append(f"param: {_show(rest_old[0])} {ARROW} {_show(rest_new[0])}")
-    else:
-        lines += [f"- param: {_show(p)}" for p in rest_old] + [f"+ param: {_show(p)}" for p in rest_new]
+    while rest_old and rest_new:  # pair each replaced value with its likeliest successor
+        a, b = max(((a, b) for a in rest_old for b in rest_new), key=lambda ab: _likeness(*ab))
+        if _likeness(a, b) == 0:
+            break
+        lines.append(f"{new_names.get(id(b), 'param')}: {_show(a)} {ARROW} {_show(b)}")
+        rest_old.remove(a)
+        rest_new.remove(b)
+    lines += [f"- param: {_show(p)}" for p in rest_old]
+    lines += [f"+ {new_names.get(id(p), 'param')}: {_show(p)}" for p in rest_new]
     return lines
 
 
@@ -154,9 +172,15 @@ def current_state(rule, output: str) -> dict | None:
         wildcards = rule.get_wildcards(output)
         inputs = rule.expand_input(wildcards)[0]
         outputs = rule.expand_output(wildcards)[0]
-        _, non_derived = rule.expand_params(wildcards, inputs, outputs, _Job())
+        expanded, non_derived = rule.expand_params(wildcards, inputs, outputs, _Job())
     except Exception:  # noqa: BLE001 - any refusal means: not a job of this config
         return None
+    names = {}
+    for name in getattr(expanded, "_names", {}):
+        try:
+            names[repr(getattr(expanded, name))] = name
+        except Exception:  # noqa: BLE001 - an unrepresentable param has no name to show
+            continue
     params = []
     for value in non_derived:
         serialized = repr(value) if isinstance(value, (type(None), int, float, bool, str, list, tuple, dict, set)) \
@@ -164,7 +188,8 @@ def current_state(rule, output: str) -> dict | None:
         if serialized is not UNREPRESENTABLE:
             params.append(serialized)
     shell = rule.shellcmd
-    return {"params": sorted(params), "input": sorted(str(f) for f in inputs), "shell": shell}
+    return {"params": sorted(params), "input": sorted(str(f) for f in inputs), "shell": shell, "names": names,
+            "job": (rule.name, tuple(sorted(wildcards.items())))}
 
 
 def explain(workdir: str, snakefile: str, configfiles: list[str], rules: list[str] | None = None) -> list[dict]:
@@ -189,7 +214,7 @@ def explain(workdir: str, snakefile: str, configfiles: list[str], rules: list[st
                     continue
                 lines = []
                 if (rec.get("record_format_version") or 0) >= 6 and rec.get("params") is not None:
-                    lines += diff_params(rec["params"], now["params"])
+                    lines += diff_params(rec["params"], now["params"], now["names"])
                 old_inputs, new_inputs = set(rec.get("input") or []), set(now["input"])
                 if rec.get("input") is not None and old_inputs != new_inputs:
                     lines += [f"- input: {f}" for f in sorted(old_inputs - new_inputs)]
@@ -199,7 +224,7 @@ def explain(workdir: str, snakefile: str, configfiles: list[str], rules: list[st
                 if not Path(output).exists():
                     lines.append("output: missing")
                 if lines:
-                    out.append({"rule": rule.name, "output": output, "changes": lines})
+                    out.append({"rule": rule.name, "output": output, "changes": lines, "job": now["job"]})
         finally:
             os.chdir(cwd)
         return out
@@ -212,7 +237,11 @@ def format_report(entries: list[dict], examples: int = 3) -> str:
     if not entries:
         return "no recorded job would rerun for changed params, inputs or code"
     groups: dict[tuple, list[dict]] = {}
-    for e in entries:
+    seen = set()
+    for e in entries:  # one entry per job (a job with several outputs has a record for each)
+        if e.get("job") in seen:
+            continue
+        seen.add(e.get("job"))
         groups.setdefault((e["rule"], tuple(e["changes"])), []).append(e)
     lines = []
     for (rule, changes), members in sorted(groups.items(), key=lambda g: (g[0][0], -len(g[1]))):

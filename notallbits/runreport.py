@@ -17,6 +17,10 @@ def _num(x, digits=3) -> str:
     return "-" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{float(x):.{digits}g}"
 
 
+def _share(x) -> str:
+    return "-" if x in ("", None) or (isinstance(x, float) and math.isnan(x)) else f"{100 * float(x):.0f}%"
+
+
 def _table(header: list[str], rows: list[list[str]]) -> str:
     lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
     lines += ["| " + " | ".join(str(c) for c in r) + " |" for r in rows]
@@ -68,7 +72,8 @@ def report_text(summary_path: str, threshold_bootstrap_path: str, claims_path: s
     if not tb.empty:
         rows = []
         for _, r in tb.iterrows():
-            where = f"{r.get('model', '-')} {r.get('weights', '')}".strip()
+            where = (f"{r['model']} {r['weights']}" if isinstance(r.get("model"), str)
+                     else "none (the frontier is one point)")
             rows.append([r["dataset"], r["view"], where, _num(r.get("effective_weight_gib")),
                          f"[{_num(r.get('effective_weight_gib_ci95_low'))}, {_num(r.get('effective_weight_gib_ci95_high'))}]",
                          _num(r.get("memory_gib")),
@@ -80,10 +85,11 @@ def report_text(summary_path: str, threshold_bootstrap_path: str, claims_path: s
     if Path(claims_path).exists():
         claims = pd.read_csv(claims_path, keep_default_na=False)
         parts += ["", "## The paper's claims on this run", "",
-                  _table(["claim", "datasets", "verdict", "support", "detail"],
-                         [[r["claim"], r["datasets"], r["verdict"],
-                           "-" if r["bootstrap_support"] in ("", None) else f"{100 * float(r['bootstrap_support']):.0f}%",
-                           r["detail"]] for _, r in claims.iterrows()])]
+                  "Support: the share of bootstrap replicates in which the claim holds; against: in which it "
+                  "fails (the rest are ties or have no signal). Supported / contradicted at 95%.", "",
+                  _table(["claim", "datasets", "verdict", "support", "against", "detail"],
+                         [[r["claim"], r["datasets"], r["verdict"], _share(r["bootstrap_support"]),
+                           _share(r.get("bootstrap_against", "")), r["detail"]] for _, r in claims.iterrows()])]
     return "\n".join(parts) + "\n"
 
 

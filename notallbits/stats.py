@@ -61,6 +61,7 @@ def accuracy_interval(scores, samples: int = 1) -> dict:
     else:
         n_eff = min(max(q * p * (1 - p) / var0, q), q * max(samples, 1))
     low, high = wilson_interval(p, n_eff)
+    low, high = (0.0 if p == 0 else low), (1.0 if p == 1 else high)  # exact at the ends, not 1e-17 off
     return {"accuracy": p, "accuracy_se": se, "accuracy_ci95_low": low, "accuracy_ci95_high": high,
             "effective_questions": n_eff}
 

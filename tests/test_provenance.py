@@ -110,3 +110,16 @@ def test_why_rerun_without_records_says_so(tmp_path):
 
     with pytest.raises(UserError, match=r"\.snakemake/metadata: no job records \(nothing has run here yet\)$"):
         explain(str(tmp_path), "Snakefile", ["config.yaml"])
+
+
+def test_unnamed_params_pair_with_their_likeliest_successor():
+    """Snakemake records params without names: a replaced hash pairs with the new hash, a path with
+    the new path, each shown under the param's current name."""
+    from notallbits.rerun import diff_params
+
+    old_hash, new_hash = "a" * 64, "b" * 64
+    recorded = sorted([repr(old_hash), repr("configs/x.yaml")])
+    current = sorted([repr(new_hash), repr("/tmp/x.yaml")])
+    names = {repr(new_hash): "config_hash", repr("/tmp/x.yaml"): "configfile"}
+    assert sorted(diff_params(recorded, current, names)) == [
+        f'config_hash: "{old_hash}" → "{new_hash}"', 'configfile: "configs/x.yaml" → "/tmp/x.yaml"']
