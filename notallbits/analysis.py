@@ -229,9 +229,10 @@ def frontier_bootstrap(df, replicated, replicates: int):
             part["on_frontier"], part["frontier_share"] = observed, share
             share_rows.append(part)
             order = np.argsort(memory, kind="stable")
+            ordered = masks[:, order]
             points, mems, wts = [], [], []
             for b in range(replicates):
-                on = [p for p in order if masks[b, p]]
+                on = order[np.flatnonzero(ordered[b])].tolist()
                 found = threshold_split([weights_gib[p] for p in on])
                 if found is None:
                     continue
