@@ -2,8 +2,11 @@
 # its hash, seeds, date, each job's hardware) and report.md, printed when the workflow finishes.
 
 
+# Written with the summary it describes (the commit is the checkout's when it is written), so a
+# commit that changes nothing reruns nothing.
 rule run_info:
     input:
+        summary=rules.aggregate.output.csv,
         generations=all_generation_files(),
         verifications=all_verify_files(),
     output:
@@ -12,7 +15,6 @@ rule run_info:
         f"{OUTPUT}/logs/run_info.log",
     params:
         config_hash=provenance.config_sha256(config),
-        commit=provenance.git_commit(workflow.basedir),
         configfile=CONFIGFILE,
     conda:
         "../envs/analysis.yaml"
