@@ -57,6 +57,7 @@ gpu-check: $(VENV)/.installed $(VENV_VLLM)/.installed
 demo-vllm: $(VENV)/.installed $(VENV_VLLM)/.installed
 	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/snakemake --configfile configs/demo-vllm.yaml --cores $(CORES)
 
+# each config's results, figures and report land in results/<config name>/ (here results/demo/)
 demo: $(VENV)/.installed
 	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/snakemake --configfile configs/demo.yaml --cores $(CORES)
 
@@ -103,4 +104,4 @@ paper-dryrun: $(VENV)/.installed
 	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/snakemake --dry-run --quiet rules
 
 clean:
-	rm -rf results figures/*.png .snakemake
+	rm -rf results .snakemake

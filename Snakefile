@@ -29,6 +29,7 @@ include: "rules/score.smk"
 include: "rules/aggregate.smk"
 include: "rules/analysis.smk"
 include: "rules/plot.smk"
+include: "rules/report.smk"
 
 
 # Cheap steps run where Snakemake runs (also on a cluster's login node); only model
@@ -41,6 +42,8 @@ localrules:
     aggregate,
     analyze,
     table1,
+    run_info,
+    results_report,
 
 
 rule all:

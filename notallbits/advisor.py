@@ -124,7 +124,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
     p.add_argument("--memory", required=True, help=f"accelerator memory, e.g. 8GiB or 80GB ({HELP})")
     p.add_argument("--dataset", required=True, help="a dataset of the summary (its config's name, e.g. aime25)")
-    p.add_argument("--summary", default="results/summary.csv", help="the summary table the workflow wrote (CSV or Parquet)")
+    p.add_argument("--summary", default=None,
+                   help="the summary table the workflow wrote, CSV or Parquet (default: the one results/<config>/summary.csv there is)")
     p.add_argument("--view", default="single", choices=["single", "batch16"],
                    help="memory of one request (single) or of 16 concurrent requests sharing the weights (batch16)")
     p.add_argument("--json", action="store_true", help="print the advice as JSON")
@@ -135,6 +136,14 @@ def run(args: argparse.Namespace) -> None:
 
     import pandas as pd
 
+    if args.summary is None:  # each config writes its own results/<name>/summary.csv
+        import glob
+
+        found = sorted(glob.glob("results/*/summary.csv"))
+        if len(found) != 1:
+            raise UserError("pass --summary: " + (f"several runs here ({', '.join(found)})" if found else
+                                                  "no results/<config>/summary.csv here: run the workflow first"))
+        args.summary = found[0]
     if not os.path.exists(args.summary):
         raise UserError(f"{args.summary} does not exist: run the workflow first (or pass --summary)")
     advice = advise(read_summary(args.summary), parse_memory(args.memory), args.dataset, args.view)

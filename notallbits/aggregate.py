@@ -4,6 +4,12 @@ Weight bytes are measured (tensor bytes of the checkpoint that ran); KV bytes fo
 memory model for the cell's KV method with G = K parallel samples and T = the budget.
 ``latency_seconds`` is an estimate (see below; a Best-of-N row's includes its verifier's
 ``verifier_seconds``); ``job_tokens_per_second`` is measured.
+
+Given the per-question scores of each row (notallbits.stats), the accuracy comes with its
+standard error over questions and a 95% interval (``accuracy_se``, ``accuracy_ci95_low``,
+``accuracy_ci95_high``) and the dataset's ``task``; given the generation files, each row carries
+the provenance of the job that made it (notallbits.provenance.ROW_COLUMNS: sampling settings and
+seed, record format, device, GPUs, library versions, the config's hash).
 """
 
 from __future__ import annotations
@@ -20,7 +26,10 @@ COLUMNS = ["dataset", "model", "weight_method", "bits", "kv", "kv_method", "back
            "job_wall_seconds", "job_tokens_per_second", "quant_settings", "code_sandbox"]
 
 
-def summarize(score_paths: list[str]):
+def summarize(score_paths: list[str], questions=None, generation_paths: list[str] | None = None,
+              config_hash: str = ""):
+    """The summary table of the score files; ``questions``: their per-question scores (a table,
+    notallbits.stats) for the uncertainty columns; ``generation_paths``: for the provenance columns."""
     import pandas as pd
 
     from notallbits.memory import Arch, kv_bytes
@@ -67,14 +76,36 @@ def summarize(score_paths: list[str]):
                              + df["verifier_seconds"])
     df = df[COLUMNS].astype({"bits": "int64", "budget_tokens": "int64", "k": "int64", "weight_bytes": "int64",
                              "verifier_bytes": "int64"})
+    if questions is not None:
+        from notallbits.stats import SE_COLUMNS, add_uncertainty
+
+        df = add_uncertainty(df, questions)
+        at = COLUMNS.index("accuracy") + 1
+        df = df[COLUMNS[:at] + SE_COLUMNS + COLUMNS[at:] + ["task"]]
+    if generation_paths is not None:
+        from notallbits.provenance import add_row_provenance
+
+        df = add_row_provenance(df, generation_paths, config_hash)
     return df.sort_values(["dataset", "model", "bits", "weight_method", "kv", "budget_tokens", "k", "selection", "verifier"]
                           ).reset_index(drop=True)
 
 
-def write_summary(score_paths: list[str], csv_path: str, parquet_path: str | None = None) -> None:
+def write_summary(score_paths: list[str], csv_path: str, parquet_path: str | None = None, *,
+                  question_paths: list[str] | None = None, generation_paths: list[str] | None = None,
+                  questions_out: str | None = None, config_hash: str = "") -> None:
+    """The summary (CSV, and Parquet); with ``question_paths`` also the run's per-question scores
+    in one table (``questions_out``, Parquet), which the bootstrap reads."""
     from notallbits.io import atomic_path
 
-    df = summarize(score_paths)
+    questions = None
+    if question_paths is not None:
+        from notallbits.stats import read_question_scores
+
+        questions = read_question_scores(question_paths)
+        if questions_out:
+            with atomic_path(questions_out, suffix=".parquet") as tmp:
+                questions.to_parquet(tmp, index=False)
+    df = summarize(score_paths, questions, generation_paths, config_hash)
     with atomic_path(csv_path, suffix=".csv") as tmp:
         df.to_csv(tmp, index=False, float_format="%.6g")
     if parquet_path:

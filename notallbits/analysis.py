@@ -62,22 +62,19 @@ def frontiers(df):
 def classify_moves(front) -> list[str]:
     """For consecutive frontier points: did the gain come from bigger weights ("weights"),
     or from a longer budget / more votes at no bigger weights ("compute")?"""
-    moves = []
-    rows = front.to_dict("records")
-    for a, b in zip(rows, rows[1:]):
-        if b["weight_gib"] > a["weight_gib"] * (1 + 1e-9):
-            moves.append("weights")
-        else:
-            moves.append("compute")
-    return moves
+    return moves_of(front["weight_gib"].tolist())
 
 
-def threshold(front) -> dict | None:
-    """Where the frontier switches from spending memory on weights to spending it on
-    generation length and votes: the split that best separates 'weights' moves (before)
-    from 'compute' moves (after). Returns the frontier point at the split."""
-    rows = front.to_dict("records")
-    moves = classify_moves(front)
+def moves_of(weight_gib: list[float]) -> list[str]:
+    """classify_moves on the frontier's effective weight sizes, in memory order."""
+    return ["weights" if b > a * (1 + 1e-9) else "compute" for a, b in zip(weight_gib, weight_gib[1:])]
+
+
+def threshold_split(weight_gib: list[float]) -> tuple[int, int, list[str]] | None:
+    """(index of the frontier point at the split, moves the split explains, the moves): the
+    split that best separates 'weights' moves (before) from 'compute' moves (after); the
+    earliest split among equals. None for a frontier of one point."""
+    moves = moves_of(weight_gib)
     if not moves:
         return None
     best_split, best_score = 0, -1
@@ -85,6 +82,18 @@ def threshold(front) -> dict | None:
         score = moves[:split].count("weights") + moves[split:].count("compute")
         if score > best_score:
             best_split, best_score = split, score
+    return best_split, best_score, moves
+
+
+def threshold(front) -> dict | None:
+    """Where the frontier switches from spending memory on weights to spending it on
+    generation length and votes: the split that best separates 'weights' moves (before)
+    from 'compute' moves (after). Returns the frontier point at the split."""
+    rows = front.to_dict("records")
+    found = threshold_split([r["weight_gib"] for r in rows])
+    if found is None:
+        return None
+    best_split, best_score, moves = found
     point = rows[best_split]
     return {"memory_gib": point["memory_gib"], "effective_weight_gib": point["weight_gib"],
             "model": point["model"], "bits": int(point["bits"]), "weight_method": _method(point),
@@ -171,18 +180,122 @@ def selection_comparison(df):
                                        "bits", "kv", "budget_tokens", "k", "majority_accuracy_at_memory"])
 
 
+def _format_of(row) -> str:
+    from notallbits import weights
+
+    return weights.of(_method(row), int(row["bits"])).name
+
+
+def _format_names(df) -> list[str]:
+    from notallbits import weights
+
+    methods = df["weight_method"] if "weight_method" in df else [""] * len(df)
+    return [weights.of(m if isinstance(m, str) and m else weights.default_method(int(b)), int(b)).name
+            for m, b in zip(methods, df["bits"])]
+
+
+def frontier_bootstrap(df, replicated, replicates: int):
+    """A bootstrap over questions of the frontier and the threshold, per (dataset, view).
+
+    ``replicated``: replicates x len(df) accuracies (notallbits.stats.bootstrap_accuracies, rows
+    aligned with ``df``). Returns (per row: observed ``on_frontier`` and ``frontier_share``, the
+    share of replicates in which it is on the frontier; per (dataset, view): the observed
+    threshold and where the replicates' thresholds fall: median and 95% percentile interval of
+    its memory and effective weight size, and the frontier point it falls on most often)."""
+    import numpy as np
+    import pandas as pd
+
+    from notallbits.stats import pareto_masks
+
+    df = df.reset_index(drop=True)
+    share_rows, threshold_rows = [], []
+    for view in VIEWS:
+        v = with_view(df, view)
+        for dataset, group in v.groupby("dataset"):
+            idx = group.index.to_numpy()
+            memory = group["memory_gib"].to_numpy(dtype=float)
+            weights_gib = group["weight_gib"].to_numpy(dtype=float)
+            observed = np.array(pareto_mask(memory.tolist(), group["accuracy"].tolist()))
+            masks = pareto_masks(memory, replicated[:, idx])
+            share = masks.mean(axis=0)
+            part = pd.DataFrame({"dataset": dataset, "view": view, "model": group["model"].to_numpy(),
+                                 "weights": _format_names(group), "kv": group["kv"].to_numpy(),
+                                 "budget_tokens": group["budget_tokens"].astype(int).to_numpy(),
+                                 "k": group["k"].astype(int).to_numpy(), "memory_gib": memory,
+                                 "accuracy": group["accuracy"].to_numpy()})
+            for c in ("accuracy_ci95_low", "accuracy_ci95_high"):
+                if c in group:
+                    part[c] = group[c].to_numpy()
+            part["on_frontier"], part["frontier_share"] = observed, share
+            share_rows.append(part)
+            order = np.argsort(memory, kind="stable")
+            ordered = masks[:, order]
+            points, mems, wts = [], [], []
+            for b in range(replicates):
+                on = order[np.flatnonzero(ordered[b])].tolist()
+                found = threshold_split([weights_gib[p] for p in on])
+                if found is None:
+                    continue
+                p = on[found[0]]
+                points.append(p)
+                mems.append(memory[p])
+                wts.append(weights_gib[p])
+            t = threshold(pareto_frontier(group, x="memory_gib"))
+            row = {"dataset": dataset, "view": view, "replicates": replicates, "replicates_with_threshold": len(points)}
+            if t:
+                row.update({"memory_gib": t["memory_gib"], "effective_weight_gib": t["effective_weight_gib"],
+                            "model": t["model"], "weights": _format_of(t), "budget_tokens": t["budget_tokens"],
+                            "k": t["k"]})
+            if points:
+                counts = pd.Series(points).value_counts()
+                modal = df.loc[idx[counts.index[0]]]
+                row.update({"memory_gib_median": float(np.median(mems)),
+                            "memory_gib_ci95_low": float(np.percentile(mems, 2.5)),
+                            "memory_gib_ci95_high": float(np.percentile(mems, 97.5)),
+                            "effective_weight_gib_median": float(np.median(wts)),
+                            "effective_weight_gib_ci95_low": float(np.percentile(wts, 2.5)),
+                            "effective_weight_gib_ci95_high": float(np.percentile(wts, 97.5)),
+                            "modal_point": f"{modal['model']} {_format_of(modal)} T={int(modal['budget_tokens'])} "
+                                           f"K={int(modal['k'])} {modal['kv']}",
+                            "modal_share": float(counts.iloc[0] / replicates)})
+                if t:  # how often the threshold sits on the observed threshold's weights (model and format)
+                    same = [p for p in points if df.loc[idx[p], "model"] == t["model"]
+                            and _format_of(df.loc[idx[p]]) == _format_of(t)]
+                    row["observed_weights_share"] = len(same) / replicates
+            threshold_rows.append(row)
+    return pd.concat(share_rows, ignore_index=True), pd.DataFrame(threshold_rows)
+
+
 def write_analysis(summary_path: str, frontier_path: str, thresholds_path: str, best_k_path: str,
-                   selection_path: str | None = None) -> None:
+                   selection_path: str | None = None, *, questions_path: str | None = None,
+                   frontier_bootstrap_path: str | None = None, threshold_bootstrap_path: str | None = None,
+                   claims_path: str | None = None, replicates: int = 1000, seed: int = 0) -> None:
+    """The analysis tables; with ``questions_path`` (per-question scores), also the bootstrap over
+    questions of the frontier and threshold, and the claims table (notallbits.claims)."""
     import pandas as pd
 
     from notallbits.io import atomic_path
 
     everything = pd.read_csv(summary_path)
+    if "verifier" in everything:  # "" in the CSV: a majority row's
+        everything["verifier"] = everything["verifier"].fillna("")
     df = majority_rows(everything)
     tables = [(frontiers(df), frontier_path), (pd.DataFrame(thresholds(df)), thresholds_path),
               (best_k_by_memory(df), best_k_path)]
     if selection_path:
         tables.append((selection_comparison(everything), selection_path))
+    if questions_path:
+        from notallbits.claims import claims_table
+        from notallbits.stats import bootstrap_accuracies, read_question_scores
+
+        questions = read_question_scores([questions_path])
+        majority = df.reset_index(drop=True)
+        replicated = bootstrap_accuracies(majority, questions, replicates, seed)
+        shares, thresholds_b = frontier_bootstrap(majority, replicated, replicates)
+        for table, path in ((shares, frontier_bootstrap_path), (thresholds_b, threshold_bootstrap_path),
+                            (claims_table(majority, replicated), claims_path)):
+            if path:
+                tables.append((table, path))
     for table, path in tables:
         with atomic_path(path, suffix=".csv") as tmp:
             table.to_csv(tmp, index=False, float_format="%.6g")

@@ -29,6 +29,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "memory": ("notallbits.memory", "weight + KV memory of one configuration, offline (paper Appendix B)"),
     "list": ("notallbits.listing", "what a config can name: loaders, model families, KV methods, weight formats, verifiers"),
     "advise": ("notallbits.advisor", "best configuration within a memory budget, from the results"),
+    "why-rerun": ("notallbits.rerun", "why recorded jobs would rerun: the params keys that changed, as a diff"),
     "prepare-data": ("notallbits.data.prepare", "workflow step: write a dataset as normalized JSONL"),
     "quantize": ("notallbits.quantization", "workflow step: quantize a checkpoint (GPTQ, AWQ, FP8)"),
     "calibration-traces": ("notallbits.calibration_traces", "workflow step: the bf16 model's own traces as GPTQ calibration text"),

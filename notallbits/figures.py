@@ -37,8 +37,18 @@ def model_size_key(name: str) -> float:
     return float(m.group(1)) if m else float("inf")
 
 
+def error_bars(ax, rows, x: str, color="0.35", alpha: float = 0.6, lw: float = 0.9) -> None:
+    """Each row's 95% interval over questions as a vertical bar (summaries without the interval
+    columns: nothing)."""
+    if "accuracy_ci95_low" not in rows or rows.empty:
+        return
+    low, high = 100 * rows["accuracy_ci95_low"].astype(float), 100 * rows["accuracy_ci95_high"].astype(float)
+    ax.vlines(rows[x], low, high, colors=color, alpha=alpha, lw=lw, zorder=1)
+
+
 def accuracy_vs_memory(df, dataset: str, out_path: str) -> None:
-    """The paper's Figure 1: every configuration, with the memory-accuracy frontier."""
+    """The paper's Figure 1: every configuration, with the memory-accuracy frontier; bars are
+    95% intervals over questions."""
     plt, sns = _setup()
     data = _dataset_rows(df, dataset)
     data["weights"] = weight_format_names(data)
@@ -48,9 +58,11 @@ def accuracy_vs_memory(df, dataset: str, out_path: str) -> None:
     sns.scatterplot(data=data, x="total_gib", y="accuracy_pct", hue="model", hue_order=models,
                     style="weights", markers={f: FORMAT_MARKERS.get(f, "o") for f in data["weights"].unique()},
                     size="budget", sizes=(25, 160), alpha=0.75, palette="viridis", ax=ax)
+    error_bars(ax, data, "total_gib", color="0.6", alpha=0.35, lw=0.6)
     front = pareto_frontier(data, y="accuracy_pct")
+    error_bars(ax, front, "total_gib", color="crimson", alpha=0.7)
     ax.step(front["total_gib"], front["accuracy_pct"], where="post", color="crimson", lw=1.4,
-            marker="x", ms=5, label="Pareto frontier", zorder=5)
+            marker="x", ms=5, label="Pareto frontier (bars: 95% CI)", zorder=5)
     ax.set_ylim(-3, 103)
     ax.set_xscale("log")
     ax.set_xlabel("total memory (GiB, log scale): weights + KV cache")
@@ -132,6 +144,7 @@ def parallel_scaling(df, dataset: str, out_path: str) -> None:
     palette = sns.color_palette("rocket_r", len(ks))
     for color, k in zip(palette, ks):
         front = pareto_frontier(data[data["k"] == k], y="accuracy_pct")
+        error_bars(ax, front, "total_gib", color=color)
         ax.step(front["total_gib"], front["accuracy_pct"], where="post", color=color, lw=1.6,
                 marker="o", ms=3, label=f"Maj@{k}")
     ax.set_xscale("log")
@@ -153,6 +166,7 @@ def _speed_vs_accuracy(df, dataset: str, out_path: str, col: str, label: str, lo
     x = data[col] if lower_is_better else -data[col]
     mask = pareto_mask(list(x), list(data["accuracy_pct"]))
     front = data[mask].sort_values(col)
+    error_bars(ax, front, col, color="crimson")
     ax.step(front[col], front["accuracy_pct"], where="post" if lower_is_better else "pre",
             color="crimson", lw=1.4, label="frontier")
     ax.set_xscale("log")
@@ -191,7 +205,8 @@ def kv_methods(df, dataset: str, out_path: str) -> None:
         sub = data[data["model"] == model]
         for method, group in sub.groupby("method"):
             front = pareto_frontier(group, y="accuracy_pct")
-            ax.step(front["total_gib"], front["accuracy_pct"], where="post", marker="o", ms=3, label=method)
+            lines = ax.step(front["total_gib"], front["accuracy_pct"], where="post", marker="o", ms=3, label=method)
+            error_bars(ax, front, "total_gib", color=lines[0].get_color())
         ax.set_title(model)
         ax.legend(fontsize=7, frameon=False)
     for ax in axes:
@@ -229,6 +244,7 @@ def kv_weight_bits(df, dataset: str, out_path: str) -> None:
             ax.scatter(group["total_gib"], group["accuracy_pct"], color=palette[b], marker=FORMAT_MARKERS.get(b, "o"),
                        s=22, alpha=0.55, label=f"{format_label(b)} weights")
             front = pareto_frontier(group, y="accuracy_pct")
+            error_bars(ax, front, "total_gib", color=palette[b])
             ax.step(front["total_gib"], front["accuracy_pct"], where="post", color=palette[b], lw=1.4)
         settings = ", ".join(sorted(sub["kv"].unique()))
         ax.set_title(f"{KV_METHOD_TITLES.get(method, method)}\n{settings}", fontsize=9)
@@ -257,6 +273,7 @@ def selection_vs_memory(df, dataset: str, out_path: str) -> None:
         group = data[data["selection rule"] == rule]
         ax.scatter(group["total_gib"], group["accuracy_pct"], color=palette[rule], s=18, alpha=0.45)
         front = pareto_frontier(group, y="accuracy_pct")
+        error_bars(ax, front, "total_gib", color=palette[rule])
         ax.step(front["total_gib"], front["accuracy_pct"], where="post", color=palette[rule], lw=1.6,
                 marker="o", ms=3, label=f"{rule} (frontier)")
     verifiers = data.loc[data["verifier_gib"] > 0, ["verifier", "verifier_gib"]].drop_duplicates()
@@ -291,6 +308,7 @@ def weight_methods(df, dataset: str, out_path: str) -> None:
                    alpha=0.35, color=METHOD_COLORS.get(method, "black"), label=f"{fmt} configurations")
     for method in methods or ["bf16"]:
         front = pareto_frontier(data[data["method"].isin({method, "bf16"})], y="accuracy_pct")
+        error_bars(ax, front, "total_gib", color=METHOD_COLORS.get(method, "black"))
         ax.step(front["total_gib"], front["accuracy_pct"], where="post", lw=1.8, marker="o", ms=3,
                 color=METHOD_COLORS.get(method, "black"), label=f"{method} frontier (with bf16)")
     ax.set_xscale("log")
@@ -340,6 +358,57 @@ FIGURES = {
     "selection_vs_memory": selection_vs_memory,
     "weight_methods": weight_methods,
 }
+
+
+# What a figure needs of a dataset's cells besides accuracy and memory (absent: every dataset has it).
+# The workflow draws a figure only for the datasets whose cells have its axis (figures_for).
+FIGURE_NEEDS = {
+    "parallel_scaling": "votes",
+    "kv_methods": "KV compression",
+    "kv_weight_bits": "KV compression",
+    "selection_vs_memory": "Best-of-N",
+    "weight_methods": "weight methods",
+}
+
+
+def cell_axes(specs) -> set[str]:
+    """The axes a dataset's generation jobs span (``specs``: notallbits.grid.JobSpec of each)."""
+    axes = set()
+    if any(k > 1 for s in specs for k in s.ks):
+        axes.add("votes")
+    if any(s.job.kv != "full" for s in specs):
+        axes.add("KV compression")
+    if any(s.verifiers for s in specs):
+        axes.add("Best-of-N")
+    if len({s.job.weight_method for s in specs} - {"bf16"}) >= 2:  # two quantization methods to compare
+        axes.add("weight methods")
+    return axes
+
+
+def figures_for(specs) -> list[str]:
+    """The figures a dataset's cells have the axes for: no KV figure with only the full cache, no
+    Best-of-N figure without a verifier, no per-K frontiers with K = 1 only, ..."""
+    axes = cell_axes(specs)
+    return [name for name in FIGURES if FIGURE_NEEDS.get(name) is None or FIGURE_NEEDS[name] in axes]
+
+
+def shows_table1(models: dict) -> bool:
+    """The paper's Table 1 is Qwen3's: drawn for a config with a Qwen3 model (built as a Qwen3, or
+    named, sourced or with a config.json as one)."""
+    import json
+    from pathlib import Path
+
+    for name, spec in models.items():
+        if spec.get("build"):
+            if spec.get("family", "qwen3") == "qwen3":
+                return True
+            continue
+        if any("qwen3" in str(v).lower() for v in (name, spec.get("source"), spec.get("architecture")) if v):
+            return True
+        cfg = Path(spec["source"]) / "config.json"
+        if cfg.exists() and json.loads(cfg.read_text()).get("model_type") == "qwen3":
+            return True
+    return False
 
 
 def plot_from_summary(figure: str, summary_path: str, out_path: str, **kwargs) -> None:

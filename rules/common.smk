@@ -9,6 +9,7 @@ from pathlib import Path
 
 from notallbits import UserError
 from notallbits import grid
+from notallbits import provenance
 from notallbits import weights
 from notallbits.generation import FORMAT_VERSION  # records or forcing semantics changed: rerun
 from notallbits.verify import FORMAT_VERSION as VERIFY_FORMAT_VERSION  # stdlib-only at import
@@ -26,7 +27,14 @@ os.environ["PYTHONPATH"] = os.pathsep.join([workflow.basedir] + [p for p in os.e
 
 JOBS = grid.jobs(config)  # (dataset, model, bits, kv) -> budgets, samples, K, backend
 DATASETS = sorted({j.dataset for j in JOBS})
-RESULTS = "results"
+RESULTS = provenance.SHARED  # what every config shares: data, checkpoints, generations, verifier scores
+# this config's own results: scores, summary, analysis, figures, claims, report (config `output:`,
+# default results/<config file name>); moving it changes no params of the shared steps above
+CONFIGFILE = str((list(workflow.overwrite_configfiles) or ["config.yaml"])[-1])
+try:
+    OUTPUT = provenance.output_dir(config, CONFIGFILE)
+except UserError as exc:
+    sys.exit(f"error: {exc}")
 # appended to shell entries that log to a file: a failed job also shows its last line (the
 # one-line error) on the console, as script entries do
 SHOW_ERROR = " || {{ tail -n 1 {log} >&2; exit 1; }}"
@@ -342,14 +350,45 @@ def verify_spec(wildcards):
 
 
 def score_files():
-    return [f"{RESULTS}/scores/{j.key}.csv" for j in JOBS]
+    return [f"{OUTPUT}/scores/{j.key}.csv" for j in JOBS]
 
 
-from notallbits.figures import FIGURES  # the per-dataset figures: one plot rule each (rules/plot.smk)
+def question_files():
+    return [f"{OUTPUT}/scores/{j.key}.questions.csv" for j in JOBS]
+
+
+def _wildcards_of(job):
+    from types import SimpleNamespace
+
+    return SimpleNamespace(dataset=job.dataset, model=job.model, bits=job.weights.tag, kv=job.kv)
+
+
+def all_generation_files():
+    """Every generation file of the config (run_info.json and the summary's provenance read their headers)."""
+    return [f for j in JOBS for f in generation_files(_wildcards_of(j))]
+
+
+def all_verify_files():
+    return [f for j in JOBS for f in verify_files(_wildcards_of(j))]
+
+
+def analysis_settings():
+    """The bootstrap's settings, as one canonical JSON param (an edit reruns the analysis only)."""
+    return json.dumps(config["analysis"], sort_keys=True)
+
+
+from notallbits.figures import FIGURES, figures_for, shows_table1  # one plot rule per figure (rules/plot.smk)
+
+
+def dataset_figures(dataset):
+    """The figures a dataset's cells have the axes for (no KV figure with only the full cache, ...)."""
+    return figures_for([spec for job, spec in JOBS.items() if job.dataset == dataset])
 
 
 def all_targets():
     return (
-        [f"{RESULTS}/summary.csv", f"{RESULTS}/analysis/thresholds.csv", "figures/table1.png"]
-        + [f"figures/{fig}_{d}.png" for fig in FIGURES for d in DATASETS]
+        [f"{OUTPUT}/summary.csv", f"{OUTPUT}/analysis/thresholds.csv", f"{OUTPUT}/claims.csv",
+         f"{OUTPUT}/run_info.json", f"{OUTPUT}/report.md"]
+        + ([f"{OUTPUT}/figures/table1.png"] if shows_table1(config["models"]) else [])
+        + [f"{OUTPUT}/figures/{fig}_{d}.png" for d in DATASETS for fig in dataset_figures(d)]
     )

@@ -1,5 +1,6 @@
 # Figures, all drawn from the summary table: one rule per entry of notallbits.figures.FIGURES
-# (plot_<name>), caption in report/<name>.rst. Cheap: they run where Snakemake runs.
+# (plot_<name>), caption in report/<name>.rst. Cheap: they run where Snakemake runs. The targets
+# are only the figures a dataset's cells have the axes for (common.smk dataset_figures).
 
 
 for _figure in FIGURES:
@@ -11,10 +12,10 @@ for _figure in FIGURES:
         input:
             summary=rules.aggregate.output.csv,
         output:
-            report(f"figures/{_figure}_{{dataset}}.png", caption=f"../report/{_figure}.rst",
+            report(f"{OUTPUT}/figures/{_figure}_{{dataset}}.png", caption=f"../report/{_figure}.rst",
                    category="Figures", subcategory="{dataset}"),
         log:
-            f"{RESULTS}/logs/plot/{_figure}_{{dataset}}.log",
+            f"{OUTPUT}/logs/plot/{_figure}_{{dataset}}.log",
         params:
             figure=_figure,
         conda:
@@ -23,12 +24,13 @@ for _figure in FIGURES:
             "../scripts/plot.py"
 
 
+# the paper's Table 1 (Qwen3 weights and KV cache from the memory model): drawn for configs with a Qwen3 model
 rule table1:
     output:
-        csv=report("figures/table1.csv", caption="../report/table1.rst", category="Memory model"),
-        png=report("figures/table1.png", caption="../report/table1.rst", category="Memory model"),
+        csv=report(f"{OUTPUT}/figures/table1.csv", caption="../report/table1.rst", category="Memory model"),
+        png=report(f"{OUTPUT}/figures/table1.png", caption="../report/table1.rst", category="Memory model"),
     log:
-        f"{RESULTS}/logs/plot/table1.log",
+        f"{OUTPUT}/logs/plot/table1.log",
     conda:
         "../envs/analysis.yaml"
     script:

@@ -17,8 +17,10 @@ def summary(tmp_path_factory):
     (workdir / "models").symlink_to(ROOT / "models")  # the shipped toys, as from the repo root
     run_snakemake(workdir, ROOT / "configs" / "demo.yaml")
     for fig in ("accuracy_vs_memory", "pareto_choices", "parallel_scaling", "kv_methods"):
-        assert (workdir / "figures" / f"{fig}_toy-math.png").exists()
-    return pd.read_csv(workdir / "results" / "summary.csv")
+        assert (workdir / "results/demo/figures" / f"{fig}_toy-math.png").exists()
+    # toy-choice has the full cache only: no KV-method figure for it
+    assert not (workdir / "results/demo/figures/kv_methods_toy-choice.png").exists()
+    return pd.read_csv(workdir / "results/demo/summary.csv")
 
 
 def acc(summary, **where):

@@ -146,7 +146,7 @@ def test_tiny_qwen2_and_llama_through_the_whole_chain(tmp_path):
 
     cfg = ROOT / "configs" / "tiny-families.yaml"
     run_snakemake(tmp_path, cfg)
-    summary = pd.read_csv(tmp_path / "results" / "summary.csv")
+    summary = pd.read_csv(tmp_path / "results/tiny-families/summary.csv")
     assert set(summary["model"]) == {"tiny-qwen2", "tiny-llama"}
     assert set(summary["kv"]) == {"full", "streaming-24", "rkv-24", "hqq-4bit"}
     for model in ("tiny-qwen2", "tiny-llama"):
@@ -165,7 +165,7 @@ def test_tiny_qwen2_and_llama_through_the_whole_chain(tmp_path):
     # the same checkpoints (copied with their times: nothing is rebuilt), full-cache cells through vLLM
     for part in ("models", "data"):
         shutil.copytree(tmp_path / "results" / part, tmp_path / "vllm/results" / part, symlinks=True)
-    targets = [f"results/scores/demo-arith/{m}/w{b}/kv-full.csv" for m in ("tiny-qwen2", "tiny-llama") for b in (4, 16)]
+    targets = [f"results/tiny-families-vllm/scores/demo-arith/{m}/w{b}/kv-full.csv" for m in ("tiny-qwen2", "tiny-llama") for b in (4, 16)]
     import yaml
 
     config = yaml.safe_load(cfg.read_text())

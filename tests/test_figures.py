@@ -27,11 +27,43 @@ def test_every_figure_has_a_local_rule_a_caption_and_a_target(tmp_path):
             local = set(workflow._localrules)
     finally:
         os.chdir(cwd)
+    # configs/tiny.yaml: demo-arith has every axis (KV methods, Best-of-N, AWQ/FP8 beside GPTQ, K > 1);
+    # demo-choice only weights, budgets and K (listed by hand)
+    choice = {"accuracy_vs_memory", "pareto_choices", "parallel_scaling", "latency_vs_accuracy", "throughput_vs_accuracy"}
     for name in FIGURES:
         assert f"plot_{name}" in rules and f"plot_{name}" in local, name
         assert (ROOT / "report" / f"{name}.rst").read_text().strip(), name
-        assert {f"figures/{name}_demo-arith.png", f"figures/{name}_demo-choice.png"} <= targets, name
+        assert f"results/tiny/figures/{name}_demo-arith.png" in targets, name
+        assert (f"results/tiny/figures/{name}_demo-choice.png" in targets) == (name in choice), name
+    assert "results/tiny/figures/table1.png" in targets
     assert {n for n in rules if n.startswith("plot_")} == {f"plot_{n}" for n in FIGURES}
+
+
+@pytest.mark.parametrize("config, table1", [("config.yaml", True), ("configs/r1-distill.yaml", False),
+                                           ("configs/tiny-families.yaml", False), ("configs/demo.yaml", True)])
+def test_table1_of_qwen3_only_for_configs_with_qwen3(config, table1):
+    import yaml
+
+    from notallbits.figures import shows_table1
+
+    assert shows_table1(yaml.safe_load((ROOT / config).read_text())["models"]) == table1
+
+
+def test_accuracy_vs_memory_draws_each_rows_interval(tmp_path, monkeypatch):
+    from notallbits.figures import accuracy_vs_memory
+
+    rows = [{"dataset": "aime25", "model": "Qwen3-8B", "bits": 16, "weight_method": "bf16", "kv": "full",
+             "budget_tokens": b, "k": 1, "accuracy": a, "accuracy_ci95_low": lo, "accuracy_ci95_high": hi,
+             "total_gib": g} for b, a, lo, hi, g in ((2000, 0.2, 0.1, 0.35, 15.5), (6000, 0.4, 0.25, 0.57, 16.0))]
+    drawn = {}
+    monkeypatch.setattr("notallbits.figures._save", lambda fig, out: drawn.setdefault("fig", fig))
+    accuracy_vs_memory(pd.DataFrame(rows), "aime25", str(tmp_path / "x.png"))
+    from matplotlib.collections import LineCollection
+
+    bars = [c for c in drawn["fig"].axes[0].collections if isinstance(c, LineCollection)]
+    segments = sorted(tuple(map(tuple, s.round(6))) for c in bars for s in c.get_segments())
+    # every configuration's bar, and again on the frontier (both points are on it), in % of accuracy
+    assert segments == sorted(2 * [((15.5, 10.0), (15.5, 35.0)), ((16.0, 25.0), (16.0, 57.0))])
 
 
 def test_kv_weight_bits_one_panel_per_method_colour_by_bits(tmp_path, monkeypatch):

@@ -72,6 +72,6 @@ def test_demo_through_slurm_matches_local(cluster, tmp_path):
     h_local, r_local = read_framed_jsonl(tmp_path / "local" / gen)
     assert r_slurm == r_local  # seeded generation: identical records
     cols = ["dataset", "model", "bits", "kv", "budget_tokens", "k", "accuracy", "weight_bytes", "kv_bytes"]
-    s = pd.read_csv(tmp_path / "slurm/results/summary.csv")[cols]
-    l_ = pd.read_csv(tmp_path / "local/results/summary.csv")[cols]
+    s = pd.read_csv(tmp_path / "slurm/results/slurm-demo/summary.csv")[cols]
+    l_ = pd.read_csv(tmp_path / "local/results/slurm-demo/summary.csv")[cols]
     pd.testing.assert_frame_equal(s, l_)

@@ -100,8 +100,8 @@ def test_awq_checkpoint_runs_on_vllm(awq_model, questions, tmp_path):
 def test_demo_workflow_through_vllm(tmp_path, demo_run):
     cfg = ROOT / "configs" / "demo-vllm.yaml"
     run_snakemake(tmp_path, cfg, "--config", f"interpreters={{'generate_vllm': '{VLLM}'}}")
-    vllm_summary = pd.read_csv(tmp_path / "results" / "summary.csv")
-    hf_summary = pd.read_csv(demo_run / "results" / "summary.csv")
+    vllm_summary = pd.read_csv(tmp_path / "results/demo-vllm/summary.csv")
+    hf_summary = pd.read_csv(demo_run / "results/tiny/summary.csv")
     assert list(vllm_summary.columns) == list(hf_summary.columns)
     assert set(vllm_summary["backend"]) == {"vllm"} and len(vllm_summary) == 2 * 2 * 3 * 3
     for gen in (tmp_path / "results/generations").rglob("*.jsonl"):
