@@ -68,11 +68,19 @@ def corpus_file(source: str) -> str:
     return f"{RESULTS}/downloads/calibration/{source}.jsonl"
 
 
+def job_environment(config: dict, environ=None) -> dict:
+    """The environment a job sees, as far as the hub cache goes: hub.cache becomes HF_HOME."""
+    env = dict(os.environ if environ is None else environ)
+    if config.get("hub", {}).get("cache"):
+        env["HF_HOME"] = os.path.abspath(os.path.expanduser(config["hub"]["cache"]))
+    return env
+
+
 def startup_problems(config: dict, environ=None) -> list[str]:
     """What a run would need from the hub and could not get, one line each: on a machine whose
     hub is offline (HF_HUB_OFFLINE / HF_DATASETS_OFFLINE set), every checkpoint not in the cache
     and every hub dataset or corpus not fetched yet; anywhere, a gated dataset without a token."""
-    env = os.environ if environ is None else environ
+    env = job_environment(config, environ)
     problems = []
     offline = hfcache.is_offline(env)
     if offline:
@@ -134,7 +142,7 @@ def disk_plan(config: dict, tokens: int, environ=None) -> list[dict]:
     from notallbits.memory import format_weight_bytes, prm_weight_bytes
     from notallbits.plan import model_arch
 
-    hub = hfcache.user_cache_locations(environ)["HF_HUB_CACHE"]
+    hub = hfcache.user_cache_locations(job_environment(config, environ))["HF_HUB_CACHE"]
     rows = []
     checkpoints = hub_checkpoints(config)
     model_bytes = sum(format_weight_bytes(model_arch(config, n), "bf16") for (k, n) in checkpoints if k == "models")
