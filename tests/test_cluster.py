@@ -229,3 +229,19 @@ def test_sdm_conda_from_another_directory(tmp_path):
                                env={k: v for k, v in os.environ.items() if k != "PYTHONPATH"}, cwd=tmp_path)
         assert "No module named 'notallbits'" in probe.stderr
     assert (tmp_path / "w" / "results" / "summary.csv").exists()
+
+
+# ---------------------------------------------------------------- a job's host memory
+def test_job_memory_sums_every_process_of_the_job():
+    """Three child processes holding 200 MiB each: the peak summed over the job's processes is
+    at least 600 MiB and counts 4 processes, while the largest single process holds ~200 MiB
+    (what a tool that reports one process sees)."""
+    from notallbits.bench.job_memory import measure
+
+    child = "import time; b = bytearray(200 * 2**20); b[::4096] = b'x' * len(b[::4096]); time.sleep(2)"
+    parent = (f"import subprocess, sys; ps = [subprocess.Popen([sys.executable, '-c', {child!r}]) for _ in range(3)]; "
+              "[p.wait() for p in ps]")
+    got = measure([sys.executable, "-c", parent], interval=0.1)
+    assert got["returncode"] == 0 and got["peak_processes"] == 4
+    assert got["peak_rss_gib_all_processes"] * 1024 >= 600
+    assert 200 <= got["peak_rss_gib_largest_process"] * 1024 < 400
