@@ -76,26 +76,33 @@ def job_environment(config: dict, environ=None) -> dict:
     return env
 
 
-def startup_problems(config: dict, environ=None) -> list[str]:
+def startup_problems(config: dict, environ=None, fetches: dict | None = None) -> list[str]:
     """What a run would need from the hub and could not get, one line each: on a machine whose
     hub is offline (HF_HUB_OFFLINE / HF_DATASETS_OFFLINE set), every checkpoint not in the cache
-    and every hub dataset or corpus not fetched yet; anywhere, a gated dataset without a token."""
+    and every hub dataset or corpus not fetched yet; anywhere, a gated dataset without a token.
+    ``fetches``: what this run's DAG fetches ({"checkpoints": {(kind, name)}, "corpora": {...},
+    "datasets": {...}}, the download and prepare_data jobs it runs); None = all the config needs."""
     env = job_environment(config, environ)
     problems = []
     offline = hfcache.is_offline(env)
+
+    def wanted(part, key):
+        return fetches is None or key in fetches.get(part, ())
+
     if offline:
         for (kind, name), repo in hub_checkpoints(config).items():
             problem = hfcache.model_cache_problem(repo, environ=env)
-            if problem and not Path(checkpoint_manifest(kind, name)).exists():
+            if problem and not Path(checkpoint_manifest(kind, name)).exists() and wanted("checkpoints", (kind, name)):
                 problems.append(f"{kind}.{name}: {problem}; {fetch_command(f'hf download {repo}')}")
         corpus = needs_calibration_corpus(config)
-        if corpus and not Path(corpus_file(corpus)).exists():
+        if corpus and not Path(corpus_file(corpus)).exists() and wanted("corpora", corpus):
             problems.append(f"quantization.calibration.source: {corpus} is not fetched ({corpus_file(corpus)}); "
                             + fetch_command(f"snakemake {corpus_file(corpus)}"))
     hub_loaders = {"aime25", "gpqa_diamond", "math500", "livecodebench"}
     for name, spec in config["datasets"].items():
         data = Path(f"{RESULTS}/data/{name}.jsonl")
-        if spec["loader"] not in hub_loaders or data.exists() or not _evaluated_or_calibration(config, name):
+        if (spec["loader"] not in hub_loaders or data.exists() or not _evaluated_or_calibration(config, name)
+                or not wanted("datasets", name)):
             continue
         if offline:
             problems.append(f"datasets.{name}: not prepared ({data}) and the hub is offline here; "

@@ -80,9 +80,23 @@ from notallbits import downloads
 
 
 
+def fetched_by_this_run():
+    """The download and prepare_data jobs this run will run, by what they fetch."""
+    out = {"checkpoints": set(), "corpora": set(), "datasets": set()}
+    for job in workflow.dag.needrun_jobs():
+        w = job.wildcards_dict
+        if job.rule.name == "download_checkpoint":
+            out["checkpoints"].add((w["kind"], w["name"]))
+        elif job.rule.name == "download_calibration":
+            out["corpora"].add(w["corpus"])
+        elif job.rule.name == "prepare_data":
+            out["datasets"].add(w["dataset"])
+    return out
+
+
 # Before the first job of a run (not a dry run): what the hub cannot give this run
 onstart:
-    _hub_problems = downloads.startup_problems(config)
+    _hub_problems = downloads.startup_problems(config, fetches=fetched_by_this_run())
     if _hub_problems:
         sys.exit(f"error: {_hub_problems[0]}" + (f" (and {len(_hub_problems) - 1} more: notallbits plan lists them)"
                                                  if len(_hub_problems) > 1 else ""))
