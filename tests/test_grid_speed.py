@@ -11,8 +11,8 @@ from tests.conftest import ROOT, run_snakemake
 
 pytestmark = pytest.mark.slow
 # produced first .. last: placeholder mtimes follow this order so nothing looks stale
-STAGES = ["results/data/", "results/models/", "results/generations/", "results/verify/", "results/scores/",
-          "results/summary", "results/analysis/", "figures/"]
+STAGES = ["results/data/", "results/downloads/", "results/models/", "results/generations/", "results/verify/",
+          "results/scores/", "results/summary", "results/analysis/", "figures/"]
 
 
 # config.yaml's generation jobs (counted in tests/test_config.py): main sweep 2 datasets x 6 models x
