@@ -79,7 +79,6 @@ def is_local(path):
 from notallbits import downloads
 
 
-
 def fetched_by_this_run():
     """The download and prepare_data jobs this run will run, by what they fetch."""
     out = {"checkpoints": set(), "corpora": set(), "datasets": set()}
