@@ -79,22 +79,8 @@ def vllm_host_memory_gib(weight_gib: float, workers: int = COMPILE_WORKERS) -> f
 
 
 # ---------------------------------------------------------------- NVIDIA driver
-def driver_requirement() -> str:
-    """The NVIDIA driver the pinned GPU environments need, in one line (docs/cluster.md).
-
-    envs/*.yaml pin torch 2.13.0 and vllm 0.32.0, whose PyPI wheels are CUDA 13.0 builds
-    (nvidia-*-cu13 runtime libraries): CUDA 13.0 needs a driver >= 580. Older drivers
-    (535-570, CUDA 12.x) need CUDA 12 builds of torch and vLLM, which are not pinned here."""
-    return ("GPU environments: torch 2.13 and vLLM 0.32 wheels are CUDA 13.0 builds and need an NVIDIA "
-            "driver >= 580 (nvidia-smi, 'Driver Version'); on 535-570 see docs/cluster.md")
-
-
+# envs/*.yaml pin torch 2.13.0 and vllm 0.32.0, whose PyPI wheels are CUDA 13.0 builds (torch
+# requires cuda-toolkit==13.0.3, vLLM nvidia-cutlass-dsl[cu13]): CUDA 13.0 needs an NVIDIA driver
+# >= 580. Older drivers (535-570, CUDA 12.x) need CUDA 12 builds, not pinned here
+# (docs/cluster.md). make gpu-check's first line reads it from here.
 MIN_DRIVER_MAJOR = 580
-
-
-def driver_ok(version: str) -> bool:
-    """Whether a driver version string from nvidia-smi (e.g. '570.124.06') is new enough."""
-    try:
-        return int(version.strip().split(".")[0]) >= MIN_DRIVER_MAJOR
-    except ValueError:
-        return False

@@ -244,7 +244,8 @@ def download_corpus(source: str, out: str) -> int:
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("what", choices=["checkpoint", "calibration"])
+    p.add_argument("what", choices=["checkpoint", "calibration"],
+                   help="checkpoint: a model or verifier into the hub cache; calibration: a corpus as JSONL")
     p.add_argument("--source", required=True, help="hub id of the checkpoint, or the corpus (wikitext2, c4)")
     p.add_argument("--out", required=True, help="the manifest (checkpoint) or the JSONL file (calibration)")
 
