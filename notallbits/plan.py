@@ -303,7 +303,8 @@ def run(args: argparse.Namespace) -> None:
 def print_downloads(config: dict, tokens: int) -> None:
     """The disk each part of the run takes next to the free space where it goes, and what the
     hub cannot give this run (notallbits.downloads)."""
-    from notallbits.downloads import disk_plan, print_disk_plan, startup_problems
+    from notallbits.disk import disk_plan, print_disk_plan
+    from notallbits.hubcheck import startup_problems
 
     print_disk_plan(disk_plan(config, tokens))
     problems = startup_problems(config)

@@ -76,7 +76,7 @@ def is_local(path):
 # ---------------------------------------------------------------- the hub (rules/download.smk)
 # Jobs run with the hub offline; a checkpoint from the hub is fetched first by a local rule, whose
 # manifest the job takes as input (ancient: fetching again reruns nothing).
-from notallbits import downloads
+from notallbits import downloads, hubcheck
 
 
 def fetched_by_this_run():
@@ -95,7 +95,7 @@ def fetched_by_this_run():
 
 # Before the first job of a run (not a dry run): what the hub cannot give this run
 onstart:
-    _hub_problems = downloads.startup_problems(config, fetches=fetched_by_this_run())
+    _hub_problems = hubcheck.startup_problems(config, fetches=fetched_by_this_run())
     if _hub_problems:
         sys.exit(f"error: {_hub_problems[0]}" + (f" (and {len(_hub_problems) - 1} more: notallbits plan lists them)"
                                                  if len(_hub_problems) > 1 else ""))
@@ -113,8 +113,8 @@ def checkpoint_inputs(path, kind, name):
 
 
 def download_targets():
-    corpus = downloads.needs_calibration_corpus(config)
-    return ([downloads.checkpoint_manifest(kind, name) for kind, name in downloads.hub_checkpoints(config)]
+    corpus = hubcheck.needs_calibration_corpus(config)
+    return ([downloads.checkpoint_manifest(kind, name) for kind, name in hubcheck.hub_checkpoints(config)]
             + ([downloads.corpus_file(corpus)] if corpus else [])
             + [f"{RESULTS}/data/{d}.jsonl" for d in config["datasets"]])
 
@@ -220,7 +220,7 @@ def quantize_input(wildcards):
     kind = _calibration_kind(CALIBRATION["source"]) if weights.by_tag(wildcards.qbits).calibrated else None
     if kind == "file":
         inputs["calibration"] = CALIBRATION["source"]
-    elif kind in downloads.HUB_CORPORA:  # its documents, fetched by a local rule
+    elif kind in hubcheck.HUB_CORPORA:  # its documents, fetched by a local rule
         inputs["calibration"] = downloads.corpus_file(kind)
     elif kind == "traces":
         inputs["calibration"] = f"{RESULTS}/calibration/{wildcards.model}/traces.jsonl"
