@@ -13,6 +13,10 @@ from notallbits import weights
 from notallbits.generation import FORMAT_VERSION  # records or forcing semantics changed: rerun
 from notallbits.verify import FORMAT_VERSION as VERIFY_FORMAT_VERSION  # stdlib-only at import
 
+# hub.cache is this process's cache too: validation sizes hub models from their cached config.json
+if isinstance(config.get("hub"), dict) and config["hub"].get("cache"):
+    os.environ["HF_HOME"] = os.path.abspath(os.path.expanduser(str(config["hub"]["cache"])))
+
 try:
     config = grid.validate(config)  # fills schema defaults, checks cross references
 except UserError as exc:

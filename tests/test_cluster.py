@@ -179,9 +179,10 @@ def offline_config(tmp_path, source):
 
 @pytest.mark.slow
 def test_workflow_runs_from_the_hub_cache_with_the_hub_offline(tiny_model, tmp_path):
-    """A model given by hub id, on a machine whose hub is offline: with an empty cache the run
-    stops before any job with one line naming the model and how to fetch it; with the model in
-    the cache (hub.cache), the download rule records its snapshot and generation reads it."""
+    """A model given by hub id, on a machine whose hub is offline: with an empty cache, or a
+    cached snapshot without its weights, the run stops before any job with one line naming the
+    model and how to fetch it; with the model in the cache (hub.cache), the download rule
+    records its snapshot and generation reads it."""
     cfg = offline_config(tmp_path, "tiny-org/tiny-qwen3")
     env = {k: v for k, v in os.environ.items() if not k.startswith(("HF_", "HUGGINGFACE_"))}
     env.update(HF_HUB_OFFLINE="1", PATH=os.path.dirname(sys.executable) + os.pathsep + env["PATH"])
@@ -191,11 +192,18 @@ def test_workflow_runs_from_the_hub_cache_with_the_hub_offline(tiny_model, tmp_p
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=900)
     assert proc.returncode != 0
     errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
-    assert errors == [f"error: models.tiny: tiny-org/tiny-qwen3 is not in the hub cache "
-                      f"({hf}/hub/models--tiny-org--tiny-qwen3); fetch it where the network is: snakemake download "
-                      f"(same config), or hf download tiny-org/tiny-qwen3"], proc.stderr[-2000:]
+    # the config check, which sizes a hub model from its cached config.json, is the first to see it
+    assert len(errors) == 1 and "tiny-org/tiny-qwen3" in errors[0] and "hf download tiny-org/tiny-qwen3" in errors[0], \
+        proc.stderr[-2000:]
     assert "localrule" not in proc.stdout + proc.stderr  # nothing ran
     snapshot = put_in_hub_cache(tiny_model, hf, "tiny-org/tiny-qwen3")
+    (snapshot / "model.safetensors").rename(tmp_path / "weights")  # a download cut short: config, no weights
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=900)
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
+    assert proc.returncode != 0 and errors == [
+        "error: models.tiny: tiny-org/tiny-qwen3: the cached snapshot lacks model.safetensors; fetch it where the "
+        "network is: snakemake download (same config), or hf download tiny-org/tiny-qwen3"], proc.stderr[-2000:]
+    (tmp_path / "weights").rename(snapshot / "model.safetensors")
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=900)
     assert proc.returncode == 0, proc.stderr[-3000:]
     manifest = json.loads((tmp_path / "w/results/downloads/models/tiny.json").read_text())
