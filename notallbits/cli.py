@@ -31,6 +31,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "advise": ("notallbits.advisor", "best configuration within a memory budget, from the results"),
     "why-rerun": ("notallbits.rerun", "why recorded jobs would rerun: the params keys that changed, as a diff"),
     "prepare-data": ("notallbits.data.prepare", "workflow step: write a dataset as normalized JSONL"),
+    "download": ("notallbits.downloads", "workflow step: fetch a checkpoint or calibration corpus from the hub (where the network is)"),
     "quantize": ("notallbits.quantization", "workflow step: quantize a checkpoint (GPTQ, AWQ, FP8)"),
     "calibration-traces": ("notallbits.calibration_traces", "workflow step: the bf16 model's own traces as GPTQ calibration text"),
     "generate": ("notallbits.generation.run", "workflow step: generate budget-forced samples for one job"),

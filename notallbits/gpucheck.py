@@ -42,7 +42,7 @@ ROOT = Path(__file__).resolve().parents[1]
 CALIBRATION_TEXT = ROOT / "tests" / "data" / "calibration_corpus.txt"
 PREFIX = "\n\n**Final Answer**\n\\boxed{"
 JOB_TIMEOUT_S = 240
-DRIVER_NEEDED = 580  # torch 2.13's CUDA 13 build (envs/, requirements/): the first line says so
+from notallbits.cluster import MIN_DRIVER_MAJOR as DRIVER_NEEDED  # noqa: E402 - torch 2.13's CUDA 13 build
 RESULTS: list[tuple[str, str, str]] = []
 # vLLM's log lines naming the kernel a quantized linear layer runs on (vLLM 0.32:
 # quantization/auto_gptq.py, auto_awq.py, kernels/linear/__init__.py)

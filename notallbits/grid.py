@@ -83,6 +83,48 @@ def _fill_defaults(instance, sch):
                 _fill_defaults(value, extra)
 
 
+# JSON types a YAML scalar written as text can stand for
+_SCALAR_TYPES = {"integer": int, "number": (int, float), "boolean": bool, "null": type(None)}
+
+
+def _types(sch: dict) -> set[str]:
+    t = sch.get("type", [])
+    return {t} if isinstance(t, str) else set(t)
+
+
+def coerce_strings(instance, sch: dict):
+    """Read text where the schema wants a number, a boolean or null, as YAML reads it.
+
+    ``snakemake --config key=VALUE`` parses a nested VALUE with YAML's BaseLoader
+    (snakemake/cli.py ``parse_config``), which keeps every scalar inside it as text:
+    ``hardware="{max_runtime_minutes: 1440}"`` arrives as ``{"max_runtime_minutes": "1440"}``.
+    Keys the schema types as text stay text."""
+    if isinstance(instance, dict):
+        props = sch.get("properties", {})
+        extra = sch.get("additionalProperties")
+        return {k: coerce_strings(v, props.get(k, extra if isinstance(extra, dict) else {}))
+                for k, v in instance.items()}
+    if isinstance(instance, list):
+        return [coerce_strings(v, sch.get("items", {})) for v in instance]
+    if not isinstance(instance, str):
+        return instance
+    types = _types(sch)
+    enum = sch.get("enum")
+    wants_text = "string" in types or (enum is not None and instance in enum)
+    wants_scalar = types & set(_SCALAR_TYPES) or (enum is not None and any(not isinstance(e, str) for e in enum))
+    if wants_text or not wants_scalar:
+        return instance
+    try:
+        value = yaml.safe_load(instance)
+    except yaml.YAMLError:
+        return instance
+    if isinstance(value, bool) and "boolean" not in types and enum is None:
+        return instance
+    if enum is not None:
+        return value if value in enum else instance
+    return value if any(isinstance(value, _SCALAR_TYPES[t]) for t in types if t in _SCALAR_TYPES) else instance
+
+
 def _where(path) -> str:
     parts = [str(p) if not isinstance(p, int) else f"[{p}]" for p in path]
     return ".".join(parts).replace(".[", "[") or "<top level>"
@@ -95,8 +137,8 @@ def validate(config: dict) -> dict:
     """
     import jsonschema
 
-    config = copy.deepcopy(config) if config is not None else {}
     sch = schema()
+    config = coerce_strings(copy.deepcopy(config), sch) if config is not None else {}
     validator = jsonschema.Draft202012Validator(sch)
     errors = sorted(validator.iter_errors(config), key=lambda e: (len(e.path), list(map(str, e.path))))
     if errors:

@@ -35,3 +35,84 @@ def pin_user_cache() -> dict[str, str]:
     for key, value in locations.items():
         os.environ.setdefault(key, value)
     return locations
+
+
+# ---------------------------------------------------------------- the hub, offline and online
+# Workflow jobs run with the hub offline (notallbits.cluster.job_shell_prefix); the steps that
+# fetch (download, prepare-data) run where Snakemake runs and turn it back on.
+def online() -> None:
+    """Undo the workflow's offline switch for this process (before huggingface_hub or datasets
+    is imported): the user's own HF_HUB_OFFLINE / HF_DATASETS_OFFLINE, if any, come back."""
+    from notallbits.cluster import OFFLINE_VARIABLES
+
+    for var in OFFLINE_VARIABLES:
+        saved = os.environ.pop(f"NOTALLBITS_USER_{var}", None)
+        if saved is None:
+            continue  # not under the workflow: leave the user's environment alone
+        if saved:
+            os.environ[var] = saved
+        else:
+            os.environ.pop(var, None)
+
+
+def is_offline(environ=None) -> bool:
+    env = os.environ if environ is None else environ
+    return any(env.get(v, "").strip().upper() in ("1", "ON", "YES", "TRUE")
+               for v in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE"))
+
+
+# ---------------------------------------------------------------- what the cache holds
+# huggingface_hub's cache layout (file_download.py, _snapshot_download.py): a repo lives in
+# <HF_HUB_CACHE>/<type>s--<owner>--<name>/ with refs/<revision> holding a commit hash and
+# snapshots/<commit>/ the files; read here without importing huggingface_hub, so the check
+# runs in any Python that runs Snakemake.
+def repo_folder(repo_id: str, repo_type: str = "model", environ=None) -> str:
+    hub = user_cache_locations(environ)["HF_HUB_CACHE"]
+    return os.path.join(hub, f"{repo_type}s--" + repo_id.replace("/", "--"))
+
+
+def cached_snapshot(repo_id: str, revision: str = "main", repo_type: str = "model", environ=None) -> str | None:
+    """The snapshot folder of ``repo_id`` at ``revision`` in the cache, or None."""
+    folder = repo_folder(repo_id, repo_type, environ)
+    ref = os.path.join(folder, "refs", revision)
+    commit = revision
+    if os.path.isfile(ref):
+        with open(ref, encoding="utf-8") as fh:
+            commit = fh.read().strip()
+    snapshot = os.path.join(folder, "snapshots", commit)
+    return snapshot if os.path.isdir(snapshot) else None
+
+
+def missing_model_files(snapshot: str) -> list[str]:
+    """Files a checkpoint snapshot lacks to load offline: config.json, a tokenizer, and every
+    weight file (the shards its safetensors index lists, or model.safetensors)."""
+    import json
+
+    def present(name):  # a link into blobs/ that points at nothing is a download cut short
+        return os.path.exists(os.path.join(snapshot, name))
+
+    missing = [f for f in ("config.json",) if not present(f)]
+    if not (present("tokenizer.json") or present("tokenizer.model") or present("vocab.json")):
+        missing.append("tokenizer.json")
+    index = os.path.join(snapshot, "model.safetensors.index.json")
+    if os.path.exists(index):
+        try:
+            with open(index, encoding="utf-8") as fh:
+                shards = sorted(set(json.load(fh)["weight_map"].values()))
+        except (ValueError, KeyError, TypeError):
+            return missing + ["model.safetensors.index.json (unreadable)"]
+        missing += [s for s in shards if not present(s)]
+    elif not present("model.safetensors"):
+        missing.append("model.safetensors")
+    return missing
+
+
+def model_cache_problem(repo_id: str, environ=None) -> str | None:
+    """Why a hub checkpoint cannot load offline from the cache, or None when it can."""
+    snapshot = cached_snapshot(repo_id, environ=environ)
+    if snapshot is None:
+        return f"{repo_id} is not in the hub cache ({repo_folder(repo_id, environ=environ)})"
+    missing = missing_model_files(snapshot)
+    if missing:
+        return f"{repo_id}: the cached snapshot lacks {', '.join(missing[:3])}{' ...' if len(missing) > 3 else ''}"
+    return None

@@ -348,3 +348,16 @@ def run(args: argparse.Namespace) -> None:
           + (":" if over else ""))
     for r in over:
         print(f"  {r['job']}: {r['minutes'] / 60:.1f} h -> {r['shards']} shards of {r['shard_minutes'] / 60:.1f} h")
+    print_downloads(cfg, result["tokens"])
+
+
+def print_downloads(config: dict, tokens: int) -> None:
+    """The disk each part of the run takes next to the free space where it goes, and what the
+    hub cannot give this run (notallbits.downloads)."""
+    from notallbits.disk import disk_plan, print_disk_plan
+    from notallbits.hubcheck import startup_problems
+
+    print_disk_plan(disk_plan(config, tokens))
+    problems = startup_problems(config)
+    for problem in problems:
+        print(f"missing: {problem}")

@@ -14,6 +14,10 @@ from notallbits import weights
 from notallbits.generation import FORMAT_VERSION  # records or forcing semantics changed: rerun
 from notallbits.verify import FORMAT_VERSION as VERIFY_FORMAT_VERSION  # stdlib-only at import
 
+# hub.cache is this process's cache too: validation sizes hub models from their cached config.json
+if isinstance(config.get("hub"), dict) and config["hub"].get("cache"):
+    os.environ["HF_HOME"] = os.path.abspath(os.path.expanduser(str(config["hub"]["cache"])))
+
 try:
     config = grid.validate(config)  # fills schema defaults, checks cross references
 except UserError as exc:
@@ -21,9 +25,16 @@ except UserError as exc:
 
 # Every job imports the workflow's own package from here, not from an install: envs/*.yaml
 # list third-party packages only (Snakemake copies them to .snakemake/conda/<hash>.yaml, where
-# a relative `-e ..` would point at .snakemake/). Each job, local or on a cluster node, parses
-# this file again, so its shell and script entries inherit the path.
-os.environ["PYTHONPATH"] = os.pathsep.join([workflow.basedir] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p and p != workflow.basedir])
+# a relative `-e ..` would point at .snakemake/). The path is exported inside each job's command:
+# Snakemake drops PYTHONPATH from the environment of every job in a conda env
+# (snakemake/shell.py, conda_block_conflicting_envvars) and a script: entry only has its own
+# folder on sys.path. The prefix is applied when a job runs (shell and script entries alike), so
+# it is no part of a rule's code: moving the checkout reruns nothing. Each job, local or on a
+# cluster node, parses this file again.
+from notallbits.cluster import job_shell_prefix
+
+# (shell.prefix formats its text like a shell entry: braces doubled)
+shell.prefix(job_shell_prefix(workflow.basedir, config["hub"]["cache"]).replace("{", "{{").replace("}", "}}"))
 
 JOBS = grid.jobs(config)  # (dataset, model, bits, kv) -> budgets, samples, K, backend
 DATASETS = sorted({j.dataset for j in JOBS})
@@ -74,6 +85,52 @@ def is_local(path):
     return not grid.HF_ID.match(path) or Path(path).exists()
 
 
+# ---------------------------------------------------------------- the hub (rules/download.smk)
+# Jobs run with the hub offline; a checkpoint from the hub is fetched first by a local rule, whose
+# manifest the job takes as input (ancient: fetching again reruns nothing).
+from notallbits import downloads, hubcheck
+
+
+def fetched_by_this_run():
+    """The download and prepare_data jobs this run will run, by what they fetch."""
+    out = {"checkpoints": set(), "corpora": set(), "datasets": set()}
+    for job in workflow.dag.needrun_jobs():
+        w = job.wildcards_dict
+        if job.rule.name == "download_checkpoint":
+            out["checkpoints"].add((w["kind"], w["name"]))
+        elif job.rule.name == "download_calibration":
+            out["corpora"].add(w["corpus"])
+        elif job.rule.name == "prepare_data":
+            out["datasets"].add(w["dataset"])
+    return out
+
+
+# Before the first job of a run (not a dry run): what the hub cannot give this run
+onstart:
+    _hub_problems = hubcheck.startup_problems(config, fetches=fetched_by_this_run())
+    if _hub_problems:
+        sys.exit(f"error: {_hub_problems[0]}" + (f" (and {len(_hub_problems) - 1} more: notallbits plan lists them)"
+                                                 if len(_hub_problems) > 1 else ""))
+
+
+def hub_source(wildcards):
+    return config[wildcards.kind][wildcards.name]["source"]
+
+
+def checkpoint_inputs(path, kind, name):
+    """A local checkpoint folder itself; for a hub id, the manifest of its download."""
+    if is_local(path):
+        return {"model": path}
+    return {"download": ancient(downloads.checkpoint_manifest(kind, name))}
+
+
+def download_targets():
+    corpus = hubcheck.needs_calibration_corpus(config)
+    return ([downloads.checkpoint_manifest(kind, name) for kind, name in hubcheck.hub_checkpoints(config)]
+            + ([downloads.corpus_file(corpus)] if corpus else [])
+            + [f"{RESULTS}/data/{d}.jsonl" for d in config["datasets"]])
+
+
 def job_of(wildcards):
     fmt = weights.by_tag(wildcards.bits)
     return grid.Job(wildcards.dataset, wildcards.model, fmt.bits, wildcards.kv, fmt.method)
@@ -84,6 +141,7 @@ def job_of(wildcards):
 # loading the checkpoint, and a runtime from the tokens the job generates at a throughput
 # that falls with model size. Override per rule with `set-resources` in a profile.
 from notallbits.memory import GIB, Arch, weight_bytes  # torch-free, instant
+from notallbits.cluster import vllm_host_memory_gib
 
 
 def _arch(model):
@@ -98,6 +156,10 @@ def _bf16_gib(model):
 
 
 def gen_mem_mb(wildcards):
+    """Host memory of a generation job: a vLLM job holds two processes and inductor's compile
+    workers besides the checkpoint's pages (notallbits.cluster.vllm_host_memory_gib)."""
+    if wildcards.get("dataset") and JOBS[job_of(wildcards)].backend == "vllm":
+        return int(1024 * vllm_host_memory_gib(_bf16_gib(wildcards.model)))
     return int(1024 * (4 + 1.25 * _bf16_gib(wildcards.model)))
 
 
@@ -106,7 +168,7 @@ def quantize_mem_mb(wildcards):
 
 
 def quantize_runtime(wildcards):
-    return int(30 + 6 * _bf16_gib(wildcards.model))
+    return capped(30 + 6 * _bf16_gib(wildcards.model))
 
 
 def gen_runtime(wildcards):
@@ -121,8 +183,29 @@ def _job_runtime(job):  # the same for every shard of a job: computed once per j
     from notallbits.plan import job_minutes, question_count
 
     questions = -(-question_count(config["datasets"][job.dataset]) // job_shards(job))  # one shard's
-    minutes = job_minutes(config, job, JOBS[job], questions)
+    return capped(job_minutes(config, job, JOBS[job], questions))
+
+
+# The longest runtime a job may ask for: hardware.max_runtime_minutes, else the profile's default
+# resource max_runtime_minutes (profiles/slurm; Snakemake passes default resources on to the
+# jobs it submits, so a job on a node shards its inputs alike). A run with a cluster executor
+# and neither stops before submitting anything (checked when the DAG is built: the executor is
+# unknown while this file is parsed; a dry run stands in its own executor, so it cannot tell).
+from notallbits.cluster import profile_runtime_cap, runtime_cap_problem
+
+if config["hardware"]["max_runtime_minutes"] is None:
+    config["hardware"]["max_runtime_minutes"] = profile_runtime_cap(workflow.resource_settings.default_resources)
+
+
+def runtime_cap():
     cap = config["hardware"]["max_runtime_minutes"]
+    if cap is None and workflow.non_local_exec:
+        sys.exit(f"error: {runtime_cap_problem()}")
+    return cap
+
+
+def capped(minutes):
+    cap = runtime_cap()
     return int(minutes if cap is None else min(minutes, cap))
 
 
@@ -145,13 +228,12 @@ def quantize_settings(wildcards):
 
 
 def quantize_input(wildcards):
-    inputs = {}
-    src = bf16_path(wildcards.model)
-    if is_local(src):
-        inputs["model"] = src
+    inputs = checkpoint_inputs(bf16_path(wildcards.model), "models", wildcards.model)
     kind = _calibration_kind(CALIBRATION["source"]) if weights.by_tag(wildcards.qbits).calibrated else None
     if kind == "file":
         inputs["calibration"] = CALIBRATION["source"]
+    elif kind in hubcheck.HUB_CORPORA:  # its documents, fetched by a local rule
+        inputs["calibration"] = downloads.corpus_file(kind)
     elif kind == "traces":
         inputs["calibration"] = f"{RESULTS}/calibration/{wildcards.model}/traces.jsonl"
     return inputs
@@ -162,11 +244,8 @@ def calibration_file_arg(wildcards, input):
 
 
 def calibration_traces_input(wildcards):
-    inputs = {"questions": f"{RESULTS}/data/{CALIBRATION.get('dataset')}.jsonl"}
-    src = bf16_path(wildcards.model)
-    if is_local(src):
-        inputs["model"] = src
-    return inputs
+    return {"questions": f"{RESULTS}/data/{CALIBRATION.get('dataset')}.jsonl",
+            **checkpoint_inputs(bf16_path(wildcards.model), "models", wildcards.model)}
 
 
 def calibration_traces_spec(wildcards):
@@ -191,11 +270,8 @@ def calibration_traces_spec(wildcards):
 
 
 def generate_input(wildcards):
-    inputs = {"questions": f"{RESULTS}/data/{wildcards.dataset}.jsonl"}
-    path = model_path(wildcards.model, wildcards.bits)
-    if is_local(path):
-        inputs["model"] = path
-    return inputs
+    return {"questions": f"{RESULTS}/data/{wildcards.dataset}.jsonl",
+            **checkpoint_inputs(model_path(wildcards.model, wildcards.bits), "models", wildcards.model)}
 
 
 # ---------------------------------------------------------------- shards and GPUs per job
@@ -205,6 +281,7 @@ def job_shards(job):
     raised so no shard's runtime exceeds hardware.max_runtime_minutes); 1 = one unsharded job."""
     from notallbits.plan import job_shards as planned_shards, question_count
 
+    runtime_cap()  # a cluster run without one stops here, before any job is planned
     return planned_shards(config, JOBS[job], question_count(config["datasets"][job.dataset]))
 
 
@@ -217,7 +294,10 @@ def generation_files(wildcards):
 
 
 def model_gpus(wildcards):
-    """GPUs a generation job of this model takes (models.<name>.gpus: tensor parallelism)."""
+    """GPUs a generation job takes: models.<name>.gpus on vLLM (tensor parallelism); one on the
+    transformers backend (KV-compression jobs), which runs a model on one device."""
+    if JOBS[job_of(wildcards)].backend != "vllm":
+        return 1
     return config["models"][wildcards.model].get("gpus", 1)
 
 
@@ -296,10 +376,8 @@ def verify_files(wildcards):
 
 def verify_input(wildcards):
     inputs = {"questions": f"{RESULTS}/data/{wildcards.dataset}.jsonl", "generations": generation_files(wildcards)}
-    source = config["verifiers"][wildcards.verifier]["source"]
-    if is_local(source):
-        inputs["verifier"] = source
-    return inputs
+    found = checkpoint_inputs(config["verifiers"][wildcards.verifier]["source"], "verifiers", wildcards.verifier)
+    return {**inputs, **{("verifier" if k == "model" else k): v for k, v in found.items()}}
 
 
 @functools.lru_cache(maxsize=None)
@@ -331,7 +409,7 @@ def verify_runtime(wildcards):
     records = question_count(config["datasets"][job.dataset]) * spec.samples * len(spec.budgets)
     tokens = records * (config["verifiers"][wildcards.verifier]["max_tokens"] or 4096)
     params = _verifier_gib(wildcards.verifier) * GIB / 2
-    return int(15 + 2 * params * tokens / 200e12 / 60)
+    return capped(15 + 2 * params * tokens / 200e12 / 60)
 
 
 def verify_spec(wildcards):

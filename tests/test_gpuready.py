@@ -240,7 +240,7 @@ def test_jobs_are_sharded_so_none_asks_for_more_than_the_maximum_runtime(tmp_pat
         runtimes = [int(r) for r in re.findall(r"runtime=(\d+)", out)]
         shards = {m: len(set(re.findall(rf"{m}/w\d+/kv-full\.shard(\d+of\d+)\.jsonl", out))) for _, m, _ in jobs}
         if limit == 2000:
-            assert expected["Qwen3-32B"] > 10 and expected["Qwen3-0.6B"] > 1
+            assert expected["Qwen3-32B"] > 1 and expected["Qwen3-0.6B"] > 1  # 32B: 7 shards on its 2 GPUs
             assert shards == expected
             assert runtimes and max(runtimes) <= 2000
         else:

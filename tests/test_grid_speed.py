@@ -12,9 +12,9 @@ from tests.conftest import ROOT, run_snakemake
 pytestmark = pytest.mark.slow
 # produced first .. last: placeholder mtimes follow this order so nothing looks stale
 # (config.yaml's own results are in its output folder, results/paper)
-STAGES = ["results/data/", "results/models/", "results/generations/", "results/verify/", "results/paper/scores/",
-          "results/paper/summary", "results/paper/questions", "results/paper/run_info", "results/paper/analysis/",
-          "results/paper/claims", "results/paper/report", "results/paper/figures/"]
+STAGES = ["results/data/", "results/downloads/", "results/models/", "results/generations/", "results/verify/",
+          "results/paper/scores/", "results/paper/summary", "results/paper/questions", "results/paper/run_info",
+          "results/paper/analysis/", "results/paper/claims", "results/paper/report", "results/paper/figures/"]
 
 
 # config.yaml's generation jobs (counted in tests/test_config.py): main sweep 2 datasets x 6 models x

@@ -75,3 +75,33 @@ def test_demo_through_slurm_matches_local(cluster, tmp_path):
     s = pd.read_csv(tmp_path / "slurm/results/slurm-demo/summary.csv")[cols]
     l_ = pd.read_csv(tmp_path / "local/results/slurm-demo/summary.csv")[cols]
     pd.testing.assert_frame_equal(s, l_)
+
+
+def test_cluster_run_without_a_runtime_cap_stops_before_submitting(cluster, tmp_path):
+    """A --default-resources on the command line replaces the profile's, its runtime cap with
+    them: the run stops with one line before any job is submitted."""
+    cfg = small_demo(tmp_path)
+    proc = run_snakemake(tmp_path / "nocap", cfg, "--profile", str(PROFILE), "--default-resources",
+                         "slurm_partition=debug", "mem_mb=500", check=False, snakemake=SNAKEMAKE)
+    assert proc.returncode != 0
+    assert "submitted with SLURM jobid" not in proc.stdout + proc.stderr
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "needs a runtime cap" in errors[0], proc.stderr[-2000:]
+
+
+def test_slurm_profile_dry_run_asks_for_at_most_its_cap(tmp_path):
+    """profiles/slurm on the paper grid: every job asks for at most the profile's 1,440 minutes
+    (Qwen3-32B bf16 on GPQA: 10 shards on 2 GPUs each); the R-KV job of the same model one GPU."""
+    if _skip_reason() and not os.path.exists(SNAKEMAKE):
+        pytest.skip(_skip_reason())
+    (tmp_path / "config.yaml").write_text((ROOT / "config.yaml").read_text())
+    proc = subprocess.run([SNAKEMAKE, "-s", str(ROOT / "Snakefile"), "--profile", str(ROOT / "profiles" / "slurm"),
+                           "-n", "results/scores/gpqa_diamond/Qwen3-32B/w16/kv-full.csv",
+                           "results/scores/aime25/Qwen3-32B/w16/kv-rkv-2k.csv"],
+                          cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    jobs = re.findall(r"rule (generate\w*):.*?output: (\S+).*?resources: ([^\n]+)", proc.stdout, re.S)
+    runtimes = [int(re.search(r"runtime=(\d+)", r)[1]) for _, _, r in jobs]
+    assert jobs and max(runtimes) <= 1440
+    assert {int(re.search(r"gpu=(\d+)", r)[1]) for _, o, r in jobs if "kv-full" in o} == {2}
+    assert {int(re.search(r"gpu=(\d+)", r)[1]) for _, o, r in jobs if "rkv" in o} == {1}

@@ -27,5 +27,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> None:
+    from notallbits.hfcache import online
+
+    online()  # the dataset loaders fetch from the hub: they run where Snakemake runs (local rules)
     n = prepare(json.loads(args.spec), args.out)
     print(f"wrote {n} questions to {args.out}")
