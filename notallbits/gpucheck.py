@@ -596,17 +596,14 @@ def check_sampler(gpus: int, work: Path) -> None:
 
 
 def check_kv_compression(gpus: int, work: Path) -> None:
-    """Hook for the KV-compression cells on CUDA: ``notallbits.bench.kv.gpu_check(work)``
-    where that module provides it, its rows (status, name, detail) reported here."""
+    """The KV-compression cells on CUDA (``notallbits.bench.kv.gpu_check``): each method's peak
+    during decode and forcing against the memory model, and its step time against the full cache's."""
     name = "kv compression cells on cuda"
     if not gpus:
         report("SKIP", name, "no GPU on this machine")
         return
-    try:
-        from notallbits.bench.kv import gpu_check
-    except ImportError:
-        report("SKIP", name, "notallbits.bench.kv.gpu_check is not in this tree")
-        return
+    from notallbits.bench.kv import gpu_check
+
     for status, check, detail in gpu_check(work / "kv") or []:
         report(status, check, detail)
 
