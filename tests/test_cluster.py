@@ -53,7 +53,8 @@ def dry_run(workdir, *args, env=None, snakemake=SNAKEMAKE):
                           env={**os.environ, **(env or {})})
 
 
-TARGETS = ["results/scores/gpqa_diamond/Qwen3-32B/w16/kv-full.csv", "results/scores/aime25/Qwen3-32B/w16/kv-rkv-2k.csv"]
+TARGETS = ["results/paper/scores/gpqa_diamond/Qwen3-32B/w16/kv-full.csv",  # config.yaml's output: results/paper
+           "results/paper/scores/aime25/Qwen3-32B/w16/kv-rkv-2k.csv"]
 
 
 def test_readme_override_caps_runtime_and_gpus_follow_the_backend(tmp_path):
@@ -75,7 +76,7 @@ def test_readme_override_caps_runtime_and_gpus_follow_the_backend(tmp_path):
 def test_gpu_rules_read_downloads_and_calibration_is_a_local_file(tmp_path):
     """A hub checkpoint is fetched by a local rule before the GPU jobs that read it; the GPTQ
     calibration corpus is fetched as a file the quantize job reads."""
-    proc = dry_run(tmp_path, "results/scores/aime25/Qwen3-8B/w4/kv-full.csv")
+    proc = dry_run(tmp_path, "results/paper/scores/aime25/Qwen3-8B/w4/kv-full.csv")
     assert proc.returncode == 0, proc.stderr[-2000:]
     out = proc.stdout
     assert re.search(r"rule download_checkpoint:\s+output: results/downloads/models/Qwen3-8B.json", out)
@@ -188,7 +189,7 @@ def test_workflow_runs_from_the_hub_cache_with_the_hub_offline(tiny_model, tmp_p
     env.update(HF_HUB_OFFLINE="1", PATH=os.path.dirname(sys.executable) + os.pathsep + env["PATH"])
     hf = tmp_path / "hf"
     cmd = [SNAKEMAKE, "-s", str(ROOT / "Snakefile"), "--directory", str(tmp_path / "w"), "--configfile", str(cfg),
-           "--cores", "2", "--config", f"hub={{cache: {hf}}}", "--", "results/summary.csv"]
+           "--cores", "2", "--config", f"hub={{cache: {hf}}}", "--", "results/offline/summary.csv"]
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=900)
     assert proc.returncode != 0
     errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
@@ -208,7 +209,7 @@ def test_workflow_runs_from_the_hub_cache_with_the_hub_offline(tiny_model, tmp_p
     assert proc.returncode == 0, proc.stderr[-3000:]
     manifest = json.loads((tmp_path / "w/results/downloads/models/tiny.json").read_text())
     assert manifest["repo"] == "tiny-org/tiny-qwen3" and manifest["snapshot"] == str(snapshot)
-    assert (tmp_path / "w/results/summary.csv").exists()
+    assert (tmp_path / "w/results/offline/summary.csv").exists()
 
 
 @pytest.mark.slow
@@ -227,7 +228,7 @@ def test_sdm_conda_from_another_directory(tmp_path):
     env = {**os.environ, "CONDA_SHIM_PYTHON": sys.executable,
            "PATH": f"{SHIM}{os.pathsep}{os.path.dirname(sys.executable)}{os.pathsep}{os.environ['PATH']}"}
     proc = subprocess.run([SNAKEMAKE, "-s", str(ROOT / "Snakefile"), "--directory", str(tmp_path / "w"),
-                           "--configfile", str(cfg), "--sdm", "conda", "--cores", "2", "results/summary.csv"],
+                           "--configfile", str(cfg), "--sdm", "conda", "--cores", "2", "results/sdm/summary.csv"],
                           capture_output=True, text=True, env=env, cwd=tmp_path, timeout=1200)
     assert proc.returncode == 0, proc.stderr[-3000:]
     envs = sorted((tmp_path / "w" / ".snakemake" / "conda").glob("*_/bin/python"))
@@ -236,7 +237,7 @@ def test_sdm_conda_from_another_directory(tmp_path):
         probe = subprocess.run([str(python), "-c", "import notallbits"], capture_output=True, text=True,
                                env={k: v for k, v in os.environ.items() if k != "PYTHONPATH"}, cwd=tmp_path)
         assert "No module named 'notallbits'" in probe.stderr
-    assert (tmp_path / "w" / "results" / "summary.csv").exists()
+    assert (tmp_path / "w" / "results" / "sdm" / "summary.csv").exists()
 
 
 # ---------------------------------------------------------------- a job's host memory

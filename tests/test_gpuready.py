@@ -233,7 +233,7 @@ def test_jobs_are_sharded_so_none_asks_for_more_than_the_maximum_runtime(tmp_pat
                                   question_count(config["datasets"][d])) for d, m, b in jobs}
         proc = subprocess.run([exe, "-s", str(ROOT / "Snakefile"), "--directory", str(tmp_path), "--configfile",
                                str(cfg), "--resources", "gpu=1", "--dry-run", "--cores", "1",
-                               *[f"results/scores/{d}/{m}/w{b}/kv-full.csv" for d, m, b in jobs]],
+                               *[f"results/paper/scores/{d}/{m}/w{b}/kv-full.csv" for d, m, b in jobs]],
                               capture_output=True, text=True, timeout=600, cwd=tmp_path)
         assert proc.returncode == 0, proc.stderr[-3000:]
         out = proc.stdout + proc.stderr

@@ -96,8 +96,8 @@ def test_slurm_profile_dry_run_asks_for_at_most_its_cap(tmp_path):
         pytest.skip(_skip_reason())
     (tmp_path / "config.yaml").write_text((ROOT / "config.yaml").read_text())
     proc = subprocess.run([SNAKEMAKE, "-s", str(ROOT / "Snakefile"), "--profile", str(ROOT / "profiles" / "slurm"),
-                           "-n", "results/scores/gpqa_diamond/Qwen3-32B/w16/kv-full.csv",
-                           "results/scores/aime25/Qwen3-32B/w16/kv-rkv-2k.csv"],
+                           "-n", "results/paper/scores/gpqa_diamond/Qwen3-32B/w16/kv-full.csv",
+                           "results/paper/scores/aime25/Qwen3-32B/w16/kv-rkv-2k.csv"],
                           cwd=tmp_path, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     jobs = re.findall(r"rule (generate\w*):.*?output: (\S+).*?resources: ([^\n]+)", proc.stdout, re.S)
