@@ -241,8 +241,9 @@ def test_shard_count_and_slices():
 
 
 def test_dry_run_shows_shard_jobs_and_multi_gpu_resources(tmp_path):
-    """Shards are jobs of their own; a multi-GPU model's jobs ask for that many GPUs and
-    carry tensor parallelism in their spec."""
+    """Shards are jobs of their own; a multi-GPU model's vLLM jobs ask for that many GPUs and
+    carry tensor parallelism in their spec (its transformers-backend jobs, the KV-compression
+    cells, run on one device and ask for one)."""
     import yaml
 
     from tests.conftest import DEMO, run_snakemake
@@ -250,6 +251,7 @@ def test_dry_run_shows_shard_jobs_and_multi_gpu_resources(tmp_path):
     config = yaml.safe_load(DEMO.read_text())
     config["datasets"]["demo-arith"]["shards"] = 3
     config["models"]["tiny-qwen3"]["gpus"] = 2
+    config["generation"]["backend"] = "vllm"  # the full-cache cells; KV-compression cells stay on transformers
     cfg = tmp_path / "c.yaml"
     cfg.write_text(yaml.safe_dump(config))
     out = run_snakemake(tmp_path, cfg, "--dry-run", "--printshellcmds").stdout
@@ -258,4 +260,6 @@ def test_dry_run_shows_shard_jobs_and_multi_gpu_resources(tmp_path):
     assert {s for _, s in shard_jobs} == {"1of3", "2of3", "3of3"}
     assert '\\"shard\\": [2, 3]' in out or '"shard": [2, 3]' in out
     assert re.search(r"rule generate:\n(?:.*\n)*?\s+resources: .*gpu=2", out)
+    kv_jobs = re.findall(r"rule generate:\n(?:.*\n)*?\s+output: \S+/kv-(?:rkv|streamingllm|hqq)\S*\n(?:.*\n)*?\s+resources: (.*)", out)
+    assert kv_jobs and all("gpu=1" in r for r in kv_jobs)
     assert '"gpus": 2' in out or '\\"gpus\\": 2' in out
