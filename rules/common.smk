@@ -281,12 +281,15 @@ def job_shards(job):
     raised so no shard's runtime exceeds hardware.max_runtime_minutes); 1 = one unsharded job."""
     from notallbits.plan import job_shards as planned_shards, question_count
 
-    runtime_cap()  # a cluster run without one stops here, before any job is planned
     return planned_shards(config, JOBS[job], question_count(config["datasets"][job.dataset]))
 
 
 def generation_files(wildcards):
     """The generation output(s) of a job: one file, or one per question shard (scoring gathers them)."""
+    # a cluster run without a runtime cap stops here, when the DAG is built, before any job is
+    # submitted (not in the cached job_shards: the aggregate and report rules list every job's
+    # files while this file is parsed, when the executor is not known yet)
+    runtime_cap()
     job = job_of(wildcards)
     stem = f"{RESULTS}/generations/{job.key}"
     n = job_shards(job)
