@@ -155,10 +155,15 @@ def wall(args) -> None:
 
     def timed_get_output():
         t = time.perf_counter()
+        backend.scheduler.last = None
         try:
             return get_output()
         finally:
-            clock["core"] += time.perf_counter() - t
+            took = time.perf_counter() - t
+            clock["core"] += took
+            st = backend.scheduler.last
+            if st is not None:  # a step that took in new requests (prefill) or only decoded
+                clock["mixed" if st.prefix_cache_stats.queries else "decode"].append(took)
 
     def timed_step():
         t = time.perf_counter()
@@ -168,7 +173,13 @@ def wall(args) -> None:
             clock["step"] += time.perf_counter() - t
             clock["steps"] += 1
 
-    engine.engine_core.get_output, engine.step = timed_get_output, timed_step
+    add_request = engine.add_request
+
+    def counted_add_request(*a, **k):
+        clock["requests"] += 1
+        return add_request(*a, **k)
+
+    engine.engine_core.get_output, engine.step, engine.add_request = timed_get_output, timed_step, counted_add_request
     final_params = backend._params
 
     def cumulative_params(*a, **k):
@@ -181,28 +192,58 @@ def wall(args) -> None:
                              detokenize=False) for r in requests for s in r.seeds]
     print(f"\n{args.questions} questions x {args.samples} samples, budgets {args.budgets}, answer tokens "
           f"{args.answer_tokens}; bound: {per_seq} steps. core: inside the engine core's step (schedule, forward, "
-          "sample); output: the rest of LLMEngine.step (output processing); loop: outside the step")
-    print(f"{'run':>4} {'path':10} {'wall s':>7} {'steps':>5} {'/bound':>6} {'core s':>7} {'output s':>8} "
-          f"{'loop s':>7} {'prefilled':>9}")
+          "sample); output: the rest of LLMEngine.step (output processing); loop: outside the step; "
+          "requests: submitted to the engine (a Wait or a forced answer resubmits a sample). prefill: the job's "
+          "extra prefilled tokens (beyond the bound's) as fresh prompts of its resubmissions, one call, one token "
+          "each; /b+p: the job against bound + prefill; cpu s: the process's CPU seconds (all threads; the "
+          "engine runs in this process), /cpu: against the bound's (what a loaded machine does not distort)")
+    print(f"{'run':>4} {'path':10} {'wall s':>7} {'steps':>5} {'/bound':>6} {'/b+p':>5} {'core s':>7} {'output s':>8} "
+          f"{'loop s':>7} {'prefilled':>9} {'requests':>8} {'cpu s':>6} {'/cpu':>5}")
+    vocab = backend.tokenizer.vocab_size
+    rng = __import__("random").Random(0)
     paths = ["bound"] + (["cumulative", "job"] if args.cumulative_first else ["job", "cumulative"] if args.cumulative
                          else ["job"])
     for i in range(args.repeats):
-        bound_s = None
+        bound_s, bound_prefill, rows = None, 0, []
         for path in paths:
-            clock.update(core=0.0, step=0.0, steps=0)
+            clock.update(core=0.0, step=0.0, steps=0, requests=0, mixed=[], decode=[])
             backend.scheduler.reset()
             backend._params = cumulative_params if path == "cumulative" else final_params
-            t0 = time.perf_counter()
+            t0, c0 = time.perf_counter(), time.process_time()
             if path == "bound":
                 backend.llm.generate(prompts, params, use_tqdm=False)
             else:
                 for _ in backend.generate_job(requests, fspec):
                     pass
-            wall_s = time.perf_counter() - t0
-            bound_s = bound_s or wall_s
-            print(f"{i + 1:4d} {path:10} {wall_s:7.2f} {clock['steps']:5d} {wall_s / bound_s:6.2f} {clock['core']:7.2f} "
-                  f"{clock['step'] - clock['core']:8.2f} {wall_s - clock['step']:7.2f} "
-                  f"{backend.scheduler.figures()['prefill_tokens']:9d}", flush=True)
+            wall_s, cpu_s = time.perf_counter() - t0, time.process_time() - c0
+            prefilled = backend.scheduler.figures()["prefill_tokens"]
+            if bound_s is None:
+                bound_s, bound_prefill, bound_cpu = wall_s, prefilled, cpu_s
+            rows.append([path, wall_s, clock["steps"], clock["core"], clock["step"], prefilled, clock["requests"], cpu_s])
+            if path != "bound" and clock["mixed"] and clock["decode"]:
+                mixed_ms, decode_ms = (1e3 * sorted(x)[len(x) // 2] for x in (clock["mixed"], clock["decode"]))
+                print(f"     {path}: {len(clock['mixed'])} of {clock['steps']} engine steps take in new requests "
+                      f"(median {mixed_ms:.1f} ms) against {len(clock['decode'])} decode-only steps "
+                      f"(median {decode_ms:.1f} ms): {mixed_ms / decode_ms:.2f}x", flush=True)
+        # The work the bound leaves out: the job's resubmissions prefill the text appended to them and the
+        # tokens after their last full cache block (vLLM caches full blocks only). Timed as fresh prompts.
+        job = next(r for r in rows if r[0] == "job")
+        resubmitted = max(job[6] - len(prompts), 1)
+        extra = max(job[5] - bound_prefill, 0)
+        each = max(extra // resubmitted, 1)
+        fresh = [TokensPrompt(prompt_token_ids=[rng.randrange(vocab) for _ in range(each)]) for _ in range(resubmitted)]
+        backend.scheduler.reset()
+        clock.update(core=0.0, step=0.0, steps=0, requests=0, mixed=[], decode=[])
+        t0, c0 = time.perf_counter(), time.process_time()
+        backend.llm.generate(fresh, [SamplingParams(max_tokens=1, detokenize=False)] * resubmitted, use_tqdm=False)
+        prefill_s = time.perf_counter() - t0
+        rows.append(["prefill", prefill_s, clock["steps"], clock["core"], clock["step"],
+                     backend.scheduler.figures()["prefill_tokens"], resubmitted, time.process_time() - c0])
+        for path, wall_s, steps, core, step_s, prefilled, n, cpu_s in rows:
+            with_prefill = f"{wall_s / (bound_s + prefill_s):5.2f}" if path in ("job", "cumulative") else f"{'':5}"
+            print(f"{i + 1:4d} {path:10} {wall_s:7.2f} {steps:5d} {wall_s / bound_s:6.2f} {with_prefill} {core:7.2f} "
+                  f"{step_s - core:8.2f} {wall_s - step_s:7.2f} {prefilled:9d} {n:8d} {cpu_s:6.2f} {cpu_s / bound_cpu:5.2f}",
+                  flush=True)
     backend._params = final_params
 
 
