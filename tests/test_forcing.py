@@ -130,3 +130,37 @@ def test_flush_forced_appends_the_queued_wait_at_once_up_to_the_budget():
     feed(tr, [1, 2, END])
     tr.flush_forced()
     assert tr.thinking == [1, 2, WAIT1] and tr.finished
+
+
+def test_feed_takes_an_engine_chunk_and_counts_the_thinking_it_added():
+    """An engine's chunk stops on an end id: that id becomes the Wait ids (all of them at once),
+    and a chunk that runs past the largest budget adds only up to it. The count returned is
+    what the chunk added to the thinking, by hand: 1 + 2 Wait ids, then 5 of 6 tokens."""
+    tr = Trace(spec(budgets=(4, 8)))
+    assert tr.feed([1, END]) == 3
+    assert tr.thinking == [1, WAIT1, WAIT2] and tr.wait_positions == [1]
+    assert tr.feed([5, 6, 7, 8, 9, 10]) == 5
+    assert tr.thinking == [1, WAIT1, WAIT2, 5, 6, 7, 8, 9] and tr.finished
+    assert tr.feed([11]) == 0
+
+
+def test_default_generate_job_runs_a_questions_samples_in_batches_of_batch_size():
+    """The base engine loop: one question at a time, ``batch_size`` seeds per generate call,
+    and each result labelled with the request's sample index (not its place in the batch)."""
+    from notallbits.generation.backend import Backend
+    from notallbits.generation.forcing import QuestionRequest, SampleResult
+
+    calls = []
+
+    class Engine(Backend):
+        batch_size = 2
+
+        def generate(self, prompt_ids, seeds, spec, progress=None):
+            calls.append((prompt_ids, seeds))
+            return [SampleResult(-1, s, [], [], None, []) for s in seeds]
+
+    requests = [QuestionRequest("q1", (7, 8), (0, 2, 3, 5, 6), (10, 12, 13, 15, 16)),
+                QuestionRequest("q2", (9,), (1,), (21,))]
+    out = [(req.question_id, [(r.sample, r.seed) for r in res]) for req, res in Engine().generate_job(requests, spec())]
+    assert out == [("q1", [(0, 10), (2, 12), (3, 13), (5, 15), (6, 16)]), ("q2", [(1, 21)])]
+    assert calls == [([7, 8], [10, 12]), ([7, 8], [13, 15]), ([7, 8], [16]), ([9], [21])]
