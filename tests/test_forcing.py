@@ -156,11 +156,14 @@ def test_default_generate_job_runs_a_questions_samples_in_batches_of_batch_size(
         batch_size = 2
 
         def generate(self, prompt_ids, seeds, spec, progress=None):
-            calls.append((prompt_ids, seeds))
+            calls.append((prompt_ids, seeds, spec, progress))
             return [SampleResult(-1, s, [], [], None, []) for s in seeds]
 
     requests = [QuestionRequest("q1", (7, 8), (0, 2, 3, 5, 6), (10, 12, 13, 15, 16)),
                 QuestionRequest("q2", (9,), (1,), (21,))]
-    out = [(req.question_id, [(r.sample, r.seed) for r in res]) for req, res in Engine().generate_job(requests, spec())]
+    forcing, bar = spec(), object()
+    out = [(req.question_id, [(r.sample, r.seed) for r in res])
+           for req, res in Engine().generate_job(requests, forcing, progress=bar)]
     assert out == [("q1", [(0, 10), (2, 12), (3, 13), (5, 15), (6, 16)]), ("q2", [(1, 21)])]
-    assert calls == [([7, 8], [10, 12]), ([7, 8], [13, 15]), ([7, 8], [16]), ([9], [21])]
+    assert [(p, s) for p, s, _, _ in calls] == [([7, 8], [10, 12]), ([7, 8], [13, 15]), ([7, 8], [16]), ([9], [21])]
+    assert all(f is forcing and b is bar for _, _, f, b in calls)  # the job's forcing spec and progress bar
