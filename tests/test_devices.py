@@ -173,7 +173,11 @@ if [ "$1" = "-L" ]; then  # a MIG-enabled machine lists its instances under thei
   echo "GPU 1: NVIDIA H100 80GB HBM3 (UUID: GPU-9c3d5e7f-1111-1111-1111-111111111111)"
   exit 0
 fi
-# nvidia-smi --query-gpu=index,uuid,name,driver_version,memory.total --format=csv,noheader,nounits
+if [ "$1" != "--query-gpu=index,uuid,name,driver_version,memory.total" ] || \
+   [ "$2" != "--format=csv,noheader,nounits" ]; then
+  echo "Invalid combination of input arguments. Please run 'nvidia-smi -h' for help." >&2
+  exit 2
+fi
 echo "0, GPU-6f1e2a4b-0000-0000-0000-000000000000, NVIDIA H100 80GB HBM3, 550.54.15, 81559"
 echo "1, GPU-9c3d5e7f-1111-1111-1111-111111111111, NVIDIA H100 80GB HBM3, 550.54.15, 81559"
 """
@@ -196,11 +200,9 @@ def test_gpu_facts_from_nvidia_smi_keep_only_the_visible_devices(tmp_path, monke
     assert environment("cpu")["gpus"] == [] and environment("cpu")["driver"] is None
 
 
-def test_gpu_facts_from_the_driver_files_without_nvidia_smi(tmp_path, monkeypatch):
-    """The driver's /proc files as a real 550 driver writes them."""
+def driver_files(tmp_path, monkeypatch):
     from notallbits.generation import devices
 
-    monkeypatch.setenv("PATH", str(tmp_path))  # no nvidia-smi
     version = tmp_path / "version"
     version.write_text("NVRM version: NVIDIA UNIX x86_64 Kernel Module  550.54.15  Tue Mar  5 22:23:56 UTC 2024\n"
                        "GCC version:  gcc version 12.2.0 (Debian 12.2.0-14)\n")
@@ -211,6 +213,14 @@ def test_gpu_facts_from_the_driver_files_without_nvidia_smi(tmp_path, monkeypatc
     monkeypatch.setattr(devices, "DRIVER_VERSION", version)
     monkeypatch.setattr(devices, "PROC_GPUS", gpus)
     monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+
+
+def test_gpu_facts_from_the_driver_files_without_nvidia_smi(tmp_path, monkeypatch):
+    """The driver's /proc files as a real 550 driver writes them."""
+    from notallbits.generation import devices
+
+    monkeypatch.setenv("PATH", str(tmp_path))  # no nvidia-smi
+    driver_files(tmp_path, monkeypatch)
     assert devices.gpu_facts() == ([{"index": "0", "name": "NVIDIA A100-SXM4-40GB"},
                                     {"index": "1", "name": "NVIDIA A100-SXM4-80GB"}], "550.54.15")
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "1")
@@ -275,3 +285,21 @@ def test_environment_falls_back_to_platform_where_cpuinfo_has_no_model_name(tmp_
     cpuinfo.write_text("processor\t: 0\nBogoMIPS\t: 50.00\nFeatures\t: fp asimd evtstrm\nCPU implementer\t: 0x41\n")
     monkeypatch.setattr(devices, "Path", lambda p: cpuinfo if str(p) == "/proc/cpuinfo" else Path(p))
     assert devices.environment("cpu")["cpu"] == (platform.processor() or platform.machine())
+
+
+def test_gpu_facts_read_the_driver_files_when_nvidia_smi_hangs(tmp_path, monkeypatch):
+    """A wedged driver makes nvidia-smi hang until its timeout: the facts come from /proc."""
+    import subprocess
+
+    from notallbits.generation import devices
+
+    (tmp_path / "nvidia-smi").write_text(NVIDIA_SMI)
+    (tmp_path / "nvidia-smi").chmod(0o755)
+    monkeypatch.setenv("PATH", f"{tmp_path}{os.pathsep}{os.environ['PATH']}")
+    driver_files(tmp_path, monkeypatch)
+
+    def hang(cmd, **kw):
+        raise subprocess.TimeoutExpired(cmd, kw.get("timeout"))
+
+    monkeypatch.setattr(subprocess, "run", hang)
+    assert [g["name"] for g in devices.gpu_facts()[0]] == ["NVIDIA A100-SXM4-40GB", "NVIDIA A100-SXM4-80GB"]
