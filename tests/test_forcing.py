@@ -167,3 +167,42 @@ def test_default_generate_job_runs_a_questions_samples_in_batches_of_batch_size(
     assert out == [("q1", [(0, 10), (2, 12), (3, 13), (5, 15), (6, 16)]), ("q2", [(1, 21)])]
     assert [(p, s) for p, s, _, _ in calls] == [([7, 8], [10, 12]), ([7, 8], [13, 15]), ([7, 8], [16]), ([9], [21])]
     assert all(f is forcing and b is bar for _, _, f, b in calls)  # the job's forcing spec and progress bar
+
+
+def test_a_sample_that_ends_its_thinking_exactly_at_the_budget_keeps_its_own_answer():
+    """s1's rule: forcing applies when thinking would run past the budget; a trace that closed
+    its thinking at the budget's last token ended within it."""
+    from notallbits.generation.forcing import SampleResult
+
+    natural = SampleResult(0, 1, [5] * 8, [], 8, [END, 60, EOS])
+    assert not natural.needs_forcing(8) and not natural.needs_forcing(16)
+    assert natural.needs_forcing(7)
+    assert SampleResult(0, 1, [5] * 8, [], None, []).needs_forcing(8)  # never ended: always forced
+
+
+class _Tokenizer:
+    """What end_ids reads of a tokenizer: a Llama-3.1-Instruct-like vocabulary, whose EOS is
+    <|eot_id|> and whose generation_config (when present) lists three end ids."""
+
+    def __init__(self, folder, eos_token_id=128009):
+        self.name_or_path, self.eos_token_id, self.unk_token_id = str(folder), eos_token_id, None
+
+    def get_vocab(self):
+        return {"<|begin_of_text|>": 128000, "<|end_of_text|>": 128001, "<|eom_id|>": 128008, "<|eot_id|>": 128009,
+                "hello": 15339}
+
+
+def test_end_ids_join_the_tokenizers_eos_known_end_tokens_and_the_generation_config(tmp_path):
+    import json
+
+    from notallbits.generation.forcing import end_ids
+
+    # no generation_config.json: the tokenizer's EOS and the known end-of-turn tokens in its vocab
+    assert end_ids(_Tokenizer(tmp_path)) == {128001, 128009}
+    # an EOS outside the known list is still an end id
+    assert end_ids(_Tokenizer(tmp_path, eos_token_id=15339)) == {128001, 128009, 15339}
+    # Llama 3.1 Instruct's generation_config.json adds <|eom_id|>
+    (tmp_path / "generation_config.json").write_text(json.dumps(
+        {"bos_token_id": 128000, "do_sample": True, "eos_token_id": [128001, 128008, 128009], "temperature": 0.6,
+         "top_p": 0.9, "transformers_version": "4.42.3"}))
+    assert end_ids(_Tokenizer(tmp_path)) == {128001, 128008, 128009}
