@@ -103,3 +103,15 @@ def test_top_p_one_keeps_every_token_the_softmax_gives_mass_and_no_masked_one():
     sorted_p, order, kept = nucleus(probs, 1.0)
     assert kept.tolist() == [4, 5]
     assert order[0, :4].tolist() == [0, 3, 2, 1] and order[1, :5].tolist() == [0, 1, 3, 4, 5]  # stable on ties
+
+
+def test_nucleus_stops_at_the_first_token_that_reaches_top_p():
+    """The smallest prefix with mass >= top_p, by hand on exact binary fractions: 0.5 + 0.25
+    reaches 0.75, so the second 0.25 is out (transformers' TopPLogitsWarper removes it too:
+    ascending cumulative 0.25 <= 1 - 0.75); one dominant token is a nucleus of one."""
+    import torch
+
+    from notallbits.generation.sampling import nucleus
+
+    assert nucleus(torch.tensor([[0.25, 0.5, 0.25, 0.0]]), 0.75)[2].tolist() == [2]
+    assert nucleus(torch.tensor([[0.125, 0.75, 0.125]]), 0.5)[2].tolist() == [1]
