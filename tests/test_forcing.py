@@ -201,8 +201,12 @@ def test_end_ids_join_the_tokenizers_eos_known_end_tokens_and_the_generation_con
     assert end_ids(_Tokenizer(tmp_path)) == {128001, 128009}
     # an EOS outside the known list is still an end id
     assert end_ids(_Tokenizer(tmp_path, eos_token_id=15339)) == {128001, 128009, 15339}
+    # Llama 3 Instruct's first generation_config.json named one end id: the others still count
+    (tmp_path / "generation_config.json").write_text(json.dumps({"bos_token_id": 128000, "eos_token_id": 128001}))
+    assert end_ids(_Tokenizer(tmp_path)) == {128001, 128009}
     # Llama 3.1 Instruct's generation_config.json adds <|eom_id|>
     (tmp_path / "generation_config.json").write_text(json.dumps(
         {"bos_token_id": 128000, "do_sample": True, "eos_token_id": [128001, 128008, 128009], "temperature": 0.6,
          "top_p": 0.9, "transformers_version": "4.42.3"}))
     assert end_ids(_Tokenizer(tmp_path)) == {128001, 128008, 128009}
+
