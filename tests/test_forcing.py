@@ -201,12 +201,69 @@ def test_end_ids_join_the_tokenizers_eos_known_end_tokens_and_the_generation_con
     assert end_ids(_Tokenizer(tmp_path)) == {128001, 128009}
     # an EOS outside the known list is still an end id
     assert end_ids(_Tokenizer(tmp_path, eos_token_id=15339)) == {128001, 128009, 15339}
-    # Llama 3 Instruct's first generation_config.json named one end id: the others still count
-    (tmp_path / "generation_config.json").write_text(json.dumps({"bos_token_id": 128000, "eos_token_id": 128001}))
-    assert end_ids(_Tokenizer(tmp_path)) == {128001, 128009}
+    # a generation_config.json naming one end id (an int, not a list) adds it to the others
+    (tmp_path / "generation_config.json").write_text(json.dumps({"bos_token_id": 128000, "eos_token_id": 128008}))
+    assert end_ids(_Tokenizer(tmp_path)) == {128001, 128008, 128009}
     # Llama 3.1 Instruct's generation_config.json adds <|eom_id|>
     (tmp_path / "generation_config.json").write_text(json.dumps(
         {"bos_token_id": 128000, "do_sample": True, "eos_token_id": [128001, 128008, 128009], "temperature": 0.6,
          "top_p": 0.9, "transformers_version": "4.42.3"}))
     assert end_ids(_Tokenizer(tmp_path)) == {128001, 128008, 128009}
 
+
+
+class _LlamaLikeTokenizer:
+    """A tokenizer that, like Llama's and DeepSeek-R1-Distill-Llama's, adds BOS when asked for
+    special tokens (encode's default), maps unknown tokens to its unk id, one id per word."""
+
+    vocab = {"<s>": 1, "<unk>": 0, "</think>": 5, "Wait": 6, "Final": 7, "Answer:": 8}
+
+    def __init__(self, name="org/llama-reasoner", has_end=True):
+        self.name_or_path, self.unk_token_id, self.has_end = name, 0, has_end
+
+    def convert_tokens_to_ids(self, token):
+        return self.vocab[token] if token in self.vocab and (self.has_end or token != "</think>") else 0
+
+    def convert_ids_to_tokens(self, token_id):
+        return {v: k for k, v in self.vocab.items()}.get(token_id, "<unk>")
+
+    def encode(self, text, add_special_tokens=True):
+        return [1] * add_special_tokens + [self.vocab[w] for w in text.split()]
+
+    eos_token_id = 2
+
+    def get_vocab(self):
+        return dict(self.vocab)
+
+
+def test_from_tokenizer_encodes_wait_and_the_answer_prefix_without_bos():
+    """The Wait ids and the answer prefix are inserted mid-sequence: a BOS there would be a
+    second start of text. Wait extension is on unless asked off (s1's budget forcing)."""
+    tok = _LlamaLikeTokenizer()
+    s = ForcingSpec.from_tokenizer(tok, [8, 4], "Wait", "Final Answer:", 16)
+    assert (s.budgets, s.end_think_id, s.wait_ids, s.answer_prefix_ids) == ((4, 8), 5, (6,), (5, 7, 8))
+    assert s.wait_extension is True and s.answer_max_tokens == 16
+    assert ForcingSpec.from_tokenizer(tok, [8], "Wait", "Final Answer:", 16, wait_extension=False).wait_extension is False
+
+
+def test_a_tokenizer_without_the_end_of_thinking_token_is_refused_naming_the_model():
+    """No </think>: an unk id back, or (tokenizers that split unknown text) an id that is some
+    other token. Both stop with one line naming the model."""
+    import pytest
+
+    from notallbits import UserError
+    from notallbits.generation.forcing import thinking_end_id
+
+    with pytest.raises(UserError, match="^org/llama-base: the tokenizer has no </think> token"):
+        thinking_end_id(_LlamaLikeTokenizer("org/llama-base", has_end=False))
+    other = _LlamaLikeTokenizer("org/splitter")
+    other.convert_tokens_to_ids = lambda token: 6  # "Wait": a real id, not </think>
+    with pytest.raises(UserError, match="^org/splitter: the tokenizer has no </think>"):
+        thinking_end_id(other)
+    with pytest.raises(UserError, match="^the model: the tokenizer has no </think>"):
+        thinking_end_id(_LlamaLikeTokenizer("", has_end=False))
+    nameless = _LlamaLikeTokenizer(has_end=False)
+    del nameless.name_or_path  # a tokenizer built in memory, not loaded from a folder
+    with pytest.raises(UserError, match="^the model: the tokenizer has no </think>"):
+        thinking_end_id(nameless)
+    assert thinking_end_id(_LlamaLikeTokenizer()) == 5
