@@ -267,3 +267,28 @@ def test_a_tokenizer_without_the_end_of_thinking_token_is_refused_naming_the_mod
     with pytest.raises(UserError, match="^the model: the tokenizer has no </think>"):
         thinking_end_id(nameless)
     assert thinking_end_id(_LlamaLikeTokenizer()) == 5
+
+
+def test_prompt_opens_the_thinking_block_once_whatever_the_chat_template_leaves(tiny_model):
+    """Qwen3's template (thinking on) ends at "<|im_start|>assistant\\n" and leaves <think> to the
+    model; DeepSeek-R1's newer templates end with "<think>\\n" themselves, some with a bare
+    "<think>": the prompt always ends with exactly one "<think>\\n"."""
+    from transformers import AutoTokenizer
+
+    from notallbits.generation.prompts import build_prompt, user_message
+
+    record = {"id": "q", "task": "math", "question": "What is 2 + 3?", "answer": "5"}
+    content = user_message(record)
+    qwen3 = AutoTokenizer.from_pretrained(tiny_model)
+    assert build_prompt(qwen3, record) == f"<|im_start|>user\n{content}<|im_end|>\n<|im_start|>assistant\n<think>\n"
+
+    class Template:
+        def __init__(self, ending):
+            self.ending = ending
+
+        def apply_chat_template(self, messages, tokenize=True, add_generation_prompt=False, enable_thinking=True):
+            (message,) = messages
+            return f"<｜User｜>{message['content']}<｜Assistant｜>{self.ending}"
+
+    for ending in ("<think>\n", "<think>", ""):
+        assert build_prompt(Template(ending), record) == f"<｜User｜>{content}<｜Assistant｜><think>\n", ending
