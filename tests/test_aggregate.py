@@ -63,3 +63,18 @@ def test_best_of_n_rows_from_files_without_verifier_timing_keep_their_generation
                  ).to_csv(tmp_path / "s.csv", index=False)
     (row,) = summarize([str(tmp_path / "s.csv")]).itertuples()
     assert row.verifier_seconds == 0.0 and row.latency_seconds == pytest.approx(4.0)
+
+
+def test_write_summary_writes_the_csv_and_parquet_tables(tmp_path):
+    from notallbits.aggregate import write_summary
+
+    pd.DataFrame([{**JOB, "bits": 4, "kv": "sl", "k": k,
+                   "kv_settings": json.dumps({"method": "streamingllm", "budget": 2048, "sink": 4})} for k in (1, 4)]
+                 ).to_csv(tmp_path / "s.csv", index=False)
+    write_summary([str(tmp_path / "s.csv")], str(tmp_path / "summary.csv"), str(tmp_path / "summary.parquet"))
+    for table in (pd.read_csv(tmp_path / "summary.csv"), pd.read_parquet(tmp_path / "summary.parquet")):
+        assert table["k"].tolist() == [1, 4] and table["kv_bytes"].tolist() == [2048 * 1024, 4 * 2048 * 1024]
+        assert table["weight_method"].tolist() == ["gptq", "gptq"]
+    write_summary([str(tmp_path / "s.csv")], str(tmp_path / "only.csv"))
+    assert pd.read_csv(tmp_path / "only.csv")["kv_method"].tolist() == ["streamingllm"] * 2
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["only.csv", "s.csv", "summary.csv", "summary.parquet"]
