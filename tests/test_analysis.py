@@ -144,3 +144,27 @@ def test_advisor_tells_weight_methods_apart(summary):
     assert (a["runner_up"]["model"], a["runner_up"]["weight_method"]) == ("Qwen3-8B", "fp8")
     text = format_advice(a)
     assert "Qwen3-8B 8-bit, KV full" in text and "Qwen3-8B 8-bit FP8, KV full" in text
+
+
+def test_advice_line_by_hand_and_older_summary_rows():
+    """One pick written out by hand (Maj@K: no verifier term); a row of a summary written before
+    the selection/verifier columns (absent, or empty cells read as NaN) is a Maj@K pick without
+    verifier memory."""
+    from notallbits.advisor import _describe, format_advice
+
+    pick = {"model": "Qwen3-8B", "bits": 4, "weight_method": "gptq", "kv": "full", "budget_tokens": 8192, "k": 4,
+            "selection": "majority", "verifier": "", "verifier_gib": 0.0, "accuracy": 0.4567, "memory_gib": 9.5,
+            "weight_gib": 5.5, "kv_gib": 4.0}
+    advice = {"dataset": "aime25", "memory_gib": 24.0, "view": "single", "configurations_that_fit": 3, "best": pick,
+              "runner_up": None, "threshold": None}
+    assert format_advice(advice).splitlines() == [
+        "aime25 within 24 GiB (single view, 3 configurations fit):",
+        "  best:      Qwen3-8B 4-bit, KV full, budget 8192 tokens, Maj@4: accuracy 45.7% using 9.5 GiB "
+        "(weights 5.5 + KV 4)"]
+    row = pd.Series({"model": "Qwen3-8B", "bits": 4, "budget_tokens": 8192, "k": 4, "kv": "full", "accuracy": 0.4567,
+                     "memory_gib": 9.5, "weight_gib": 5.5, "kv_gib": 4.0})
+    described = _describe(row)
+    assert (described["selection"], described["verifier"], described["verifier_gib"]) == ("majority", "", 0.0)
+    assert described["weight_method"] == "gptq"
+    described = _describe(pd.concat([row, pd.Series({"selection": float("nan"), "verifier_gib": float("nan")})]))
+    assert (described["selection"], described["verifier_gib"]) == ("majority", 0.0)
