@@ -168,3 +168,28 @@ def test_advice_line_by_hand_and_older_summary_rows():
     assert described["weight_method"] == "gptq"
     described = _describe(pd.concat([row, pd.Series({"selection": float("nan"), "verifier_gib": float("nan")})]))
     assert (described["selection"], described["verifier_gib"]) == ("majority", 0.0)
+
+
+def test_advise_cli_finds_the_runs_summary_and_prints_strict_json(summary, tmp_path, monkeypatch, capsys):
+    """`notallbits advise` in a workflow folder with one run: its results/<config>/summary.csv,
+    the same best pick as advise() on the table, as JSON without NaN (a frontier of one
+    point has no threshold: null)."""
+    import argparse
+    import json
+
+    import numpy as np
+
+    from notallbits.advisor import json_safe, read_summary, run
+
+    (tmp_path / "results" / "paper").mkdir(parents=True)
+    summary.to_csv(tmp_path / "results" / "paper" / "summary.csv", index=False)
+    monkeypatch.chdir(tmp_path)
+    run(argparse.Namespace(summary=None, memory="12GiB", dataset="aime25", view="single", json=True))
+    out = json.loads(capsys.readouterr().out)
+    assert (out["best"]["model"], out["best"]["budget_tokens"], out["best"]["k"]) == ("Qwen3-8B", 14000, 1)
+    assert json_safe({"a": [np.float64("nan"), np.int64(3), (1.5, float("inf"))]}) == {"a": [None, 3, [1.5, None]]}
+    summary.to_parquet(tmp_path / "s.pq", index=False)
+    assert read_summary(str(tmp_path / "s.pq"))["model"].tolist() == summary["model"].tolist()
+    (tmp_path / "bad.csv").write_bytes(b"")
+    with pytest.raises(UserError, match=r"bad.csv: not a readable CSV summary table \(No columns to parse from file\)"):
+        read_summary(str(tmp_path / "bad.csv"))
