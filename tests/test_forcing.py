@@ -130,3 +130,165 @@ def test_flush_forced_appends_the_queued_wait_at_once_up_to_the_budget():
     feed(tr, [1, 2, END])
     tr.flush_forced()
     assert tr.thinking == [1, 2, WAIT1] and tr.finished
+
+
+def test_feed_takes_an_engine_chunk_and_counts_the_thinking_it_added():
+    """An engine's chunk stops on an end id: that id becomes the Wait ids (all of them at once),
+    and a chunk that runs past the largest budget adds only up to it. The count returned is
+    what the chunk added to the thinking, by hand: 1 + 2 Wait ids, then 5 of 6 tokens."""
+    tr = Trace(spec(budgets=(4, 8)))
+    assert tr.feed([1, END]) == 3
+    assert tr.thinking == [1, WAIT1, WAIT2] and tr.wait_positions == [1]
+    assert tr.feed([5, 6, 7, 8, 9, 10]) == 5
+    assert tr.thinking == [1, WAIT1, WAIT2, 5, 6, 7, 8, 9] and tr.finished
+    assert tr.feed([11]) == 0
+
+
+def test_default_generate_job_runs_a_questions_samples_in_batches_of_batch_size():
+    """The base engine loop: one question at a time, ``batch_size`` seeds per generate call,
+    and each result labelled with the request's sample index (not its place in the batch)."""
+    from notallbits.generation.backend import Backend
+    from notallbits.generation.forcing import QuestionRequest, SampleResult
+
+    calls = []
+
+    class Engine(Backend):
+        batch_size = 2
+
+        def generate(self, prompt_ids, seeds, spec, progress=None):
+            calls.append((prompt_ids, seeds, spec, progress))
+            return [SampleResult(-1, s, [], [], None, []) for s in seeds]
+
+    requests = [QuestionRequest("q1", (7, 8), (0, 2, 3, 5, 6), (10, 12, 13, 15, 16)),
+                QuestionRequest("q2", (9,), (1,), (21,))]
+    forcing, bar = spec(), object()
+    out = [(req.question_id, [(r.sample, r.seed) for r in res])
+           for req, res in Engine().generate_job(requests, forcing, progress=bar)]
+    assert out == [("q1", [(0, 10), (2, 12), (3, 13), (5, 15), (6, 16)]), ("q2", [(1, 21)])]
+    assert [(p, s) for p, s, _, _ in calls] == [([7, 8], [10, 12]), ([7, 8], [13, 15]), ([7, 8], [16]), ([9], [21])]
+    assert all(f is forcing and b is bar for _, _, f, b in calls)  # the job's forcing spec and progress bar
+
+
+def test_a_sample_that_ends_its_thinking_exactly_at_the_budget_keeps_its_own_answer():
+    """s1's rule: forcing applies when thinking would run past the budget; a trace that closed
+    its thinking at the budget's last token ended within it."""
+    from notallbits.generation.forcing import SampleResult
+
+    natural = SampleResult(0, 1, [5] * 8, [], 8, [END, 60, EOS])
+    assert not natural.needs_forcing(8) and not natural.needs_forcing(16)
+    assert natural.needs_forcing(7)
+    assert SampleResult(0, 1, [5] * 8, [], None, []).needs_forcing(8)  # never ended: always forced
+
+
+class _Tokenizer:
+    """What end_ids reads of a tokenizer: a Llama-3.1-Instruct-like vocabulary, whose EOS is
+    <|eot_id|> and whose generation_config (when present) lists three end ids."""
+
+    def __init__(self, folder, eos_token_id=128009):
+        self.name_or_path, self.eos_token_id, self.unk_token_id = str(folder), eos_token_id, None
+
+    def get_vocab(self):
+        return {"<|begin_of_text|>": 128000, "<|end_of_text|>": 128001, "<|eom_id|>": 128008, "<|eot_id|>": 128009,
+                "hello": 15339}
+
+
+def test_end_ids_join_the_tokenizers_eos_known_end_tokens_and_the_generation_config(tmp_path):
+    import json
+
+    from notallbits.generation.forcing import end_ids
+
+    # no generation_config.json: the tokenizer's EOS and the known end-of-turn tokens in its vocab
+    assert end_ids(_Tokenizer(tmp_path)) == {128001, 128009}
+    # an EOS outside the known list is still an end id
+    assert end_ids(_Tokenizer(tmp_path, eos_token_id=15339)) == {128001, 128009, 15339}
+    # a generation_config.json naming one end id (an int, not a list) adds it to the others
+    (tmp_path / "generation_config.json").write_text(json.dumps({"bos_token_id": 128000, "eos_token_id": 128008}))
+    assert end_ids(_Tokenizer(tmp_path)) == {128001, 128008, 128009}
+    # Llama 3.1 Instruct's generation_config.json adds <|eom_id|>
+    (tmp_path / "generation_config.json").write_text(json.dumps(
+        {"bos_token_id": 128000, "do_sample": True, "eos_token_id": [128001, 128008, 128009], "temperature": 0.6,
+         "top_p": 0.9, "transformers_version": "4.42.3"}))
+    assert end_ids(_Tokenizer(tmp_path)) == {128001, 128008, 128009}
+
+
+
+class _LlamaLikeTokenizer:
+    """A tokenizer that, like Llama's and DeepSeek-R1-Distill-Llama's, adds BOS when asked for
+    special tokens (encode's default), maps unknown tokens to its unk id, one id per word."""
+
+    vocab = {"<s>": 1, "<unk>": 0, "</think>": 5, "Wait": 6, "Final": 7, "Answer:": 8}
+
+    def __init__(self, name="org/llama-reasoner", has_end=True):
+        self.name_or_path, self.unk_token_id, self.has_end = name, 0, has_end
+
+    def convert_tokens_to_ids(self, token):
+        return self.vocab[token] if token in self.vocab and (self.has_end or token != "</think>") else 0
+
+    def convert_ids_to_tokens(self, token_id):
+        return {v: k for k, v in self.vocab.items()}.get(token_id, "<unk>")
+
+    def encode(self, text, add_special_tokens=True):
+        return [1] * add_special_tokens + [self.vocab[w] for w in text.split()]
+
+    eos_token_id = 2
+
+    def get_vocab(self):
+        return dict(self.vocab)
+
+
+def test_from_tokenizer_encodes_wait_and_the_answer_prefix_without_bos():
+    """The Wait ids and the answer prefix are inserted mid-sequence: a BOS there would be a
+    second start of text. Wait extension is on unless asked off (s1's budget forcing)."""
+    tok = _LlamaLikeTokenizer()
+    s = ForcingSpec.from_tokenizer(tok, [8, 4], "Wait", "Final Answer:", 16)
+    assert (s.budgets, s.end_think_id, s.wait_ids, s.answer_prefix_ids) == ((4, 8), 5, (6,), (5, 7, 8))
+    assert s.wait_extension is True and s.answer_max_tokens == 16
+    assert ForcingSpec.from_tokenizer(tok, [8], "Wait", "Final Answer:", 16, wait_extension=False).wait_extension is False
+
+
+def test_a_tokenizer_without_the_end_of_thinking_token_is_refused_naming_the_model():
+    """No </think>: an unk id back, or (tokenizers that split unknown text) an id that is some
+    other token. Both stop with one line naming the model."""
+    import pytest
+
+    from notallbits import UserError
+    from notallbits.generation.forcing import thinking_end_id
+
+    with pytest.raises(UserError, match="^org/llama-base: the tokenizer has no </think> token"):
+        thinking_end_id(_LlamaLikeTokenizer("org/llama-base", has_end=False))
+    other = _LlamaLikeTokenizer("org/splitter")
+    other.convert_tokens_to_ids = lambda token: 6  # "Wait": a real id, not </think>
+    with pytest.raises(UserError, match="^org/splitter: the tokenizer has no </think>"):
+        thinking_end_id(other)
+    with pytest.raises(UserError, match="^the model: the tokenizer has no </think>"):
+        thinking_end_id(_LlamaLikeTokenizer("", has_end=False))
+    nameless = _LlamaLikeTokenizer(has_end=False)
+    del nameless.name_or_path  # a tokenizer built in memory, not loaded from a folder
+    with pytest.raises(UserError, match="^the model: the tokenizer has no </think>"):
+        thinking_end_id(nameless)
+    assert thinking_end_id(_LlamaLikeTokenizer()) == 5
+
+
+def test_prompt_opens_the_thinking_block_once_whatever_the_chat_template_leaves(tiny_model):
+    """Qwen3's template (thinking on) ends at "<|im_start|>assistant\\n" and leaves <think> to the
+    model; DeepSeek-R1's newer templates end with "<think>\\n" themselves, some with a bare
+    "<think>": the prompt always ends with exactly one "<think>\\n"."""
+    from transformers import AutoTokenizer
+
+    from notallbits.generation.prompts import build_prompt, user_message
+
+    record = {"id": "q", "task": "math", "question": "What is 2 + 3?", "answer": "5"}
+    content = user_message(record)
+    qwen3 = AutoTokenizer.from_pretrained(tiny_model)
+    assert build_prompt(qwen3, record) == f"<|im_start|>user\n{content}<|im_end|>\n<|im_start|>assistant\n<think>\n"
+
+    class Template:
+        def __init__(self, ending):
+            self.ending = ending
+
+        def apply_chat_template(self, messages, tokenize=True, add_generation_prompt=False, enable_thinking=True):
+            (message,) = messages
+            return f"<｜User｜>{message['content']}<｜Assistant｜>{self.ending}"
+
+    for ending in ("<think>\n", "<think>", ""):
+        assert build_prompt(Template(ending), record) == f"<｜User｜>{content}<｜Assistant｜><think>\n", ending

@@ -63,3 +63,55 @@ def test_greedy_is_argmax_per_row():
 
     logits = torch.tensor([[0.1, 2.0, -1.0], [3.0, 0.0, 2.9]])
     assert sample_next(logits, [torch.Generator(), torch.Generator()], 0.0, 0.5) == [1, 0]
+
+
+def test_uniform_is_the_top_53_bits_of_splitmix64_in_float64():
+    """Vigna's to-double: (x >> 11) * 2**-53, exact in float64. The first output of SplitMix64
+    seeded with 0 is 0xE220A8397B1DCDAF (his splitmix64.c); a float32 uniform would round it."""
+    import torch
+
+    from notallbits.generation.sampling import uniforms
+
+    u = uniforms(torch.tensor([0]), torch.tensor([0]))
+    assert u.dtype == torch.float64
+    assert u.item() == (0xE220A8397B1DCDAF >> 11) * 2.0**-53
+
+
+def test_sample_next_draws_only_from_each_rows_generator():
+    """A row's draw depends on its own generator, not on torch's global random state."""
+    import torch
+
+    logits = torch.zeros(64, 50)  # uniform over 50 tokens: a draw from any other stream differs
+    seeded = lambda: [torch.Generator().manual_seed(derive_seed(3, i)) for i in range(64)]  # noqa: E731
+    torch.manual_seed(1)
+    first = sample_next(logits, seeded(), 1.0, 0.9)
+    torch.manual_seed(2)
+    assert sample_next(logits, seeded(), 1.0, 0.9) == first
+    assert sample_next(logits, seeded(), 1.0, 1.0) == sample_next(logits, seeded(), 1.0, 1.0)
+
+
+def test_top_p_one_keeps_every_token_the_softmax_gives_mass_and_no_masked_one():
+    """At top_p = 1 there is no nucleus cut: the kept tokens are exactly those of positive
+    probability, per row; tokens with a -inf logit (probability 0) are never kept, even where
+    the float32 cumulative sum of the rest stops just below 1 (row 0: 4 of 6, row 1: 5 of 6)."""
+    import torch
+
+    from notallbits.generation.sampling import nucleus
+
+    inf = float("inf")
+    probs = torch.softmax(torch.tensor([[3.0, 0.0, 1.0, 2.0, -inf, -inf], [0.0, 0.0, -inf, 0.0, 0.0, 0.0]]), -1)
+    sorted_p, order, kept = nucleus(probs, 1.0)
+    assert kept.tolist() == [4, 5]
+    assert order[0, :4].tolist() == [0, 3, 2, 1] and order[1, :5].tolist() == [0, 1, 3, 4, 5]  # stable on ties
+
+
+def test_nucleus_stops_at_the_first_token_that_reaches_top_p():
+    """The smallest prefix with mass >= top_p, by hand on exact binary fractions: 0.5 + 0.25
+    reaches 0.75, so the second 0.25 is out (transformers' TopPLogitsWarper removes it too:
+    ascending cumulative 0.25 <= 1 - 0.75); one dominant token is a nucleus of one."""
+    import torch
+
+    from notallbits.generation.sampling import nucleus
+
+    assert nucleus(torch.tensor([[0.25, 0.5, 0.25, 0.0]]), 0.75)[2].tolist() == [2]
+    assert nucleus(torch.tensor([[0.125, 0.75, 0.125]]), 0.5)[2].tolist() == [1]

@@ -1,0 +1,80 @@
+"""The summary table from score files of different ages, against hand-computed rows."""
+
+import json
+
+import pandas as pd
+import pytest
+
+# a SMALL_QWEN3-shaped job: 2 layers x 2 KV heads x head_dim 64 -> 2 (K, V) x 2 x 2 x 64 x 2 B = 1024 B per token
+JOB = {"dataset": "aime25", "model": "small", "backend": "transformers", "weight_bytes": 1041152, "layers": 2,
+       "kv_heads": 2, "head_dim": 64, "job_wall_seconds": 12.0, "job_generated_tokens": 100,
+       "job_tokens_per_second": 8.0, "questions": 3, "samples": 4, "parsed_rate": 1.0, "budget_tokens": 4096,
+       "k": 1, "accuracy": 0.5, "mean_thinking_tokens": 4000.0, "mean_answer_tokens": 20.0}
+
+
+def test_summary_fills_what_older_score_files_lack_and_counts_each_rows_memory(tmp_path):
+    from notallbits.aggregate import summarize
+
+    old = pd.DataFrame([  # written before the weight-method, selection, verifier and sandbox columns
+        {**JOB, "bits": 4, "kv": "sl", "kv_settings": json.dumps({"method": "streamingllm", "budget": 2048, "sink": 4})},
+        {**JOB, "bits": 4, "kv": "full", "kv_settings": "{}"},
+    ])
+    new = pd.DataFrame([
+        {**JOB, "bits": 4, "kv": "full", "kv_settings": json.dumps({"method": "full"}), "weight_method": "awq",
+         "selection": "majority", "verifier": "", "verifier_bytes": None, "code_sandbox": "bwrap",
+         "verifier_seconds": 5.0},
+        {**JOB, "bits": 16, "kv": "full", "kv_settings": json.dumps({"method": "full"}), "weight_method": None,
+         "selection": "prm_best_of_n", "verifier": "prm", "verifier_bytes": 2**30, "code_sandbox": None,
+         "verifier_seconds": 2.0},
+    ])
+    old.to_csv(tmp_path / "old.csv", index=False)
+    new.to_csv(tmp_path / "new.csv", index=False)
+    df = summarize([str(tmp_path / "old.csv"), str(tmp_path / "new.csv")])
+    got = {(r.weight_method, r.kv, r.selection): r for r in df.itertuples()}
+    assert set(got) == {("gptq", "sl", "majority"), ("gptq", "full", "majority"), ("awq", "full", "majority"),
+                        ("bf16", "full", "prm_best_of_n")}  # 4 bits alone mean GPTQ, 16 bf16
+    sl, full_old, awq, bon = (got[k] for k in [("gptq", "sl", "majority"), ("gptq", "full", "majority"),
+                                                ("awq", "full", "majority"), ("bf16", "full", "prm_best_of_n")])
+    assert (sl.kv_method, full_old.kv_method, awq.kv_method) == ("streamingllm", "full", "full")
+    assert sl.kv_bytes == 2048 * 1024 and full_old.kv_bytes == awq.kv_bytes == bon.kv_bytes == 4096 * 1024
+    assert df["kv_bytes"].dtype == "int64" and df["verifier_bytes"].dtype == "int64"
+    assert (sl.verifier_bytes, awq.verifier_bytes, bon.verifier_bytes) == (0, 0, 2**30)
+    assert bon.total_gib == pytest.approx(1041152 / 2**30 + 4096 * 1024 / 2**30 + 1)
+    assert (sl.code_sandbox, awq.code_sandbox, bon.code_sandbox) == ("", "bwrap", "")
+    assert (sl.verifier, bon.verifier) == ("", "prm")
+    # Maj@K needs no verifier: its seconds are 0 whatever the file says; Best-of-N adds its own
+    assert (sl.verifier_seconds, awq.verifier_seconds, bon.verifier_seconds) == (0.0, 0.0, 2.0)
+    # one row per job here, so each uses its whole trace: 12 s / 3 questions, + the verifier's 2 s
+    assert awq.latency_seconds == pytest.approx(4.0) and bon.latency_seconds == pytest.approx(6.0)
+
+
+def test_no_score_files_is_an_error():
+    from notallbits.aggregate import summarize
+
+    with pytest.raises(ValueError, match="no score files to aggregate"):
+        summarize([])
+
+
+def test_best_of_n_rows_from_files_without_verifier_timing_keep_their_generation_latency(tmp_path):
+    from notallbits.aggregate import summarize
+
+    pd.DataFrame([{**JOB, "bits": 16, "kv": "full", "kv_settings": json.dumps({"method": "full"}),
+                   "selection": "prm_best_of_n", "verifier": "prm", "verifier_bytes": 2**30}]
+                 ).to_csv(tmp_path / "s.csv", index=False)
+    (row,) = summarize([str(tmp_path / "s.csv")]).itertuples()
+    assert row.verifier_seconds == 0.0 and row.latency_seconds == pytest.approx(4.0)
+
+
+def test_write_summary_writes_the_csv_and_parquet_tables(tmp_path):
+    from notallbits.aggregate import write_summary
+
+    pd.DataFrame([{**JOB, "bits": 4, "kv": "sl", "k": k,
+                   "kv_settings": json.dumps({"method": "streamingllm", "budget": 2048, "sink": 4})} for k in (1, 4)]
+                 ).to_csv(tmp_path / "s.csv", index=False)
+    write_summary([str(tmp_path / "s.csv")], str(tmp_path / "summary.csv"), str(tmp_path / "summary.parquet"))
+    for table in (pd.read_csv(tmp_path / "summary.csv"), pd.read_parquet(tmp_path / "summary.parquet")):
+        assert table["k"].tolist() == [1, 4] and table["kv_bytes"].tolist() == [2048 * 1024, 4 * 2048 * 1024]
+        assert table["weight_method"].tolist() == ["gptq", "gptq"]
+    write_summary([str(tmp_path / "s.csv")], str(tmp_path / "only.csv"))
+    assert pd.read_csv(tmp_path / "only.csv")["kv_method"].tolist() == ["streamingllm"] * 2
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["only.csv", "s.csv", "summary.csv", "summary.parquet"]
