@@ -41,6 +41,40 @@ def test_extracts_the_last_fenced_block():
     assert extract_program("no code here") is None
 
 
+def lcb_extract_code(model_output):
+    """LiveCodeBench's extract_code (lcb_runner/utils/extraction_utils.py, chat models): the lines
+    between the last two lines that contain ```, "" with fewer than two."""
+    outputlines = model_output.split("\n")
+    indexlines = [i for i, line in enumerate(outputlines) if "```" in line]
+    if len(indexlines) < 2:
+        return ""
+    return "\n".join(outputlines[indexlines[-2] + 1: indexlines[-1]])
+
+
+# answers shaped like a reasoner's: prose, an earlier draft, the final block under each fence spelling
+# LiveCodeBench's prompt and the models use (```python, ```Python, ```py, ```python3, ``` python, bare ```)
+PROGRAM = "import sys\n\ndef main():\n    a, b = map(int, sys.stdin.readline().split())\n    print(a + b)\n\nmain()"
+ANSWERS = [f"I will read two numbers.\n```python\nprint(0)\n```\nThat is wrong; the final program:\n{fence}\n"
+           f"{PROGRAM}\n```\nIt prints the sum." for fence in
+           ("```python", "```Python", "```PYTHON", "```py", "```python3", "``` python", "```", "```python  ")]
+
+
+@pytest.mark.parametrize("answer", ANSWERS)
+def test_extraction_agrees_with_livecodebench_on_closed_fences(answer):
+    assert extract_program(answer) == lcb_extract_code(answer) == PROGRAM
+
+
+def test_extraction_where_livecodebench_grades_an_empty_program():
+    # no fence, or only an empty block: no program (LiveCodeBench grades "", which fails every test)
+    for answer in ("print(1)", "```python\n```", "```\n\n\n```", "```python\n   \n```"):
+        assert lcb_extract_code(answer).strip() == "" and extract_program(answer) is None
+    # one fence left open by the token budget: its text, to the end (LiveCodeBench: "")
+    assert extract_program("Here:\n```python\n" + PROGRAM + "\n") == PROGRAM
+    assert extract_program("```python\nprint(1)\n```\nThen:\n```python\nprint(2)") == "print(2)"
+    # a fence of another language is not a Python program; the last Python one is
+    assert extract_program("```python\nprint(1)\n```\n```cpp\nint main() {}\n```") == "print(1)"
+
+
 def test_the_prelude_is_livecodebenchs():
     # testing_util.import_string: star imports of these modules, then plain imports, then the limit
     for module in ("typing", "collections", "heapq", "bisect", "math", "itertools", "functools", "sys"):
@@ -171,3 +205,59 @@ def test_grade_many_in_parallel_and_votes_by_behaviour():
     assert [r.passed for r in results] == [True, True, True, False, False]
     assert results[0].signature == results[1].signature != results[3].signature
     assert results[4].signature is None  # no program: abstains
+
+
+# LiveCodeBench's reliability_guard (testing_util.py), name by name: what it sets to None before the
+# program's first line. `exit` stays (its line is commented out there).
+LCB_GUARD = (["builtins.quit", "builtins.help"]
+             + [f"os.{n}" for n in ("kill", "system", "putenv", "remove", "removedirs", "rmdir", "fchdir", "setuid",
+                                    "fork", "forkpty", "killpg", "rename", "renames", "truncate", "replace", "unlink",
+                                    "fchmod", "fchown", "chmod", "chown", "chroot", "lchflags", "lchmod", "lchown",
+                                    "getcwd", "chdir")]
+             + ["shutil.rmtree", "shutil.move", "shutil.chown", "subprocess.Popen"]
+             + [f"sys.modules.{n}" for n in ("ipdb", "joblib", "resource", "psutil", "tkinter")])
+# what it leaves alone (a guard that removed these would fail correct programs)
+LCB_KEPT = ["builtins.exit", "builtins.print", "os.getpid", "os.listdir", "os.open", "os.write", "os.environ",
+            "shutil.copy", "subprocess.run", "sys.modules.math", "sys.modules.json"]
+
+
+def test_the_guard_removes_what_livecodebenchs_removes():
+    # the program prints which of the names it is given are None inside the sandbox
+    program = """
+import builtins, os, shutil, subprocess, sys
+roots = {"builtins": builtins, "os": os, "shutil": shutil, "subprocess": subprocess}
+gone = []
+for name in input().split():
+    root, attr = name.split(".", 1)
+    if root == "sys":
+        value = sys.modules.get(attr.split(".", 1)[1], 0)
+    else:
+        value = getattr(roots[root], attr, 0)
+    if value is None:
+        gone.append(name)
+print(" ".join(gone))
+"""
+    names = LCB_GUARD + LCB_KEPT
+    tests = [{"input": " ".join(names) + "\n", "output": " ".join(LCB_GUARD) + "\n", "testtype": "stdin"}]
+    assert stdin(program, tests).passed
+    r = stdin("import resource\nprint(3)", [{"input": "", "output": "3\n", "testtype": "stdin"}])
+    assert r.outcome == "compile_error" and "None in sys.modules" in r.detail  # refused (top-level imports run at load)
+    r = stdin("import os\nos.getcwd()\nprint(3)", [{"input": "", "output": "3\n", "testtype": "stdin"}])
+    assert r.outcome == "runtime_error" and "TypeError" in r.detail  # calling a removed function
+
+
+def test_a_program_killed_before_reporting_fails_with_the_stage_it_died_in():
+    # the sandbox's report ends without a result line: the program died (SIGKILL cannot be caught), and
+    # LiveCodeBench counts a grading process that returns nothing as failing every test
+    die = "import signal\nsignal.raise_signal(signal.SIGKILL)\n"
+    r = stdin(die + "print(3)")  # stdin: the import runs at load, the kill inside the first test
+    assert (r.passed, r.outcome, r.tests_passed, r.tests_total) == (False, "runtime_error", 0, 2)
+    r = stdin("a, b = map(int, input().split())\nimport signal\nif a == 10:\n    signal.raise_signal(signal.SIGKILL)\n"
+              "print(a + b)")
+    assert (r.outcome, r.tests_passed) == ("runtime_error", 1)  # the second test died
+    r = run_program(die + CORRECT_FUNCTIONAL, TWO_SUM, fn_name="twoSum", limits=FAST)  # dies while loading
+    assert (r.passed, r.outcome, r.tests_passed) == (False, "compile_error", 0)
+    # a module that swallows its load alarm is killed from outside: still a compile error
+    swallow = "while True:\n    try:\n        while True:\n            pass\n    except BaseException:\n        pass\n"
+    r = run_program(swallow + CORRECT_FUNCTIONAL, TWO_SUM, fn_name="twoSum", limits=Limits(test_seconds=1.0))
+    assert (r.passed, r.outcome, r.tests_passed) == (False, "compile_error", 0)

@@ -149,6 +149,42 @@ def test_steps_are_paragraphs_then_the_answer():
     assert aggregate([0.9, 0.2, 0.8], "last") == 0.8
 
 
+def prmbench_steps(response):
+    """How ActivePRM's Best-of-N evaluation cuts a response into steps (src/active_prm/eval/PRMBench/
+    mr_eval/tasks/prmbench_bon/task.py, load_data_function): split at "\\n\\n", strip, drop empties."""
+    steps = []
+    for raw_step in response.split("\n\n"):
+        step = raw_step.strip()
+        if step and len(step) > 0:
+            steps.append(step)
+    return steps
+
+
+# a thinking trace as a reasoner writes it: paragraphs, a single newline inside one, runs of blank
+# lines, a blank line holding spaces, indentation, a paragraph that is only whitespace and a tab
+TRACE = ("  Okay, let me see. We need $2^{10} \\bmod 7$.\n\nFirst: $2^3 = 8 \\equiv 1$,\nso cycles of 3."
+         "\n\n\n\nWait, check $1024 = 7 \\cdot 146 + 2$.\n \n\t\n\n   \n\n  So the remainder is 2.\n\n")
+
+
+def test_steps_are_cut_as_activeprms_best_of_n_cuts_a_response():
+    from notallbits.verify import SEPARATOR, split_steps
+
+    answer = "\n\n**Final Answer**\n\\[\n\\boxed{2}\n\\]  \n"
+    steps = split_steps(TRACE, answer)
+    assert steps[:-1] == prmbench_steps(TRACE)
+    assert len(steps) == 5 and steps[1] == "First: $2^3 = 8 \\equiv 1$,\nso cycles of 3."  # counted by hand
+    assert steps[-1] == answer.strip()  # the answer is one step, its own blank lines kept
+    # the separator inside a text would add a reward position: it is taken out, nothing else changes
+    marked = TRACE.replace("Wait,", "Wait" + SEPARATOR + ",").replace("So", SEPARATOR + "So")
+    steps = split_steps(marked, SEPARATOR + "\\boxed{2}" + SEPARATOR)
+    assert steps == prmbench_steps(TRACE) + ["\\boxed{2}"]
+    # no answer (a budget cut before it): the thinking is scored, closed by a non-empty last step
+    for empty in ("", "  \n\n ", SEPARATOR):
+        steps = split_steps(TRACE, empty)
+        assert steps[:-1] == prmbench_steps(TRACE) and steps[-1].strip() and SEPARATOR not in steps[-1]
+    assert len(split_steps("", "")) == 1
+
+
 @pytest.fixture(scope="module")
 def tiny_prms(tmp_path_factory):
     """One tiny checkpoint per family, with the family's exact state-dict layout."""
