@@ -414,9 +414,8 @@ def _decode(value):
 
 def outputs_match(got, want, testtype: str) -> bool:
     """LiveCodeBench's comparison. stdin: stripped lines, each equal as text or as exact Decimals;
-    functional: the returned value (a tuple counts as a list) == the JSON-decoded expected output."""
-    if got is None:
-        return False
+    functional: the returned value (a tuple counts as a list) == the JSON-decoded expected output
+    (a returned None matches "null", as there)."""
     if testtype == "functional":
         expected = json.loads(want) if isinstance(want, str) else want
         if isinstance(got, tuple):
@@ -425,6 +424,8 @@ def outputs_match(got, want, testtype: str) -> bool:
             return bool(got == expected)
         except RecursionError:
             return False
+    if got is None:  # stdin: no output at all
+        return False
     a, b = _stripped_lines(str(got)), _stripped_lines(str(want))
     if len(a) != len(b):
         return False

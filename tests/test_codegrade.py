@@ -261,3 +261,31 @@ def test_a_program_killed_before_reporting_fails_with_the_stage_it_died_in():
     swallow = "while True:\n    try:\n        while True:\n            pass\n    except BaseException:\n        pass\n"
     r = run_program(swallow + CORRECT_FUNCTIONAL, TWO_SUM, fn_name="twoSum", limits=Limits(test_seconds=1.0))
     assert (r.passed, r.outcome, r.tests_passed) == (False, "compile_error", 0)
+
+
+def test_a_function_returning_none_matches_null_as_in_livecodebench():
+    # grade_call_based: prediction == json.loads(output), so None matches "null" and nothing else
+    assert outputs_match(None, "null", "functional") is True
+    assert outputs_match(None, "[]", "functional") is False and outputs_match([], "null", "functional") is False
+    assert outputs_match(None, "None", "stdin") is False  # no output is not the text "None"
+    program = "class Solution:\n    def find(self, nums: List[int], k: int) -> Optional[int]:\n" \
+              "        return next((i for i, x in enumerate(nums) if x == k), None)"
+    tests = [{"input": "[4, 6, 7]\n7", "output": "2", "testtype": "functional"},
+             {"input": "[4, 6, 7]\n5", "output": "null", "testtype": "functional"}]
+    r = run_program(program, tests, fn_name="find", limits=FAST)
+    assert r.passed and r.tests_passed == 2, r
+
+
+def test_functional_expected_output_already_decoded():
+    # an own dataset's JSONL may hold a functional test's output as a JSON value, not its text
+    assert outputs_match([0, 1], [0, 1], "functional") is True
+    assert outputs_match((0, 1), [0, 1], "functional") is True and outputs_match([1, 0], [0, 1], "functional") is False
+    tests = [{"input": "[2, 7, 11, 15]\n9", "output": [0, 1], "testtype": "functional"}]
+    assert run_program(CORRECT_FUNCTIONAL, tests, fn_name="twoSum", limits=FAST).passed
+
+
+def test_every_line_is_compared_not_only_the_first():
+    # grade_stdio: line by line, the first mismatching line fails the test
+    assert outputs_match("1 2\n3 4", "1 2\n3 5", "stdin") is False
+    assert outputs_match("Yes\n1.0\nNo", "Yes\n1\nYes", "stdin") is False
+    assert outputs_match("Yes\n1.0\nNo", "Yes\n1\nNo", "stdin") is True
