@@ -708,7 +708,10 @@ def _run(box, program: str, tests: list[dict], fn_name: str | None, limits: Limi
                     try:
                         message = json.loads(line.decode("utf-8", "replace"))
                     except (ValueError, RecursionError):
-                        outcome, detail = "sandbox_error", f"unreadable report: {line[:100]!r}"
+                        text = line.decode("utf-8", "replace").strip()
+                        outcome = "sandbox_error"
+                        # before the harness's first report: the sandbox's own error (bwrap prints one line)
+                        detail = text[:300] if expect == "compiling" and text else f"unreadable report: {line[:100]!r}"
                         break
                     expect, index, test_deadline, outcome, detail, ok = _advance(
                         message, expect, index, test_deadline, limits, tests, fn_name, outputs)

@@ -53,7 +53,7 @@ def lcb_extract_code(model_output):
 
 # answers shaped like a reasoner's: prose, an earlier draft, the final block under each fence spelling
 # LiveCodeBench's prompt and the models use (```python, ```Python, ```py, ```python3, ``` python, bare ```)
-PROGRAM = "import sys\n\ndef main():\n    a, b = map(int, sys.stdin.readline().split())\n    print(a + b)\n\nmain()"
+PROGRAM = "  # reads two numbers\nimport sys\n\ndef main():\n    a, b = map(int, sys.stdin.readline().split())\n    print(a + b)\n\nmain()"
 ANSWERS = [f"I will read two numbers.\n```python\nprint(0)\n```\nThat is wrong; the final program:\n{fence}\n"
            f"{PROGRAM}\n```\nIt prints the sum." for fence in
            ("```python", "```Python", "```PYTHON", "```py", "```python3", "``` python", "```", "```python  ")]
@@ -62,6 +62,9 @@ ANSWERS = [f"I will read two numbers.\n```python\nprint(0)\n```\nThat is wrong; 
 @pytest.mark.parametrize("answer", ANSWERS)
 def test_extraction_agrees_with_livecodebench_on_closed_fences(answer):
     assert extract_program(answer) == lcb_extract_code(answer) == PROGRAM
+    other = "X, Y = map(int, input().split())\nprint(X + Y)\t"  # starts with X, ends with a tab
+    answer = answer.replace(PROGRAM, other)
+    assert extract_program(answer) == lcb_extract_code(answer) == other
 
 
 def test_extraction_where_livecodebench_grades_an_empty_program():
@@ -289,3 +292,94 @@ def test_every_line_is_compared_not_only_the_first():
     assert outputs_match("1 2\n3 4", "1 2\n3 5", "stdin") is False
     assert outputs_match("Yes\n1.0\nNo", "Yes\n1\nYes", "stdin") is False
     assert outputs_match("Yes\n1.0\nNo", "Yes\n1\nNo", "stdin") is True
+
+
+def test_a_problems_tests_are_checked_as_livecodebench_records():
+    from notallbits import UserError
+    from notallbits.codegrade import check_tests
+
+    # LiveCodeBench's test records: input, output and testtype "stdin" or "functional"
+    tests = ADD_TESTS + TWO_SUM
+    assert check_tests(tests, "lcb.jsonl:3") is tests
+    bad = [[], None, "1 2", ["1 2"], [{"input": "1", "output": "1"}], [{"input": "1", "output": "1", "testtype": "io"}],
+           [{"output": "3", "testtype": "stdin"}], [{"input": "1 2", "testtype": "stdin"}],
+           [{"output": "[0, 1]", "testtype": "functional"}], [{"input": "[1]", "testtype": "functional"}],
+           [ADD_TESTS[0], {"input": "1", "output": "1", "testtype": "STDIN"}]]
+    for tests in bad:
+        with pytest.raises(UserError, match="^lcb.jsonl:3: "):
+            check_tests(tests, "lcb.jsonl:3")
+
+
+# values a LeetCode-style function returns, as Python source, with an expected output as LiveCodeBench
+# stores it (JSON text); the verdict is LiveCodeBench's: prediction (a tuple as a list) == json.loads(output)
+RETURNED = [
+    ("2**70", "1180591620717411303424"), ("-(2**60) - 1", "-1152921504606846977"), ("2**70", "1180591620717411303425"),
+    ("2**53 + 1", "9007199254740992"), ("float('nan')", "NaN"), ("float('inf')", "Infinity"), ("-0.0", "0"),
+    ("(1, [2, (3,)])", "[1, [2, [3]]]"), ("(1, [2, [3]])", "[1, [2, [3]]]"), ("{1, 2}", "[1, 2]"),
+    ("frozenset({1})", "[1]"), ("{'a': [1, 2], 'b': None}", '{"a": [1, 2], "b": null}'), ("{1: 2}", '{"1": 2}'),
+    ("{'a': (1, 2)}", '{"a": [1, 2]}'), ("[{1, 2}]", "[[1, 2]]"), ("fractions.Fraction(1, 2)", "0.5"),
+    ("fractions.Fraction(1, 3)", "0.3333333333333333"), ("decimal.Decimal('0.5')", "0.5"),
+    ("decimal.Decimal('0.1')", "0.1"), ("type('Point', (), {})()", "{}"), ("True", "1"), ("True", "true"),
+    ("'abc'", '"abc"'), ("[[]]", "[[]]"), ("[2**64, -1.5, 'x']", '[18446744073709551616, -1.5, "x"]'),
+]
+
+
+def test_returned_values_compare_as_livecodebench_compares_them():
+    import decimal
+    import fractions
+    import json
+
+    def lcb_verdict(src, out):
+        value = eval(src, {"fractions": fractions, "decimal": decimal})
+        return (list(value) if isinstance(value, tuple) else value) == json.loads(out)
+
+    program = ("import decimal, fractions\nclass Solution:\n    def value(self, i: int):\n        return ["
+               + ", ".join(src for src, _ in RETURNED) + "][i]")
+    tests = [{"input": str(i), "output": out, "testtype": "functional"} for i, (_, out) in enumerate(RETURNED)]
+    verdicts = [lcb_verdict(src, out) for src, out in RETURNED]
+    assert 5 < sum(verdicts) < len(verdicts) - 5  # both verdicts occur
+    # the values LiveCodeBench passes, in one program run; each one it fails, alone
+    passing = [t for t, ok in zip(tests, verdicts) if ok]
+    failing = [t for t, ok in zip(tests, verdicts) if not ok]
+    results = grade_many([(program, passing, "value")] + [(program, [t], "value") for t in failing],
+                         limits=FAST, workers=2)
+    assert results[0].passed and results[0].tests_passed == len(passing), results[0]
+    for t, r in zip(failing, results[1:]):
+        assert (r.passed, r.outcome) == (False, "wrong_answer"), (RETURNED[int(t["input"])], r)
+
+
+class FailingSandbox:
+    """A sandbox launcher that ends before the harness starts, as bwrap does where the kernel refuses
+    its namespaces: it prints its error and exits (stdout and stderr are one pipe)."""
+
+    def __init__(self, output: str):
+        self.output = output
+
+    def start(self, limits):
+        import subprocess
+
+        proc = subprocess.Popen(["/bin/sh", "-c", 'printf "%s" "$0"; exit 1', self.output], stdin=subprocess.PIPE,
+                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
+        return proc, None
+
+    def job_fields(self, limits, handle):
+        return {"scratch": "/scratch", "processes": 16}
+
+    def cleanup(self, handle):
+        pass
+
+
+def test_a_sandbox_that_ends_before_the_program_starts_is_a_sandbox_error():
+    from notallbits.codegrade import _run
+
+    message = "bwrap: setting up uid map: Permission denied"
+    r = _run(FailingSandbox(f"{message}\nbwrap: second line\n"), CORRECT_STDIN, ADD_TESTS, None, FAST)
+    assert (r.passed, r.outcome, r.tests_passed, r.tests_total) == (False, "sandbox_error", 0, 2)
+    assert r.detail == message  # its first line: the one-line error the grader stops with
+    for output in ("bwrap: " + "x" * 1000, "bwrap: " + "x" * 1000 + "\n"):  # cut, with or without its newline
+        r = _run(FailingSandbox(output), CORRECT_STDIN, ADD_TESTS, None, FAST)
+        assert r.outcome == "sandbox_error" and r.detail == ("bwrap: " + "x" * 1000)[:300]
+    r = _run(FailingSandbox(message), CORRECT_STDIN, ADD_TESTS, None, FAST)
+    assert (r.outcome, r.detail) == ("sandbox_error", message)
+    r = _run(FailingSandbox(""), CORRECT_STDIN, ADD_TESTS, None, FAST)  # nothing said: still a reason
+    assert r.outcome == "sandbox_error" and r.detail.strip()
