@@ -220,6 +220,34 @@ def test_long_traces_keep_the_question_and_the_last_steps(tiny_prms):
         assert fit(verifier, "What is 2+3?", steps, 10_000) == (full, 0)
 
 
+def test_the_context_keeps_the_longest_run_of_last_steps_that_fits(tiny_prms):
+    from notallbits.verify import fit
+    from notallbits.verify.families import load
+
+    question = "What is 2+3?"
+    steps = [f"step {i}: add {i} to the sum" for i in range(30)] + ["\\boxed{5}"]
+    for family, folder in tiny_prms.items():
+        verifier = load(str(folder), "float32", "cpu")
+        size = [len(verifier.render(question, steps[k:])) for k in range(len(steps))]  # k first steps dropped
+        for k in (1, 12, 29):
+            # a context of exactly the last steps' size: those steps, whole, nothing cut in front
+            assert fit(verifier, question, steps, size[k]) == (verifier.render(question, steps[k:]), k)
+            # one token short of holding step k-1 too: the same steps, and step k-1's tail scored before them
+            ids, dropped = fit(verifier, question, steps, size[k - 1] - 1)
+            text = verifier.tokenizer.decode(ids)
+            assert dropped == k and size[k] < len(ids) <= size[k - 1] - 1
+            assert ids.count(verifier.separator_id) == len(steps) - k + 1
+            assert f"step {k - 1}:" not in text and f"to the sum{verifier.separator}step {k}:" in text
+        # an answer step that alone overflows the context: its last tokens, and every other step dropped
+        long_answer = steps[:-1] + ["so " * 400 + "the answer is \\boxed{5}"]
+        ids, dropped = fit(verifier, question, long_answer, 120)
+        assert dropped == len(steps) - 1 and len(ids) <= 120 and ids.count(verifier.separator_id) == 1
+        assert question in verifier.tokenizer.decode(ids) and "the answer is \\boxed{5}" in verifier.tokenizer.decode(ids)
+        # a question that alone overflows it: one line naming the setting
+        with pytest.raises(UserError, match=r"verifiers\.<name>\.max_tokens"):
+            fit(verifier, "How many? " * 300, steps, 120)
+
+
 # ---------------------------------------------------------------- the families against their authors' scoring
 ACTIVEPRM_SYSTEM = ("You are a helpful and harmless assistant. You should think step-by-step and put your final "
                     "answer within \\boxed{}.")
