@@ -292,6 +292,13 @@ def test_every_line_is_compared_not_only_the_first():
     assert outputs_match("1 2\n3 4", "1 2\n3 5", "stdin") is False
     assert outputs_match("Yes\n1.0\nNo", "Yes\n1\nYes", "stdin") is False
     assert outputs_match("Yes\n1.0\nNo", "Yes\n1\nNo", "stdin") is True
+    assert outputs_match("3\n4", "3 4", "stdin") is False  # a line break is not a space: 2 lines against 1
+
+
+def test_the_whole_run_has_livecodebenchs_overall_limit():
+    # check_correctness: p.join(timeout=(timeout + 1) * len(inputs) + 5), LiveCodeBench's default timeout 6 s
+    assert Limits().run_seconds(10) == 75 and Limits().run_seconds(1) == 12
+    assert Limits(test_seconds=2.0).run_seconds(3) == 14
 
 
 def test_a_problems_tests_are_checked_as_livecodebench_records():
