@@ -390,3 +390,24 @@ def test_a_sandbox_that_ends_before_the_program_starts_is_a_sandbox_error():
     assert (r.outcome, r.detail) == ("sandbox_error", message)
     r = _run(FailingSandbox(""), CORRECT_STDIN, ADD_TESTS, None, FAST)  # nothing said: still a reason
     assert r.outcome == "sandbox_error" and r.detail.strip()
+
+
+class UnstartableSandbox(FailingSandbox):
+    """A sandbox that cannot start this one program (the system is out of processes or descriptors)."""
+
+    def start(self, limits):
+        raise OSError(24, "Too many open files")
+
+
+def test_a_program_with_no_code_or_no_sandbox_fails_every_test_and_the_batch_goes_on(monkeypatch):
+    from notallbits import codegrade
+
+    # no program extracted: LiveCodeBench grades "", which fails every test
+    r = run_program(None, ADD_TESTS, limits=FAST)
+    assert (r.passed, r.outcome, r.tests_passed, r.tests_total, r.signature) == (False, "no_program", 0, 2, None)
+    # the sandbox cannot start this program: its own verdict, not an exception that stops the batch
+    monkeypatch.setitem(codegrade._SANDBOXES, "bubblewrap", UnstartableSandbox(""))
+    results = grade_many([(CORRECT_STDIN, ADD_TESTS, None), (None, TWO_SUM, "twoSum")], limits=FAST)
+    assert [(r.passed, r.outcome, r.tests_passed, r.tests_total) for r in results] == [
+        (False, "sandbox_error", 0, 2), (False, "no_program", 0, 2)]
+    assert results[0].detail == "OSError: [Errno 24] Too many open files"
