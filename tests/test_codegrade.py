@@ -411,3 +411,15 @@ def test_a_program_with_no_code_or_no_sandbox_fails_every_test_and_the_batch_goe
     assert [(r.passed, r.outcome, r.tests_passed, r.tests_total) for r in results] == [
         (False, "sandbox_error", 0, 2), (False, "no_program", 0, 2)]
     assert results[0].detail == "OSError: [Errno 24] Too many open files"
+
+
+def test_a_comparison_too_deep_for_python_fails_the_test():
+    # in LiveCodeBench a RecursionError raised by prediction == expected is caught as a runtime error
+    def nested(depth):
+        value = []
+        for _ in range(depth):
+            value = [value]
+        return value
+
+    assert outputs_match(nested(50), nested(50), "functional") is True
+    assert outputs_match(nested(20_000), nested(20_000), "functional") is False
