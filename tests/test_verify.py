@@ -248,6 +248,22 @@ def test_the_context_keeps_the_longest_run_of_last_steps_that_fits(tiny_prms):
             fit(verifier, "How many? " * 300, steps, 120)
 
 
+def test_a_cut_through_multibyte_characters_still_fits_and_is_scored(tiny_prms):
+    """LaTeX-free traces are not all ASCII: a cut that lands inside a character decodes to U+FFFD,
+    which takes more tokens than it replaced; the tail shrinks until it fits, and is still scored."""
+    from notallbits.verify import fit
+    from notallbits.verify.families import load
+
+    question = "Is √2 irrational?"
+    steps = [f"Schritt {i}: √2 ≈ 1.41421 — daß p² = 2·q² ⇒ 2 | p ✓" for i in range(12)] + ["∴ \\boxed{\\text{ja}}"]
+    verifier = load(str(tiny_prms["ensemble-prm"]), "float32", "cpu")
+    size = [len(verifier.render(question, steps[k:])) for k in range(len(steps))]
+    for limit in range(size[6] + 9, size[5]):  # every cut point of step 5 (this tokenizer splits ², ≈, ✓ ...)
+        ids, dropped = fit(verifier, question, steps, limit)
+        assert dropped == 6 and len(ids) <= limit
+        assert ids.count(verifier.separator_id) == len(steps) - dropped + 1  # the cut step is scored too
+
+
 # ---------------------------------------------------------------- the families against their authors' scoring
 ACTIVEPRM_SYSTEM = ("You are a helpful and harmless assistant. You should think step-by-step and put your final "
                     "answer within \\boxed{}.")
