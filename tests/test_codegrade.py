@@ -390,13 +390,21 @@ def test_a_sandbox_that_ends_before_the_program_starts_is_a_sandbox_error():
     assert (r.outcome, r.detail) == ("sandbox_error", message)
     r = _run(FailingSandbox(""), CORRECT_STDIN, ADD_TESTS, None, FAST)  # nothing said: still a reason
     assert r.outcome == "sandbox_error" and r.detail.strip()
+    # a message that is not UTF-8 (a path in another encoding), with or without its newline: read with U+FFFD
+    for end in (b"", b"\n"):
+        r = _run(FailingSandbox(b"bwrap: /home/j\xf6rg: No such file" + end), CORRECT_STDIN, ADD_TESTS, None, FAST)
+        assert (r.outcome, r.detail) == ("sandbox_error", "bwrap: /home/j\ufffdrg: No such file")
 
 
 class UnstartableSandbox(FailingSandbox):
     """A sandbox that cannot start this one program (the system is out of processes or descriptors)."""
 
+    def __init__(self, output: str, message: str = "Too many open files"):
+        super().__init__(output)
+        self.message = message
+
     def start(self, limits):
-        raise OSError(24, "Too many open files")
+        raise OSError(24, self.message)
 
 
 def test_a_program_with_no_code_or_no_sandbox_fails_every_test_and_the_batch_goes_on(monkeypatch):
@@ -411,6 +419,10 @@ def test_a_program_with_no_code_or_no_sandbox_fails_every_test_and_the_batch_goe
     assert [(r.passed, r.outcome, r.tests_passed, r.tests_total) for r in results] == [
         (False, "sandbox_error", 0, 2), (False, "no_program", 0, 2)]
     assert results[0].detail == "OSError: [Errno 24] Too many open files"
+    # its detail is one line of at most 300 characters, as every verdict's
+    monkeypatch.setitem(codegrade._SANDBOXES, "bubblewrap", UnstartableSandbox("", "/very/long/path" * 100))
+    r = run_program(CORRECT_STDIN, ADD_TESTS, limits=FAST)
+    assert r.outcome == "sandbox_error" and r.detail == f"OSError: [Errno 24] {'/very/long/path' * 100}"[:300]
 
 
 def test_a_comparison_too_deep_for_python_fails_the_test():
