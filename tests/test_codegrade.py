@@ -262,7 +262,7 @@ def test_a_program_killed_before_reporting_fails_with_the_stage_it_died_in():
     assert (r.passed, r.outcome, r.tests_passed) == (False, "compile_error", 0)
     # a module that swallows its load alarm is killed from outside: still a compile error
     swallow = "while True:\n    try:\n        while True:\n            pass\n    except BaseException:\n        pass\n"
-    r = run_program(swallow + CORRECT_FUNCTIONAL, TWO_SUM, fn_name="twoSum", limits=Limits(test_seconds=1.0))
+    r = run_program(swallow + CORRECT_FUNCTIONAL, TWO_SUM, fn_name="twoSum", limits=Limits(test_seconds=0.5))
     assert (r.passed, r.outcome, r.tests_passed) == (False, "compile_error", 0)
 
 
