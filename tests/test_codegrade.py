@@ -390,6 +390,9 @@ def test_a_sandbox_that_ends_before_the_program_starts_is_a_sandbox_error():
     assert (r.outcome, r.detail) == ("sandbox_error", message)
     r = _run(FailingSandbox(""), CORRECT_STDIN, ADD_TESTS, None, FAST)  # nothing said: still a reason
     assert r.outcome == "sandbox_error" and r.detail.strip()
+    # once the harness has reported, a line it did not write is the program's: never passed off as the sandbox's
+    r = _run(FailingSandbox('{"c": 0}\n' + message + "\n"), CORRECT_STDIN, ADD_TESTS, None, FAST)
+    assert (r.outcome, r.detail) == ("sandbox_error", f"unreadable report: {message.encode()!r}")
     # a message that is not UTF-8 (a path in another encoding), with or without its newline: read with U+FFFD
     for end in (b"", b"\n"):
         r = _run(FailingSandbox(b"bwrap: /home/j\xf6rg: No such file" + end), CORRECT_STDIN, ADD_TESTS, None, FAST)
