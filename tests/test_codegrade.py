@@ -393,6 +393,9 @@ def test_a_sandbox_that_ends_before_the_program_starts_is_a_sandbox_error():
     # once the harness has reported, a line it did not write is the program's: never passed off as the sandbox's
     r = _run(FailingSandbox('{"c": 0}\n' + message + "\n"), CORRECT_STDIN, ADD_TESTS, None, FAST)
     assert (r.outcome, r.detail) == ("sandbox_error", f"unreadable report: {message.encode()!r}")
+    flood = "x" * 5000  # a long one: its first 100 bytes, so the detail stays one short line
+    r = _run(FailingSandbox('{"c": 0}\n' + flood + "\n"), CORRECT_STDIN, ADD_TESTS, None, FAST)
+    assert (r.outcome, r.detail) == ("sandbox_error", f"unreadable report: {flood.encode()[:100]!r}")
     # a message that is not UTF-8 (a path in another encoding), with or without its newline: read with U+FFFD
     for end in (b"", b"\n"):
         r = _run(FailingSandbox(b"bwrap: /home/j\xf6rg: No such file" + end), CORRECT_STDIN, ADD_TESTS, None, FAST)
