@@ -113,7 +113,7 @@ def test_functional_comparison_is_pythons_equality(got, want, ok):
 
 def test_correct_programs_pass():
     r = stdin(CORRECT_STDIN)
-    assert r.passed and r.outcome == "passed" and r.tests_passed == 2
+    assert r.passed and r.outcome == "passed" and r.tests_passed == 2 and r.detail == ""
     assert stdin(CORRECT_STDIN, BIG_TESTS).passed
     r = run_program(CORRECT_FUNCTIONAL, TWO_SUM, fn_name="twoSum", limits=FAST)
     assert r.passed, r
@@ -393,6 +393,9 @@ def test_a_sandbox_that_ends_before_the_program_starts_is_a_sandbox_error():
     # once the harness has reported, a line it did not write is the program's: never passed off as the sandbox's
     r = _run(FailingSandbox('{"c": 0}\n' + message + "\n"), CORRECT_STDIN, ADD_TESTS, None, FAST)
     assert (r.outcome, r.detail) == ("sandbox_error", f"unreadable report: {message.encode()!r}")
+    # a result for a test that was not started is the sandbox's error: no test counts as passed
+    r = _run(FailingSandbox('{"c": 0}\n{"t": 0}\n{"r": 1, "s": "ok", "o": "3"}\n'), CORRECT_STDIN, ADD_TESTS, None, FAST)
+    assert (r.outcome, r.tests_passed) == ("sandbox_error", 0)
     flood = "x" * 5000  # a long one: its first 100 bytes, so the detail stays one short line
     r = _run(FailingSandbox('{"c": 0}\n' + flood + "\n"), CORRECT_STDIN, ADD_TESTS, None, FAST)
     assert (r.outcome, r.detail) == ("sandbox_error", f"unreadable report: {flood.encode()[:100]!r}")
