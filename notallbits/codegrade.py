@@ -414,9 +414,8 @@ def _decode(value):
 
 def outputs_match(got, want, testtype: str) -> bool:
     """LiveCodeBench's comparison. stdin: stripped lines, each equal as text or as exact Decimals;
-    functional: the returned value (a tuple counts as a list) == the JSON-decoded expected output."""
-    if got is None:
-        return False
+    functional: the returned value (a tuple counts as a list) == the JSON-decoded expected output
+    (a returned None matches "null", as there)."""
     if testtype == "functional":
         expected = json.loads(want) if isinstance(want, str) else want
         if isinstance(got, tuple):
@@ -425,6 +424,8 @@ def outputs_match(got, want, testtype: str) -> bool:
             return bool(got == expected)
         except RecursionError:
             return False
+    if got is None:  # stdin: no output at all
+        return False
     a, b = _stripped_lines(str(got)), _stripped_lines(str(want))
     if len(a) != len(b):
         return False
@@ -707,7 +708,10 @@ def _run(box, program: str, tests: list[dict], fn_name: str | None, limits: Limi
                     try:
                         message = json.loads(line.decode("utf-8", "replace"))
                     except (ValueError, RecursionError):
-                        outcome, detail = "sandbox_error", f"unreadable report: {line[:100]!r}"
+                        text = line.decode("utf-8", "replace").strip()
+                        outcome = "sandbox_error"
+                        # before the harness's first report: the sandbox's own error (bwrap prints one line)
+                        detail = text[:300] if expect == "compiling" and text else f"unreadable report: {line[:100]!r}"
                         break
                     expect, index, test_deadline, outcome, detail, ok = _advance(
                         message, expect, index, test_deadline, limits, tests, fn_name, outputs)

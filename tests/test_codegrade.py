@@ -41,6 +41,43 @@ def test_extracts_the_last_fenced_block():
     assert extract_program("no code here") is None
 
 
+def lcb_extract_code(model_output):
+    """LiveCodeBench's extract_code (lcb_runner/utils/extraction_utils.py, chat models): the lines
+    between the last two lines that contain ```, "" with fewer than two."""
+    outputlines = model_output.split("\n")
+    indexlines = [i for i, line in enumerate(outputlines) if "```" in line]
+    if len(indexlines) < 2:
+        return ""
+    return "\n".join(outputlines[indexlines[-2] + 1: indexlines[-1]])
+
+
+# answers shaped like a reasoner's: prose, an earlier draft, the final block under each fence spelling
+# LiveCodeBench's prompt and the models use (```python, ```Python, ```py, ```python3, ``` python, bare ```)
+PROGRAM = "  # reads two numbers\nimport sys\n\ndef main():\n    a, b = map(int, sys.stdin.readline().split())\n    print(a + b)\n\nmain()"
+ANSWERS = [f"I will read two numbers.\n```python\nprint(0)\n```\nThat is wrong; the final program:\n{fence}\n"
+           f"{PROGRAM}\n```\nIt prints the sum." for fence in
+           ("```python", "```Python", "```PYTHON", "```py", "```python3", "``` python", "```", "```python  ")]
+
+
+@pytest.mark.parametrize("answer", ANSWERS)
+def test_extraction_agrees_with_livecodebench_on_closed_fences(answer):
+    assert extract_program(answer) == lcb_extract_code(answer) == PROGRAM
+    other = "X, Y = map(int, input().split())\nprint(X + Y)\t"  # starts with X, ends with a tab
+    answer = answer.replace(PROGRAM, other)
+    assert extract_program(answer) == lcb_extract_code(answer) == other
+
+
+def test_extraction_where_livecodebench_grades_an_empty_program():
+    # no fence, or only an empty block: no program (LiveCodeBench grades "", which fails every test)
+    for answer in ("print(1)", "```python\n```", "```\n\n\n```", "```python\n   \n```"):
+        assert lcb_extract_code(answer).strip() == "" and extract_program(answer) is None
+    # one fence left open by the token budget: its text, to the end (LiveCodeBench: "")
+    assert extract_program("Here:\n```python\n" + PROGRAM + "\n") == PROGRAM
+    assert extract_program("```python\nprint(1)\n```\nThen:\n```python\nprint(2)") == "print(2)"
+    # a fence of another language is not a Python program; the last Python one is
+    assert extract_program("```python\nprint(1)\n```\n```cpp\nint main() {}\n```") == "print(1)"
+
+
 def test_the_prelude_is_livecodebenchs():
     # testing_util.import_string: star imports of these modules, then plain imports, then the limit
     for module in ("typing", "collections", "heapq", "bisect", "math", "itertools", "functools", "sys"):
@@ -76,7 +113,7 @@ def test_functional_comparison_is_pythons_equality(got, want, ok):
 
 def test_correct_programs_pass():
     r = stdin(CORRECT_STDIN)
-    assert r.passed and r.outcome == "passed" and r.tests_passed == 2
+    assert r.passed and r.outcome == "passed" and r.tests_passed == 2 and r.detail == ""
     assert stdin(CORRECT_STDIN, BIG_TESTS).passed
     r = run_program(CORRECT_FUNCTIONAL, TWO_SUM, fn_name="twoSum", limits=FAST)
     assert r.passed, r
@@ -171,3 +208,239 @@ def test_grade_many_in_parallel_and_votes_by_behaviour():
     assert [r.passed for r in results] == [True, True, True, False, False]
     assert results[0].signature == results[1].signature != results[3].signature
     assert results[4].signature is None  # no program: abstains
+
+
+# LiveCodeBench's reliability_guard (testing_util.py), name by name: what it sets to None before the
+# program's first line. `exit` stays (its line is commented out there).
+LCB_GUARD = (["builtins.quit", "builtins.help"]
+             + [f"os.{n}" for n in ("kill", "system", "putenv", "remove", "removedirs", "rmdir", "fchdir", "setuid",
+                                    "fork", "forkpty", "killpg", "rename", "renames", "truncate", "replace", "unlink",
+                                    "fchmod", "fchown", "chmod", "chown", "chroot", "lchflags", "lchmod", "lchown",
+                                    "getcwd", "chdir")]
+             + ["shutil.rmtree", "shutil.move", "shutil.chown", "subprocess.Popen"]
+             + [f"sys.modules.{n}" for n in ("ipdb", "joblib", "resource", "psutil", "tkinter")])
+# what it leaves alone (a guard that removed these would fail correct programs)
+LCB_KEPT = ["builtins.exit", "builtins.print", "os.getpid", "os.listdir", "os.open", "os.write", "os.environ",
+            "shutil.copy", "subprocess.run", "sys.modules.math", "sys.modules.json"]
+
+
+def test_the_guard_removes_what_livecodebenchs_removes():
+    # the program prints which of the names it is given are None inside the sandbox
+    program = """
+import builtins, os, shutil, subprocess, sys
+roots = {"builtins": builtins, "os": os, "shutil": shutil, "subprocess": subprocess}
+gone = []
+for name in input().split():
+    root, attr = name.split(".", 1)
+    if root == "sys":
+        value = sys.modules.get(attr.split(".", 1)[1], 0)
+    else:
+        value = getattr(roots[root], attr, 0)
+    if value is None:
+        gone.append(name)
+print(" ".join(gone))
+"""
+    names = LCB_GUARD + LCB_KEPT
+    tests = [{"input": " ".join(names) + "\n", "output": " ".join(LCB_GUARD) + "\n", "testtype": "stdin"}]
+    assert stdin(program, tests).passed
+    r = stdin("import resource\nprint(3)", [{"input": "", "output": "3\n", "testtype": "stdin"}])
+    assert r.outcome == "compile_error" and "None in sys.modules" in r.detail  # refused (top-level imports run at load)
+    r = stdin("import os\nos.getcwd()\nprint(3)", [{"input": "", "output": "3\n", "testtype": "stdin"}])
+    assert r.outcome == "runtime_error" and "TypeError" in r.detail  # calling a removed function
+
+
+def test_a_program_killed_before_reporting_fails_with_the_stage_it_died_in():
+    # the sandbox's report ends without a result line: the program died (SIGKILL cannot be caught), and
+    # LiveCodeBench counts a grading process that returns nothing as failing every test
+    die = "import signal\nsignal.raise_signal(signal.SIGKILL)\n"
+    r = stdin(die + "print(3)")  # stdin: the import runs at load, the kill inside the first test
+    assert (r.passed, r.outcome, r.tests_passed, r.tests_total) == (False, "runtime_error", 0, 2)
+    r = stdin("a, b = map(int, input().split())\nimport signal\nif a == 10:\n    signal.raise_signal(signal.SIGKILL)\n"
+              "print(a + b)")
+    assert (r.outcome, r.tests_passed) == ("runtime_error", 1)  # the second test died
+    r = run_program(die + CORRECT_FUNCTIONAL, TWO_SUM, fn_name="twoSum", limits=FAST)  # dies while loading
+    assert (r.passed, r.outcome, r.tests_passed) == (False, "compile_error", 0)
+    # a module that swallows its load alarm is killed from outside: still a compile error
+    swallow = "while True:\n    try:\n        while True:\n            pass\n    except BaseException:\n        pass\n"
+    r = run_program(swallow + CORRECT_FUNCTIONAL, TWO_SUM, fn_name="twoSum", limits=Limits(test_seconds=0.5))
+    assert (r.passed, r.outcome, r.tests_passed) == (False, "compile_error", 0)
+
+
+def test_a_function_returning_none_matches_null_as_in_livecodebench():
+    # grade_call_based: prediction == json.loads(output), so None matches "null" and nothing else
+    assert outputs_match(None, "null", "functional") is True
+    assert outputs_match(None, "[]", "functional") is False and outputs_match([], "null", "functional") is False
+    assert outputs_match(None, "None", "stdin") is False  # no output is not the text "None"
+    program = "class Solution:\n    def find(self, nums: List[int], k: int) -> Optional[int]:\n" \
+              "        return next((i for i, x in enumerate(nums) if x == k), None)"
+    tests = [{"input": "[4, 6, 7]\n7", "output": "2", "testtype": "functional"},
+             {"input": "[4, 6, 7]\n5", "output": "null", "testtype": "functional"}]
+    r = run_program(program, tests, fn_name="find", limits=FAST)
+    assert r.passed and r.tests_passed == 2, r
+
+
+def test_functional_expected_output_already_decoded():
+    # an own dataset's JSONL may hold a functional test's output as a JSON value, not its text
+    assert outputs_match([0, 1], [0, 1], "functional") is True
+    assert outputs_match((0, 1), [0, 1], "functional") is True and outputs_match([1, 0], [0, 1], "functional") is False
+    tests = [{"input": "[2, 7, 11, 15]\n9", "output": [0, 1], "testtype": "functional"}]
+    assert run_program(CORRECT_FUNCTIONAL, tests, fn_name="twoSum", limits=FAST).passed
+
+
+def test_every_line_is_compared_not_only_the_first():
+    # grade_stdio: line by line, the first mismatching line fails the test
+    assert outputs_match("1 2\n3 4", "1 2\n3 5", "stdin") is False
+    assert outputs_match("Yes\n1.0\nNo", "Yes\n1\nYes", "stdin") is False
+    assert outputs_match("Yes\n1.0\nNo", "Yes\n1\nNo", "stdin") is True
+    assert outputs_match("3\n4", "3 4", "stdin") is False  # a line break is not a space: 2 lines against 1
+
+
+def test_the_whole_run_has_livecodebenchs_overall_limit():
+    # check_correctness: p.join(timeout=(timeout + 1) * len(inputs) + 5), LiveCodeBench's default timeout 6 s
+    assert Limits().run_seconds(10) == 75 and Limits().run_seconds(1) == 12
+    assert Limits(test_seconds=2.0).run_seconds(3) == 14
+
+
+def test_a_problems_tests_are_checked_as_livecodebench_records():
+    from notallbits import UserError
+    from notallbits.codegrade import check_tests
+
+    # LiveCodeBench's test records: input, output and testtype "stdin" or "functional"
+    tests = ADD_TESTS + TWO_SUM
+    assert check_tests(tests, "lcb.jsonl:3") is tests
+    bad = [[], None, "1 2", ["1 2"], [{"input": "1", "output": "1"}], [{"input": "1", "output": "1", "testtype": "io"}],
+           [{"output": "3", "testtype": "stdin"}], [{"input": "1 2", "testtype": "stdin"}],
+           [{"output": "[0, 1]", "testtype": "functional"}], [{"input": "[1]", "testtype": "functional"}],
+           [ADD_TESTS[0], {"input": "1", "output": "1", "testtype": "STDIN"}]]
+    for tests in bad:
+        with pytest.raises(UserError, match="^lcb.jsonl:3: "):
+            check_tests(tests, "lcb.jsonl:3")
+
+
+# values a LeetCode-style function returns, as Python source, with an expected output as LiveCodeBench
+# stores it (JSON text); the verdict is LiveCodeBench's: prediction (a tuple as a list) == json.loads(output)
+RETURNED = [
+    ("2**70", "1180591620717411303424"), ("-(2**60) - 1", "-1152921504606846977"), ("2**70", "1180591620717411303425"),
+    ("2**53 + 1", "9007199254740992"), ("float('nan')", "NaN"), ("float('inf')", "Infinity"), ("-0.0", "0"),
+    ("(1, [2, (3,)])", "[1, [2, [3]]]"), ("(1, [2, [3]])", "[1, [2, [3]]]"), ("{1, 2}", "[1, 2]"),
+    ("frozenset({1})", "[1]"), ("{'a': [1, 2], 'b': None}", '{"a": [1, 2], "b": null}'), ("{1: 2}", '{"1": 2}'),
+    ("{'a': (1, 2)}", '{"a": [1, 2]}'), ("[{1, 2}]", "[[1, 2]]"), ("fractions.Fraction(1, 2)", "0.5"),
+    ("fractions.Fraction(1, 3)", "0.3333333333333333"), ("decimal.Decimal('0.5')", "0.5"),
+    ("decimal.Decimal('0.1')", "0.1"), ("type('Point', (), {})()", "{}"), ("True", "1"), ("True", "true"),
+    ("'abc'", '"abc"'), ("[[]]", "[[]]"), ("[2**64, -1.5, 'x']", '[18446744073709551616, -1.5, "x"]'),
+]
+
+
+def test_returned_values_compare_as_livecodebench_compares_them():
+    import decimal
+    import fractions
+    import json
+
+    def lcb_verdict(src, out):
+        value = eval(src, {"fractions": fractions, "decimal": decimal})
+        return (list(value) if isinstance(value, tuple) else value) == json.loads(out)
+
+    program = ("import decimal, fractions\nclass Solution:\n    def value(self, i: int):\n        return ["
+               + ", ".join(src for src, _ in RETURNED) + "][i]")
+    tests = [{"input": str(i), "output": out, "testtype": "functional"} for i, (_, out) in enumerate(RETURNED)]
+    verdicts = [lcb_verdict(src, out) for src, out in RETURNED]
+    assert 5 < sum(verdicts) < len(verdicts) - 5  # both verdicts occur
+    # the values LiveCodeBench passes, in one program run; each one it fails, alone
+    passing = [t for t, ok in zip(tests, verdicts) if ok]
+    failing = [t for t, ok in zip(tests, verdicts) if not ok]
+    results = grade_many([(program, passing, "value")] + [(program, [t], "value") for t in failing],
+                         limits=FAST, workers=2)
+    assert results[0].passed and results[0].tests_passed == len(passing), results[0]
+    for t, r in zip(failing, results[1:]):
+        assert (r.passed, r.outcome) == (False, "wrong_answer"), (RETURNED[int(t["input"])], r)
+
+
+class FailingSandbox:
+    """A sandbox launcher that ends before the harness starts, as bwrap does where the kernel refuses
+    its namespaces: it prints its error and exits (stdout and stderr are one pipe)."""
+
+    def __init__(self, output: str):
+        self.output = output
+
+    def start(self, limits):
+        import subprocess
+
+        proc = subprocess.Popen(["/bin/sh", "-c", 'printf "%s" "$0"; exit 1', self.output], stdin=subprocess.PIPE,
+                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
+        return proc, None
+
+    def job_fields(self, limits, handle):
+        return {"scratch": "/scratch", "processes": 16}
+
+    def cleanup(self, handle):
+        pass
+
+
+def test_a_sandbox_that_ends_before_the_program_starts_is_a_sandbox_error():
+    from notallbits.codegrade import _run
+
+    message = "bwrap: setting up uid map: Permission denied"
+    r = _run(FailingSandbox(f"{message}\nbwrap: second line\n"), CORRECT_STDIN, ADD_TESTS, None, FAST)
+    assert (r.passed, r.outcome, r.tests_passed, r.tests_total) == (False, "sandbox_error", 0, 2)
+    assert r.detail == message  # its first line: the one-line error the grader stops with
+    for output in ("bwrap: " + "x" * 1000, "bwrap: " + "x" * 1000 + "\n"):  # cut, with or without its newline
+        r = _run(FailingSandbox(output), CORRECT_STDIN, ADD_TESTS, None, FAST)
+        assert r.outcome == "sandbox_error" and r.detail == ("bwrap: " + "x" * 1000)[:300]
+    r = _run(FailingSandbox(message), CORRECT_STDIN, ADD_TESTS, None, FAST)
+    assert (r.outcome, r.detail) == ("sandbox_error", message)
+    r = _run(FailingSandbox(""), CORRECT_STDIN, ADD_TESTS, None, FAST)  # nothing said: still a reason
+    assert r.outcome == "sandbox_error" and r.detail.strip()
+    # once the harness has reported, a line it did not write is the program's: never passed off as the sandbox's
+    r = _run(FailingSandbox('{"c": 0}\n' + message + "\n"), CORRECT_STDIN, ADD_TESTS, None, FAST)
+    assert (r.outcome, r.detail) == ("sandbox_error", f"unreadable report: {message.encode()!r}")
+    # a result for a test that was not started is the sandbox's error: no test counts as passed
+    r = _run(FailingSandbox('{"c": 0}\n{"t": 0}\n{"r": 1, "s": "ok", "o": "3"}\n'), CORRECT_STDIN, ADD_TESTS, None, FAST)
+    assert (r.outcome, r.tests_passed) == ("sandbox_error", 0)
+    flood = "x" * 5000  # a long one: its first 100 bytes, so the detail stays one short line
+    r = _run(FailingSandbox('{"c": 0}\n' + flood + "\n"), CORRECT_STDIN, ADD_TESTS, None, FAST)
+    assert (r.outcome, r.detail) == ("sandbox_error", f"unreadable report: {flood.encode()[:100]!r}")
+    # a message that is not UTF-8 (a path in another encoding), with or without its newline: read with U+FFFD
+    for end in (b"", b"\n"):
+        r = _run(FailingSandbox(b"bwrap: /home/j\xf6rg: No such file" + end), CORRECT_STDIN, ADD_TESTS, None, FAST)
+        assert (r.outcome, r.detail) == ("sandbox_error", "bwrap: /home/j\ufffdrg: No such file")
+
+
+class UnstartableSandbox(FailingSandbox):
+    """A sandbox that cannot start this one program (the system is out of processes or descriptors)."""
+
+    def __init__(self, output: str, message: str = "Too many open files"):
+        super().__init__(output)
+        self.message = message
+
+    def start(self, limits):
+        raise OSError(24, self.message)
+
+
+def test_a_program_with_no_code_or_no_sandbox_fails_every_test_and_the_batch_goes_on(monkeypatch):
+    from notallbits import codegrade
+
+    # no program extracted: LiveCodeBench grades "", which fails every test
+    r = run_program(None, ADD_TESTS, limits=FAST)
+    assert (r.passed, r.outcome, r.tests_passed, r.tests_total, r.signature) == (False, "no_program", 0, 2, None)
+    # the sandbox cannot start this program: its own verdict, not an exception that stops the batch
+    monkeypatch.setitem(codegrade._SANDBOXES, "bubblewrap", UnstartableSandbox(""))
+    results = grade_many([(CORRECT_STDIN, ADD_TESTS, None), (None, TWO_SUM, "twoSum")], limits=FAST)
+    assert [(r.passed, r.outcome, r.tests_passed, r.tests_total) for r in results] == [
+        (False, "sandbox_error", 0, 2), (False, "no_program", 0, 2)]
+    assert results[0].detail == "OSError: [Errno 24] Too many open files"
+    # its detail is one line of at most 300 characters, as every verdict's
+    monkeypatch.setitem(codegrade._SANDBOXES, "bubblewrap", UnstartableSandbox("", "/very/long/path" * 100))
+    r = run_program(CORRECT_STDIN, ADD_TESTS, limits=FAST)
+    assert r.outcome == "sandbox_error" and r.detail == f"OSError: [Errno 24] {'/very/long/path' * 100}"[:300]
+
+
+def test_a_comparison_too_deep_for_python_fails_the_test():
+    # in LiveCodeBench a RecursionError raised by prediction == expected is caught as a runtime error
+    def nested(depth):
+        value = []
+        for _ in range(depth):
+            value = [value]
+        return value
+
+    assert outputs_match(nested(50), nested(50), "functional") is True
+    assert outputs_match(nested(20_000), nested(20_000), "functional") is False

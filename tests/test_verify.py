@@ -149,6 +149,42 @@ def test_steps_are_paragraphs_then_the_answer():
     assert aggregate([0.9, 0.2, 0.8], "last") == 0.8
 
 
+def prmbench_steps(response):
+    """How ActivePRM's Best-of-N evaluation cuts a response into steps (src/active_prm/eval/PRMBench/
+    mr_eval/tasks/prmbench_bon/task.py, load_data_function): split at "\\n\\n", strip, drop empties."""
+    steps = []
+    for raw_step in response.split("\n\n"):
+        step = raw_step.strip()
+        if step and len(step) > 0:
+            steps.append(step)
+    return steps
+
+
+# a thinking trace as a reasoner writes it: paragraphs, a single newline inside one, runs of blank
+# lines, a blank line holding spaces, indentation, a paragraph that is only whitespace and a tab
+TRACE = ("  Okay, let me see. We need $2^{10} \\bmod 7$.\n\nFirst: $2^3 = 8 \\equiv 1$,\nso cycles of 3."
+         "\n\n\n\nWait, check $1024 = 7 \\cdot 146 + 2$.\n \n\t\n\n   \n\n  So the remainder is 2.\n\n")
+
+
+def test_steps_are_cut_as_activeprms_best_of_n_cuts_a_response():
+    from notallbits.verify import SEPARATOR, split_steps
+
+    answer = "\n\n**Final Answer**\n\\[\n\\boxed{2}\n\\]  \n"
+    steps = split_steps(TRACE, answer)
+    assert steps[:-1] == prmbench_steps(TRACE)
+    assert len(steps) == 5 and steps[1] == "First: $2^3 = 8 \\equiv 1$,\nso cycles of 3."  # counted by hand
+    assert steps[-1] == answer.strip()  # the answer is one step, its own blank lines kept
+    # the separator inside a text would add a reward position: it is taken out, nothing else changes
+    marked = TRACE.replace("Wait,", "Wait" + SEPARATOR + ",").replace("So", SEPARATOR + "So")
+    steps = split_steps(marked, SEPARATOR + "\\boxed{2}" + SEPARATOR)
+    assert steps == prmbench_steps(TRACE) + ["\\boxed{2}"]
+    # no answer (a budget cut before it): the thinking is scored, closed by a non-empty last step
+    for empty in ("", "  \n\n ", SEPARATOR):
+        steps = split_steps(TRACE, empty)
+        assert steps[:-1] == prmbench_steps(TRACE) and steps[-1].strip() and SEPARATOR not in steps[-1]
+    assert len(split_steps("", "")) == 1
+
+
 @pytest.fixture(scope="module")
 def tiny_prms(tmp_path_factory):
     """One tiny checkpoint per family, with the family's exact state-dict layout."""
@@ -182,6 +218,50 @@ def test_long_traces_keep_the_question_and_the_last_steps(tiny_prms):
             assert "step 59: add 59" in text and "step 0:" not in text
             assert ids.count(sep) >= len(steps) - dropped  # every kept step (and a cut one) is scored
         assert fit(verifier, "What is 2+3?", steps, 10_000) == (full, 0)
+
+
+def test_the_context_keeps_the_longest_run_of_last_steps_that_fits(tiny_prms):
+    from notallbits.verify import fit
+    from notallbits.verify.families import load
+
+    question = "What is 2+3?"
+    steps = [f"step {i}: add {i} to the sum" for i in range(30)] + ["\\boxed{5}"]
+    for family, folder in tiny_prms.items():
+        verifier = load(str(folder), "float32", "cpu")
+        size = [len(verifier.render(question, steps[k:])) for k in range(len(steps))]  # k first steps dropped
+        for k in (1, 12, 29):
+            # a context of exactly the last steps' size: those steps, whole, nothing cut in front
+            assert fit(verifier, question, steps, size[k]) == (verifier.render(question, steps[k:]), k)
+            # one token short of holding step k-1 too: the same steps, and step k-1's tail scored before them
+            ids, dropped = fit(verifier, question, steps, size[k - 1] - 1)
+            text = verifier.tokenizer.decode(ids)
+            assert dropped == k and size[k] < len(ids) <= size[k - 1] - 1
+            assert ids.count(verifier.separator_id) == len(steps) - k + 1
+            assert f"step {k - 1}:" not in text and f"to the sum{verifier.separator}step {k}:" in text
+        # an answer step that alone overflows the context: its last tokens, and every other step dropped
+        long_answer = steps[:-1] + ["so " * 400 + "the answer is \\boxed{5}"]
+        ids, dropped = fit(verifier, question, long_answer, 120)
+        assert dropped == len(steps) - 1 and len(ids) <= 120 and ids.count(verifier.separator_id) == 1
+        assert question in verifier.tokenizer.decode(ids) and "the answer is \\boxed{5}" in verifier.tokenizer.decode(ids)
+        # a question that alone overflows it: one line naming the setting
+        with pytest.raises(UserError, match=r"verifiers\.<name>\.max_tokens"):
+            fit(verifier, "How many? " * 300, steps, 120)
+
+
+def test_a_cut_through_multibyte_characters_still_fits_and_is_scored(tiny_prms):
+    """LaTeX-free traces are not all ASCII: a cut that lands inside a character decodes to U+FFFD,
+    which takes more tokens than it replaced; the tail shrinks until it fits, and is still scored."""
+    from notallbits.verify import fit
+    from notallbits.verify.families import load
+
+    question = "Is √2 irrational?"
+    steps = [f"Schritt {i}: √2 ≈ 1.41421 — daß p² = 2·q² ⇒ 2 | p ✓" for i in range(12)] + ["∴ \\boxed{\\text{ja}}"]
+    verifier = load(str(tiny_prms["ensemble-prm"]), "float32", "cpu")
+    size = [len(verifier.render(question, steps[k:])) for k in range(len(steps))]
+    for limit in range(size[6] + 9, size[5]):  # every cut point of step 5 (this tokenizer splits ², ≈, ✓ ...)
+        ids, dropped = fit(verifier, question, steps, limit)
+        assert dropped == 6 and len(ids) <= limit
+        assert ids.count(verifier.separator_id) == len(steps) - dropped + 1  # the cut step is scored too
 
 
 # ---------------------------------------------------------------- the families against their authors' scoring
