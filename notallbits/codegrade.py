@@ -65,6 +65,10 @@ from fractions import Fraction
 from notallbits import UserError
 
 SANDBOXES = ("bubblewrap", "process")
+# Raised whenever a program's verdict can change (a comparison rule, a limit, what counts as a
+# report): the score step takes it as a param, so existing score files are made again.
+# 2: a function returning None matches an expected "null" (LiveCodeBench's ==).
+VERDICT_VERSION = 2
 INSTALL_HINT = ("install bubblewrap (Debian/Ubuntu: `sudo apt-get install bubblewrap`; Fedora/RHEL: "
                 "`sudo dnf install bubblewrap`), or set scoring.code_sandbox: process to accept a weaker sandbox")
 

@@ -13,6 +13,7 @@ from notallbits import provenance
 from notallbits import weights
 from notallbits.generation import FORMAT_VERSION  # records or forcing semantics changed: rerun
 from notallbits.verify import FORMAT_VERSION as VERIFY_FORMAT_VERSION  # stdlib-only at import
+from notallbits.codegrade import VERDICT_VERSION  # a code verdict can change: rescore (stdlib-only)
 
 # hub.cache is this process's cache too: validation sizes hub models from their cached config.json
 if isinstance(config.get("hub"), dict) and config["hub"].get("cache"):

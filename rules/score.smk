@@ -19,6 +19,7 @@ rule score:
     params:
         ks=job_ks,
         code_sandbox=config["scoring"]["code_sandbox"],
+        verdict_version=VERDICT_VERSION,
     conda:
         "../envs/analysis.yaml"
     script:
