@@ -16,10 +16,15 @@ from typing import Callable
 from notallbits import UserError
 
 NATIVE_BYTES = 2  # bf16 keys and values
-# StreamingLLM masks the tokens it evicts and drops them together once this many are held
-# (eviction.StreamingLLMLayer): on the transformers backend its slots peak at budget +
-# STREAMING_SLACK tokens (memory.kv_row_bytes counts them; the method's own memory is its budget)
+# StreamingLLM masks the tokens it evicts and drops them together once streaming_slack(budget)
+# are held (eviction.StreamingLLMLayer): on the transformers backend its slots peak at budget +
+# slack + 1 tokens (memory.kv_row_bytes counts them; the method's own memory is its budget)
 STREAMING_SLACK = 64
+
+
+def streaming_slack(budget_tokens: int) -> int:
+    """Evicted tokens a StreamingLLM layer masks before it compacts them away."""
+    return STREAMING_SLACK
 SCALE_BITS = 16  # HQQ's scale and zero point per group
 
 
