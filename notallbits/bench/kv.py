@@ -331,6 +331,25 @@ def gpu_check(work=None) -> list[tuple[str, str, str]]:
     return rows
 
 
+def copy_bandwidth(device: str, mib: int = 256, repeats: int = 5) -> float:
+    """Bytes per second this device reads + writes in a large tensor copy (best of ``repeats``)."""
+    import torch
+
+    device = device if device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
+    src = torch.ones(mib * MIB // 4, device=device)
+    dst = torch.empty_like(src)
+    best = float("inf")
+    for _ in range(repeats):
+        if device == "cuda":
+            torch.cuda.synchronize()
+        t0 = time.perf_counter()
+        dst.copy_(src)
+        if device == "cuda":
+            torch.cuda.synchronize()
+        best = min(best, time.perf_counter() - t0)
+    return 2 * src.nbytes / best
+
+
 def step_table(a) -> None:
     common = step_args(a)
     print(f"step: {a.layers} layers of {a.heads} query / {a.kv_heads} KV heads x {a.head_dim}, {a.dtype}, "

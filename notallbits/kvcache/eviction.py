@@ -117,7 +117,9 @@ class EvictingLayer(SlotLayer):
         """Right-align each row's kept slots (in slot order), in place, one KV head's K or V at a
         time: a head's kept tokens are gathered (the only copy, 1 / (2 x KV heads) of the layer)
         and written back to the head's first slots. Never in a fork (its slots are its
-        parent's: a fork masks), nor while this step's attention has still to read the slots."""
+        parent's: a fork masks), nor while this step's attention has still to read the slots.
+        Slots beyond what the method ever holds (a prompt longer than that, at the prefill) are
+        given back: the kept tokens then go into new buffers of the method's size, once."""
         if self.forked:
             raise RuntimeError("a fork shares its parent's slots: it masks evicted tokens, it never compacts")
         ok = self.visible()
@@ -126,11 +128,22 @@ class EvictingLayer(SlotLayer):
         kept_row = ok[:, 0].sum(-1)  # equal over heads
         width = int(kept_row.max())
         index = torch.sort(ok.to(torch.uint8), dim=-1, stable=True).indices[..., self.width - width :]
-        for buf in (self._kbuf, self._vbuf):
-            for h in range(heads):
-                moved = torch.gather(buf[:, h, : self.width], 1, index[:, h, :, None].expand(-1, -1, buf.shape[-1]))
-                buf[:, h, :width] = moved
-                del moved
+        size = max(width, self.peak_slots() + self.fork_room)
+        if self.capacity > size:
+            for name in ("_kbuf", "_vbuf"):
+                old = getattr(self, name)
+                new = old.new_empty(*old.shape[:2], size, old.shape[-1])
+                torch.gather(old[:, :, : self.width], 2, index[..., None].expand(-1, -1, -1, old.shape[-1]),
+                             out=new[:, :, :width])
+                setattr(self, name, new)
+                del old, new
+        else:
+            for buf in (self._kbuf, self._vbuf):
+                for h in range(heads):
+                    moved = torch.gather(buf[:, h, : self.width], 1,
+                                         index[:, h, :, None].expand(-1, -1, buf.shape[-1]))
+                    buf[:, h, :width] = moved
+                    del moved
         self.width = width
         self.pad = width - kept_row
         self.pad_host = self.pad.cpu()
