@@ -41,7 +41,7 @@ from math import ceil
 from pathlib import Path
 
 from notallbits import UserError
-from notallbits.kvcache.settings import METHODS, STREAMING_SLACK, normalize, tokens_held
+from notallbits.kvcache.settings import METHODS, normalize, streaming_slack, tokens_held
 
 GIB = 2**30
 DTYPE_BYTES = {"BF16": 2, "F16": 2, "F32": 4, "F64": 8, "I64": 8, "I32": 4, "I16": 2, "I8": 1, "U8": 1,
@@ -266,10 +266,12 @@ def kv_bytes(arch: Arch, settings: dict, budget_tokens: int, samples: int, resid
 
 # ---------------------------------------------------------------- rows of a KV job (transformers)
 # The transformers backend decodes a batch of rows together; per row at its peak it holds:
-# the cache at its peak (kv_bytes: R-KV's compaction and scoring of one layer included;
-# StreamingLLM's evicted slots until they are dropped, STREAMING_SLACK), the
-# forced answer's tail on a fork (kvcache.fork: the answer's tokens only), one layer's K + V of
-# transient copies (a compaction's new slots, HQQ's dequantized layer and its requantizing work),
+# the cache at its peak (kv_bytes: R-KV's scoring of one layer included, which it gathers from
+# the slots a chunk of heads at a time; StreamingLLM's evicted slots until they are dropped,
+# settings.streaming_slack), the forced answer's tail on a fork (kvcache.fork: the answer's
+# tokens only; evicting layers keep room for it from the start), transient copies (StreamingLLM
+# and R-KV compact in place, one KV head's K or V at a time; HQQ: one layer's K + V, its
+# dequantized layer and its requantizing work),
 # HQQ's requantized copy in a fork whose residual window fills during the answer, attention
 # scores of one step (query heads x cache tokens, fp32), one step's activations, the prompt's
 # prefill activations and the sampled logits in fp32 (a few copies of the vocabulary).
@@ -286,12 +288,17 @@ def kv_row_bytes(arch: Arch, settings: dict, trace_tokens: int, answer_tokens: i
     cache = kv_bytes(arch, s, trace_tokens, 1)
     held = method.tokens_held(s, trace_tokens)
     layer = held * per_token // arch.layers
+    # StreamingLLM's slots: its budget, the evicted tokens it masks until it compacts, the step's own
+    slots = min(trace_tokens, s["budget"] + streaming_slack(s["budget"]) + 1) if s["method"] == "streamingllm" else held
     parts = {
         "cache": cache,
         "fork_tail": answer_tokens * per_token,
-        "streaming_slack": min(trace_tokens, s["budget"] + STREAMING_SLACK) * per_token - cache
+        "streaming_slack": slots * per_token - cache if s["method"] == "streamingllm" else 0,
+        "transient_layer": layer if s["method"] == "hqq" else 0,
+        # compacting in place moves one KV head's K or V at a time (R-KV's comes after its scoring
+        # scratch is freed, which the cache counts)
+        "compaction_head": slots * per_token // arch.layers // (2 * arch.kv_heads)
         if s["method"] == "streamingllm" else 0,
-        "transient_layer": layer if s["method"] in ("streamingllm", "hqq") else 0,
         "hqq_fork_requantized": kv_bytes(arch, s, trace_tokens, 1, residual=False) if s["method"] == "hqq" else 0,
         "hqq_dequantized_layer": held * per_token // arch.layers if s["method"] == "hqq" else 0,
         "attention_scores": 4 * max(arch.heads, 1) * (held + answer_tokens),

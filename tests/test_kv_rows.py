@@ -18,6 +18,11 @@ def test_row_peak_counts_the_cache_the_fork_tail_and_one_layer_by_hand():
     # budget + buffer tokens, plus the scoring scratch of one layer (its own K + V)
     assert rkv["cache"] == 8320 * QWEN3_8B_KV_BYTES_PER_TOKEN + 8320 * QWEN3_8B_KV_BYTES_PER_TOKEN // 36
     assert full["total"] == sum(v for k, v in full.items() if k != "total")
+    stream = kv_row_bytes(arch, {"method": "streamingllm", "budget": 2048}, 9216, 32, 1024)
+    # budget + 64 masked slots + the step's own: 2113 slots; an in-place compaction moves one KV
+    # head's K (or V) of one layer at a time: 2113 x 128 x 2 B
+    assert stream["cache"] + stream["streaming_slack"] == 2113 * QWEN3_8B_KV_BYTES_PER_TOKEN
+    assert stream["compaction_head"] == 2113 * 128 * 2 and stream["transient_layer"] == 0
     # a row of Qwen3-8B at a 9k-token trace is about its cache: 1.27 GiB of KV, under 1.4 GiB in all
     assert 1.2 * GIB < full["total"] < 1.4 * GIB
 

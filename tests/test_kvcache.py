@@ -30,8 +30,13 @@ def step(model, cache, ids, start):
     return model(input_ids=ids, past_key_values=cache, position_ids=pos).logits[:, -1]
 
 
-def decode(model, settings, ids, prefill=8):
+def decode(model, settings, ids, prefill=8, pad=None):
+    """``pad`` [B]: padding slots leading each row (kvcache.set_padding; the ids are not masked)."""
+    from notallbits.kvcache import set_padding
+
     cache = make_cache(settings, model)
+    if pad is not None:
+        set_padding(cache, pad)
     logits = step(model, cache, ids[:, :prefill], 0)
     lengths = []
     for t in range(prefill, ids.shape[1]):
@@ -293,13 +298,15 @@ FORK_CASES = [{"method": "full"}, {"method": "streamingllm", "budget": 16},
               {"method": "rkv", "budget": 16, "buffer": 8}, {"method": "hqq", "nbits": 4, "residual_length": 8}]
 
 
+@pytest.mark.parametrize("pad", [(0, 0), (0, 3)], ids=["aligned", "padded"])
 @pytest.mark.parametrize("settings", FORK_CASES, ids=lambda s: s["method"])
-def test_fork_leaves_parent_as_it_was_and_matches_a_deep_copy(model, ids, settings):
+def test_fork_leaves_parent_as_it_was_and_matches_a_deep_copy(model, ids, settings, pad):
     """Forcing on a fork (its tokens reserved in the parent's slots) gives exactly what a deep copy
     gives, and afterwards the parent's stored tokens and its next step are those of a deep copy
-    taken before the fork. The fork crosses an R-KV compression (position 64) and, for HQQ, a
+    taken before the fork. The fork crosses an R-KV compression (position 64; with the second row
+    padded by 3 slots, the rows compress at two different steps of the fork) and, for HQQ, a
     requantization."""
-    _, cache, _ = decode(model, settings, ids[:, :60])
+    _, cache, _ = decode(model, settings, ids[:, :60], pad=torch.tensor(pad))
     before = copy.deepcopy(cache)
     twin = fork(cache, 12)
     got = [step(model, twin, ids[:, t : t + 1], t) for t in range(60, 72)]
@@ -329,12 +336,19 @@ def deep_model():
 def test_forcing_allocates_the_answer_tail_not_a_second_cache(deep_model, settings):
     """Bytes allocated and alive at once while a fork decodes 8 tokens: the answer's K/V, one
     layer's transient copies and the step's activations, far below the cache itself (a fork
-    whose layers replace their tensors on update holds a second cache: >= 1x)."""
+    whose layers replace their tensors on update holds a second cache: >= 1x). The rows are
+    left-padded by 0..3 slots, so R-KV's rows compress at four different steps of the fork."""
     from notallbits.bench.kv_methods import peak_extra_bytes
+    from notallbits.kvcache import reserve, set_padding
 
     long_ids = torch.randint(5, 400, (4, 240), generator=torch.Generator().manual_seed(5))
     s = {**settings, **({"budget": 160} if "budget" in settings else {})}
-    _, cache, _ = decode(deep_model, s, long_ids[:, :230])
+    cache = make_cache(s, deep_model)
+    set_padding(cache, torch.arange(4))
+    reserve(cache, 230 + 2 * 8, fork_tokens=8)  # as the backend does: the trace, and the answer's room
+    step(deep_model, cache, long_ids[:, :8], 0)
+    for t in range(8, 230):
+        step(deep_model, cache, long_ids[:, t : t + 1], t)
 
     def force():
         twin = fork(cache, 8)
@@ -408,3 +422,25 @@ def test_streamingllm_after_compactions_equals_cutting_a_full_cache_by_hand(mode
                 layer.values = torch.cat([layer.values[:, :, :4], layer.values[:, :, -20:]], dim=2)
         widths.append(cache.layers[0].keys.shape[-2])
     assert max(widths) <= 24 + STREAMING_SLACK + 1 and min(widths[-100:]) < 24 + STREAMING_SLACK
+
+
+def test_rkv_compressing_step_holds_its_scoring_scratch_only(deep_model):
+    """A decode step at which every row compresses: bytes alive at once beyond the cache stay
+    within one layer's K + V (the scoring's float32 scratch, which the memory model counts), the
+    step's activations and one head's move; scoring a copy of the rows' keys beside the scratch
+    (half a layer more) and compacting into new slots (a layer more) exceed it."""
+    from notallbits.bench.kv_methods import peak_extra_bytes
+    from notallbits.kvcache import reserve
+
+    long_ids = torch.randint(5, 400, (4, 240), generator=torch.Generator().manual_seed(5))
+    s = {"method": "rkv", "budget": 160, "buffer": 64}
+    cache = make_cache(s, deep_model)
+    reserve(cache, 200)  # as the backend does: slots sized once
+    step(deep_model, cache, long_ids[:, :8], 0)
+    for t in range(8, 192):  # 192 = 3 x 64: the next step compresses
+        step(deep_model, cache, long_ids[:, t : t + 1], t)
+    assert cache.layers[0].keys.shape[-2] == 192
+    _, peak = peak_extra_bytes(lambda: step(deep_model, cache, long_ids[:, 192:193], 192))
+    assert cache.layers[0].keys.shape[-2] == 160
+    layer_kv = 2 * cache.layers[0].keys.nbytes * 193 // 160  # the compressing step's 193 tokens
+    assert peak < 1.25 * layer_kv, (peak, layer_kv)

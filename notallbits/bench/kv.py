@@ -1,10 +1,11 @@
 """Memory and step time of the transformers backend per KV method, measured on this machine.
 
-    python -m notallbits.bench.kv rows  [--batch 32] [--questions 16] [--samples 2] [--budget 512]
+    python -m notallbits.bench.kv rows  [--batch 32] [--questions 16] [--samples 2] [--budget 512] [--layers 2]
     python -m notallbits.bench.kv step  [--tokens 2048] [--batch 4] [--kv-budget 1024] [--steps 128]
 
-``rows``: one generation job (random Qwen3, 16 query / 8 KV heads, head_dim 128, 2 layers,
-fp32, ``--questions`` x ``--samples``, one budget) through ``TransformersBackend.generate_job``
+``rows``: one generation job (random Qwen3, 16 query / 8 KV heads, head_dim 128, ``--layers``
+layers (2; 16 or 28 for a real model's depth, where one layer's transient copies are a small part
+of the cache), fp32, ``--questions`` x ``--samples``, one budget) through ``TransformersBackend.generate_job``
 at ``--batch`` rows per batch and at 1 row; prints per method the growth of the process's peak
 memory between the two against the KV cache of the extra rows (at the job's trace length) and
 against the memory model's peak of those rows (memory.kv_row_bytes). Every run is a fresh process.
@@ -107,8 +108,7 @@ def _threads(n: int | None) -> None:
 
 
 # --------------------------------------------------------------------------- rows: batch N vs 1
-ROWS_ARCH = dict(hidden_size=256, intermediate_size=512, num_hidden_layers=2, num_attention_heads=16,
-                 num_key_value_heads=8, head_dim=128)
+ROWS_ARCH = dict(hidden_size=256, intermediate_size=512, num_attention_heads=16, num_key_value_heads=8, head_dim=128)
 
 
 def rows_one(a) -> dict:
@@ -125,7 +125,8 @@ def rows_one(a) -> dict:
     from notallbits.tinymodel import build
 
     _threads(a.threads)
-    folder = build(Path(tempfile.mkdtemp(prefix="kvmem-")) / "m", dtype="float32", **ROWS_ARCH)
+    folder = build(Path(tempfile.mkdtemp(prefix="kvmem-")) / "m", dtype="float32", num_hidden_layers=a.layers,
+                   **ROWS_ARCH)
     model, tok = load_model(str(folder), "float32", "cpu")
     settings = kv_settings(a.method, a.kv_budget, a.rkv_buffer, a.hqq_residual)
     spec = ForcingSpec.from_tokenizer(tok, [a.budget], "Wait", "\n\n**Final Answer**\n\\boxed{", a.answer)
@@ -173,8 +174,10 @@ def row_kv_bytes(config, settings: dict, tokens: int, dtype) -> int:
 def rows_table(a) -> None:
     common = ["--questions", str(a.questions), "--samples", str(a.samples), "--budget", str(a.budget),
               "--kv-budget", str(a.kv_budget), "--rkv-buffer", str(a.rkv_buffer), "--hqq-residual",
-              str(a.hqq_residual), "--answer", str(a.answer)] + (["--threads", str(a.threads)] if a.threads else [])
-    print(f"rows: random Qwen3 {ROWS_ARCH}, fp32, {a.questions} questions x {a.samples} samples, budget {a.budget}; "
+              str(a.hqq_residual), "--answer", str(a.answer), "--layers", str(a.layers)] \
+        + (["--threads", str(a.threads)] if a.threads else [])
+    print(f"rows: random Qwen3 {a.layers} layers x {ROWS_ARCH}, fp32, {a.questions} questions x {a.samples} samples, "
+          f"budget {a.budget}; "
           f"KV budget {a.kv_budget} (R-KV buffer {a.rkv_buffer}), HQQ 4-bit residual {a.hqq_residual}")
     print(f"{'method':<13}{'peak@1 MiB':>11}{'peak@' + str(a.batch) + ' MiB':>12}{'growth MiB':>11}"
           f"{'extra rows KV MiB':>18}{'growth/KV':>10}{'row model MiB':>14}{'growth/model':>13}")
@@ -326,6 +329,25 @@ def gpu_check(work=None) -> list[tuple[str, str, str]]:
                      f"{r['step_s'] * 1e3:.2f} ms/step ({ratio:.2f}x full, limit {limit}); peak decode {decode:.2f}x, "
                      f"forcing {force:.2f}x the memory model"))
     return rows
+
+
+def copy_bandwidth(device: str, mib: int = 256, repeats: int = 5) -> float:
+    """Bytes per second this device reads + writes in a large tensor copy (best of ``repeats``)."""
+    import torch
+
+    device = device if device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
+    src = torch.ones(mib * MIB // 4, device=device)
+    dst = torch.empty_like(src)
+    best = float("inf")
+    for _ in range(repeats):
+        if device == "cuda":
+            torch.cuda.synchronize()
+        t0 = time.perf_counter()
+        dst.copy_(src)
+        if device == "cuda":
+            torch.cuda.synchronize()
+        best = min(best, time.perf_counter() - t0)
+    return 2 * src.nbytes / best
 
 
 def step_table(a) -> None:

@@ -216,7 +216,8 @@ class TransformersBackend(Backend):
             pad0 = torch.tensor([width - len(p) for p in prompts], device=self.device)
             set_padding(cache, pad0)
             # the trace's slots beyond the prompt at once (a full cache holds them all; the others cap it)
-            reserve(cache, spec.max_budget + 2 * (len(spec.answer_prefix_ids) + spec.answer_max_tokens))
+            answer = len(spec.answer_prefix_ids) + spec.answer_max_tokens
+            reserve(cache, spec.max_budget + 2 * answer, fork_tokens=answer)
             logits = self._forward(ids, cache, -pad0, pad0)
             pos = torch.tensor([len(p) for p in prompts], device=self.device)
             traces = [Trace(spec) for _ in range(rows)]

@@ -70,11 +70,15 @@ def padding(cache, default):
     return default if pad is None else pad
 
 
-def reserve(cache, tokens: int) -> None:
-    """Size every layer's slots for ``tokens`` more tokens ahead (one allocation, no growth)."""
+def reserve(cache, tokens: int, fork_tokens: int = 0) -> None:
+    """Size every layer's slots for ``tokens`` more tokens ahead (one allocation, no growth);
+    ``fork_tokens``: the tokens a fork will add (a layer that caps its slots at the most its
+    method holds keeps room for them too, so forking reallocates nothing)."""
     for layer in cache.layers:
         if hasattr(layer, "reserve"):
             layer.reserve(tokens)
+        if fork_tokens and hasattr(layer, "reserve_fork"):
+            layer.reserve_fork(fork_tokens)
 
 
 def fork(cache, tokens: int = 0):

@@ -37,6 +37,8 @@ class EvictingLayer(SlotLayer):
         self.pad = self.pad_host = self.lead = None
         self.drop = None
         self.written = 0  # width before this step's tokens (the mask's causal offset)
+        self.pending = False  # evicted slots to compact once this step's attention has read them
+        self.fork_room = 0  # slots kept beyond the method's peak for a fork's tokens
 
     def set_padding(self, pad) -> None:
         """Before the first forward: padding slots per row of the left-padded prefill, [B] long."""
@@ -56,20 +58,34 @@ class EvictingLayer(SlotLayer):
 
     def reserve(self, tokens: int) -> None:
         """Room for ``tokens`` more, but never more slots than the method ever holds at once
-        (a fork's tail beyond that grows the slots once, at the fork)."""
+        (a fork's tail beyond that grows the slots once, at the fork). A compaction still due
+        is done first (a fork sees the slots its parent's next step would)."""
+        self.settle()
         if self.width:
             super().reserve(tokens)
         else:
             self.headroom = max(self.headroom, tokens)
 
+    def reserve_fork(self, tokens: int) -> None:
+        """Keep room for a fork's ``tokens`` beyond the method's peak, from the first allocation."""
+        self.fork_room = max(self.fork_room, tokens)
+
     def first_capacity(self, tokens: int) -> int:
-        return max(tokens, min(tokens + self.headroom, self.peak_slots()))
+        return max(tokens, min(tokens + self.headroom, self.peak_slots() + self.fork_room))
 
     def peak_slots(self) -> int:  # pragma: no cover - abstract
         raise NotImplementedError
 
     def before_step(self) -> None:
         """Hook before a step's tokens are written (a compaction that was due)."""
+        self.settle()
+
+    def settle(self) -> None:
+        """Compact now if an eviction left it pending (R-KV: right after the compressing step's
+        attention, through the hook of install_query_capture; else before the next write)."""
+        if self.pending:
+            self.pending = False
+            self.compact()
 
     def evict(self) -> None:  # pragma: no cover - abstract
         """After the step's mask is taken: mark evicted slots (``drop``) or compact (``compact``)."""
@@ -98,27 +114,40 @@ class EvictingLayer(SlotLayer):
         return self.mask
 
     def compact(self) -> None:
-        """Right-align each row's kept slots (in slot order) into new buffers; the old ones go
-        once this step's attention is done. One layer's K + V at most on top of the cache."""
+        """Right-align each row's kept slots (in slot order), in place, one KV head's K or V at a
+        time: a head's kept tokens are gathered (the only copy, 1 / (2 x KV heads) of the layer)
+        and written back to the head's first slots. Never in a fork (its slots are its
+        parent's: a fork masks), nor while this step's attention has still to read the slots.
+        Slots beyond what the method ever holds (a prompt longer than that, at the prefill) are
+        given back: the kept tokens then go into new buffers of the method's size, once."""
+        if self.forked:
+            raise RuntimeError("a fork shares its parent's slots: it masks evicted tokens, it never compacts")
         ok = self.visible()
         heads = self._kbuf.shape[1]
         ok = ok.expand(-1, heads, -1)
-        kept = ok.sum(-1)  # [B, H], equal over heads
-        kept_row = kept[:, 0]
+        kept_row = ok[:, 0].sum(-1)  # equal over heads
         width = int(kept_row.max())
         index = torch.sort(ok.to(torch.uint8), dim=-1, stable=True).indices[..., self.width - width :]
-        capacity = max(self.capacity, width)
-        for name in ("_kbuf", "_vbuf"):
-            old = getattr(self, name)
-            new = old.new_empty(*old.shape[:2], capacity, old.shape[-1])
-            torch.gather(old[:, :, : self.width], 2, index[..., None].expand(-1, -1, -1, old.shape[-1]),
-                         out=new[:, :, :width])
-            setattr(self, name, new)
+        size = max(width, self.peak_slots() + self.fork_room)
+        if self.capacity > size:
+            for name in ("_kbuf", "_vbuf"):
+                old = getattr(self, name)
+                new = old.new_empty(*old.shape[:2], size, old.shape[-1])
+                torch.gather(old[:, :, : self.width], 2, index[..., None].expand(-1, -1, -1, old.shape[-1]),
+                             out=new[:, :, :width])
+                setattr(self, name, new)
+                del old, new
+        else:
+            for buf in (self._kbuf, self._vbuf):
+                for h in range(heads):
+                    moved = torch.gather(buf[:, h, : self.width], 1,
+                                         index[:, h, :, None].expand(-1, -1, buf.shape[-1]))
+                    buf[:, h, :width] = moved
+                    del moved
         self.width = width
         self.pad = width - kept_row
         self.pad_host = self.pad.cpu()
         self.drop = None
-        self.forked = False
 
     def get_seq_length(self) -> int:
         return self.seen
@@ -131,17 +160,17 @@ class StreamingLLMLayer(EvictingLayer):
     """Keep the first ``sink`` tokens (attention sinks) and the most recent budget - sink.
 
     Evicted tokens are masked (``hole`` [B]: the oldest non-sink tokens of each row, right
-    after its sinks) and removed together once ``STREAMING_SLACK`` of them are held, so a
-    step writes one slot instead of rebuilding the layer. A fork only masks."""
+    after its sinks) and removed together (compacted in place) once ``settings.streaming_slack``
+    of them are held, so a step writes one slot instead of rebuilding the layer. A fork only masks."""
 
     def __init__(self, settings: dict):
         super().__init__(settings)
         self.hole = self.hole_host = None
 
     def peak_slots(self) -> int:
-        from notallbits.kvcache.settings import STREAMING_SLACK
+        from notallbits.kvcache.settings import streaming_slack
 
-        return self.settings["budget"] + STREAMING_SLACK + 1
+        return self.settings["budget"] + streaming_slack(self.settings["budget"]) + 1
 
     def evict(self) -> None:
         budget, sink = self.settings["budget"], self.settings["sink"]
@@ -159,9 +188,11 @@ class StreamingLLMLayer(EvictingLayer):
         self.drop = ((j >= start) & (j < start + self.hole[:, None]))[:, None]
 
     def before_step(self) -> None:
-        from notallbits.kvcache.settings import STREAMING_SLACK
+        from notallbits.kvcache.settings import streaming_slack
 
-        if not self.forked and self.hole_host is not None and int(self.hole_host.max()) >= STREAMING_SLACK:
+        super().before_step()
+        slack = streaming_slack(self.settings["budget"])
+        if not self.forked and self.hole_host is not None and int(self.hole_host.max()) >= slack:
             self.compact()
             self.hole = torch.zeros_like(self.pad)
             self.hole_host = torch.zeros_like(self.pad_host)
@@ -248,30 +279,35 @@ def _rkv_redundancy(k, threshold: float, ok, rows: int):
     return torch.softmax(mean.masked_fill_(~ok, float("-inf")), dim=-1)
 
 
-def rkv_scores(queries, keys, settings: dict, valid=None, scratch_bytes: int | None = None):
+def rkv_scores(queries, keys, settings: dict, valid=None, scratch_bytes: int | None = None, rows=None,
+               slots=None):
     """R-KV scores [B, Hkv, L - window] of the tokens outside the observation window (the
     rule is described above). queries [B, Hq, Wq, D] post-RoPE (the last ones, Wq >= window
     is not required); keys [B, Hkv, L, D]; ``valid`` [B, L] bool marks real tokens: padding
     takes no part in the softmaxes nor the similarity means and scores -inf.
-    ``scratch_bytes`` caps the float32 working memory (default: the layer's K + V bytes,
-    i.e. 2·keys.nbytes); heads and similarity rows are processed in chunks to stay under it."""
+    ``rows`` [B] long and ``slots`` [B, Hkv, L] long (optional): score the tokens at these
+    slots of these batch rows of ``keys`` (a cache layer's [rows, Hkv, width, D]), in the
+    order given, instead of all of ``keys``; they are gathered one chunk of heads at a time,
+    so the layer is never copied.
+    ``scratch_bytes`` caps the float32 working memory (default: the scored tokens' K + V bytes,
+    i.e. 2·B·Hkv·L·D in keys' dtype); heads and similarity rows are processed in chunks to stay under it."""
     b, hq, wq, d = queries.shape
-    hkv, length = keys.shape[1], keys.shape[2]
+    hkv = keys.shape[1]
+    length = keys.shape[2] if slots is None else slots.shape[-1]
     window, pairs = settings["window"], b * hkv
-    limit = 2 * keys.nbytes if scratch_bytes is None else scratch_bytes
-    heads, rows = _scratch_plan(pairs, length, window, d, limit)
+    limit = 2 * pairs * length * d * keys.element_size() if scratch_bytes is None else scratch_bytes
+    heads, rows_per_chunk = _scratch_plan(pairs, length, window, d, limit)
     q = queries.reshape(pairs, hq // hkv, wq, d)
-    k = keys.reshape(pairs, length, d)
     ok = None if valid is None else \
         valid.to(device=keys.device, dtype=torch.bool)[:, None].expand(b, hkv, length).reshape(pairs, length)
     lam = settings["lam"]
     out = torch.empty(pairs, length - window, device=keys.device)
     for p0 in range(0, pairs, heads):
         p1 = min(pairs, p0 + heads)
-        kf = k[p0:p1].to(torch.float32, copy=True)  # normalised in place below
+        kf = _pair_keys(keys, rows, slots, p0, p1)  # float32, its own: normalised in place below
         part = None if ok is None else ok[p0:p1]
         importance = _rkv_importance(q[p0:p1].float(), kf, window, settings["kernel"], part)
-        redundancy = _rkv_redundancy(kf, settings["sim_threshold"], part, rows)[:, : length - window]
+        redundancy = _rkv_redundancy(kf, settings["sim_threshold"], part, rows_per_chunk)[:, : length - window]
         del kf
         out[p0:p1] = lam * importance - (1 - lam) * redundancy
     if ok is not None:
@@ -279,14 +315,29 @@ def rkv_scores(queries, keys, settings: dict, valid=None, scratch_bytes: int | N
     return out.reshape(b, hkv, length - window)
 
 
-def rkv_select(queries, keys, settings: dict, valid=None):
+def _pair_keys(keys, rows, slots, p0: int, p1: int):
+    """A new float32 tensor [p1 - p0, L, D]: the keys of (row, KV head) pairs p0..p1-1 (pair p:
+    scored row p // Hkv, head p % Hkv), at ``slots`` of batch rows ``rows`` where given."""
+    hkv = keys.shape[1]
+    if rows is None and slots is None:
+        return keys.flatten(0, 1)[p0:p1].to(torch.float32, copy=True)
+    pair = torch.arange(p0, p1, device=keys.device)
+    row, head = pair // hkv, pair % hkv
+    batch_row = row if rows is None else rows.to(keys.device)[row]
+    picked = keys[batch_row, head] if slots is None else keys[batch_row[:, None], head[:, None], slots[row, head]]
+    return picked.to(torch.float32)  # advanced indexing made a new tensor: no second copy of float32 keys
+
+
+def rkv_select(queries, keys, settings: dict, valid=None, rows=None, slots=None):
     """Indices [B, Hkv, budget] (sorted) of the tokens each KV head keeps: the top
     budget - window by R-KV score among the older tokens, plus the last ``window`` always.
     Padding (``valid`` False) scores -inf, so it is kept only by a row with fewer than
-    ``budget`` real tokens; the caller gathers its mask with the same indices."""
+    ``budget`` real tokens; the caller gathers its mask with the same indices. With ``rows``
+    and ``slots`` (see rkv_scores) the indices count the scored tokens: slots.gather(-1, index)
+    are the kept slots."""
     budget, window = settings["budget"], settings["window"]
-    length = keys.shape[-2]
-    top = rkv_scores(queries, keys, settings, valid).topk(budget - window, dim=-1).indices
+    length = keys.shape[-2] if slots is None else slots.shape[-1]
+    top = rkv_scores(queries, keys, settings, valid, rows=rows, slots=slots).topk(budget - window, dim=-1).indices
     recent = torch.arange(length - window, length, device=keys.device).expand(*top.shape[:-1], window)
     return torch.cat([top, recent], dim=-1).sort(dim=-1).values
 
@@ -323,21 +374,24 @@ class RKVLayer(EvictingLayer):
         due = (real_host > s["budget"]) & ((seen - 1) // s["buffer"] * s["buffer"] >= first)
         if not bool(due.any()):
             return
-        if self.drop is not None:  # a second compression in a fork: its own slots first
-            self.compact()
-            length = self.width
-        keep = self.visible().expand(-1, self._kbuf.shape[1], -1).clone()  # [B, H, width]
-        keys = self.keys
-        # the rows due, grouped by length: each group is scored on its own tokens only
-        for n in sorted(set((length - self.pad_host)[due].tolist())):
-            rows = torch.nonzero(due & (length - self.pad_host == n)).flatten().to(keys.device)
-            start = length - n
-            index = rkv_select(self.recent_queries[rows], keys[rows, :, start:], s) + start
-            chosen = torch.zeros(len(rows), keep.shape[1], length, dtype=torch.bool, device=keys.device)
-            keep[rows] = chosen.scatter_(-1, index, True)
+        heads = self._kbuf.shape[1]
+        keep = self.visible().expand(-1, heads, -1).clone()  # [B, H, width]
+        # the rows due, grouped by their number of kept tokens: each group is scored on its own
+        # kept tokens only (per KV head, in slot order: the tokens a compacted layer would hold),
+        # gathered from the slots a chunk of heads at a time (rkv_scores)
+        for n in sorted(set(real_host[due].tolist())):
+            rows = torch.nonzero(due & (real_host == n)).flatten().to(keep.device)
+            if self.drop is None:  # a row's real tokens are its last n slots
+                slots = torch.arange(length - n, length, device=keep.device).expand(len(rows), heads, n)
+            else:
+                slots = torch.sort(keep[rows].to(torch.uint8), dim=-1, stable=True).indices[..., length - n :]
+            index = rkv_select(self.recent_queries[rows], self.keys, s, rows=rows, slots=slots)
+            chosen = torch.zeros(len(rows), heads, length, dtype=torch.bool, device=keep.device)
+            keep[rows] = chosen.scatter_(-1, slots.gather(-1, index), True)
         self.drop = ~keep
-        if not self.forked:  # the parent compacts into new slots; a fork keeps masking
-            self.compact()
+        # this step's attention still reads every slot: the parent compacts right after it
+        # (settle); a fork keeps masking (its slots are its parent's)
+        self.pending = not self.forked
 
 
 class EvictingCache(Cache):
@@ -378,7 +432,8 @@ def _rotate_half(x):
 def install_query_capture(model) -> None:
     """R-KV scores tokens by the attention of recent *queries*, which a cache never sees.
     Hooks on each attention module hand the post-RoPE queries to an RKVLayer (and do nothing
-    for any other cache). Installed once per model.
+    for any other cache), and once the module has attended, let the layer compact what it
+    evicted (RKVLayer.evict leaves that pending). Installed once per model.
 
     Any family of notallbits/families.py: the hook takes ``q_proj``'s output (a quantized linear
     too), applies the module's own ``q_norm`` where it has one (Qwen3), then RoPE with the
@@ -408,8 +463,14 @@ def install_query_capture(model) -> None:
             cos, sin = cos.unsqueeze(1), sin.unsqueeze(1)
             layer.remember_queries((q * cos + _rotate_half(q) * sin).detach())
 
+        def post_hook(attn, args, output):  # this layer's attention has read its slots
+            target = getattr(attn, "_nab_target", None)
+            if target is not None:
+                target[0].settle()
+
         module.register_forward_pre_hook(pre_hook, with_kwargs=True)
         module.q_proj.register_forward_hook(q_proj_hook)
+        module.register_forward_hook(post_hook)
         hooked += 1
     if not hooked:
         from notallbits import UserError
