@@ -3,6 +3,9 @@
 import csv
 from pathlib import Path
 
+import pytest
+
+from notallbits import UserError
 from notallbits.io import write_framed_jsonl, write_jsonl
 from notallbits.scoring import score_file
 
@@ -34,3 +37,69 @@ def test_code_rows_record_the_bubblewrap_sandbox_by_default(tmp_path):
     score_file(str(tmp_path / "q.jsonl"), str(tmp_path / "g.jsonl"), [1], str(tmp_path / "s.csv"))
     table = list(csv.DictReader(open(tmp_path / "s.csv")))
     assert [(r["code_sandbox"], r["accuracy"], r["parsed_rate"]) for r in table] == [("bubblewrap", "0.0", "0.0")]
+
+
+MATH = {"id": "m1", "task": "math", "question": "6*7?", "choices": None, "answer": "42", "permutation": None}
+
+
+def test_shard_files_and_verify_files_make_one_jobs_rows(tmp_path):
+    """Two question shards (m1, m2; 2 samples each at budget 64) and one verify file: Maj@1 is
+    (1/2 + 1/2) / 2 = 0.5; the PRM scores the right sample of each question higher, so Best-of-2
+    is 1. The header of a file written before weight_method existed, 4 bits, means GPTQ; its
+    KV settings are written with sorted keys whatever their order in the file; a header
+    without stats leaves the throughput columns empty."""
+    questions = [MATH, {**MATH, "id": "m2", "question": "5*5?", "answer": "25"}]
+    write_jsonl(tmp_path / "q.jsonl", questions)
+    header = {**HEADER, "bits": 4, "kv": "rkv", "kv_settings": {"method": "rkv", "budget": 16},
+              "budgets": [64], "samples": 2}
+    del header["stats"]
+    paths = []
+    for i, (qid, texts) in enumerate([("m1", ["\\boxed{42}", "\\boxed{41}"]), ("m2", ["\\boxed{24}", "\\boxed{25}"])]):
+        records = [{"question_id": qid, "sample": s, "budget_tokens": 64, "answer_text": t, "thinking_tokens": 64,
+                    "answer_tokens": 3} for s, t in enumerate(texts)]
+        paths.append(tmp_path / f"g{i + 1}.jsonl")
+        write_framed_jsonl(paths[-1], {**header, "shard": [i + 1, 2], "questions": 1}, records)
+    scores = {("m1", 0): 0.9, ("m1", 1): 0.2, ("m2", 0): 0.1, ("m2", 1): 0.8}
+    verify = tmp_path / "v.jsonl"
+    write_framed_jsonl(verify, {"verifier": "prm", "verifier_bytes": 3000, "seconds": None},
+                       [{"question_id": q, "sample": s, "budget_tokens": 64, "score": v, "input_tokens": 10}
+                        for (q, s), v in scores.items()])
+    score_file(str(tmp_path / "q.jsonl"), [str(p) for p in paths], [2], str(tmp_path / "s.csv"),
+               verification_paths=[str(verify)])
+    table = list(csv.DictReader(open(tmp_path / "s.csv")))
+    assert [(r["selection"], r["verifier"], r["verifier_bytes"], r["k"], r["accuracy"]) for r in table] == [
+        ("majority", "", "0", "2", "0.5"), ("prm_best_of_n", "prm", "3000", "2", "1.0")]
+    assert table[0]["weight_method"] == "gptq" and table[0]["kv_settings"] == '{"budget": 16, "method": "rkv"}'
+    assert (table[0]["job_wall_seconds"], table[0]["job_tokens_per_second"]) == ("", "")
+    assert table[0]["questions"] == "2" and table[0]["code_sandbox"] == ""
+    # a file that states its weight method keeps it
+    write_framed_jsonl(paths[0], {**header, "weight_method": "awq"}, [
+        {"question_id": "m1", "sample": s, "budget_tokens": 64, "answer_text": "\\boxed{42}", "thinking_tokens": 64,
+         "answer_tokens": 3} for s in range(2)])
+    rows = score_file(str(tmp_path / "q.jsonl"), str(paths[0]), [1], str(tmp_path / "s.csv"))
+    assert [(r["weight_method"], r["accuracy"]) for r in rows] == [("awq", 1.0)]
+    assert len(list(csv.DictReader(open(tmp_path / "s.csv")))) == 1  # a one-row table is written whole
+
+
+def test_verify_files_are_named_in_their_errors(tmp_path):
+    """A second verify file of the same verifier, and a verify file that lacks a sample, are each
+    refused in one line naming the file."""
+    write_job(tmp_path, [MATH], ["\\boxed{42}", "\\boxed{41}"])
+    rows = [{"question_id": "m1", "sample": s, "budget_tokens": 64, "score": 0.5, "input_tokens": 10} for s in (0, 1)]
+    for name, verifier_rows in (("v1.jsonl", rows), ("v2.jsonl", rows), ("short.jsonl", rows[:1])):
+        write_framed_jsonl(tmp_path / name, {"verifier": "prm", "verifier_bytes": 1, "seconds": None}, verifier_rows)
+    args = (str(tmp_path / "q.jsonl"), str(tmp_path / "g.jsonl"), [1], str(tmp_path / "s.csv"))
+    with pytest.raises(UserError, match=r"v2\.jsonl: a second verify file of verifier 'prm' for this job"):
+        score_file(*args, verification_paths=[str(tmp_path / "v1.jsonl"), str(tmp_path / "v2.jsonl")])
+    with pytest.raises(UserError, match=r"short\.jsonl: verifier scores do not match the job's samples: it lacks "
+                                        r"\('m1', 1, 64\)"):
+        score_file(*args, verification_paths=[str(tmp_path / "short.jsonl")])
+
+
+def test_the_sandbox_asked_for_is_the_one_recorded(tmp_path):
+    write_job(tmp_path, [{"id": "c1", "task": "code", "question": "Print 1.", "choices": None, "answer": "1 tests",
+                          "permutation": None, "tests": [{"input": "", "output": "1\n", "testtype": "stdin"}],
+                          "fn_name": None}], ["no program"])
+    rows = score_file(str(tmp_path / "q.jsonl"), str(tmp_path / "g.jsonl"), [1], str(tmp_path / "s.csv"),
+                      code_sandbox="process")
+    assert [r["code_sandbox"] for r in rows] == ["process"]
