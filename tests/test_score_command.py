@@ -71,7 +71,7 @@ def test_shard_files_and_verify_files_make_one_jobs_rows(tmp_path):
         ("majority", "", "0", "2", "0.5"), ("prm_best_of_n", "prm", "3000", "2", "1.0")]
     assert table[0]["weight_method"] == "gptq" and table[0]["kv_settings"] == '{"budget": 16, "method": "rkv"}'
     assert (table[0]["job_wall_seconds"], table[0]["job_tokens_per_second"]) == ("", "")
-    assert table[0]["questions"] == "2" and table[0]["code_sandbox"] == ""
+    assert table[0]["questions"] == "2" and table[0]["code_sandbox"] == "" and table[0]["verifier_seconds"] == "0.0"
     # a file that states its weight method keeps it
     write_framed_jsonl(paths[0], {**header, "weight_method": "awq"}, [
         {"question_id": "m1", "sample": s, "budget_tokens": 64, "answer_text": "\\boxed{42}", "thinking_tokens": 64,
@@ -103,3 +103,22 @@ def test_the_sandbox_asked_for_is_the_one_recorded(tmp_path):
     rows = score_file(str(tmp_path / "q.jsonl"), str(tmp_path / "g.jsonl"), [1], str(tmp_path / "s.csv"),
                       code_sandbox="process")
     assert [r["code_sandbox"] for r in rows] == ["process"]
+
+
+def test_a_job_scored_in_the_process_sandbox_runs_its_programs_there(monkeypatch):
+    """The sandbox asked for is the one the programs run in, not only the one written in the rows:
+    with bubblewrap out of reach, a job scored with ``process`` still grades its program."""
+    from notallbits import codegrade
+    from notallbits.data.registry import demo_code
+    from notallbits.scoring import score_job
+
+    def no_bubblewrap():
+        raise AssertionError("bubblewrap was asked for")
+
+    monkeypatch.setattr(codegrade, "Bubblewrap", no_bubblewrap)
+    monkeypatch.setattr(codegrade, "_SANDBOXES", {})
+    q = demo_code()[0]  # two integers on a line, print their sum
+    records = [{"question_id": q["id"], "sample": 0, "budget_tokens": 16, "thinking_tokens": 1, "answer_tokens": 1,
+                "answer_text": "```python\na, b = map(int, input().split())\nprint(a + b)\n```"}]
+    rows, samples = score_job([q], records, [1], code_sandbox="process")
+    assert (rows[0]["code_sandbox"], rows[0]["accuracy"], samples[0]["correct"]) == ("process", 1.0, True)
