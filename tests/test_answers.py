@@ -16,3 +16,13 @@ from notallbits.scoring import extract_math
 ])
 def test_boxes_with_braces_join_only_across_separators(text, answer):
     assert extract_math(text) == answer
+
+
+@pytest.mark.parametrize("pred,gold,ok", [
+    ("0.3", "0.4", False), ("0.25", "0.2", False), ("\\frac{1}{3}", "0.33", False),  # different at 6 decimals
+    ("0.5", "\\frac{1}{2}", True), ("0.3333333", "\\frac{1}{3}", True),  # equal at 6 decimals (lighteval)
+])
+def test_decimals_are_compared_at_six_places(pred, gold, ok):
+    from notallbits.scoring import math_correct
+
+    assert math_correct(pred, gold) is ok

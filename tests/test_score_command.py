@@ -122,3 +122,72 @@ def test_a_job_scored_in_the_process_sandbox_runs_its_programs_there(monkeypatch
                 "answer_text": "```python\na, b = map(int, input().split())\nprint(a + b)\n```"}]
     rows, samples = score_job([q], records, [1], code_sandbox="process")
     assert (rows[0]["code_sandbox"], rows[0]["accuracy"], samples[0]["correct"]) == ("process", 1.0, True)
+
+
+def test_functional_code_is_called_by_its_function_name(monkeypatch):
+    """LiveCodeBench's functional problems call Solution().<fn_name>(*args) with each test's
+    arguments: a right reverse() passes, a wrong one fails (process sandbox, one run each)."""
+    from notallbits.data.registry import demo_code
+    from notallbits.scoring import score_job
+
+    q = demo_code()[2]  # reverse a list
+    assert q["fn_name"] == "reverse"
+    programs = ["class Solution:\n    def reverse(self, xs):\n        return xs[::-1]\n",
+                "class Solution:\n    def reverse(self, xs):\n        return xs\n"]
+    records = [{"question_id": q["id"], "sample": i, "budget_tokens": 16, "thinking_tokens": 1, "answer_tokens": 1,
+                "answer_text": f"```python\n{p}```"} for i, p in enumerate(programs)]
+    _, samples = score_job([q], records, [1], code_sandbox="process")
+    assert [s["correct"] for s in samples] == [True, False]
+
+
+def test_a_letter_beyond_the_options_is_no_answer():
+    """GPQA shows 4 options, A-D: a boxed E names none of them, so the sample is unparsed and wrong."""
+    from notallbits.scoring import score_job
+
+    q = {"id": "g1", "task": "choice", "question": "?", "choices": ["w1", "right", "w2", "w3"], "answer": "B",
+         "permutation": [1, 0, 2, 3]}
+    records = [{"question_id": "g1", "sample": i, "budget_tokens": 16, "thinking_tokens": 1, "answer_tokens": 1,
+                "answer_text": t} for i, t in enumerate(["\\boxed{E}", "\\boxed{B}"])]
+    _, samples = score_job([q], records, [1])
+    assert [(s["parsed"], s["correct"]) for s in samples] == [(None, False), ("B", True)]
+
+
+def test_a_samples_vote_is_written_as_its_own_questions_answer():
+    """Vote classes are per question: 0.5 on a question whose gold is 0.5 is not rewritten as
+    another question's \\frac{1}{2}."""
+    from notallbits.scoring import score_job
+
+    questions = [{**MATH, "answer": "\\frac{1}{2}"}, {**MATH, "id": "m2", "answer": "0.5"}]
+    records = [{"question_id": q, "sample": 0, "budget_tokens": 16, "thinking_tokens": 1, "answer_tokens": 1,
+                "answer_text": t} for q, t in [("m1", "\\boxed{\\frac{1}{2}}"), ("m2", "\\boxed{0.5}")]]
+    _, samples = score_job(questions, records, [1])
+    assert [(s["parsed"], s["correct"]) for s in samples] == [("\\frac{1}{2}", True), ("0.5", True)]
+
+
+def test_prm_seconds_per_row_are_per_question_and_per_n_samples():
+    """A verify job of 40 s over one budget of 2 questions x 4 samples: 20 s a question, and
+    Best-of-2 reads 2 of its 4 samples, so 10 s per row."""
+    from notallbits.scoring import score_job
+
+    questions = [MATH, {**MATH, "id": "m2"}]
+    keys = [(q, s) for q in ("m1", "m2") for s in range(4)]
+    records = [{"question_id": q, "sample": s, "budget_tokens": 16, "thinking_tokens": 1, "answer_tokens": 1,
+                "answer_text": "\\boxed{42}"} for q, s in keys]
+    verify = ({"verifier_bytes": 1, "seconds": 40.0},
+              [{"question_id": q, "sample": s, "budget_tokens": 16, "score": 0.5, "input_tokens": 7} for q, s in keys])
+    rows, _ = score_job(questions, records, [2], {"prm": (verify, "v.jsonl")})
+    assert [(r["selection"], r["verifier_seconds"]) for r in rows] == [("majority", 0.0), ("prm_best_of_n", 10.0)]
+
+
+def test_judging_a_program_directly_runs_it_under_bubblewrap():
+    """judge and is_correct called without a sandbox use bubblewrap (the default of
+    scoring.code_sandbox); the stdin problem's program is run on the question's own tests."""
+    from notallbits.data.registry import demo_code
+    from notallbits.scoring import is_correct, judge
+
+    add, reverse = demo_code()[0], demo_code()[2]
+    right = "a, b = map(int, input().split())\nprint(a + b)"
+    assert is_correct(right, add) and not is_correct("print(3)", add)
+    assert is_correct("class Solution:\n    def reverse(self, xs):\n        return xs[::-1]\n", reverse)
+    record = {"question_id": add["id"], "sample": 0, "answer_text": f"```python\n{right}\n```"}
+    assert judge([record], {add["id"]: add})[0][1] is True
