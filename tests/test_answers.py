@@ -26,3 +26,9 @@ def test_decimals_are_compared_at_six_places(pred, gold, ok):
     from notallbits.scoring import math_correct
 
     assert math_correct(pred, gold) is ok
+
+
+@pytest.mark.parametrize("text", ["\\boxed{}", "The answer is \\boxed{ }.", "no box at all"])
+def test_an_empty_box_is_no_answer(text):
+    """An empty box states nothing: unparsed (None, which abstains from Maj@K), not an empty answer."""
+    assert extract_math(text) is None
