@@ -237,3 +237,18 @@ def test_gpu_memory_rows_by_hand(small):
     config["hardware"]["gpu_memory_gib"] = 16
     row = next(r for r in plan(config, {})["gpu_memory"] if r["model"] == "Qwen3-8B")
     assert (row["in_flight_1"], row["in_flight_2"], row["in_flight_4"]) == (0, 22, 81)
+
+
+@pytest.mark.parametrize("hours,text", [
+    (2.0, "2.0 GPU-hours"), (0.05, "0.1 GPU-hours"),  # 0.05 h still prints as hours
+    (0.0491, "2.9 GPU-minutes"),  # 2.946 minutes
+    (0.001, "0.1 GPU-minutes"), (1 / 1200, "0.1 GPU-minutes"),  # 0.06 and exactly 0.05 minutes
+    (0.000825, "3.0 GPU-seconds"),  # 0.0495 minutes would print 0.0: 2.97 s
+    (0.00081933, "2.9 GPU-seconds"),  # 2.9496 s
+])
+def test_gpu_time_by_hand(hours, text):
+    """The unit that prints a nonzero first decimal: hours from 0.05 h, else minutes from
+    0.05 min, else seconds (hours x 60, x 3600)."""
+    from notallbits.plan import gpu_time
+
+    assert gpu_time(hours) == text
