@@ -252,3 +252,25 @@ def test_gpu_time_by_hand(hours, text):
     from notallbits.plan import gpu_time
 
     assert gpu_time(hours) == text
+
+
+def test_plan_command_marks_what_does_not_fit_and_what_is_sharded(small, tmp_path, capsys):
+    """On a 40 GiB GPU (36 usable at utilization 0.9), Qwen3-32B's bf16 weights (61 GiB) fit on
+    no single GPU: its row says so for 1 GPU; a 2-GPU column is plural. A runtime cap of 1 minute shards every job. --json prints the
+    plan indented by one space."""
+    import json
+
+    import yaml
+
+    small["hardware"].update(gpu_memory_gib=40, max_runtime_minutes=1)
+    path = tmp_path / "c.yaml"
+    path.write_text(yaml.safe_dump(small))
+    run(argparse.Namespace(config=str(path), throughput=[], json=False))
+    out = capsys.readouterr().out
+    row = next(line for line in out.splitlines() if "Qwen3-32B bf16" in line)
+    assert "1 GPU : " in row and ")  2 GPUs: " in row and "(does not fit)" in row.split("2 GPUs:")[0] and " seqs)" in row.split("2 GPUs:")[1]
+    assert "  Qwen3-32B: 1 job, 247,680 tokens, no throughput given\n" in out
+    assert "2 of 2 jobs run as question shards:\n" in out and out.count(" shards of ") == 2
+    run(argparse.Namespace(config=str(path), throughput=[], json=True))
+    text = capsys.readouterr().out
+    assert text.startswith('{\n "cells": ') and json.loads(text)["jobs"] == 2
