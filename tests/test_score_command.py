@@ -191,3 +191,23 @@ def test_judging_a_program_directly_runs_it_under_bubblewrap():
     assert is_correct("class Solution:\n    def reverse(self, xs):\n        return xs[::-1]\n", reverse)
     record = {"question_id": add["id"], "sample": 0, "answer_text": f"```python\n{right}\n```"}
     assert judge([record], {add["id"]: add})[0][1] is True
+
+
+def test_the_score_command_passes_every_argument_through(tmp_path):
+    """``notallbits score`` (its parsed arguments) writes the same rows as score_file: the
+    questions, both shard-free generation files' paths, K, both outputs and the sandbox."""
+    import argparse
+
+    from notallbits.scoring import add_arguments, run
+
+    write_job(tmp_path, [{"id": "c1", "task": "code", "question": "Print 1.", "choices": None, "answer": "1 tests",
+                          "permutation": None, "tests": [{"input": "", "output": "1\n", "testtype": "stdin"}],
+                          "fn_name": None}], ["no program", "none either"])
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    run(parser.parse_args(["--questions", str(tmp_path / "q.jsonl"), "--generations", str(tmp_path / "g.jsonl"),
+                           "--k", "1", "2", "--out", str(tmp_path / "s.csv"), "--samples-out", str(tmp_path / "x.csv"),
+                           "--code-sandbox", "process"]))
+    table = list(csv.DictReader(open(tmp_path / "s.csv")))
+    assert [(r["k"], r["code_sandbox"], r["samples"]) for r in table] == [("1", "process", "2"), ("2", "process", "2")]
+    assert len(list(csv.DictReader(open(tmp_path / "x.csv")))) == 2
