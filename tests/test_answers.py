@@ -32,3 +32,9 @@ def test_decimals_are_compared_at_six_places(pred, gold, ok):
 def test_an_empty_box_is_no_answer(text):
     """An empty box states nothing: unparsed (None, which abstains from Maj@K), not an empty answer."""
     assert extract_math(text) is None
+
+
+def test_an_unclosed_box_runs_to_the_end_of_its_line():
+    """A forced answer cut at the token limit leaves its box open: the answer is the rest of that
+    line, spaces included, not its first word."""
+    assert extract_math("**Final Answer**\n\\boxed{2 + \\sqrt{3}\nmore text") == "2 + \\sqrt{3}"
