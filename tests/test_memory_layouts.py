@@ -15,3 +15,5 @@ def test_appendix_b_formula_by_hand():
     assert weight_bytes(ODD_ARCH, 4, layout="appendix_b") == 129_024 + 5_040 + 4_992 == 139_056
     assert weight_bytes(ODD_ARCH, 8, layout="appendix_b") == 258_048 + 2016 * 24 // 8 + 4_992
     assert weight_bytes(ODD_ARCH, 4) == 146_048
+    for bits, group in ((4, 128), (8, 128), (4, 100)):  # bytes are whole, whatever the group
+        assert isinstance(weight_bytes(ODD_ARCH, bits, layout="appendix_b", group_size=group), int)
