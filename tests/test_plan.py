@@ -271,6 +271,12 @@ def test_plan_command_marks_what_does_not_fit_and_what_is_sharded(small, tmp_pat
     assert "1 GPU : " in row and ")  2 GPUs: " in row and "(does not fit)" in row.split("2 GPUs:")[0] and " seqs)" in row.split("2 GPUs:")[1]
     assert "  Qwen3-32B: 1 job, 247,680 tokens, no throughput given\n" in out
     assert "2 of 2 jobs run as question shards:\n" in out and out.count(" shards of ") == 2
+    small["hardware"].update(max_runtime_minutes=32)  # Qwen3-32B's 30 questions take ~48 min, 15 ~32: two shards
+    path.write_text(yaml.safe_dump(small))
+    run(argparse.Namespace(config=str(path), throughput=[], json=False))
+    out = capsys.readouterr().out
+    assert "1 of 2 jobs run as question shards:\n" in out and "aime25/Qwen3-32B/w16/kv-full: " in out
+    assert out.count(" -> 2 shards of ") == 1
     run(argparse.Namespace(config=str(path), throughput=[], json=True))
     text = capsys.readouterr().out
     assert text.startswith('{\n "cells": ') and json.loads(text)["jobs"] == 2
