@@ -17,3 +17,10 @@ def test_appendix_b_formula_by_hand():
     assert weight_bytes(ODD_ARCH, 4) == 146_048
     for bits, group in ((4, 128), (8, 128), (4, 100)):  # bytes are whole, whatever the group
         assert isinstance(weight_bytes(ODD_ARCH, bits, layout="appendix_b", group_size=group), int)
+
+
+def test_every_layout_counts_whole_bytes():
+    """A checkpoint holds whole bytes: every layout gives an int (the published sizes in
+    test_memory are compared with ==, which a float of the same value would pass)."""
+    for layout, bits in (("gptq", 4), ("gptq", 8), ("awq", 4), ("fp8_block", 8), ("appendix_b", 4), ("gptq", 16)):
+        assert isinstance(weight_bytes(ODD_ARCH, bits, layout=layout), int), layout
