@@ -1,10 +1,8 @@
 """Appendix B's weight formula as written, counted by hand on a decoder whose widths are not
-multiples of the 128 group (the same decoder as test_memory's ODD_ARCH)."""
+multiples of the 128 group (test_memory's ODD_ARCH)."""
 
-from notallbits.memory import Arch, weight_bytes
-
-ODD_ARCH = Arch(layers=1, kv_heads=1, head_dim=64, hidden=192, intermediate=320, heads=2, vocab=10, tied=True,
-                qk_norm=False)
+from notallbits.memory import weight_bytes
+from tests.test_memory import ODD_ARCH
 
 
 def test_appendix_b_formula_by_hand():
