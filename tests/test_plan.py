@@ -237,3 +237,46 @@ def test_gpu_memory_rows_by_hand(small):
     config["hardware"]["gpu_memory_gib"] = 16
     row = next(r for r in plan(config, {})["gpu_memory"] if r["model"] == "Qwen3-8B")
     assert (row["in_flight_1"], row["in_flight_2"], row["in_flight_4"]) == (0, 22, 81)
+
+
+@pytest.mark.parametrize("hours,text", [
+    (2.0, "2.0 GPU-hours"), (0.05, "0.1 GPU-hours"),  # 0.05 h still prints as hours
+    (0.0491, "2.9 GPU-minutes"),  # 2.946 minutes
+    (0.001, "0.1 GPU-minutes"), (1 / 1200, "0.1 GPU-minutes"),  # 0.06 and exactly 0.05 minutes
+    (0.000825, "3.0 GPU-seconds"),  # 0.0495 minutes would print 0.0: 2.97 s
+    (0.00081933, "2.9 GPU-seconds"),  # 2.9496 s
+])
+def test_gpu_time_by_hand(hours, text):
+    """The unit that prints a nonzero first decimal: hours from 0.05 h, else minutes from
+    0.05 min, else seconds (hours x 60, x 3600)."""
+    from notallbits.plan import gpu_time
+
+    assert gpu_time(hours) == text
+
+
+def test_plan_command_marks_what_does_not_fit_and_what_is_sharded(small, tmp_path, capsys):
+    """On a 40 GiB GPU (36 usable at utilization 0.9), Qwen3-32B's bf16 weights (61 GiB) fit on
+    no single GPU: its row says so for 1 GPU; a 2-GPU column is plural. A runtime cap of 1 minute shards every job. --json prints the
+    plan indented by one space."""
+    import json
+
+    import yaml
+
+    small["hardware"].update(gpu_memory_gib=40, max_runtime_minutes=1)
+    path = tmp_path / "c.yaml"
+    path.write_text(yaml.safe_dump(small))
+    run(argparse.Namespace(config=str(path), throughput=[], json=False))
+    out = capsys.readouterr().out
+    row = next(line for line in out.splitlines() if "Qwen3-32B bf16" in line)
+    assert "1 GPU : " in row and ")  2 GPUs: " in row and "(does not fit)" in row.split("2 GPUs:")[0] and " seqs)" in row.split("2 GPUs:")[1]
+    assert "  Qwen3-32B: 1 job, 247,680 tokens, no throughput given\n" in out
+    assert "2 of 2 jobs run as question shards:\n" in out and out.count(" shards of ") == 2
+    small["hardware"].update(max_runtime_minutes=32)  # Qwen3-32B's 30 questions take ~48 min, 15 ~32: two shards
+    path.write_text(yaml.safe_dump(small))
+    run(argparse.Namespace(config=str(path), throughput=[], json=False))
+    out = capsys.readouterr().out
+    assert "1 of 2 jobs run as question shards:\n" in out and "aime25/Qwen3-32B/w16/kv-full: " in out
+    assert out.count(" -> 2 shards of ") == 1
+    run(argparse.Namespace(config=str(path), throughput=[], json=True))
+    text = capsys.readouterr().out
+    assert text.startswith('{\n "cells": ') and json.loads(text)["jobs"] == 2

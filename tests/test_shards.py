@@ -257,3 +257,37 @@ def test_generation_settings_leave_out_what_is_chosen_per_job():
               "datasets": {"code": {"loader": "demo_code", "answer_max_tokens": 1024, "answer_prefix": "```"}}}
     assert grid.generation_settings(config, "code") == {"answer_max_tokens": 1024, "temperature": 0.6,
                                                         "answer_prefix": "```"}
+
+
+def test_a_lone_shard_is_gathered_or_refused_like_any_other():
+    """One file that is a shard is still checked: shard 1 of 1 becomes the job (shard [0, 1]),
+    shard 1 of 2 without its sibling is refused."""
+    header, _ = gather_shards([shard(1, 1, ["a"], generated_tokens=10, wall_seconds=4)], ["s1"])
+    assert header["shard"] == [0, 1] and header["stats"]["tokens_per_second"] == 2.5
+    with pytest.raises(UserError, match=r"s1: expected question shards 1\.\.2 of one job, got \[1\]"):
+        gather_shards([shard(1, 2, ["a"])], ["s1"])
+
+
+def test_gathered_rates_keep_two_decimals():
+    """1000 tokens in 30 s: 33.33 tok/s; in flight (1 x 100 + 2 x 200) / 300 steps = 1.67."""
+    s1 = shard(1, 2, ["a"], generated_tokens=400, wall_seconds=10, engine_steps=100, mean_sequences_in_flight=1,
+               max_sequences_in_flight=1)
+    s2 = shard(2, 2, ["b"], generated_tokens=600, wall_seconds=20, engine_steps=200, mean_sequences_in_flight=2,
+               max_sequences_in_flight=2)
+    stats = gather_shards([s1, s2], ["s1", "s2"])[0]["stats"]
+    assert (stats["tokens_per_second"], stats["mean_sequences_in_flight"]) == (33.33, 1.67)
+
+
+def test_no_mean_in_flight_without_steps_or_a_shards_mean():
+    """The mean in flight is weighted by steps: unknown when the steps are, or when one shard has
+    no mean; shards written without stats gather to unknown stats."""
+    s1 = shard(1, 2, ["a"], engine_steps=None, mean_sequences_in_flight=2, max_sequences_in_flight=2)
+    s2 = shard(2, 2, ["b"], engine_steps=None, mean_sequences_in_flight=3, max_sequences_in_flight=3)
+    assert "mean_sequences_in_flight" not in gather_shards([s1, s2], ["s1", "s2"])[0]["stats"]
+    s1 = shard(1, 2, ["a"], engine_steps=10, mean_sequences_in_flight=2, max_sequences_in_flight=2)
+    s2 = shard(2, 2, ["b"], engine_steps=10)
+    assert "mean_sequences_in_flight" not in gather_shards([s1, s2], ["s1", "s2"])[0]["stats"]
+    for s in (s1, s2):
+        del s[0]["stats"]
+    stats = gather_shards([s1, s2], ["s1", "s2"])[0]["stats"]
+    assert stats["generated_tokens"] is None and stats["tokens_per_second"] is None
