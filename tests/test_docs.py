@@ -150,3 +150,14 @@ def test_budget_forcing_page_states_the_schema_defaults():
         default = generation[key]["default"]
         written = str(default).lower() if isinstance(default, bool) else str(default).replace("\n", "\\n")
         assert stated == written, key
+
+
+def test_testing_page_names_every_equivalent_mutant():
+    """The equivalent mutants (left out of the mutation score) are named, each with its reason,
+    on the testing page, and the page names none that the list no longer has."""
+    root = ROOT
+    listed = {line.split()[0] for line in (root / "tests/mutation-equivalent.txt").read_text().splitlines()
+              if line.strip() and not line.startswith("#")}
+    page = (root / "docs/testing.md").read_text()
+    named = set(re.findall(r"^- `(notallbits\.[^`]+__mutmut_\d+)`: \S", page, flags=re.M))
+    assert listed and listed == named
