@@ -328,6 +328,25 @@ def gpu_check(work=None) -> list[tuple[str, str, str]]:
     return rows
 
 
+def copy_bandwidth(device: str, mib: int = 256) -> float:
+    """Bytes per second this device moves in a large tensor copy (read + write)."""
+    import torch
+
+    device = device if device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
+    x = torch.empty(mib * MIB // 4, device=device)
+    y = torch.empty_like(x)
+    best = float("inf")
+    for _ in range(5):
+        if device == "cuda":
+            torch.cuda.synchronize()
+        t = time.perf_counter()
+        y.copy_(x)
+        if device == "cuda":
+            torch.cuda.synchronize()
+        best = min(best, time.perf_counter() - t)
+    return 2 * x.nbytes / best
+
+
 def step_table(a) -> None:
     common = step_args(a)
     print(f"step: {a.layers} layers of {a.heads} query / {a.kv_heads} KV heads x {a.head_dim}, {a.dtype}, "
