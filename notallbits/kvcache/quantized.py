@@ -146,17 +146,29 @@ class Quantized:
     def nbytes(self) -> int:
         return self.codes.nbytes + self.scale.nbytes + self.zero.nbytes
 
+    def pieces(self, tokens: int):
+        """Runs (t0, t1) of at most ``tokens`` tokens covering 0..T; where the heads share their
+        columns, no run wraps around M (but its last token may straddle it), so its scales and
+        zeros are one slice of the column vector."""
+        t, out = 0, []
+        while t < self.tokens:
+            end = min(self.tokens, t + tokens)
+            if self.shared:
+                first = (t * self.dim) % self.columns
+                end = min(end, t + (self.columns - 1 - first) // self.dim + 1)
+            out.append((t, end))
+            t = end
+        return out
+
     def windows(self, meta, r0: int, r1: int, t0: int, t1: int):
-        """``meta`` (scale or zero) of tokens t0..t1 of rows r0..r1, [n, 1 or H, c, D]."""
+        """``meta`` (scale or zero) of tokens t0..t1 (a run of ``pieces``) of rows r0..r1,
+        [n, 1 or H, c, D]."""
         d, m = self.dim, self.columns
-        runs = meta[r0:r1].unfold(1, d, self.step)  # [n, windows, D]: window i = columns i*step ..
-        first = (t0 * d) % m
-        if self.shared and self.step == d and first + (t1 - t0) * d <= m:  # consecutive windows
-            return runs[:, first // d : first // d + t1 - t0].unsqueeze(1)
-        t = torch.arange(t0, t1, device=meta.device)
         if self.shared:
-            index = (t * d) % m // self.step
-            return runs.index_select(1, index).unsqueeze(1)
+            first = (t0 * d) % m
+            return meta[r0:r1, first : first + (t1 - t0) * d].view(r1 - r0, 1, t1 - t0, d)
+        runs = meta[r0:r1].unfold(1, d, self.step)  # [n, windows, D]: window i = columns i*step ..
+        t = torch.arange(t0, t1, device=meta.device)
         h = torch.arange(self.heads, device=meta.device)[:, None]
         index = ((h * self.tokens + t) * d % m // self.step).flatten()
         return runs.index_select(1, index).view(r1 - r0, self.heads, t1 - t0, d)
@@ -233,9 +245,8 @@ class RowHQQLayer(SlotLayer):
             buf = self.scratch[name] = torch.empty(numel, dtype=dtype, device=self.device)
         return buf[:numel].view(shape)
 
-    def _chunks(self, tokens: int):
-        step = CHUNK_TOKENS.get(self.device.type, CHUNK_TOKENS["cuda"])
-        return [(t, min(t + step, tokens)) for t in range(0, tokens, step)]
+    def _chunks(self, part: Quantized):
+        return part.pieces(CHUNK_TOKENS.get(self.device.type, CHUNK_TOKENS["cuda"]))
 
     def attend(self, query, mask, scaling=None):
         """Attention of ``query`` [B, Hq, q, D] over [quantized | residual | new] tokens with
@@ -255,7 +266,7 @@ class RowHQQLayer(SlotLayer):
             part, qg, lead = group.of(scores), group.of(grouped), width - group.tokens
             if lead:  # a shorter row's left slots are padding
                 part[..., :lead] = float("-inf")
-            for t0, t1 in self._chunks(group.tokens):
+            for t0, t1 in self._chunks(group.keys):
                 chunk = self._dequantized(group.keys, t0, t1)
                 part[..., lead + t0 : lead + t1] = torch.matmul(qg, chunk.transpose(-1, -2))
             if group.first is None:
@@ -274,7 +285,7 @@ class RowHQQLayer(SlotLayer):
         out = torch.matmul(probs[..., width:], values)  # [B, H, G*q, D]
         for group in self.groups:
             acc, pg, lead = group.of(out), group.of(probs), width - group.tokens
-            for t0, t1 in self._chunks(group.tokens):
+            for t0, t1 in self._chunks(group.values):
                 chunk = self._dequantized(group.values, t0, t1)
                 acc += torch.matmul(pg[..., lead + t0 : lead + t1], chunk)
             if group.first is None:
@@ -346,7 +357,7 @@ class RowHQQLayer(SlotLayer):
                 for r0 in range(0, n, chunk):
                     r1 = min(n, r0 + chunk)
                     full = torch.empty(r1 - r0, heads, tokens, dim, dtype=self.dtype, device=self.device)
-                    for t0, t1 in self._chunks(group.tokens):
+                    for t0, t1 in self._chunks(part):
                         shape = (r1 - r0, heads, t1 - t0, dim)
                         part.dequantize(r0, r1, t0, t1, full[:, :, t0:t1], self._buffer("u8", torch.uint8, shape),
                                         self.nbits)
