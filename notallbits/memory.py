@@ -42,6 +42,7 @@ from pathlib import Path
 
 from notallbits import UserError
 from notallbits.kvcache.settings import METHODS, STREAMING_SLACK, normalize, tokens_held
+from notallbits.kvcache.settings import HQQ_CHUNK_TOKENS
 
 GIB = 2**30
 DTYPE_BYTES = {"BF16": 2, "F16": 2, "F32": 4, "F64": 8, "I64": 8, "I32": 4, "I16": 2, "I8": 1, "U8": 1,
@@ -269,10 +270,12 @@ def kv_bytes(arch: Arch, settings: dict, budget_tokens: int, samples: int, resid
 # the cache at its peak (kv_bytes: R-KV's compaction and scoring of one layer included;
 # StreamingLLM's evicted slots until they are dropped, STREAMING_SLACK), the
 # forced answer's tail on a fork (kvcache.fork: the answer's tokens only), one layer's K + V of
-# transient copies (a compaction's new slots, HQQ's dequantized layer and its requantizing work),
-# HQQ's requantized copy in a fork whose residual window fills during the answer, attention
-# scores of one step (query heads x cache tokens, fp32), one step's activations, the prompt's
-# prefill activations and the sampled logits in fp32 (a few copies of the vocabulary).
+# transient copies (a compaction's new slots, HQQ's requantizing work), HQQ's requantized copy in
+# a fork whose residual window fills during the answer, HQQ's attention scratch (one chunk of
+# dequantized keys or values with its unpacked codes, and the softmax's fp32 and compute-dtype
+# copies of the scores; no dequantized layer), attention scores of one step (query heads x cache
+# tokens, fp32), one step's activations, the prompt's prefill activations and the sampled logits
+# in fp32 (a few copies of the vocabulary).
 KV_MEMORY_MARGIN = 0.9  # batches are sized to this fraction of the device's memory
 KV_OVERHEAD_GIB = 1.0  # CUDA context, allocator slack, the model's buffers
 
@@ -293,7 +296,9 @@ def kv_row_bytes(arch: Arch, settings: dict, trace_tokens: int, answer_tokens: i
         if s["method"] == "streamingllm" else 0,
         "transient_layer": layer if s["method"] in ("streamingllm", "hqq") else 0,
         "hqq_fork_requantized": kv_bytes(arch, s, trace_tokens, 1, residual=False) if s["method"] == "hqq" else 0,
-        "hqq_dequantized_layer": held * per_token // arch.layers if s["method"] == "hqq" else 0,
+        "hqq_attention_scratch": (min(held, HQQ_CHUNK_TOKENS["cuda"]) * arch.kv_heads * arch.head_dim * (NATIVE_BYTES + 1)
+                                  + (4 + NATIVE_BYTES) * max(arch.heads, 1) * (held + answer_tokens))
+        if s["method"] == "hqq" else 0,
         "attention_scores": 4 * max(arch.heads, 1) * (held + answer_tokens),
         "activations": NATIVE_BYTES * prompt_tokens * (3 * arch.intermediate + 6 * arch.hidden),
         "logits": 16 * arch.vocab,

@@ -21,7 +21,7 @@ zero per column, and any run of tokens dequantizes on its own: its codes are a s
 scales a window of the column vector (a slice, or a gather where the run wraps around).
 
 Attention (``attend``, called by kvcache.attention.grouped_attention instead of SDPA) reads
-the quantized tokens in chunks of ``CHUNK_TOKENS`` per row: each chunk's keys are
+the quantized tokens in chunks of ``settings.HQQ_CHUNK_TOKENS`` per row: each chunk's keys are
 dequantized into a small scratch buffer (shared by the layers; on a CPU it stays in cache)
 and scored at once, then the softmax runs over all scores (quantized, residual and new
 tokens), then each chunk's values are dequantized and accumulated. Requantizing (every
@@ -36,13 +36,8 @@ import math
 import torch
 from transformers.cache_utils import Cache
 
+from notallbits.kvcache.settings import HQQ_CHUNK_TOKENS
 from notallbits.kvcache.slots import SlotLayer
-
-# quantized tokens per row dequantized at once while attending: the scratch is
-# CHUNK_TOKENS x KV heads x head_dim x (compute dtype + 1) bytes per row (memory.kv_row_bytes
-# counts the CUDA figure); a CPU chunk stays in its caches, a GPU chunk is large enough that
-# a step launches few kernels
-CHUNK_TOKENS = {"cpu": 128, "cuda": 2048}
 
 
 def _hqq_codes(x, nbits: int, group_size: int):
@@ -246,7 +241,7 @@ class RowHQQLayer(SlotLayer):
         return buf[:numel].view(shape)
 
     def _chunks(self, part: Quantized):
-        return part.pieces(CHUNK_TOKENS.get(self.device.type, CHUNK_TOKENS["cuda"]))
+        return part.pieces(HQQ_CHUNK_TOKENS.get(self.device.type, HQQ_CHUNK_TOKENS["cuda"]))
 
     def attend(self, query, mask, scaling=None):
         """Attention of ``query`` [B, Hq, q, D] over [quantized | residual | new] tokens with
