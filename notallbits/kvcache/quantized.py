@@ -109,17 +109,19 @@ def pack_channels(codes, nbits: int):
 def unpack_channels(packed, nbits: int, out):
     """``pack_channels`` undone into ``out`` [..., D] uint8."""
     per = 8 // nbits
+    if per == 1:
+        return packed
     step = packed.shape[-1]
     mask = 2**nbits - 1
     for i in range(per):
         shift = 8 - nbits * (i + 1)
         piece = out[..., i * step : (i + 1) * step]
-        if shift == 0:
-            torch.bitwise_and(packed, mask, out=piece) if per > 1 else piece.copy_(packed)
-        else:
+        if i == 0:  # the high bits: a shift alone
             torch.bitwise_right_shift(packed, shift, out=piece)
-            if i:
-                piece.bitwise_and_(mask)
+        elif shift == 0:  # the low bits: a mask alone
+            torch.bitwise_and(packed, mask, out=piece)
+        else:
+            torch.bitwise_right_shift(packed, shift, out=piece).bitwise_and_(mask)
     return out
 
 
@@ -170,9 +172,9 @@ class Quantized:
 
     def dequantize(self, r0: int, r1: int, t0: int, t1: int, out, u8, nbits: int):
         """hqq's (W_q - zero) * scale of tokens t0..t1 of rows r0..r1 into ``out`` [n, H, c, D]
-        (compute dtype); ``u8``: scratch of the same shape for the unpacked codes."""
-        codes = unpack_channels(self.codes[r0:r1, :, t0:t1], nbits, u8)
-        torch.sub(codes, self.windows(self.zero, r0, r1, t0, t1), out=out)
+        (compute dtype), without temporaries; ``u8``: uint8 scratch of the same shape."""
+        out.copy_(unpack_channels(self.codes[r0:r1, :, t0:t1], nbits, u8))
+        out.sub_(self.windows(self.zero, r0, r1, t0, t1))
         return out.mul_(self.windows(self.scale, r0, r1, t0, t1))
 
 
@@ -201,7 +203,7 @@ class RowHQQLayer(SlotLayer):
     def __init__(self, nbits: int, q_group_size: int, residual_length: int, scratch: dict):
         super().__init__()
         self.nbits, self.q_group_size, self.residual_length = nbits, q_group_size, residual_length
-        self.scratch = scratch  # {"f": flat compute-dtype buffer, "u8": flat uint8}, shared by the layers
+        self.scratch = scratch  # {"f", "u8", "s": flat buffers}, shared by the layers
         self.cumulative_length = 0
         self.groups = None  # [RowGroup], one per distinct row length
         self.due = None  # None, "attend" or "requantize": what this step's attention must do
@@ -261,9 +263,12 @@ class RowHQQLayer(SlotLayer):
             part, qg, lead = group.of(scores), group.of(grouped), width - group.tokens
             if lead:  # a shorter row's left slots are padding
                 part[..., :lead] = float("-inf")
+            qg = qg.reshape(-1, g * q, d)
             for t0, t1 in self._chunks(group.keys):
                 chunk = self._dequantized(group.keys, t0, t1)
-                part[..., lead + t0 : lead + t1] = torch.matmul(qg, chunk.transpose(-1, -2))
+                dots = self._buffer("s", torch.float32, (qg.shape[0], g * q, t1 - t0))  # no temporary per chunk
+                torch.bmm(qg, chunk.view(-1, t1 - t0, d).transpose(1, 2), out=dots)
+                part[..., lead + t0 : lead + t1] = dots.view(-1, h, g * q, t1 - t0)
             if group.first is None:
                 scores[group.rows] = part
         view = scores.view(b, h, g, q, total)
@@ -282,7 +287,9 @@ class RowHQQLayer(SlotLayer):
             acc, pg, lead = group.of(out), group.of(probs), width - group.tokens
             for t0, t1 in self._chunks(group.values):
                 chunk = self._dequantized(group.values, t0, t1)
-                acc += torch.matmul(pg[..., lead + t0 : lead + t1], chunk)
+                mixed = self._buffer("s", values.dtype, acc.shape)
+                torch.matmul(pg[..., lead + t0 : lead + t1], chunk, out=mixed)
+                acc += mixed
             if group.first is None:
                 out[group.rows] = acc
         if self.due == "requantize":
