@@ -266,7 +266,7 @@ class RowHQQLayer(SlotLayer):
             qg = qg.reshape(-1, g * q, d)
             for t0, t1 in self._chunks(group.keys):
                 chunk = self._dequantized(group.keys, t0, t1)
-                dots = self._buffer("s", torch.float32, (qg.shape[0], g * q, t1 - t0))  # no temporary per chunk
+                dots = self._buffer("s", qg.dtype, (qg.shape[0], g * q, t1 - t0))  # no temporary per chunk
                 torch.bmm(qg, chunk.view(-1, t1 - t0, d).transpose(1, 2), out=dots)
                 part[..., lead + t0 : lead + t1] = dots.view(-1, h, g * q, t1 - t0)
             if group.first is None:
