@@ -41,7 +41,7 @@ from math import ceil
 from pathlib import Path
 
 from notallbits import UserError
-from notallbits.kvcache.settings import METHODS, normalize, streaming_slack, tokens_held
+from notallbits.kvcache.settings import HQQ_CHUNK_TOKENS, METHODS, normalize, streaming_slack, tokens_held
 
 GIB = 2**30
 DTYPE_BYTES = {"BF16": 2, "F16": 2, "F32": 4, "F64": 8, "I64": 8, "I32": 4, "I16": 2, "I8": 1, "U8": 1,
@@ -270,11 +270,12 @@ def kv_bytes(arch: Arch, settings: dict, budget_tokens: int, samples: int, resid
 # the slots a chunk of heads at a time; StreamingLLM's evicted slots until they are dropped,
 # settings.streaming_slack), the forced answer's tail on a fork (kvcache.fork: the answer's
 # tokens only; evicting layers keep room for it from the start), transient copies (StreamingLLM
-# and R-KV compact in place, one KV head's K or V at a time; HQQ: one layer's K + V, its
-# dequantized layer and its requantizing work),
-# HQQ's requantized copy in a fork whose residual window fills during the answer, attention
-# scores of one step (query heads x cache tokens, fp32), one step's activations, the prompt's
-# prefill activations and the sampled logits in fp32 (a few copies of the vocabulary).
+# and R-KV compact in place, one KV head's K or V at a time; HQQ: one layer's K + V of
+# requantizing work), HQQ's requantized copy in a fork whose residual window fills during the
+# answer, HQQ's attention scratch (one chunk of dequantized keys or values with its unpacked
+# codes, and the softmax's fp32 and compute-dtype copies of the scores; no dequantized layer),
+# attention scores of one step (query heads x cache tokens, fp32), one step's activations, the
+# prompt's prefill activations and the sampled logits in fp32 (a few copies of the vocabulary).
 KV_MEMORY_MARGIN = 0.9  # batches are sized to this fraction of the device's memory
 KV_OVERHEAD_GIB = 1.0  # CUDA context, allocator slack, the model's buffers
 
@@ -300,7 +301,9 @@ def kv_row_bytes(arch: Arch, settings: dict, trace_tokens: int, answer_tokens: i
         "compaction_head": slots * per_token // arch.layers // (2 * arch.kv_heads)
         if s["method"] == "streamingllm" else 0,
         "hqq_fork_requantized": kv_bytes(arch, s, trace_tokens, 1, residual=False) if s["method"] == "hqq" else 0,
-        "hqq_dequantized_layer": held * per_token // arch.layers if s["method"] == "hqq" else 0,
+        "hqq_attention_scratch": (min(held, HQQ_CHUNK_TOKENS["cuda"]) * arch.kv_heads * arch.head_dim * (NATIVE_BYTES + 1)
+                                  + (4 + NATIVE_BYTES) * max(arch.heads, 1) * (held + answer_tokens))
+        if s["method"] == "hqq" else 0,
         "attention_scores": 4 * max(arch.heads, 1) * (held + answer_tokens),
         "activations": NATIVE_BYTES * prompt_tokens * (3 * arch.intermediate + 6 * arch.hidden),
         "logits": 16 * arch.vocab,

@@ -444,3 +444,71 @@ def test_rkv_compressing_step_holds_its_scoring_scratch_only(deep_model):
     assert cache.layers[0].keys.shape[-2] == 160
     layer_kv = 2 * cache.layers[0].keys.nbytes * 193 // 160  # the compressing step's 193 tokens
     assert peak < 1.25 * layer_kv, (peak, layer_kv)
+# --------------------------------------------------------------------------- HQQ attends over its codes
+@pytest.mark.parametrize("nbits", [2, 4, 8])
+@pytest.mark.parametrize("heads,dim,tokens", [(8, 128, 64), (8, 128, 61), (3, 64, 37)],
+                         ids=["qwen3-heads-aligned", "qwen3-heads-wrapping", "heads-not-sharing-columns"])
+def test_hqq_attention_over_codes_equals_sdpa_over_hqqs_own_dequantization(nbits, heads, dim, tokens):
+    """Left-padded rows quantized at prefill, one decode step: the layer's chunked attention over
+    its codes equals SDPA over the keys and values that hqq's own Quantizer.quantize/dequantize
+    (transformers' settings) makes of each row alone, plus the new token. The shapes put a token's
+    columns on both sides of hqq's wrap-around (61 tokens: M is not a multiple of head_dim) and
+    give heads that do not share columns (3 KV heads)."""
+    import torch.nn.functional as F
+    from hqq.core.quantize import Quantizer
+
+    from notallbits.kvcache import quantized
+    from notallbits.kvcache.quantized import RowHQQLayer
+
+    g = torch.Generator().manual_seed(nbits)
+    b, groups = 3, 4
+    pad = torch.tensor([0, 5, 0])
+    # key-like: per-channel offsets and scales
+    k = torch.randn(b, heads, tokens, dim, generator=g) * torch.rand(1, heads, 1, dim, generator=g) * 3 + 1
+    v = torch.randn(b, heads, tokens + 1, dim, generator=g)
+    k = torch.cat([k, torch.randn(b, heads, 1, dim, generator=g)], 2)
+    layer = RowHQQLayer(nbits, 64, 128, {})
+    layer.set_padding(pad)
+    layer.update(k[:, :, :tokens], v[:, :, :tokens])
+    layer.update(k[:, :, tokens:], v[:, :, tokens:])
+    query = torch.randn(b, heads * groups, 1, dim, generator=g)
+    mask = (torch.arange(tokens + 1)[None] >= pad[:, None])[:, None, None]  # [B, 1, 1, L]
+    saved = dict(quantized.HQQ_CHUNK_TOKENS)
+    quantized.HQQ_CHUNK_TOKENS["cpu"] = 16  # several chunks per row
+    try:
+        got = layer.attend(query, mask)
+    finally:
+        quantized.HQQ_CHUNK_TOKENS.update(saved)
+    for r in range(b):
+        real = slice(int(pad[r]), tokens)
+        parts = []
+        for x in (k, v):
+            q, meta = Quantizer.quantize(x[r : r + 1, :, real].contiguous(), nbits=nbits, group_size=64, axis=0,
+                                         device="cpu", compute_dtype=torch.float32)
+            parts.append(torch.cat([Quantizer.dequantize(q, meta), x[r : r + 1, :, tokens:]], 2))
+        want = F.scaled_dot_product_attention(query[r : r + 1], *(p.repeat_interleave(groups, 1) for p in parts))
+        torch.testing.assert_close(got[r : r + 1], want.transpose(1, 2), rtol=1e-5, atol=1e-5)
+
+
+def test_hqq_decode_holds_no_dequantized_layer(deep_model):
+    """Bytes allocated and alive at once during HQQ decode steps (none requantizing) beyond the
+    cache, plus the scratch the layers keep: a chunk of dequantized keys or values, the scores and
+    the step's activations, far below
+    one layer's keys and values in full precision (what attending over a dequantized copy holds)."""
+    from notallbits.bench.kv_methods import peak_extra_bytes
+
+    long_ids = torch.randint(5, 400, (4, 1100), generator=torch.Generator().manual_seed(5))
+    s = {"method": "hqq", "nbits": 4, "residual_length": 128}
+    cache = make_cache(s, deep_model)
+    step(deep_model, cache, long_ids[:, :1024], 0)
+    for t in range(1024, 1026):  # the residual window's slots are allocated
+        step(deep_model, cache, long_ids[:, t : t + 1], t)
+
+    def decode_steps():
+        for t in range(1026, 1034):
+            step(deep_model, cache, long_ids[:, t : t + 1], t)
+
+    _, peak = peak_extra_bytes(decode_steps)
+    scratch = sum(t.nbytes for t in cache.layers[0].scratch.values())  # kept between steps, shared by the layers
+    layer = 2 * 4 * 2 * 1034 * 32 * 4  # K + V of one layer: rows x KV heads x tokens x head_dim x fp32
+    assert peak + scratch < 0.5 * layer, (peak, scratch, layer)

@@ -30,8 +30,10 @@ def full_cache(s: dict, model, config):
 
 
 def hqq_cache(s: dict, model, config):
+    from notallbits.kvcache.attention import use_grouped_attention
     from notallbits.kvcache.quantized import RowQuantizedCache
 
+    use_grouped_attention(model)  # the layers attend over their quantized tokens themselves
     return RowQuantizedCache(config.num_hidden_layers, s["nbits"], s["q_group_size"], s["residual_length"])
 
 

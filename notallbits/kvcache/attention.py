@@ -8,6 +8,8 @@ heads of a group become G query rows of that KV head (a view), so one SDPA call 
 call over [B, KV heads, q, L]. The mask is the cache layer's own where it builds one
 (``key_mask``: eviction keeps evicted slots until it compacts), else the caller's ([B, 1 or KV heads, q, L], additive
 or bool), used as it is: per-row padding and, for a cache that masks slots per KV head, per head.
+A layer that holds its tokens quantized attends by itself (``attend``: kvcache.quantized reads
+its codes in chunks rather than handing over a dequantized copy).
 
 Registered with transformers' ``AttentionInterface`` as ``notallbits_grouped``;
 ``use_grouped_attention(model)`` switches a loaded model to it.
@@ -29,6 +31,8 @@ def grouped_attention(module, query, key, value, attention_mask, dropout: float 
     groups = hq // hkv
     mask = attention_mask
     layer = getattr(module, "_nab_layer", None)
+    if layer is not None and getattr(layer, "due", None):  # a quantized layer attends by itself (kvcache.quantized)
+        return layer.attend(query, attention_mask, scaling), None
     if layer is not None and hasattr(layer, "key_mask"):  # a cache layer that masks its own slots
         mask = layer.key_mask()
     if mask is not None and mask.dtype != torch.bool and mask.dtype != query.dtype:

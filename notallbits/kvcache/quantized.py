@@ -1,5 +1,6 @@
 """HQQ KV quantization per row: transformers' QuantizedCache (HQQ backend, as in the paper),
-with each row quantized on its own real tokens.
+with each row quantized on its own real tokens, attended without a dequantized copy of the
+layer.
 
 transformers quantizes the whole [B, H, L, D] tensor at once: with its default axis 0 a
 quantization group takes elements from every row, and HQQ's optimizer stops on the error of
@@ -7,29 +8,43 @@ the whole tensor, so a sample's cache depended on the other samples in its batch
 rows of different questions are left-padded together, on the padding. Here each row's real
 tokens (its padding cut off) are quantized as a batch of one, as transformers does for a
 single sequence (``hqq_rows`` runs hqq's algorithm for many rows at once, each stopping on
-its own error); rows of the same length are quantized and dequantized together. Storage, the
-residual window and when it is requantized are transformers' (``QuantizedLayer.update``,
-followed step for step by ``RowHQQLayer.update``).
+its own error). The residual window and when it is requantized are transformers'
+(``QuantizedLayer.update``, followed step for step by ``RowHQQLayer.update``).
+
+Where a group's elements lie. hqq (axis 0, group 64) reads one row's [H, T, D] tensor as a
+[64, M] matrix (M = H·T·D / 64) in its memory order and quantizes each *column* j with one
+scale and zero: element (h, t, d), at flat position f = (h·T + t)·D + d, belongs to column
+f mod M. A token's D channels therefore use D consecutive columns (cyclically) starting at
+((h·T + t)·D) mod M, the same for every head when H divides 64 (Qwen3, Llama: 8 KV heads).
+So the codes are kept in token order ([rows, H, T, D], packed along D) beside hqq's scale and
+zero per column, and any run of tokens dequantizes on its own: its codes are a slice, its
+scales a window of the column vector (a slice, or a gather where the run wraps around).
+
+Attention (``attend``, called by kvcache.attention.grouped_attention instead of SDPA) reads
+the quantized tokens in chunks of ``settings.HQQ_CHUNK_TOKENS`` per row: each chunk's keys are
+dequantized into a small scratch buffer (shared by the layers; on a CPU it stays in cache)
+and scored at once, then the softmax runs over all scores (quantized, residual and new
+tokens), then each chunk's values are dequantized and accumulated. Requantizing (every
+``residual_length`` steps) dequantizes, joins and quantizes rows in chunks after that step's
+attention. Values are hqq's ``(W_q - zero) * scale`` in the compute dtype, bit for bit.
 """
 
 from __future__ import annotations
 
+import math
+
 import torch
 from transformers.cache_utils import Cache
 
+from notallbits.kvcache.settings import HQQ_CHUNK_TOKENS
 from notallbits.kvcache.slots import SlotLayer
 
 
-def hqq_rows(x, nbits: int, group_size: int, compute_dtype):
-    """HQQ (hqq.core.quantize.Quantizer.quantize with transformers' settings: axis 0, channel
-    wise, optimize, bit-packed) of each row of ``x`` [R, H, T, D] as if alone, in one pass:
-    min/max, the legacy proximal optimiser (20 iterations, lp 0.7, beta 10) stopping per row
-    when its error stops falling, exactly as hqq stops for a one-row tensor. Returns the packed
-    data and meta of the rows side by side along the group columns: [group / pack, R * M], scale
-    and zero [1, R * M] in ``compute_dtype`` (what hqq + transformers store for one row, with
-    the rows' columns concatenated)."""
+def _hqq_codes(x, nbits: int, group_size: int):
+    """hqq's codes of each row of ``x`` [R, H, T, D] as if alone (see ``hqq_rows``):
+    (codes [R, group, M] uint8, scale [R, 1, M] (what dequantization multiplies by), zero
+    [R, 1, M]), scale and zero in the optimiser's dtype."""
     from hqq.core.optimize import shrink_lp_op
-    from hqq.core.quantize import Quantizer
 
     rows = x.shape[0]
     w = x.float().reshape(rows, group_size, -1)  # per row: hqq's W.reshape([group_size, -1])
@@ -56,31 +71,142 @@ def hqq_rows(x, nbits: int, group_size: int, compute_dtype):
         active = better
         if not bool(active.any()):
             break
-    w_q = torch.round(w * scale + zero).clamp_(0, top)
+    w_q = torch.round(w * scale + zero).clamp_(0, top).to(torch.uint8)
+    return w_q, 1.0 / scale, zero
+
+
+def hqq_rows(x, nbits: int, group_size: int, compute_dtype):
+    """HQQ (hqq.core.quantize.Quantizer.quantize with transformers' settings: axis 0, channel
+    wise, optimize, bit-packed) of each row of ``x`` [R, H, T, D] as if alone, in one pass:
+    min/max, the legacy proximal optimiser (20 iterations, lp 0.7, beta 10) stopping per row
+    when its error stops falling, exactly as hqq stops for a one-row tensor. Returns the packed
+    data and meta of the rows side by side along the group columns: [group / pack, R * M], scale
+    and zero [1, R * M] in ``compute_dtype`` (what hqq + transformers store for one row, with
+    the rows' columns concatenated)."""
+    from hqq.core.quantize import Quantizer
+
+    w_q, scale, zero = _hqq_codes(x, nbits, group_size)
     columns = lambda t: t.transpose(0, 1).reshape(t.shape[1], -1)  # noqa: E731  [R, g, M] -> [g, R * M]
     packing = Quantizer.bit_to_packing[nbits]
     data = Quantizer.pack[packing](columns(w_q))
     meta = {"nbits": nbits, "group_size": group_size, "shape": (1, *x.shape[1:]), "axis": 0, "packing": packing,
-            "scale": columns(1.0 / scale).to(compute_dtype), "zero": columns(zero).to(compute_dtype),
+            "scale": columns(scale).to(compute_dtype), "zero": columns(zero).to(compute_dtype),
             "compute_dtype": compute_dtype}
     return data, meta
 
 
+def pack_channels(codes, nbits: int):
+    """Codes [..., D] (uint8 < 2**nbits) -> [..., D * nbits / 8]: byte i holds channels i,
+    i + D/p, ... (p = 8 / nbits codes per byte, the first in the high bits), as hqq packs rows."""
+    per = 8 // nbits
+    step = codes.shape[-1] // per
+    out = codes[..., :step] << (8 - nbits)
+    for i in range(1, per):
+        out |= codes[..., i * step : (i + 1) * step] << (8 - nbits * (i + 1))
+    return out
+
+
+def unpack_channels(packed, nbits: int, out):
+    """``pack_channels`` undone into ``out`` [..., D] uint8."""
+    per = 8 // nbits
+    if per == 1:
+        return packed
+    step = packed.shape[-1]
+    mask = 2**nbits - 1
+    for i in range(per):
+        shift = 8 - nbits * (i + 1)
+        piece = out[..., i * step : (i + 1) * step]
+        if i == 0:  # the high bits: a shift alone
+            torch.bitwise_right_shift(packed, shift, out=piece)
+        elif shift == 0:  # the low bits: a mask alone
+            torch.bitwise_and(packed, mask, out=piece)
+        else:
+            torch.bitwise_right_shift(packed, shift, out=piece).bitwise_and_(mask)
+    return out
+
+
+class Quantized:
+    """Keys or values of the rows of one length: ``codes`` [n, H, T, D / (8 / nbits)] uint8 in
+    token order; ``scale`` and ``zero`` [n, M (+ D where a token's columns can wrap around)]
+    in the compute dtype, hqq's per group column."""
+
+    def __init__(self, codes, scale, zero, tokens: int, heads: int, dim: int, group_size: int):
+        self.codes, self.tokens, self.heads, self.dim = codes, tokens, heads, dim
+        self.columns = heads * tokens * dim // group_size  # M
+        self.step = math.gcd(dim, self.columns)  # every token's first column is a multiple of it
+        if self.columns % dim:  # a token's D columns may run past M: continue them cyclically
+            again = -(-dim // self.columns)
+            scale, zero = (torch.cat([t, t.repeat(1, again)[:, :dim]], 1) for t in (scale, zero))
+        self.scale, self.zero = scale, zero
+        self.shared = (tokens * dim) % self.columns == 0  # every head's tokens use the same columns
+
+    def nbytes(self) -> int:
+        return self.codes.nbytes + self.scale.nbytes + self.zero.nbytes
+
+    def pieces(self, tokens: int):
+        """Runs (t0, t1) of at most ``tokens`` tokens covering 0..T; where the heads share their
+        columns, no run wraps around M (but its last token may straddle it), so its scales and
+        zeros are one slice of the column vector."""
+        t, out = 0, []
+        while t < self.tokens:
+            end = min(self.tokens, t + tokens)
+            if self.shared:
+                first = (t * self.dim) % self.columns
+                end = min(end, t + (self.columns - 1 - first) // self.dim + 1)
+            out.append((t, end))
+            t = end
+        return out
+
+    def windows(self, meta, r0: int, r1: int, t0: int, t1: int):
+        """``meta`` (scale or zero) of tokens t0..t1 (a run of ``pieces``) of rows r0..r1,
+        [n, 1 or H, c, D]."""
+        d, m = self.dim, self.columns
+        if self.shared:
+            first = (t0 * d) % m
+            return meta[r0:r1, first : first + (t1 - t0) * d].view(r1 - r0, 1, t1 - t0, d)
+        runs = meta[r0:r1].unfold(1, d, self.step)  # [n, windows, D]: window i = columns i*step ..
+        t = torch.arange(t0, t1, device=meta.device)
+        h = torch.arange(self.heads, device=meta.device)[:, None]
+        index = ((h * self.tokens + t) * d % m // self.step).flatten()
+        return runs.index_select(1, index).view(r1 - r0, self.heads, t1 - t0, d)
+
+    def dequantize(self, r0: int, r1: int, t0: int, t1: int, out, u8, nbits: int):
+        """hqq's (W_q - zero) * scale of tokens t0..t1 of rows r0..r1 into ``out`` [n, H, c, D]
+        (compute dtype), without temporaries; ``u8``: uint8 scratch of the same shape."""
+        out.copy_(unpack_channels(self.codes[r0:r1, :, t0:t1], nbits, u8))
+        out.sub_(self.windows(self.zero, r0, r1, t0, t1))
+        return out.mul_(self.windows(self.scale, r0, r1, t0, t1))
+
+
+class RowGroup:
+    """Rows of one length (``tokens`` quantized), their keys and values."""
+
+    def __init__(self, rows: list[int], device, tokens: int, keys: Quantized, values: Quantized):
+        self.rows_host, self.tokens, self.keys, self.values = rows, tokens, keys, values
+        self.rows = torch.tensor(rows, device=device)
+        consecutive = rows[-1] - rows[0] + 1 == len(rows)
+        self.first = rows[0] if consecutive else None  # a slice of the batch, or an index
+
+    def of(self, t):
+        """This group's rows of a batch tensor (a view where they are consecutive)."""
+        return t[self.first : self.first + len(self.rows_host)] if self.first is not None else t[self.rows]
+
+
 class RowHQQLayer(SlotLayer):
     """transformers' QuantizedLayer.update, step for step (first call: quantize the prompt;
-    then attend to dequantized + residual + new tokens; when the residual window is full,
-    requantize all of it), with: the bf16 residual window in slots (kvcache.slots: written in
-    place, a fork writes only its tail); the dequantized tokens written into one scratch
-    buffer that the cache's layers share (they attend one after another), not a new tensor
-    per layer per step; rows quantized in chunks so the float32 work memory of requantizing
-    stays within the layer's K + V. A fork that requantizes keeps the result to itself."""
+    then attend to the quantized + residual + new tokens; when the residual window is full,
+    requantize all of it), with: the residual window in slots (kvcache.slots: written in place,
+    a fork writes only its tail); attention through ``attend`` (chunked, no dequantized layer);
+    rows quantized in chunks so the float32 work memory of quantizing stays within 2x the
+    layer's keys. A fork that requantizes keeps the result to itself."""
 
     def __init__(self, nbits: int, q_group_size: int, residual_length: int, scratch: dict):
         super().__init__()
         self.nbits, self.q_group_size, self.residual_length = nbits, q_group_size, residual_length
-        self.scratch = scratch  # {"k": tensor, "v": tensor}, shared by the cache's layers
+        self.scratch = scratch  # {"f", "u8", "s": flat buffers}, shared by the layers
         self.cumulative_length = 0
-        self._quantized_keys = self._quantized_values = None
+        self.groups = None  # [RowGroup], one per distinct row length
+        self.due = None  # None, "attend" or "requantize": what this step's attention must do
         self.pad = self.pad_host = None  # [B] padding slots at the left of each row (device, host)
 
     def set_padding(self, pad) -> None:
@@ -90,103 +216,174 @@ class RowHQQLayer(SlotLayer):
         """The residual window never holds more than ``residual_length`` tokens (+ a fork's)."""
         super().reserve(min(tokens, self.residual_length))
 
+    @property
+    def quantized_tokens(self) -> int:
+        return max(g.tokens for g in self.groups)
+
     def update(self, key_states, value_states, *args, **kwargs):
+        if self.due is not None:
+            raise RuntimeError("an HQQ cache layer was not attended through kvcache.attention.grouped_attention "
+                               "(use_grouped_attention(model) before decoding)")
         if self.pad is None:
             self.set_padding(torch.zeros(key_states.shape[0], dtype=torch.long, device=key_states.device))
         self.cumulative_length += key_states.shape[-2]
-        if self._quantized_keys is None:
+        if self.groups is None:
             self.lazy_initialization(key_states, value_states)
-            self._quantized_keys = self._quantize(key_states)
-            self._quantized_values = self._quantize(value_states)
+            self.groups = self._quantize(key_states, value_states)
             return key_states, value_states
-        keys = self._gather("k", self._quantized_keys, self.keys, key_states)
-        values = self._gather("v", self._quantized_values, self.values, value_states)
-        if self.width and self.width + 1 >= self.residual_length:
-            self._quantized_keys = self._quantize(keys)
-            self._quantized_values = self._quantize(values)
-            self.width = 0  # the residual window is empty
-            if self.forked:  # its parent's residual stays in the shared slots: new ones from here
-                self._kbuf = self._vbuf = None
-                self.forked = False
-        else:
-            self.append(key_states, value_states)
-        return keys, values
+        self.due = "requantize" if self.width and self.width + 1 >= self.residual_length else "attend"
+        return self.append(key_states, value_states)  # residual window + this step's tokens
 
-    def _gather(self, name, groups, residual, new):
-        """[dequantized | residual | new] for attention, in the shared scratch buffer."""
-        quantized = max(tokens for _, tokens, _, _ in groups)
-        total = quantized + (residual.shape[-2] if residual is not None else 0) + new.shape[-2]
-        b, h, _, d = new.shape
+    # ------------------------------------------------------------------ attention
+    def _buffer(self, name: str, dtype, shape):
+        numel = math.prod(shape)
         buf = self.scratch.get(name)
-        if buf is None or buf.shape[0] != b or buf.shape[-2] < total or buf.dtype != new.dtype:
-            buf = self.scratch[name] = new.new_empty(b, h, total + self.residual_length, d)
-        out = buf[:, :, :total]
-        self._dequantize(groups, out[:, :, :quantized])
-        at = quantized
-        if residual is not None and residual.shape[-2]:
-            out[:, :, at : at + residual.shape[-2]] = residual
-            at += residual.shape[-2]
-        out[:, :, at:] = new
-        return out
+        if buf is None or buf.numel() < numel or buf.dtype != dtype or buf.device != self.device:
+            buf = self.scratch[name] = torch.empty(numel, dtype=dtype, device=self.device)
+        return buf[:numel].view(shape)
 
-    # a "quantized tensor" here is a list of groups (rows, tokens, packed data, meta), one per
-    # distinct row length
-    def _quantize(self, tensor):
-        length = tensor.shape[-2]
+    def _chunks(self, part: Quantized):
+        return part.pieces(HQQ_CHUNK_TOKENS.get(self.device.type, HQQ_CHUNK_TOKENS["cuda"]))
+
+    def attend(self, query, mask, scaling=None):
+        """Attention of ``query`` [B, Hq, q, D] over [quantized | residual | new] tokens with
+        ``mask`` (None, bool or additive, [B, 1 or H, q, L]); -> [B, q, Hq, D]. Then requantizes
+        if this step is due to."""
+        b, hq, q, d = query.shape
+        keys, values = self.keys, self.values
+        h = keys.shape[1]
+        g = hq // h
+        scaling = d**-0.5 if scaling is None else scaling
+        grouped = (query * scaling).reshape(b, h, g * q, d)  # query heads k*G .. k*G+G-1 read KV head k
+        width = self.quantized_tokens
+        total = width + keys.shape[-2]
+        scores = torch.empty(b, h, g * q, total, dtype=torch.float32, device=query.device)
+        scores[..., width:] = torch.matmul(grouped, keys.transpose(-1, -2))
+        for group in self.groups:
+            part, qg, lead = group.of(scores), group.of(grouped), width - group.tokens
+            if lead:  # a shorter row's left slots are padding
+                part[..., :lead] = float("-inf")
+            qg = qg.reshape(-1, g * q, d)
+            for t0, t1 in self._chunks(group.keys):
+                chunk = self._dequantized(group.keys, t0, t1)
+                dots = self._buffer("s", qg.dtype, (qg.shape[0], g * q, t1 - t0))  # no temporary per chunk
+                torch.bmm(qg, chunk.view(-1, t1 - t0, d).transpose(1, 2), out=dots)
+                part[..., lead + t0 : lead + t1] = dots.view(-1, h, g * q, t1 - t0)
+            if group.first is None:
+                scores[group.rows] = part
+        view = scores.view(b, h, g, q, total)
+        if mask is None and q > 1:  # causal among the new tokens
+            k = torch.arange(total, device=query.device)
+            mask = (k[None, :] <= k[None, total - q :].T)[None, None]
+        if mask is not None:
+            mask = mask[:, :, None]  # [B, 1 or H, 1, q, L] against [B, H, G, q, L]
+            if mask.dtype == torch.bool:
+                view.masked_fill_(~mask, float("-inf"))
+            else:
+                view.add_(mask)
+        probs = torch.softmax(scores, dim=-1).to(values.dtype)
+        out = torch.matmul(probs[..., width:], values)  # [B, H, G*q, D]
+        for group in self.groups:
+            acc, pg, lead = group.of(out), group.of(probs), width - group.tokens
+            for t0, t1 in self._chunks(group.values):
+                chunk = self._dequantized(group.values, t0, t1)
+                mixed = self._buffer("s", values.dtype, acc.shape)
+                torch.matmul(pg[..., lead + t0 : lead + t1], chunk, out=mixed)
+                acc += mixed
+            if group.first is None:
+                out[group.rows] = acc
+        if self.due == "requantize":
+            self._requantize()
+        self.due = None
+        return out.view(b, h, g, q, d).reshape(b, hq, q, d).transpose(1, 2).contiguous()
+
+    def _dequantized(self, part: Quantized, t0: int, t1: int):
+        shape = (part.codes.shape[0], part.heads, t1 - t0, part.dim)
+        return part.dequantize(0, shape[0], t0, t1, self._buffer("f", self.dtype, shape),
+                               self._buffer("u8", torch.uint8, shape), self.nbits)
+
+    # ------------------------------------------------------------------ quantizing
+    def _row_chunk(self, rows: int, tokens: int, heads: int, dim: int) -> int:
+        """Rows quantized at once: hqq's ~6 float32 copies of them within 2x the layer's keys."""
+        layer = rows * heads * tokens * dim * self.dtype.itemsize
+        return max(1, 2 * layer // (heads * tokens * dim * 4 * 6))
+
+    def _quantize_into(self, rows_x, r0: int, parts: list):
+        """Quantize ``rows_x`` [n, H, T, D] (rows r0.. of a group) into ``parts``' arrays."""
+        w_q, scale, zero = _hqq_codes(rows_x, self.nbits, self.q_group_size)
+        n = rows_x.shape[0]
+        codes = pack_channels(w_q.view(n, *rows_x.shape[1:]), self.nbits)
+        parts[0][r0 : r0 + n] = codes
+        parts[1][r0 : r0 + n] = scale.view(n, -1)
+        parts[2][r0 : r0 + n] = zero.view(n, -1)
+
+    def _arrays(self, n: int, heads: int, tokens: int, dim: int, device):
+        columns = heads * tokens * dim // self.q_group_size
+        return [torch.empty(n, heads, tokens, dim * self.nbits // 8, dtype=torch.uint8, device=device),
+                torch.empty(n, columns, dtype=self.dtype, device=device),
+                torch.empty(n, columns, dtype=self.dtype, device=device)]
+
+    def _quantize(self, key_states, value_states) -> list[RowGroup]:
+        """The prefill, each row on its real tokens (its padding cut off), by row length."""
+        b, heads, length, dim = key_states.shape
         by_length: dict[int, list[int]] = {}
         for row, pad in enumerate(self.pad_host.tolist()):
             by_length.setdefault(length - pad, []).append(row)
-        # hqq_rows holds ~6 float32 copies of its rows: chunks of rows within 2x this tensor's bytes
-        row_bytes = tensor[0].numel() * 4 * 6
-        chunk = max(1, 2 * tensor.nbytes // row_bytes)
         groups = []
         for tokens, rows in sorted(by_length.items()):
-            for c in range(0, len(rows), chunk):
-                part = rows[c : c + chunk]
-                index = torch.tensor(part, device=tensor.device)
-                data, meta = hqq_rows(tensor[index, :, length - tokens :], self.nbits, self.q_group_size, self.dtype)
-                groups.append((index, tokens, data, meta))
+            index = torch.tensor(rows, device=key_states.device)
+            kv = []
+            for states in (key_states, value_states):
+                arrays = self._arrays(len(rows), heads, tokens, dim, states.device)
+                chunk = self._row_chunk(b, length, heads, dim)
+                for c in range(0, len(rows), chunk):
+                    self._quantize_into(states[index[c : c + chunk], :, length - tokens :], c, arrays)
+                kv.append(Quantized(*arrays, tokens, heads, dim, self.q_group_size))
+            groups.append(RowGroup(rows, key_states.device, tokens, *kv))
         return groups
 
-    def _dequantize(self, groups, out):
-        from hqq.core.quantize import Quantizer
-
-        b, h, width, d = out.shape
-        for rows, tokens, data, meta in groups:
-            n = len(rows)
-            q = Quantizer.unpack[meta["packing"]](data, dtype=torch.uint8) if meta["packing"] else data
-            # hqq's (W_q - zero) * scale, [group, rows * columns] read as [rows, group, columns]:
-            # each row's values come out contiguous, in two passes (no copy of the whole group)
-            per_row = lambda t: t.view(t.shape[0], n, -1).transpose(0, 1)  # noqa: E731
-            w = torch.sub(per_row(q), per_row(meta["zero"]).to(meta["compute_dtype"]),
-                          out=torch.empty(n, q.shape[0], q.shape[1] // n, dtype=meta["compute_dtype"],
-                                          device=q.device))
-            w = w.mul_(per_row(meta["scale"])).view(n, h, tokens, d)
-            first = int(rows[0])
-            if int(rows[-1]) - first + 1 == n:  # consecutive rows (the usual case): a slice
-                target = out[first : first + n]
-                target[:, :, width - tokens :] = w
-                if tokens < width:  # a shorter row's left slots are padding: zeros, never stale values
-                    target[:, :, : width - tokens] = 0
-                continue
-            out[rows, :, width - tokens :] = w
-            if tokens < width:
-                out[rows, :, : width - tokens] = 0
-        return out
+    def _requantize(self) -> None:
+        """transformers' requantization: quantize [dequantized | residual + new] of every row,
+        by groups of rows, into new storage (a fork's parent keeps its own); empty the window."""
+        residual = {"k": self.keys, "v": self.values}
+        b, heads, width, dim = self.keys.shape
+        groups = []
+        for group in self.groups:
+            tokens = group.tokens + width
+            n = len(group.rows_host)
+            chunk = self._row_chunk(b, self.quantized_tokens + width, heads, dim)
+            kv = []
+            for name, part in (("k", group.keys), ("v", group.values)):
+                arrays = self._arrays(n, heads, tokens, dim, self.device)
+                tail = group.of(residual[name])
+                for r0 in range(0, n, chunk):
+                    r1 = min(n, r0 + chunk)
+                    full = torch.empty(r1 - r0, heads, tokens, dim, dtype=self.dtype, device=self.device)
+                    for t0, t1 in self._chunks(part):
+                        shape = (r1 - r0, heads, t1 - t0, dim)
+                        part.dequantize(r0, r1, t0, t1, full[:, :, t0:t1], self._buffer("u8", torch.uint8, shape),
+                                        self.nbits)
+                    full[:, :, group.tokens :] = tail[r0:r1]
+                    self._quantize_into(full, r0, arrays)
+                    del full
+                kv.append(Quantized(*arrays, tokens, heads, dim, self.q_group_size))
+            groups.append(RowGroup(group.rows_host, self.device, tokens, *kv))
+        self.groups = groups
+        self.width = 0  # the residual window is empty
+        if self.forked:  # its parent's residual stays in the shared slots: new ones from here
+            self._kbuf = self._vbuf = None
+            self.forked = False
 
     def quantized_bytes(self) -> int:
-        return sum(data.nbytes + meta["scale"].nbytes + meta["zero"].nbytes
-                   for q in (self._quantized_keys, self._quantized_values) if q is not None
-                   for _, _, data, meta in q)
+        return sum(g.keys.nbytes() + g.values.nbytes() for g in self.groups or [])
 
     def get_seq_length(self) -> int:
         return self.cumulative_length
 
     def get_mask_sizes(self, query_length: int) -> tuple[int, int]:
-        if self._quantized_keys is None:
+        if self.groups is None:
             return query_length, 0
-        quantized = max(tokens for _, tokens, _, _ in self._quantized_keys)
-        return quantized + self.width + query_length, 0
+        return self.quantized_tokens + self.width + query_length, 0
 
 
 class RowQuantizedCache(Cache):

@@ -21,6 +21,11 @@ NATIVE_BYTES = 2  # bf16 keys and values
 # slack + 1 tokens (memory.kv_row_bytes counts them; the method's own memory is its budget)
 STREAMING_SLACK = 64
 SCALE_BITS = 16  # HQQ's scale and zero point per group
+# HQQ attends over its quantized tokens this many tokens per row at a time (kvcache.quantized):
+# each chunk is dequantized into scratch that the layers share, KV heads x head_dim x
+# (compute dtype + 1 byte of unpacked codes) per token and row; a CPU chunk stays in its caches, a
+# GPU chunk is large so that a step launches few kernels (memory.kv_row_bytes counts the GPU's)
+HQQ_CHUNK_TOKENS = {"cpu": 128, "cuda": 2048}
 
 
 def streaming_slack(budget_tokens: int) -> int:
