@@ -100,3 +100,43 @@ def test_r1_distill_is_another_family_by_config_alone():
                                                      "R1-Distill-Qwen-14B", "R1-Distill-Qwen-32B"}
     arch = Arch.named(config["models"]["R1-Distill-Qwen-7B"]["architecture"])
     assert arch.qkv_bias and not arch.qk_norm and arch.kv_heads == 4  # Qwen2 attention
+
+
+def test_bad_yaml_names_file_line_and_column(tmp_path):
+    # line 3 is "sweeps: []": its ":" (column 7) is where PyYAML finds the flow mapping unclosed
+    path = tmp_path / "bad.yaml"
+    path.write_text("models:\n  x: {a: 1\nsweeps: []\n")
+    with pytest.raises(UserError) as err:
+        grid.load_yaml(path)
+    assert str(err.value) == (f"{path}:3:7: not valid YAML (expected ',' or '}}', but got ':', "
+                              f"while parsing a flow mapping)")
+    with pytest.raises(UserError, match="config file does not exist"):
+        grid.load_yaml(tmp_path / "missing.yaml")
+
+
+def test_config_that_is_not_a_mapping_names_the_top_level():
+    with pytest.raises(UserError, match=r"^config: <top level>: \[1\] is not of type 'object'"):
+        grid.validate([1])
+
+
+def test_sweep_without_kv_is_the_full_cache():
+    sweep = {"datasets": ["d"], "models": ["m"], "bits": [16, 4], "budgets": [100], "k": [1]}
+    assert grid.cells({"sweeps": [sweep]}) == [("d", "m", "bf16", "full", 100, 1), ("d", "m", "gptq-4", "full", 100, 1)]
+
+
+def test_grid_command_lists_the_jobs(tmp_path, capsys):
+    import argparse
+    import json
+
+    config = yaml.safe_load((ROOT / "configs" / "tiny.yaml").read_text())
+    config["sweeps"] = config["sweeps"][:1]  # demo: 2 datasets x 3 weight formats, full cache
+    path = tmp_path / "one-sweep.yaml"
+    path.write_text(yaml.safe_dump(config))
+    grid.run(argparse.Namespace(config=str(path), json=True))
+    listed = json.loads(capsys.readouterr().out)
+    assert sorted((j["dataset"], j["bits"], j["kv"]) for j in listed) == [
+        (d, b, "full") for d in ("demo-arith", "demo-choice") for b in (4, 8, 16)]
+    assert all(j["budgets"] == [32, 64, 128] and j["samples"] == 4 and j["k"] == [1, 2, 4]
+               and j["model"] == "tiny-qwen3" for j in listed)
+    grid.run(argparse.Namespace(config=str(path), json=False))
+    assert capsys.readouterr().out.splitlines()[0] == "54 cells, 6 generation jobs"  # 6 jobs x 3 budgets x 3 K

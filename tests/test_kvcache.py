@@ -261,6 +261,38 @@ def test_bad_settings():
         normalize({"method": "rkv", "sim_threshold": 1.2})
 
 
+def test_sample_bytes_by_hand():
+    """One sample's peak bytes, counted by hand (values_per_token = 2 * layers * kv_heads * head_dim)."""
+    from notallbits.kvcache.settings import METHODS, tokens_held
+
+    rkv, hqq = METHODS["rkv"], METHODS["hqq"]
+    s = normalize({"method": "rkv", "budget": 64, "buffer": 32})
+    # past the budget: 96 tokens held (64 + 32) x 10 values x 2 bytes = 1920, plus one of the 7
+    # layers' K + V as scoring scratch, in whole bytes: 1920 // 7 = 274
+    assert rkv.sample_bytes(s, 100, 7, 10) == 1920 + 274
+    # a trace exactly at the budget has never compressed: no scratch
+    assert rkv.sample_bytes(s, 64, 7, 10) == 64 * 10 * 2
+    # HQQ (defaults 4 bits, groups of 64, residual window 128), its residual counted unless told
+    # otherwise: 872 quantized tokens x 256 values at 4 bits = 111616 bytes, plus 223232 / 64 groups
+    # x (16 + 16) bits = 13952; 128 bf16 tokens = 65536
+    h = normalize({"method": "hqq"})
+    assert hqq.sample_bytes(h, 1000, 2, 256) == 111616 + 13952 + 65536
+    assert hqq.sample_bytes(h, 1000, 2, 256, residual=False) == 128000 + 16000
+    # the peak tokens of one sample after a 5000-token trace
+    assert tokens_held({"method": "full"}, 5000) == 5000
+    assert tokens_held({"method": "streamingllm"}, 5000) == 2048
+    assert tokens_held({"method": "rkv"}, 5000) == 2048 + 128
+    assert tokens_held({"method": "rkv", "budget": 512}, 300) == 300
+    assert tokens_held({"method": "hqq"}, 5000) == 5000
+    # R-KV's max-pooling kernel must be odd: 3 and 9 are
+    assert normalize({"method": "rkv", "kernel": 3})["kernel"] == 3
+    assert normalize({"method": "rkv", "kernel": 9})["kernel"] == 9
+    # the similarity threshold is in [0, 1): 0 is allowed, 1 is not
+    assert normalize({"method": "rkv", "sim_threshold": 0})["sim_threshold"] == 0
+    with pytest.raises(UserError, match=r"sim_threshold 1 must be in \[0, 1\)"):
+        normalize({"method": "rkv", "sim_threshold": 1})
+
+
 def test_schema_kv_methods_are_the_table():
     """The config schema's method enum, setting keys and the defaults its descriptions quote
     are the KV method table's (kvcache/settings.py), which everything else reads."""
