@@ -398,3 +398,54 @@ def test_gptq_groups_cover_a_fan_in_that_is_not_a_multiple_of_the_group():
     for bits in (4, 8):
         assert weight_bytes(ODD_ARCH, bits) == sum(linear(i, o, bits, g) for i, o, g in shapes) + 4992
     assert weight_bytes(ODD_ARCH, 4) == 13696 + 7232 * 2 + 13280 + 33088 * 2 + 33440 + 4992 == 146048
+
+
+def _memory_cli(capsys, *argv):
+    """`notallbits memory --model Qwen/Qwen3-8B ARGV --json`, in this process."""
+    import argparse
+    import json
+
+    from notallbits import memory
+
+    parser = argparse.ArgumentParser()
+    memory.add_arguments(parser)
+    memory.run(parser.parse_args(["--model", "Qwen/Qwen3-8B", *argv, "--json"]))
+    return json.loads(capsys.readouterr().out)
+
+
+# Qwen3-8B's KV per token: 2 (K, V) x 36 layers x 8 KV heads x 128 head_dim x 2 bytes
+QWEN3_8B_KV_PER_TOKEN = 2 * 36 * 8 * 128 * 2
+
+
+def test_memory_command_in_process(capsys):
+    # StreamingLLM with its own budget: 2 samples x 4096 tokens held, 1.125 GiB exactly
+    r = _memory_cli(capsys, "--budget", "30000", "--k", "2", "--kv", "streamingllm", "--kv-budget", "4096")
+    assert r["kv"] == {"method": "streamingllm", "budget": 4096}
+    assert r["kv_bytes"] == 2 * 4096 * QWEN3_8B_KV_PER_TOKEN and r["kv_gib"] == 1.125
+    assert r["k"] == 2 and r["budget_tokens"] == 30000 and r["weights"] == "bf16" and r["bits"] == 16
+    # R-KV's default budget (2048) is not reached by a 1000-token trace: all held, no scoring scratch
+    r = _memory_cli(capsys, "--budget", "1000", "--kv", "rkv")
+    assert r["kv"] == {"method": "rkv", "budget": 2048} and r["kv_bytes"] == 1000 * QWEN3_8B_KV_PER_TOKEN
+    # HQQ at 8 bits without a residual beyond the trace: 100 tokens all in the bf16 window
+    r = _memory_cli(capsys, "--budget", "100", "--kv", "hqq", "--kv-nbits", "8")
+    assert r["kv"] == {"method": "hqq", "nbits": 8} and r["kv_bytes"] == 100 * QWEN3_8B_KV_PER_TOKEN
+    assert _memory_cli(capsys, "--budget", "100", "--kv", "hqq")["kv"] == {"method": "hqq", "nbits": 4}
+    # Appendix B's formula leaves out GPTQ's int32 g_idx: 4 bytes per input channel of each of the
+    # 7 linears (in: 5 x hidden 4096, q 4096, MLP 12288) x 36 layers = 5308416 bytes fewer
+    gptq = _memory_cli(capsys, "--budget", "100", "--bits", "4")
+    paper = _memory_cli(capsys, "--budget", "100", "--bits", "4", "--layout", "appendix_b")
+    assert gptq["weight_bytes"] - paper["weight_bytes"] == 4 * (5 * 4096 + 4096 + 12288) * 36 == 5308416
+    assert gptq["weights"] == "gptq-4" and gptq["weights_gib"] == pytest.approx(5.68, abs=0.01)
+    assert gptq["total_gib"] == (gptq["weight_bytes"] + gptq["kv_bytes"]) / GIB
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--budget", "100", "--kv-nbits", "4"], "--kv-nbits applies to --kv hqq, not --kv full"),
+    (["--budget", "100", "--kv", "hqq", "--kv-budget", "64"], "--kv-budget applies to --kv streamingllm or rkv"),
+    (["--budget", "100", "--samples", "4"], "--samples is now --k"),
+    (["--kv", "full"], "--model and --budget are required"),
+    (["--budget", "100", "--kv", "hqq", "--kv-nbits", "3"], "nbits must be 2, 4 or 8, got 3"),
+])
+def test_memory_command_refuses_flags_that_do_not_apply(capsys, argv, message):
+    with pytest.raises(UserError, match=message):
+        _memory_cli(capsys, *argv)
