@@ -74,6 +74,7 @@ def test_union_of_sweeps_merges_jobs(paper):
     (lambda c: c["sweeps"][0].update(budgets=[0, 2000]), "sweeps[0].budgets[0]: 0 is less than the minimum of 1"),
     (lambda c: c["sweeps"][0].update(k=[1, 64]), "sweeps[0].k: K=64 exceeds samples=32"),
     (lambda c: c["sweeps"][0].update(models=["Qwen3-7B"]), "sweeps[0].models: unknown name 'Qwen3-7B'"),
+    (lambda c: c["sweeps"][0].update(datasets=["aime24"]), "sweeps[0].datasets: unknown name 'aime24'"),
     (lambda c: c["models"].update(local={"source": "/no/such/model"}), "models.local.source: model path '/no/such/model' does not exist"),
 ])
 def test_bad_config_one_line(paper, mutate, message):
@@ -137,6 +138,16 @@ def test_grid_command_lists_the_jobs(tmp_path, capsys):
     assert sorted((j["dataset"], j["bits"], j["kv"]) for j in listed) == [
         (d, b, "full") for d in ("demo-arith", "demo-choice") for b in (4, 8, 16)]
     assert all(j["budgets"] == [32, 64, 128] and j["samples"] == 4 and j["k"] == [1, 2, 4]
-               and j["model"] == "tiny-qwen3" for j in listed)
+               and j["model"] == "tiny-qwen3" and j["verifiers"] == [] for j in listed)
     grid.run(argparse.Namespace(config=str(path), json=False))
     assert capsys.readouterr().out.splitlines()[0] == "54 cells, 6 generation jobs"  # 6 jobs x 3 budgets x 3 K
+
+
+def test_defaults_filled_inside_named_entries():
+    """The schema's defaults of each named model, dataset and verifier (additionalProperties)."""
+    config = grid.load(ROOT / "configs" / "tiny.yaml")
+    assert config["models"]["tiny-qwen3"]["family"] == "qwen3" and config["models"]["tiny-qwen3"]["gpus"] == 1
+    demo = config["datasets"]["demo-arith"]
+    assert (demo["shuffle_seed"], demo["prompt_style"], demo["shards"]) == (0, "default", 1)
+    assert demo["limit"] == 6  # stated in the file: not overwritten
+    assert config["verifiers"]["tiny-prm"]["aggregation"] == "min"
