@@ -1,6 +1,7 @@
 """Config validation and the cell grid, against the paper's published grid."""
 
 import copy
+import json
 
 import pytest
 import yaml
@@ -75,6 +76,15 @@ def test_union_of_sweeps_merges_jobs(paper):
     (lambda c: c["sweeps"][0].update(k=[1, 64]), "sweeps[0].k: K=64 exceeds samples=32"),
     (lambda c: c["sweeps"][0].update(models=["Qwen3-7B"]), "sweeps[0].models: unknown name 'Qwen3-7B'"),
     (lambda c: c["sweeps"][0].update(datasets=["aime24"]), "sweeps[0].datasets: unknown name 'aime24'"),
+    (lambda c: c["sweeps"][0].update(selection=["majority", "prm_best_of_n"]),
+     "sweeps[0].verifier: required for selection prm_best_of_n"),
+    (lambda c: c["models"].update(t1={"source": "models/toy/other", "build": "toy"}),
+     "models.t1.source: a toy model is built at 'models/toy/t1'"),
+    (lambda c: c["models"].update(built={"source": "results/models/built", "build": "tiny"},
+                                  local={"source": "/no/such/model"}),
+     "models.local.source: model path '/no/such/model' does not exist"),
+    (lambda c: c["models"].update(mine={"source": "Qwen/Qwen3-8B", "architecture": "Qwen3-9B"}),
+     "models.mine.architecture: no offline facts named 'Qwen3-9B'"),
     (lambda c: c["models"].update(local={"source": "/no/such/model"}), "models.local.source: model path '/no/such/model' does not exist"),
 ])
 def test_bad_config_one_line(paper, mutate, message):
@@ -127,7 +137,6 @@ def test_sweep_without_kv_is_the_full_cache():
 
 def test_grid_command_lists_the_jobs(tmp_path, capsys):
     import argparse
-    import json
 
     config = yaml.safe_load((ROOT / "configs" / "tiny.yaml").read_text())
     config["sweeps"] = config["sweeps"][:1]  # demo: 2 datasets x 3 weight formats, full cache
@@ -151,3 +160,13 @@ def test_defaults_filled_inside_named_entries():
     assert (demo["shuffle_seed"], demo["prompt_style"], demo["shards"]) == (0, "default", 1)
     assert demo["limit"] == 6  # stated in the file: not overwritten
     assert config["verifiers"]["tiny-prm"]["aggregation"] == "min"
+
+
+def test_own_dataset_with_a_repeated_id_names_the_file(tmp_path, paper):
+    path = tmp_path / "mine.jsonl"
+    rec = {"id": "q1", "task": "math", "question": "1 + 1?", "answer": "2"}
+    path.write_text(json.dumps(rec) + "\n" + json.dumps(rec) + "\n")
+    paper["datasets"]["mine"] = {"loader": "jsonl", "path": str(path)}
+    with pytest.raises(UserError) as err:
+        grid.validate(paper)
+    assert str(err.value).startswith(f"config: datasets.mine.path: {path}: records 1 and 2 have the same id 'q1'")
