@@ -1,6 +1,7 @@
 """The memory model against hand-computed numbers, the paper's Table 1, and the bytes of
 real checkpoints written by the project's own quantizer."""
 
+import json
 import subprocess
 import sys
 
@@ -410,7 +411,9 @@ def _memory_cli(capsys, *argv):
     parser = argparse.ArgumentParser()
     memory.add_arguments(parser)
     memory.run(parser.parse_args(["--model", "Qwen/Qwen3-8B", *argv, "--json"]))
-    return json.loads(capsys.readouterr().out)
+    out = capsys.readouterr().out
+    assert out.startswith('{\n "model": "Qwen/Qwen3-8B",\n')  # one key a line, for a reader
+    return json.loads(out)
 
 
 # Qwen3-8B's KV per token: 2 (K, V) x 36 layers x 8 KV heads x 128 head_dim x 2 bytes
@@ -449,3 +452,35 @@ def test_memory_command_in_process(capsys):
 def test_memory_command_refuses_flags_that_do_not_apply(capsys, argv, message):
     with pytest.raises(UserError, match=message):
         _memory_cli(capsys, *argv)
+
+
+def test_prm_weight_bytes_of_a_config_folder_by_hand(tmp_path):
+    """A Qwen2 PRM's config.json without num_labels (transformers' default: 2 labels). Body: 1 layer,
+    hidden 8, MLP 16, 2 query heads and 1 KV head of 4: linears 64+32+32+64+128+128+128 = 576,
+    untied embeddings 2 x 10 x 8 = 160, norms 2 x 8 + 8 = 24, q/k/v biases (2 + 2) x 4 = 16; a PRM
+    has no lm_head: 776 - 80 = 696 values, 1392 bytes in bf16."""
+    from notallbits.memory import prm_weight_bytes
+
+    cfg = {"model_type": "qwen2", "architectures": ["Qwen2ForProcessRewardModel"], "hidden_size": 8,
+           "intermediate_size": 16, "num_hidden_layers": 1, "num_attention_heads": 2, "num_key_value_heads": 1,
+           "vocab_size": 10, "tie_word_embeddings": False}
+    (tmp_path / "config.json").write_text(json.dumps(cfg))
+    # head: Linear(8, 8) with bias, Linear(8, 2) with bias, bf16: (64 + 8 + 16 + 2) x 2 bytes
+    assert prm_weight_bytes(str(tmp_path)) == 1392 + 180
+    # one float32 ensemble head 8 -> 128 -> 128 -> 1 with biases (17793 values), stored twice
+    cfg.update(architectures=["Qwen2ForEnsemblePRM"], num_ensemble=1)
+    (tmp_path / "config.json").write_text(json.dumps(cfg))
+    assert prm_weight_bytes(str(tmp_path)) == 1392 + 2 * (8 * 128 + 128 + 128 * 128 + 128 + 128 + 1) * 4
+
+
+def test_table1_command_prints_the_table_then_its_footnote(capsys):
+    import argparse
+
+    from notallbits import memory
+
+    parser = argparse.ArgumentParser()
+    memory.add_arguments(parser)
+    memory.run(parser.parse_args(["--table1"]))
+    out = capsys.readouterr().out
+    assert out.startswith(TABLE1_PRINTED) and out.count("\n") == TABLE1_PRINTED.count("\n") + 1
+    assert out[len(TABLE1_PRINTED):].startswith("# ")
