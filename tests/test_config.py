@@ -76,6 +76,8 @@ def test_union_of_sweeps_merges_jobs(paper):
     (lambda c: c["sweeps"][0].update(k=[1, 64]), "sweeps[0].k: K=64 exceeds samples=32"),
     (lambda c: c["sweeps"][0].update(models=["Qwen3-7B"]), "sweeps[0].models: unknown name 'Qwen3-7B'"),
     (lambda c: c["sweeps"][0].update(datasets=["aime24"]), "sweeps[0].datasets: unknown name 'aime24'"),
+    (lambda c: c["kv_methods"].update(tight={"method": "rkv", "budget": 8}),
+     "kv_methods.tight: KV method rkv: budget 8 must exceed the observation window 8"),
     (lambda c: c["sweeps"][0].update(selection=["majority", "prm_best_of_n"]),
      "sweeps[0].verifier: required for selection prm_best_of_n"),
     (lambda c: c["models"].update(t1={"source": "models/toy/other", "build": "toy"}),
@@ -170,3 +172,14 @@ def test_own_dataset_with_a_repeated_id_names_the_file(tmp_path, paper):
     with pytest.raises(UserError) as err:
         grid.validate(paper)
     assert str(err.value).startswith(f"config: datasets.mine.path: {path}: records 1 and 2 have the same id 'q1'")
+
+
+def test_command_line_text_is_read_as_the_schema_types_it():
+    """`snakemake --config` hands nested values over as text (YAML's BaseLoader)."""
+    got = grid.coerce_strings({"models": {"m": {"source": "Qwen/Qwen3-8B", "gpus": "2"}},
+                               "sweeps": [{"samples": "4", "budgets": ["1000", "2000"], "bits": ["16", "fp8"]}],
+                               "hub": {"cache": "null"}}, grid.schema())
+    assert got["models"]["m"] == {"source": "Qwen/Qwen3-8B", "gpus": 2}  # a named entry's keys too
+    assert got["sweeps"] == [{"samples": 4, "budgets": [1000, 2000], "bits": [16, "fp8"]}]
+    assert got["hub"]["cache"] == "null"  # typed text (or null): text stays text
+    assert grid.coerce_strings("'a'", {"enum": ["a", "b"]}) == "'a'"  # an enum of text: as written
