@@ -70,6 +70,7 @@ def test_union_of_sweeps_merges_jobs(paper):
 
 @pytest.mark.parametrize("mutate, message", [
     (lambda c: c.update(bogus=1), "unknown key 'bogus'"),
+    (lambda c: c.update(bogus=["1", "2"]), "unknown key 'bogus'"),  # a list the schema says nothing of
     (lambda c: c["sampling"].update(temprature=0.5), "unknown key 'sampling.temprature'"),
     (lambda c: c["sweeps"][0].update(bits=[4, 5]), "sweeps[0].bits[1]: 5 is not one of [4, 8, 16, 'gptq-4', 'gptq-8', 'bf16', 'awq-4', 'fp8']"),
     (lambda c: c["sweeps"][0].update(budgets=[0, 2000]), "sweeps[0].budgets[0]: 0 is less than the minimum of 1"),
