@@ -484,3 +484,24 @@ def test_table1_command_prints_the_table_then_its_footnote(capsys):
     out = capsys.readouterr().out
     assert out.startswith(TABLE1_PRINTED) and out.count("\n") == TABLE1_PRINTED.count("\n") + 1
     assert out[len(TABLE1_PRINTED):].startswith("# ")
+
+
+def test_arch_of_a_folder_by_hand(tmp_path):
+    """A folder whose config.json nests the decoder under text_config (multimodal checkpoints), of a
+    family the project does not know, stating its q/k/v biases; no head_dim: hidden / heads."""
+    import struct
+
+    text = {"model_type": "mistral", "hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 2,
+            "num_attention_heads": 4, "num_key_value_heads": 2, "vocab_size": 100, "attention_bias": True,
+            "tie_word_embeddings": True}
+    (tmp_path / "config.json").write_text(json.dumps({"architectures": ["X"], "text_config": text}))
+    a = Arch.named(str(tmp_path))
+    assert (a.layers, a.kv_heads, a.head_dim, a.hidden, a.heads) == (2, 2, 16, 64, 4)
+    assert a.qkv_bias is True and a.qk_norm is False and a.tied is True
+    # tied embeddings 100 x 64, norms 2 x (2 x 64) + 64, q/k/v biases 2 x (4 + 2 x 2) x 16
+    assert a.unquantized_params == 6400 + 320 + 256
+    assert a.stored_tied_head_params == 0  # no safetensors file lists lm_head.weight
+    # a checkpoint that stores the tied head as a tensor of its own (safetensors header only)
+    header = json.dumps({"lm_head.weight": {"dtype": "BF16", "shape": [100, 64], "data_offsets": [0, 12800]}})
+    (tmp_path / "model.safetensors").write_bytes(struct.pack("<Q", len(header)) + header.encode())
+    assert Arch.named(str(tmp_path)).stored_tied_head_params == 100 * 64
