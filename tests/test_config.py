@@ -184,3 +184,14 @@ def test_command_line_text_is_read_as_the_schema_types_it():
     assert got["sweeps"] == [{"samples": 4, "budgets": [1000, 2000], "bits": [16, "fp8"]}]
     assert got["hub"]["cache"] == "null"  # typed text (or null): text stays text
     assert grid.coerce_strings("'a'", {"enum": ["a", "b"]}) == "'a'"  # an enum of text: as written
+    # YAML 1.1's booleans are not numbers: "yes" where an integer is wanted stays text (the
+    # validator then names the key), where a boolean is wanted it is one
+    assert grid.coerce_strings("yes", {"type": "integer"}) == "yes"
+    assert grid.coerce_strings("true", {"type": ["integer", "null"]}) == "true"
+    assert grid.coerce_strings("yes", {"type": "boolean"}) is True
+
+
+def test_of_several_errors_the_shallowest_is_named(paper):
+    bad = {**paper, "bogus": 1, "sweeps": [{**paper["sweeps"][0], "budgets": [0]}]}
+    with pytest.raises(UserError, match="unknown key 'bogus'"):
+        grid.validate(bad)
