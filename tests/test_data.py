@@ -146,3 +146,54 @@ def test_load_limits_and_seeds(tmp_path):
     write_jsonl(tmp_path / "empty.jsonl", [])
     with pytest.raises(UserError, match=r"^dataset \(jsonl\) has no questions$"):
         load({"loader": "jsonl", "path": str(tmp_path / "empty.jsonl")})
+
+
+NORMALIZED = {"id", "task", "question", "choices", "answer", "permutation"}  # every record, every loader
+
+
+def test_every_loader_gives_the_normalized_record(monkeypatch):
+    from notallbits.data import registry
+
+    for rec in demo_arith(2) + demo_choice(2) + registry.demo_code(2):
+        assert NORMALIZED <= set(rec), rec["id"]
+    row = {"Record ID": "rec1", "Question": " q ", "Correct Answer": "right", "Incorrect Answer 1": "b",
+           "Incorrect Answer 2": "c", "Incorrect Answer 3": "d"}
+    monkeypatch.setattr(registry, "_load_hub", lambda *a: [row])
+    (g,) = registry.gpqa_diamond({})
+    assert NORMALIZED <= set(g) and g["choices"][LETTERS.index(g["answer"])] == "right"
+
+
+def _lcb_row(**changes):
+    """A LiveCodeBench code_generation_lite row (a functional problem of LeetCode's kind)."""
+    row = {"question_id": "abc123", "question_content": " Add two numbers. ", "platform": "leetcode",
+           "metadata": json.dumps({"func_name": "add"}), "starter_code": "class Solution:\n    def add(self, a, b):\n",
+           "public_test_cases": json.dumps([{"input": "1\n2", "output": "3", "testtype": "functional"}]),
+           "private_test_cases": "", "contest_date": "2024-10-05T00:00:00"}
+    return {**row, **changes}
+
+
+def test_livecodebench_row_as_a_record():
+    from notallbits.data.registry import lcb_record
+
+    rec = lcb_record(_lcb_row(), "row")
+    assert NORMALIZED <= set(rec) and rec["choices"] is None and rec["permutation"] is None
+    assert rec["id"] == "abc123" and rec["question"] == "Add two numbers." and rec["fn_name"] == "add"
+    assert rec["starter_code"] == "class Solution:\n    def add(self, a, b):\n"
+    assert rec["contest_date"] == "2024-10-05" and rec["platform"] == "leetcode"
+    assert lcb_record(_lcb_row(starter_code=None), "row")["starter_code"] == ""
+
+
+def test_livecodebench_error_names_the_problem(monkeypatch):
+    datasets = pytest.importorskip("datasets")
+    from notallbits.data import registry
+
+    monkeypatch.setattr(datasets, "load_dataset", lambda *a, **k: [_lcb_row(question_content=" ")])
+    with pytest.raises(UserError, match=r"^livecodebench/code_generation_lite abc123: missing field 'question'"):
+        registry.livecodebench({})
+
+
+def test_question_identity():
+    from notallbits.data.registry import question_identity
+
+    assert question_identity({"loader": "demo_arith"}) == ("demo_arith", None, None, 0)  # seed 0 unless set
+    assert question_identity({"loader": "jsonl", "path": "q.jsonl", "shuffle_seed": 3}) == ("jsonl", None, "q.jsonl", None)
