@@ -197,3 +197,24 @@ def test_question_identity():
 
     assert question_identity({"loader": "demo_arith"}) == ("demo_arith", None, None, 0)  # seed 0 unless set
     assert question_identity({"loader": "jsonl", "path": "q.jsonl", "shuffle_seed": 3}) == ("jsonl", None, "q.jsonl", None)
+
+
+def test_own_and_demo_code_records(monkeypatch):
+    from notallbits.data import registry
+
+    rec = registry.own_record({"id": 7, "task": "math", "question": "1 + 1?", "answer": 2}, "r")
+    assert NORMALIZED <= set(rec) and (rec["id"], rec["answer"], rec["choices"], rec["permutation"]) == ("7", "2", None, None)
+    # demo code: LeetCode-style problems (a function name) are graded as functional, the rest on stdin
+    kinds = {t["testtype"] for r in registry.demo_code() for t in r["tests"]}
+    assert kinds == {"functional", "stdin"}
+    assert all(t["testtype"] == ("functional" if r["fn_name"] else "stdin") for r in registry.demo_code() for t in r["tests"])
+
+
+def test_hub_loader_asks_for_the_subset(monkeypatch):
+    datasets = pytest.importorskip("datasets")
+    from notallbits.data import registry
+
+    calls = []
+    monkeypatch.setattr(datasets, "load_dataset", lambda *a, **k: calls.append((a, k)) or [])
+    registry._load_hub("Idavidrein/gpqa", "gpqa_diamond", "train")
+    assert calls == [(("Idavidrein/gpqa", "gpqa_diamond"), {"split": "train"})]
