@@ -79,11 +79,11 @@ def test_cell_stats_sums_the_samples_its_records_use():
     # a forced trace of 10 (answers of 3 and 4 tokens at budgets 4 and 8), and one that ended
     # naturally at 5 (+2 answer tokens): its answer at budget 8 is its own, not counted as forced
     samples = [sample(10, None, {4: [0] * 3, 8: [0] * 4}, 1.0, 3, 5, 2),
-               sample(5, 5, {4: [0] * 4}, 0.23456, 0, 2, 3)]
+               sample(5, 5, {4: [0] * 4}, 0.30006, 0, 2, 3)]
     got = cell_stats(samples, [4, 8])
-    # 15 + 2 trace tokens, 3 + 4 + 4 answer tokens = 28 tokens in 1.23456 s
-    assert got == {"trace_tokens": 17, "answer_tokens": 11, "generated_tokens": 28, "wall_seconds": 1.235,
-                   "tokens_per_second": 22.68, "engine_steps": 3, "mean_sequences_in_flight": 2.33,
+    # 15 + 2 trace tokens, 3 + 4 + 4 answer tokens = 28 tokens in 1.30006 s (21.5375... tokens/s)
+    assert got == {"trace_tokens": 17, "answer_tokens": 11, "generated_tokens": 28, "wall_seconds": 1.3,
+                   "tokens_per_second": 21.54, "engine_steps": 3, "mean_sequences_in_flight": 2.33,
                    "max_sequences_in_flight": 3}
     assert cell_stats([], [4]) == {"trace_tokens": 0, "answer_tokens": 0, "generated_tokens": 0, "wall_seconds": 0,
                                    "tokens_per_second": None, "engine_steps": None, "mean_sequences_in_flight": None,

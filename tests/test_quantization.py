@@ -170,10 +170,13 @@ def test_quantizer_settings_of_each_format_as_the_reference_checkpoints_record_t
     assert (g8["bits"], g8["group_size"]) == (8, 32)
     with pytest.raises(UserError, match="unknown quantizer option 'fp8_block'"):
         quantizer_settings(4, {"fp8_block": 64})
+    with pytest.raises(UserError, match="desc_act and act_group_aware exclude each other"):
+        quantizer_settings(4, {"desc_act": True, "act_group_aware": True})
 
 
 def test_serving_fp8_layout_takes_the_reciprocal_scales_and_qwens_config(tmp_path):
     import torch
+    from safetensors import safe_open
     from safetensors.torch import load_file, save_file
 
     from notallbits.quantization import quantizer_settings, to_serving_fp8
@@ -194,3 +197,8 @@ def test_serving_fp8_layout_takes_the_reciprocal_scales_and_qwens_config(tmp_pat
         "model_type": "qwen3", "quantization_config": {"activation_scheme": "dynamic", "fmt": "e4m3",
                                                        "quant_method": "fp8", "weight_block_size": [128, 128]}}
     assert not (tmp_path / "quantize_config.json").exists()
+    with safe_open(str(tmp_path / "model-00001-of-00002.safetensors"), "pt") as f:
+        assert f.metadata() == {"format": "pt"}  # transformers refuses safetensors without it
+    to_serving_fp8(tmp_path, quantizer_settings("fp8"))  # no quantize_config.json (any more) is fine
+    assert load_file(str(tmp_path / "model-00002-of-00002.safetensors"))["layers.1.weight_scale_inv"].tolist() == [
+        [4.0, 0.5]]  # twice is the identity
