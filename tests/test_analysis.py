@@ -193,3 +193,30 @@ def test_advise_cli_finds_the_runs_summary_and_prints_strict_json(summary, tmp_p
     (tmp_path / "bad.csv").write_bytes(b"")
     with pytest.raises(UserError, match=r"bad.csv: not a readable CSV summary table \(No columns to parse from file\)"):
         read_summary(str(tmp_path / "bad.csv"))
+
+
+def test_selection_comparison_puts_each_best_of_n_point_beside_the_best_vote_in_its_memory():
+    import math
+
+    import pandas as pd
+
+    from notallbits.analysis import selection_comparison
+
+    def row(selection, verifier, total_gib, accuracy, k):
+        return {"dataset": "aime25", "model": "m", "bits": 4, "kv": "full", "budget_tokens": 4096, "k": k,
+                "selection": selection, "verifier": verifier, "total_gib": total_gib, "accuracy": accuracy}
+
+    # a summary without verifier_gib (its total already counts the verifier); the Best-of-N point
+    # at 0.1 + 0.2 GiB is the same memory as the 0.3 GiB vote (float sums differ in the last bit)
+    df = pd.DataFrame([row("majority", None, 0.3, 0.5, 1), row("majority", None, 1.0, 0.7, 4),
+                       row("prm_best_of_n", "prm", 0.1 + 0.2, 0.6, 4), row("prm_best_of_n", "prm", 0.05, 0.2, 1)])
+    got = selection_comparison(df)
+    assert got.columns.tolist() == ["dataset", "selection_rule", "total_gib", "verifier_gib", "accuracy", "model",
+                                    "bits", "kv", "budget_tokens", "k", "majority_accuracy_at_memory"]
+    rows = [(r.selection_rule, r.accuracy, r.k, r.majority_accuracy_at_memory) for r in got.itertuples()]
+    assert rows[:2] == [("majority", 0.5, 1, 0.5), ("majority", 0.7, 4, 0.7)]
+    assert rows[3] == ("prm_best_of_n:prm", 0.6, 4, 0.5)  # 0.6 with the verifier vs 0.5 by voting
+    # below every vote's memory: nothing to compare with
+    assert rows[2][:3] == ("prm_best_of_n:prm", 0.2, 1) and math.isnan(rows[2][3])
+    assert set(got["verifier_gib"]) == {0.0} and set(got["dataset"]) == {"aime25"}
+    assert (got["model"].tolist(), got["bits"].tolist(), got["kv"].tolist()) == (["m"] * 4, [4] * 4, ["full"] * 4)
