@@ -42,6 +42,7 @@ def test_threshold_is_where_weights_stop_growing(summary):
     assert (t["model"], t["bits"], t["budget_tokens"]) == ("Qwen3-8B", 8, 2000)
     assert t["effective_weight_gib"] == 8.9 and t["moves_explained"] == 1.0
     assert (t["weights_moves"], t["compute_moves"], t["k"], t["accuracy"]) == (2, 2, 1, 0.40)
+    assert t["weight_method"] == "gptq"  # 8 bits in a summary without the column: GPTQ
 
 
 def test_batch16_view_charges_kv_sixteen_times(summary):
@@ -78,6 +79,7 @@ def test_best_k_by_memory(summary):
     big = table[table["memory_cap_gib"] >= 30].iloc[0]
     assert big["best_k"] == 4 and big["accuracy"] == 0.65
     assert (big["model"], big["bits"], big["budget_tokens"], big["kv"]) == ("Qwen3-8B", 8, 30000, "full")
+    assert big["weight_method"] == "gptq"
 
 
 def test_plan_counts_tokens_by_hand():
@@ -222,3 +224,19 @@ def test_selection_comparison_puts_each_best_of_n_point_beside_the_best_vote_in_
     assert (got["model"].tolist(), got["bits"].tolist(), got["kv"].tolist()) == (["m"] * 4, [4] * 4, ["full"] * 4)
     # a summary with no rows still gives the table's columns (the analysis writes it as it is)
     assert selection_comparison(df.iloc[:0]).columns.tolist() == got.columns.tolist()
+
+
+def test_rows_of_older_and_newer_summaries_name_their_weight_format_and_selection():
+    import pandas as pd
+
+    from notallbits.analysis import _format_names, _method, majority_rows, selection_label
+
+    old = pd.DataFrame({"bits": [4, 8, 16]})  # written before the weight_method and selection columns
+    assert _format_names(old) == ["gptq-4", "gptq-8", "bf16"] and selection_label(old) == ["majority"] * 3
+    assert majority_rows(old) is old
+    new = pd.DataFrame({"bits": [4, 8, 4], "weight_method": ["awq", "fp8", ""],
+                        "selection": ["majority", "prm_best_of_n", "majority"], "verifier": ["", "prm", None]})
+    assert _format_names(new) == ["awq-4", "fp8", "gptq-4"]
+    assert [_method(r) for _, r in new.iterrows()] == ["awq", "fp8", "gptq"]  # "" means the bits' default
+    assert selection_label(new) == ["majority", "prm_best_of_n:prm", "majority"]
+    assert majority_rows(new).index.tolist() == [0, 2]
