@@ -240,3 +240,36 @@ def test_rows_of_older_and_newer_summaries_name_their_weight_format_and_selectio
     assert [_method(r) for _, r in new.iterrows()] == ["awq", "fp8", "gptq"]  # "" means the bits' default
     assert selection_label(new) == ["majority", "prm_best_of_n:prm", "majority"]
     assert majority_rows(new).index.tolist() == [0, 2]
+
+
+def test_write_analysis_with_question_scores_writes_the_bootstrap_and_claims_tables(tmp_path):
+    import pandas as pd
+
+    from notallbits.analysis import write_analysis
+
+    rows, scores = [], []
+    for model, weight_gib, accuracy in [("Qwen3-0.6B", 1.3, 0.25), ("Qwen3-1.7B", 3.4, 0.5), ("Qwen3-4B", 8.0, 0.75)]:
+        row = {"dataset": "aime25", "model": model, "weight_method": "gptq", "bits": 8, "kv": "full",
+               "kv_method": "full", "budget_tokens": 2000, "k": 1, "selection": "majority", "verifier": "",
+               "accuracy": accuracy, "questions": 8, "samples": 1, "weight_gib": weight_gib, "kv_gib": 0.5,
+               "verifier_gib": 0.0, "total_gib": weight_gib + 0.5, "task": "math"}
+        rows.append(row)
+        # nested scores: a more accurate model is right on every question a less accurate one is
+        scores += [{k: row[k] for k in ("dataset", "model", "weight_method", "bits", "kv", "budget_tokens", "k",
+                                        "selection", "verifier", "task")} | {"question_id": f"q{q}",
+                                                                            "score": float(q < accuracy * 8)}
+                   for q in range(8)]
+    pd.DataFrame(rows).to_csv(tmp_path / "summary.csv", index=False)  # majority's verifier "" reads back as NaN
+    pd.DataFrame(scores).to_csv(tmp_path / "questions.csv", index=False)
+    names = ["front", "thr", "bestk", "sel", "front_b", "thr_b", "claims"]
+    out = {n: str(tmp_path / f"{n}.csv") for n in names}
+    write_analysis(str(tmp_path / "summary.csv"), out["front"], out["thr"], out["bestk"], out["sel"],
+                   questions_path=str(tmp_path / "questions.csv"), frontier_bootstrap_path=out["front_b"],
+                   threshold_bootstrap_path=out["thr_b"], claims_path=out["claims"], replicates=20, seed=0)
+    tables = {n: pd.read_csv(p) for n, p in out.items()}
+    assert all(not any(c.startswith("Unnamed") for c in t.columns) for t in tables.values())  # no index column
+    assert tables["sel"]["selection_rule"].tolist() == ["majority"] * 3
+    # the bootstrap and claims tables come from the question scores (the majority rows found theirs)
+    assert len(tables["front_b"]) > 0 and len(tables["thr_b"]) > 0 and len(tables["claims"]) > 0
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([f"{n}.csv" for n in names]
+                                                                + ["questions.csv", "summary.csv"])
