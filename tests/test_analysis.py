@@ -248,11 +248,15 @@ def test_write_analysis_with_question_scores_writes_the_bootstrap_and_claims_tab
     from notallbits.analysis import write_analysis
 
     rows, scores = [], []
-    for model, weight_gib, accuracy in [("Qwen3-0.6B", 1.3, 0.25), ("Qwen3-1.7B", 3.4, 0.5), ("Qwen3-4B", 8.0, 0.75)]:
+    # weights grow twice, then the 4B model's longer budget (more KV) buys the last step: the threshold is 4B at 2k
+    for model, weight_gib, budget, kv_gib, accuracy in [("Qwen3-0.6B", 1.3, 2000, 0.5, 0.25),
+                                                        ("Qwen3-1.7B", 3.4, 2000, 0.5, 0.5),
+                                                        ("Qwen3-4B", 8.0, 2000, 0.5, 0.75),
+                                                        ("Qwen3-4B", 8.0, 8000, 2.0, 1.0)]:
         row = {"dataset": "aime25", "model": model, "weight_method": "gptq", "bits": 8, "kv": "full",
-               "kv_method": "full", "budget_tokens": 2000, "k": 1, "selection": "majority", "verifier": "",
-               "accuracy": accuracy, "questions": 8, "samples": 1, "weight_gib": weight_gib, "kv_gib": 0.5,
-               "verifier_gib": 0.0, "total_gib": weight_gib + 0.5, "task": "math"}
+               "kv_method": "full", "budget_tokens": budget, "k": 1, "selection": "majority", "verifier": "",
+               "accuracy": accuracy, "questions": 8, "samples": 1, "weight_gib": weight_gib, "kv_gib": kv_gib,
+               "verifier_gib": 0.0, "total_gib": weight_gib + kv_gib, "task": "math"}
         rows.append(row)
         # nested scores: a more accurate model is right on every question a less accurate one is
         scores += [{k: row[k] for k in ("dataset", "model", "weight_method", "bits", "kv", "budget_tokens", "k",
@@ -268,8 +272,21 @@ def test_write_analysis_with_question_scores_writes_the_bootstrap_and_claims_tab
                    threshold_bootstrap_path=out["thr_b"], claims_path=out["claims"], replicates=20, seed=0)
     tables = {n: pd.read_csv(p) for n, p in out.items()}
     assert all(not any(c.startswith("Unnamed") for c in t.columns) for t in tables.values())  # no index column
-    assert tables["sel"]["selection_rule"].tolist() == ["majority"] * 3
+    assert tables["sel"]["selection_rule"].tolist() == ["majority"] * 4
     # the bootstrap and claims tables come from the question scores (the majority rows found theirs)
     assert len(tables["front_b"]) > 0 and len(tables["thr_b"]) > 0 and len(tables["claims"]) > 0
+    front_b, thr_b = tables["front_b"], tables["thr_b"]
+    assert set(front_b["dataset"]) == set(thr_b["dataset"]) == {"aime25"}
+    # one row per (view, cell): the 8-bit GPTQ cells at T = 2000, K = 1, their memory in the view
+    single = front_b[front_b["view"] == "single"].set_index(["model", "budget_tokens"])
+    assert sorted(single.index) == [("Qwen3-0.6B", 2000), ("Qwen3-1.7B", 2000), ("Qwen3-4B", 2000), ("Qwen3-4B", 8000)]
+    assert set(single["k"]) == {1} and single.loc[("Qwen3-4B", 8000), "memory_gib"] == pytest.approx(10.0)
+    t = thr_b[thr_b["view"] == "single"].iloc[0]
+    # the memory and the weights at the threshold, over resamples: between the smallest and largest model's
+    for col in ("memory_gib_median", "memory_gib_ci95_low"):
+        assert 1.8 - 1e-9 <= t[col] <= 8.5 + 1e-9
+    for col in ("effective_weight_gib_median", "effective_weight_gib_ci95_low"):
+        assert 1.3 - 1e-9 <= t[col] <= 8.0 + 1e-9
+    assert t["weights"] == "gptq-8" and t["modal_point"].startswith("Qwen3-") and " gptq-8 T=2000" in t["modal_point"]
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted([f"{n}.csv" for n in names]
                                                                 + ["questions.csv", "summary.csv"])
