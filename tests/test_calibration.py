@@ -183,7 +183,11 @@ def test_calibration_traces_are_the_models_own_sampled_continuations_of_the_ques
         assert 1 <= r["generated_tokens"] <= 120 - r["prompt_tokens"]  # prompt and continuation within seq_len
         assert r["text"].startswith("<|im_start|>user\n" + q["question"])  # the chat prompt, then the trace
     assert got[0]["prompt_tokens"] == got[2]["prompt_tokens"] and got[0]["text"] != got[2]["text"]  # other draws
+    # the random tiny model rarely samples EOS: a trace of the batch's longest prompt runs to seq_len
+    assert max(r["prompt_tokens"] + r["generated_tokens"] for r in got) == 120
     assert traces("b.jsonl") == got  # the seed decides the draws
+    # a nucleus of one token (top_p near 0) is greedy decoding: the seed no longer matters
+    assert traces("g.jsonl", top_p=1e-6) == traces("h.jsonl", top_p=1e-6, seed=1)
     assert traces("c.jsonl", seed=1) != got
     with pytest.raises(UserError, match="not less than seq_len=10"):
         traces("d.jsonl", seq_len=10)
