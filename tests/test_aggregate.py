@@ -78,3 +78,45 @@ def test_write_summary_writes_the_csv_and_parquet_tables(tmp_path):
     write_summary([str(tmp_path / "s.csv")], str(tmp_path / "only.csv"))
     assert pd.read_csv(tmp_path / "only.csv")["kv_method"].tolist() == ["streamingllm"] * 2
     assert sorted(p.name for p in tmp_path.iterdir()) == ["only.csv", "s.csv", "summary.csv", "summary.parquet"]
+
+
+def test_summary_with_question_scores_and_generation_headers_carries_the_interval_and_the_jobs_provenance(tmp_path):
+    import argparse
+
+    from notallbits.aggregate import COLUMNS, run, write_summary
+    from notallbits.provenance import ROW_COLUMNS
+    from notallbits.stats import SE_COLUMNS
+
+    # 1000 B of weights: 1000 / 2**30 GiB = 9.31323e-07 in the CSV's %.6g
+    pd.DataFrame([{**JOB, "bits": 4, "kv": "full", "kv_settings": "{}", "questions": 4, "accuracy": 0.75,
+                   "weight_bytes": 1000}]).to_csv(tmp_path / "s.csv", index=False)
+    # 3 of 4 questions right, one sample each
+    pd.DataFrame([{"dataset": "aime25", "model": "small", "weight_method": "gptq", "bits": 4, "kv": "full",
+                   "budget_tokens": 4096, "k": 1, "selection": "majority", "verifier": "", "task": "math",
+                   "question_id": str(i), "score": s} for i, s in enumerate([1.0, 0.0, 1.0, 1.0])]
+                 ).to_csv(tmp_path / "q.csv", index=False)
+    header = {"dataset": "aime25", "model": "small", "bits": 4, "kv": "full", "format_version": 3,
+              "sampling": {"temperature": 0.6, "top_p": 0.95, "seed": 7},
+              "environment": {"device": "cpu", "gpus": [], "libraries": {"torch": "2.5.1"}}}
+    (tmp_path / "g.jsonl").write_text(json.dumps({"_header": header}) + "\n")
+    write_summary([str(tmp_path / "s.csv")], str(tmp_path / "summary.csv"), question_paths=[str(tmp_path / "q.csv")],
+                  generation_paths=[str(tmp_path / "g.jsonl")], questions_out=str(tmp_path / "questions.parquet"),
+                  config_hash="c0ffee")
+    table = pd.read_csv(tmp_path / "summary.csv", keep_default_na=False)
+    at = COLUMNS.index("accuracy") + 1  # the interval right after the accuracy, then the task, then provenance
+    assert table.columns.tolist() == COLUMNS[:at] + SE_COLUMNS + COLUMNS[at:] + ["task"] + ROW_COLUMNS
+    (row,) = table.itertuples()
+    # sample standard deviation of (1, 0, 1, 1) is 0.5, over sqrt(4) questions; Wilson's 95% interval of 3/4
+    assert row.accuracy_se == pytest.approx(0.25)
+    assert (row.accuracy_ci95_low, row.accuracy_ci95_high) == (pytest.approx(0.3006, abs=1e-4),
+                                                               pytest.approx(0.9544, abs=1e-4))
+    assert row.task == "math"
+    assert (row.temperature, row.top_p, row.seed, row.generation_format_version) == (0.6, 0.95, 7, 3)
+    assert (row.device, row.gpus, row.job_libraries, row.config_sha256) == ("cpu", "", "torch=2.5.1", "c0ffee")
+    assert "9.31323e-07" in (tmp_path / "summary.csv").read_text().splitlines()[1].split(",")
+    assert pd.read_parquet(tmp_path / "questions.parquet")["score"].tolist() == [1.0, 0.0, 1.0, 1.0]
+    # the CLI entry: score files, --csv and --parquet
+    run(argparse.Namespace(scores=[str(tmp_path / "s.csv")], csv=str(tmp_path / "cli.csv"),
+                           parquet=str(tmp_path / "cli.parquet")))
+    assert pd.read_csv(tmp_path / "cli.csv")["weight_bytes"].tolist() == [1000]
+    assert pd.read_parquet(tmp_path / "cli.parquet")["weight_bytes"].tolist() == [1000]

@@ -42,6 +42,7 @@ def test_threshold_is_where_weights_stop_growing(summary):
     assert (t["model"], t["bits"], t["budget_tokens"]) == ("Qwen3-8B", 8, 2000)
     assert t["effective_weight_gib"] == 8.9 and t["moves_explained"] == 1.0
     assert (t["weights_moves"], t["compute_moves"], t["k"], t["accuracy"]) == (2, 2, 1, 0.40)
+    assert t["weight_method"] == "gptq"  # 8 bits in a summary without the column: GPTQ
 
 
 def test_batch16_view_charges_kv_sixteen_times(summary):
@@ -78,6 +79,7 @@ def test_best_k_by_memory(summary):
     big = table[table["memory_cap_gib"] >= 30].iloc[0]
     assert big["best_k"] == 4 and big["accuracy"] == 0.65
     assert (big["model"], big["bits"], big["budget_tokens"], big["kv"]) == ("Qwen3-8B", 8, 30000, "full")
+    assert big["weight_method"] == "gptq"
 
 
 def test_plan_counts_tokens_by_hand():
@@ -193,3 +195,98 @@ def test_advise_cli_finds_the_runs_summary_and_prints_strict_json(summary, tmp_p
     (tmp_path / "bad.csv").write_bytes(b"")
     with pytest.raises(UserError, match=r"bad.csv: not a readable CSV summary table \(No columns to parse from file\)"):
         read_summary(str(tmp_path / "bad.csv"))
+
+
+def test_selection_comparison_puts_each_best_of_n_point_beside_the_best_vote_in_its_memory():
+    import math
+
+    import pandas as pd
+
+    from notallbits.analysis import selection_comparison
+
+    def row(selection, verifier, total_gib, accuracy, k):
+        return {"dataset": "aime25", "model": "m", "bits": 4, "kv": "full", "budget_tokens": 4096, "k": k,
+                "selection": selection, "verifier": verifier, "total_gib": total_gib, "accuracy": accuracy}
+
+    # a summary without verifier_gib (its total already counts the verifier); the Best-of-N point
+    # at 0.1 + 0.2 GiB is the same memory as the 0.3 GiB vote (float sums differ in the last bit)
+    df = pd.DataFrame([row("majority", None, 0.3, 0.5, 1), row("majority", None, 1.0, 0.7, 4),
+                       row("prm_best_of_n", "prm", 0.1 + 0.2, 0.6, 4), row("prm_best_of_n", "prm", 0.05, 0.2, 1)])
+    got = selection_comparison(df)
+    assert got.columns.tolist() == ["dataset", "selection_rule", "total_gib", "verifier_gib", "accuracy", "model",
+                                    "bits", "kv", "budget_tokens", "k", "majority_accuracy_at_memory"]
+    rows = [(r.selection_rule, r.accuracy, r.k, r.majority_accuracy_at_memory) for r in got.itertuples()]
+    assert rows[:2] == [("majority", 0.5, 1, 0.5), ("majority", 0.7, 4, 0.7)]
+    assert rows[3] == ("prm_best_of_n:prm", 0.6, 4, 0.5)  # 0.6 with the verifier vs 0.5 by voting
+    # below every vote's memory: nothing to compare with
+    assert rows[2][:3] == ("prm_best_of_n:prm", 0.2, 1) and math.isnan(rows[2][3])
+    assert set(got["verifier_gib"]) == {0.0} and set(got["dataset"]) == {"aime25"}
+    assert (got["model"].tolist(), got["bits"].tolist(), got["kv"].tolist()) == (["m"] * 4, [4] * 4, ["full"] * 4)
+    # a summary with no rows still gives the table's columns (the analysis writes it as it is)
+    assert selection_comparison(df.iloc[:0]).columns.tolist() == got.columns.tolist()
+
+
+def test_rows_of_older_and_newer_summaries_name_their_weight_format_and_selection():
+    import pandas as pd
+
+    from notallbits.analysis import _format_names, _method, majority_rows, selection_label
+
+    old = pd.DataFrame({"bits": [4, 8, 16]})  # written before the weight_method and selection columns
+    assert _format_names(old) == ["gptq-4", "gptq-8", "bf16"] and selection_label(old) == ["majority"] * 3
+    assert majority_rows(old) is old
+    new = pd.DataFrame({"bits": [4, 8, 4], "weight_method": ["awq", "fp8", ""],
+                        "selection": ["majority", "prm_best_of_n", "majority"], "verifier": ["", "prm", None]})
+    assert _format_names(new) == ["awq-4", "fp8", "gptq-4"]
+    assert [_method(r) for _, r in new.iterrows()] == ["awq", "fp8", "gptq"]  # "" means the bits' default
+    assert selection_label(new) == ["majority", "prm_best_of_n:prm", "majority"]
+    assert majority_rows(new).index.tolist() == [0, 2]
+
+
+def test_write_analysis_with_question_scores_writes_the_bootstrap_and_claims_tables(tmp_path):
+    import pandas as pd
+
+    from notallbits.analysis import write_analysis
+
+    rows, scores = [], []
+    # weights grow twice, then the 4B model's longer budget (more KV) buys the last step: the threshold is 4B at 2k
+    for model, weight_gib, budget, kv_gib, accuracy in [("Qwen3-0.6B", 1.3, 2000, 0.5, 0.25),
+                                                        ("Qwen3-1.7B", 3.4, 2000, 0.5, 0.5),
+                                                        ("Qwen3-4B", 8.0, 2000, 0.5, 0.75),
+                                                        ("Qwen3-4B", 8.0, 8000, 2.0, 1.0)]:
+        row = {"dataset": "aime25", "model": model, "weight_method": "gptq", "bits": 8, "kv": "full",
+               "kv_method": "full", "budget_tokens": budget, "k": 1, "selection": "majority", "verifier": "",
+               "accuracy": accuracy, "questions": 8, "samples": 1, "weight_gib": weight_gib, "kv_gib": kv_gib,
+               "verifier_gib": 0.0, "total_gib": weight_gib + kv_gib, "task": "math"}
+        rows.append(row)
+        # nested scores: a more accurate model is right on every question a less accurate one is
+        scores += [{k: row[k] for k in ("dataset", "model", "weight_method", "bits", "kv", "budget_tokens", "k",
+                                        "selection", "verifier", "task")} | {"question_id": f"q{q}",
+                                                                            "score": float(q < accuracy * 8)}
+                   for q in range(8)]
+    pd.DataFrame(rows).to_csv(tmp_path / "summary.csv", index=False)  # majority's verifier "" reads back as NaN
+    pd.DataFrame(scores).to_csv(tmp_path / "questions.csv", index=False)
+    names = ["front", "thr", "bestk", "sel", "front_b", "thr_b", "claims"]
+    out = {n: str(tmp_path / f"{n}.csv") for n in names}
+    write_analysis(str(tmp_path / "summary.csv"), out["front"], out["thr"], out["bestk"], out["sel"],
+                   questions_path=str(tmp_path / "questions.csv"), frontier_bootstrap_path=out["front_b"],
+                   threshold_bootstrap_path=out["thr_b"], claims_path=out["claims"], replicates=20, seed=0)
+    tables = {n: pd.read_csv(p) for n, p in out.items()}
+    assert all(not any(c.startswith("Unnamed") for c in t.columns) for t in tables.values())  # no index column
+    assert tables["sel"]["selection_rule"].tolist() == ["majority"] * 4
+    # the bootstrap and claims tables come from the question scores (the majority rows found theirs)
+    assert len(tables["front_b"]) > 0 and len(tables["thr_b"]) > 0 and len(tables["claims"]) > 0
+    front_b, thr_b = tables["front_b"], tables["thr_b"]
+    assert set(front_b["dataset"]) == set(thr_b["dataset"]) == {"aime25"}
+    # one row per (view, cell): the 8-bit GPTQ cells at T = 2000, K = 1, their memory in the view
+    single = front_b[front_b["view"] == "single"].set_index(["model", "budget_tokens"])
+    assert sorted(single.index) == [("Qwen3-0.6B", 2000), ("Qwen3-1.7B", 2000), ("Qwen3-4B", 2000), ("Qwen3-4B", 8000)]
+    assert set(single["k"]) == {1} and single.loc[("Qwen3-4B", 8000), "memory_gib"] == pytest.approx(10.0)
+    t = thr_b[thr_b["view"] == "single"].iloc[0]
+    # the memory and the weights at the threshold, over resamples: between the smallest and largest model's
+    for col in ("memory_gib_median", "memory_gib_ci95_low"):
+        assert 1.8 - 1e-9 <= t[col] <= 8.5 + 1e-9
+    for col in ("effective_weight_gib_median", "effective_weight_gib_ci95_low"):
+        assert 1.3 - 1e-9 <= t[col] <= 8.0 + 1e-9
+    assert t["weights"] == "gptq-8" and t["modal_point"].startswith("Qwen3-") and " gptq-8 T=2000" in t["modal_point"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([f"{n}.csv" for n in names]
+                                                                + ["questions.csv", "summary.csv"])

@@ -155,3 +155,59 @@ def test_shipped_configs_calibrate_on_data_no_sweep_evaluates():
     legacy["quantization"] = {"calibration_dataset": "toy-math"}
     with pytest.raises(UserError, match="unknown key 'quantization.calibration_dataset'"):
         grid.validate(legacy)
+
+
+def test_calibration_traces_are_the_models_own_sampled_continuations_of_the_questions_cycled(tiny_model, tmp_path):
+    import argparse
+    import json
+
+    from notallbits import UserError
+    from notallbits.calibration_traces import gpus_needed, run
+    from notallbits.data.registry import demo_arith
+    from notallbits.io import read_jsonl, write_jsonl
+
+    questions = demo_arith(2)
+    write_jsonl(tmp_path / "q.jsonl", questions)
+    spec = {"model_path": str(tiny_model), "samples": 3, "seq_len": 120, "seed": 0, "temperature": 1.0, "top_p": 1.0,
+            "dtype": "float32", "device": "cpu", "batch_size": 2}
+
+    def traces(name, **change):
+        run(argparse.Namespace(questions=str(tmp_path / "q.jsonl"), spec=json.dumps({**spec, **change}),
+                               out=str(tmp_path / name)))
+        return read_jsonl(tmp_path / name)
+
+    got = traces("a.jsonl")
+    # 3 samples of 2 questions: the first question again for the third
+    assert [r["id"] for r in got] == ["arith-000#0", "arith-001#1", "arith-000#2"]
+    for r, q in zip(got, [questions[0], questions[1], questions[0]]):
+        assert 1 <= r["generated_tokens"] <= 120 - r["prompt_tokens"]  # prompt and continuation within seq_len
+        assert r["text"].startswith("<|im_start|>user\n" + q["question"])  # the chat prompt, then the trace
+    assert got[0]["prompt_tokens"] == got[2]["prompt_tokens"] and got[0]["text"] != got[2]["text"]  # other draws
+    # the random tiny model rarely samples EOS: a trace of the batch's longest prompt runs to seq_len
+    assert max(r["prompt_tokens"] + r["generated_tokens"] for r in got) == 120
+    assert traces("b.jsonl") == got  # the seed decides the draws
+    # a nucleus of one token (top_p near 0) is greedy decoding: the seed no longer matters
+    assert traces("g.jsonl", top_p=1e-6) == traces("h.jsonl", top_p=1e-6, seed=1)
+    assert traces("c.jsonl", seed=1) != got
+    with pytest.raises(UserError, match="not less than seq_len=10"):
+        traces("d.jsonl", seq_len=10)
+    with pytest.raises(UserError, match="--spec is not valid JSON"):
+        run(argparse.Namespace(questions=str(tmp_path / "q.jsonl"), spec="{", out=str(tmp_path / "e.jsonl")))
+    assert [gpus_needed(argparse.Namespace(spec=s)) for s in (json.dumps(spec), json.dumps({**spec, "device": "auto"}),
+                                                              "{", "[]")] == [0, 1, 1, 1]
+
+
+def test_trace_samples_are_the_first_traces_cut_at_seq_len_without_special_tokens(tokenizer, tmp_path):
+    from notallbits.io import write_jsonl
+
+    texts = ["<|im_start|>user\nWhat is 2 + 2?<|im_end|>\n<|im_start|>assistant\n<think>\nFour.",
+             "<|im_start|>user\nWhat is 3 + 3?<|im_end|>", "<|im_start|>user\nunused<|im_end|>"]
+    write_jsonl(tmp_path / "t.jsonl", [{"id": str(i), "text": t} for i, t in enumerate(texts)])
+    settings = {"source": "traces", "samples": 2, "seq_len": 6, "seed": 0}
+    got = calibration_samples(settings, tokenizer, str(tmp_path / "t.jsonl"))
+    # the chat template's own tokens open each trace: nothing added before <|im_start|>
+    im_start = tokenizer.convert_tokens_to_ids("<|im_start|>")
+    assert len(got) == 2 and all(len(s) == 6 and s[0] == im_start for s in got)
+    assert tokenizer.decode(got[1]) == tokenizer.decode(tokenizer.encode(texts[1], add_special_tokens=False)[:6])
+    with pytest.raises(UserError, match="3 traces, fewer than quantization.calibration.samples=4"):
+        calibration_samples({**settings, "samples": 4}, tokenizer, str(tmp_path / "t.jsonl"))

@@ -49,6 +49,58 @@ def test_budgets_are_exact_and_share_one_trace(tiny_model, questions, tmp_path):
     s = header["stats"]
     assert s["trace_tokens"] == 6 * 24
     assert s["generated_tokens"] == s["trace_tokens"] + s["answer_tokens"] <= 6 * 24 + 6 * 3 * 6
+    # this invocation generated everything: its own counts are the cell's, summed over all 6 samples
+    inv = s["invocation"]
+    assert (inv["trace_tokens"], inv["answer_tokens"]) == (s["trace_tokens"], s["answer_tokens"])
+    assert 0 < inv["wall_seconds"] < 600 and 0 < s["wall_seconds"] <= inv["wall_seconds"]
+    assert s["engine_start_seconds"] == inv["engine_start_seconds"] == 0.0  # transformers loads before the job
+    assert (header["weight_method"], header["kv_settings"], header["sampling"]) == (
+        "bf16", {"method": "full"}, {"temperature": 0.6, "top_p": 0.95, "seed": 0})  # 16 bits alone: bf16
+    assert header["environment"]["device"] == "cpu"
+    # the progress folder is keyed by everything that changes a trace, written beside the traces
+    (identity,) = [json.loads(f.read_text()) for f in (tmp_path / "p").rglob("identity.json")]
+    assert sorted(identity) == ["backend", "bits", "forcing", "format_version", "kv", "model", "prompt_style",
+                                "sampling"]
+    assert (identity["kv"], identity["prompt_style"], identity["sampling"]["seed"]) == ({"method": "full"}, "default", 0)
+    assert identity["forcing"] == {"wait_extension": True, "wait_text": "Wait", "answer_prefix": PREFIX,
+                                   "answer_max_tokens": 6}
+
+
+def test_cell_stats_sums_the_samples_its_records_use():
+    from notallbits.generation.forcing import SampleResult
+    from notallbits.generation.run import cell_stats
+
+    def sample(thinking, natural_end, answers, seconds, steps, seq_steps, in_flight):
+        return SampleResult(sample=0, seed=0, thinking_ids=list(range(thinking)), wait_positions=[],
+                            natural_end=natural_end, natural_answer=[1, 2] if natural_end is not None else [],
+                            answers=answers, trace_seconds=seconds, engine_steps=steps, sequence_steps=seq_steps,
+                            max_sequences_in_flight=in_flight)
+
+    # a forced trace of 10 (answers of 3 and 4 tokens at budgets 4 and 8), and one that ended
+    # naturally at 5 (+2 answer tokens): its answer at budget 8 is its own, not counted as forced
+    samples = [sample(10, None, {4: [0] * 3, 8: [0] * 4}, 1.0, 3, 5, 2),
+               sample(5, 5, {4: [0] * 4}, 0.30006, 0, 2, 3)]
+    got = cell_stats(samples, [4, 8])
+    # 15 + 2 trace tokens, 3 + 4 + 4 answer tokens = 28 tokens in 1.30006 s (21.5375... tokens/s)
+    assert got == {"trace_tokens": 17, "answer_tokens": 11, "generated_tokens": 28, "wall_seconds": 1.3,
+                   "tokens_per_second": 21.54, "engine_steps": 3, "mean_sequences_in_flight": 2.33,
+                   "max_sequences_in_flight": 3}
+    assert cell_stats([], [4]) == {"trace_tokens": 0, "answer_tokens": 0, "generated_tokens": 0, "wall_seconds": 0,
+                                   "tokens_per_second": None, "engine_steps": None, "mean_sequences_in_flight": None,
+                                   "max_sequences_in_flight": None}
+
+
+def test_check_spec_takes_the_papers_bit_widths_and_known_weight_formats():
+    from notallbits import UserError
+    from notallbits.generation.run import check_spec
+
+    base = {"budgets": [8], "samples": 1}
+    for bits, method in [(4, "gptq"), (8, "gptq"), (8, "fp8"), (16, "bf16"), (4, None)]:
+        check_spec({**base, "bits": bits, "weight_method": method})
+    with pytest.raises(UserError, match="bits must be 4, 8 or 16"):
+        check_spec({**base, "bits": 9})
+    with pytest.raises(UserError, match="no weight format awq at 16 bits"):
+        check_spec({**base, "bits": 16, "weight_method": "awq"})
 
 
 def test_forced_answer_equals_independent_greedy_decode(tiny_model, questions, tmp_path):
@@ -86,12 +138,22 @@ def test_same_seed_same_trace_and_budget_added_later_reuses_traces(tiny_model, q
     generate(str(questions), spec, str(tmp_path / "a.jsonl"), str(tmp_path / "pa"))
     generate(str(questions), spec, str(tmp_path / "b.jsonl"), str(tmp_path / "pb"))  # fresh progress
     assert progress_traces(tmp_path / "pa") == progress_traces(tmp_path / "pb")
-    _, first = read_framed_jsonl(tmp_path / "a.jsonl")
+    first_header, first = read_framed_jsonl(tmp_path / "a.jsonl")
+    # the same job again on its progress: nothing generated or forced, the same records and cell cost
+    again_header = generate(str(questions), spec, str(tmp_path / "a2.jsonl"), str(tmp_path / "pa"))
+    assert again_header["stats"]["invocation"]["answer_tokens"] == again_header["stats"]["generated_samples"] == 0
+    assert again_header["stats"]["wall_seconds"] == first_header["stats"]["wall_seconds"]
+    assert read_framed_jsonl(tmp_path / "a2.jsonl")[1] == first
     # add a budget: no trace is regenerated, old budgets' records are unchanged
     header = generate(str(questions), make_spec(tiny_model, [8, 16, 24], dtype="bfloat16"),
                       str(tmp_path / "c.jsonl"), str(tmp_path / "pa"))
     assert header["stats"]["generated_samples"] == 0 and header["stats"]["invocation"]["trace_tokens"] == 0
     _, again = read_framed_jsonl(tmp_path / "c.jsonl")
+    # the new budget's forced answers are this invocation's only tokens; their engine time adds to
+    # the time each reused trace already cost (the first run's cell time, a's header)
+    forced_16 = sum(r["answer_tokens"] for r in again if r["budget_tokens"] == 16 and r["forced"])
+    assert header["stats"]["invocation"]["answer_tokens"] == forced_16 > 0
+    assert header["stats"]["wall_seconds"] > first_header["stats"]["wall_seconds"]
     key = lambda r: (r["question_id"], r["sample"], r["budget_tokens"])  # noqa: E731
     old = {key(r): r for r in first}
     assert all(old[key(r)] == r for r in again if r["budget_tokens"] != 16)
@@ -263,3 +325,51 @@ def test_dry_run_shows_shard_jobs_and_multi_gpu_resources(tmp_path):
     kv_jobs = re.findall(r"rule generate:\n(?:.*\n)*?\s+output: \S+/kv-(?:rkv|streamingllm|hqq)\S*\n(?:.*\n)*?\s+resources: (.*)", out)
     assert kv_jobs and all("gpu=1" in r for r in kv_jobs)
     assert '"gpus": 2' in out or '\\"gpus\\": 2' in out
+
+
+def test_the_cli_entry_gives_the_backend_the_questions_and_records_its_engine_figures(tiny_model, questions, tmp_path,
+                                                                                       monkeypatch):
+    import argparse
+
+    from notallbits import UserError
+    from notallbits.generation import run as job
+
+    real, seen = job.make_backend, {}
+
+    class Scheduler:
+        def figures(self):
+            return {"admitted_traces": 2}
+
+    def make_backend(spec):  # the real backend, as an engine that reports its start and scheduler
+        seen["questions"] = [q["id"] for q in spec["questions"]]
+        backend = real(spec)
+        backend.engine_start_seconds, backend.scheduler = 1.23456, Scheduler()
+        return backend
+
+    monkeypatch.setattr(job, "make_backend", make_backend)
+    spec = {**make_spec(tiny_model, [8, 16], samples=1), "thinking_text": True}
+    job.run(argparse.Namespace(questions=str(questions), spec=json.dumps(spec), out=str(tmp_path / "g.jsonl"),
+                               progress=str(tmp_path / "p")))
+    header, records = read_framed_jsonl(tmp_path / "g.jsonl")
+    assert seen["questions"] == [q["id"] for q in demo_arith(2)]  # vLLM sizes its context from them
+    inv = header["stats"]["invocation"]
+    assert inv["engine_start_seconds"] == header["stats"]["engine_start_seconds"] == 1.235
+    assert inv["scheduler"] == {"admitted_traces": 2}
+    # thinking text asked for: each sample's record at the largest budget carries its trace's text
+    assert sorted(r["question_id"] for r in records if r.get("thinking_text")) == sorted(seen["questions"])
+    with pytest.raises(UserError, match="--spec is not valid JSON"):
+        job.run(argparse.Namespace(questions=str(questions), spec="{", out=str(tmp_path / "x.jsonl"),
+                                   progress=str(tmp_path / "p")))
+
+
+def test_gpus_a_generation_job_holds():
+    import argparse
+
+    from notallbits.generation.run import gpus_needed
+
+    def gpus(spec):
+        return gpus_needed(argparse.Namespace(spec=spec if isinstance(spec, str) else json.dumps(spec)))
+
+    assert gpus("{") == 1  # the job itself reports the bad spec
+    assert gpus({}) == 1 and gpus({"generation": {}}) == 1 and gpus({"generation": {"device": "auto"}, "gpus": 2}) == 2
+    assert gpus({"generation": {"device": "cpu"}, "gpus": 2}) == 0

@@ -147,3 +147,58 @@ def test_real_calibration_beats_three_short_sentences(tmp_path):
     assert ppl4 < ppl4_short
     assert kl4 < kl4_short / 2  # the sensitive measure: the real calibration stays closer to bf16
     assert abs(ppl8 / bf16 - 1) < 0.01
+
+
+def test_quantizer_settings_of_each_format_as_the_reference_checkpoints_record_them():
+    from notallbits import UserError
+    from notallbits.quantization import quantizer_settings
+
+    # AutoAWQ's GEMM checkpoints (Qwen's -AWQ): 4-bit, zero point, group 128, int32 packing
+    assert quantizer_settings("awq-4") == {"method": "awq", "bits": 4, "group_size": 128, "sym": False,
+                                           "format": "gemm", "pack_dtype": "int32", "batch_size": 4}
+    assert quantizer_settings("awq-4", {"group_size": 64})["group_size"] == 64
+    # Qwen's -FP8 checkpoints: E4M3, 128 x 128 blocks, dynamic activation scales
+    assert quantizer_settings("fp8") == {"method": "fp8", "bits": 8, "format": "float8_e4m3fn",
+                                         "weight_scale_method": "block", "activation_scheme": "dynamic",
+                                         "weight_block_size": [128, 128]}
+    assert quantizer_settings("fp8", {"fp8_block": 64})["weight_block_size"] == [64, 64]
+    with pytest.raises(UserError, match="'group_size' does not apply to fp8"):
+        quantizer_settings("fp8", {"group_size": 64})
+    g4, g8 = quantizer_settings(4), quantizer_settings("gptq-8", {"group_size": 32})
+    assert (g4["method"], g4["bits"], g4["group_size"], g4["batch_size"], g4["damp_auto_increment"]) == (
+        "gptq", 4, 128, 4, 0.01)
+    assert (g8["bits"], g8["group_size"]) == (8, 32)
+    with pytest.raises(UserError, match="unknown quantizer option 'fp8_block'"):
+        quantizer_settings(4, {"fp8_block": 64})
+    with pytest.raises(UserError, match="desc_act and act_group_aware exclude each other"):
+        quantizer_settings(4, {"desc_act": True, "act_group_aware": True})
+
+
+def test_serving_fp8_layout_takes_the_reciprocal_scales_and_qwens_config(tmp_path):
+    import torch
+    from safetensors import safe_open
+    from safetensors.torch import load_file, save_file
+
+    from notallbits.quantization import quantizer_settings, to_serving_fp8
+
+    weight = torch.tensor([[1.0, -2.0]], dtype=torch.bfloat16)
+    for i, name in enumerate(["model-00001-of-00002.safetensors", "model-00002-of-00002.safetensors"]):
+        save_file({f"layers.{i}.weight": weight, f"layers.{i}.weight_scale_inv": torch.tensor([[4.0, 0.5]])},
+                  str(tmp_path / name))
+    (tmp_path / "config.json").write_text(json.dumps({"model_type": "qwen3"}))
+    (tmp_path / "quantize_config.json").write_text("{}")
+    to_serving_fp8(tmp_path, quantizer_settings("fp8"))
+    for i, name in enumerate(["model-00001-of-00002.safetensors", "model-00002-of-00002.safetensors"]):
+        t = load_file(str(tmp_path / name))
+        assert t[f"layers.{i}.weight_scale_inv"].tolist() == [[0.25, 2.0]]  # 1 / GPTQModel's scale_inv
+        assert t[f"layers.{i}.weight"].dtype == torch.bfloat16 and t[f"layers.{i}.weight"].tolist() == [[1.0, -2.0]]
+    # Qwen3-8B-FP8's config.json
+    assert json.loads((tmp_path / "config.json").read_text()) == {
+        "model_type": "qwen3", "quantization_config": {"activation_scheme": "dynamic", "fmt": "e4m3",
+                                                       "quant_method": "fp8", "weight_block_size": [128, 128]}}
+    assert not (tmp_path / "quantize_config.json").exists()
+    with safe_open(str(tmp_path / "model-00001-of-00002.safetensors"), "pt") as f:
+        assert f.metadata() == {"format": "pt"}  # transformers refuses safetensors without it
+    to_serving_fp8(tmp_path, quantizer_settings("fp8"))  # no quantize_config.json (any more) is fine
+    assert load_file(str(tmp_path / "model-00002-of-00002.safetensors"))["layers.1.weight_scale_inv"].tolist() == [
+        [4.0, 0.5]]  # twice is the identity
