@@ -30,6 +30,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import random
 import subprocess
 import sys
 import tempfile
@@ -200,7 +201,7 @@ def wall(args) -> None:
     print(f"{'run':>4} {'path':10} {'wall s':>7} {'steps':>5} {'/bound':>6} {'/b+p':>5} {'core s':>7} {'output s':>8} "
           f"{'loop s':>7} {'prefilled':>9} {'requests':>8} {'cpu s':>6} {'/cpu':>5}")
     vocab = backend.tokenizer.vocab_size
-    rng = __import__("random").Random(0)
+    rng = random.Random(0)
     paths = ["bound"] + (["cumulative", "job"] if args.cumulative_first else ["job", "cumulative"] if args.cumulative
                          else ["job"])
     for i in range(args.repeats):
