@@ -284,3 +284,82 @@ def test_the_weaker_sandbox_must_be_chosen_and_is_recorded():
     assert rows[0]["code_sandbox"] == "process" and rows[0]["accuracy"] == 1.0
     rows, _ = score_job([q], records, [1])
     assert rows[0]["code_sandbox"] == "bubblewrap"
+
+
+# ---------------------------------------------------------------- each sandbox built anew, seen from inside
+LIBRARIES = "/usr/lib/x86_64-linux-gnu"  # Debian's multiarch folder: far more libraries than Python loads
+
+
+@pytest.mark.skipif(not os.path.isdir(LIBRARIES), reason="no Debian multiarch library folder")
+def test_a_fresh_bubblewrap_sandbox_is_what_its_options_promise(outside):
+    """Built anew (grading reuses one), as bwrap's manual describes its options: host name
+    "sandbox", user and group nobody (65534), a read-only root, only the variables set (and the PWD
+    bwrap sets), no new user namespace (--disable-userns: unshare fails with ENOSPC), and of the
+    system's library folder only the libraries the interpreter loads."""
+    host_libraries = len(os.listdir(LIBRARIES))
+    program = f"""
+import ctypes, errno, os
+libc = ctypes.CDLL(None, use_errno=True)
+print(os.uname().nodename, os.getuid(), os.getgid(), os.access("/", os.W_OK))
+print(sorted(os.environ.items()))
+print(libc.unshare(0x10000000), errno.errorcode.get(ctypes.get_errno()))
+print(0 < len(os.listdir({LIBRARIES!r})) < {host_libraries} // 4)
+"""
+    env = {"HOME": "/scratch", "LANG": "C.UTF-8", "OMP_NUM_THREADS": "1", "PATH": "/usr/bin:/bin", "PWD": "/scratch",
+           "TMPDIR": "/scratch"}
+    want = f"sandbox 65534 65534 False\n{sorted(env.items())}\n-1 ENOSPC\nTrue\n"
+    result = codegrade._run(codegrade.Bubblewrap(), program, [{"input": "", "output": want, "testtype": "stdin"}],
+                            None, LIMITS)
+    assert result.passed, result
+
+
+def _pids_hierarchy():
+    """Where root may make pids cgroups: v2 with pids delegated at the top, or v1's pids hierarchy."""
+    try:
+        with open("/sys/fs/cgroup/cgroup.subtree_control") as f:
+            if "pids" in f.read().split():
+                return "/sys/fs/cgroup"
+    except OSError:
+        pass
+    return "/sys/fs/cgroup/pids" if os.path.isfile("/sys/fs/cgroup/pids/cgroup.procs") else None
+
+
+@pytest.mark.skipif(os.geteuid() != 0 or not _pids_hierarchy() or not os.access(_pids_hierarchy() or "/", os.W_OK),
+                    reason="needs root and a writable pids cgroup hierarchy")
+def test_as_root_a_bubblewrap_sandbox_runs_in_its_own_pids_cgroup(outside):
+    """RLIMIT_NPROC does not count root's processes; the kernel's pids controller does: the sandbox
+    starts inside a new cgroup of the pids hierarchy whose pids.max is the limit + 4 (bwrap's two
+    processes and the harness), and the cgroup is gone after cleanup."""
+    box = codegrade.Bubblewrap()
+    proc, cgroup = box.start(Limits(test_seconds=2.0, processes=7))
+    try:
+        assert os.path.dirname(cgroup) == _pids_hierarchy()
+        with open(os.path.join(cgroup, "pids.max")) as f:
+            assert f.read().strip() == "11"
+        deadline = time.monotonic() + 10
+        while str(proc.pid) not in open(os.path.join(cgroup, "cgroup.procs")).read().split():
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+    finally:
+        codegrade._kill(proc)
+        box.cleanup(cgroup)
+    assert not os.path.exists(cgroup)
+
+
+def test_a_fresh_process_sandbox_is_nobody_in_a_private_scratch_folder(outside):
+    """The weaker sandbox, built anew: as root the program runs as nobody; only PATH, HOME, TMPDIR and
+    LANG are set, HOME and TMPDIR being its own new folder in the shared temporary folder (which
+    the fixture checks is left as it was)."""
+    uid = 65534 if os.geteuid() == 0 else os.geteuid()
+    gid = 65534 if os.geteuid() == 0 else os.getegid()
+    program = f"""
+import os
+home = os.environ["HOME"]
+print(os.getuid(), os.getgid(), sorted(os.environ), os.environ["PATH"], os.environ["LANG"])
+print(os.environ["TMPDIR"] == home, os.path.dirname(home) == {str(outside / "tmp")!r}, os.listdir("."))
+"""
+    want = (f"{uid} {gid} {['HOME', 'LANG', 'OMP_NUM_THREADS', 'PATH', 'TMPDIR']} /usr/bin:/bin C.UTF-8\n"
+            "True True []\n")
+    result = codegrade._run(codegrade.ProcessSandbox(), program, [{"input": "", "output": want, "testtype": "stdin"}],
+                            None, LIMITS)
+    assert result.passed, result

@@ -455,6 +455,168 @@ def test_a_checkpoint_that_does_not_match_its_family_fails_in_one_line(tiny_prms
         assert "\n" not in str(err.value) and str(folder) in str(err.value)
 
 
+# ---------------------------------------------------------------- the verify step
+
+
+def _generation_file(path, thinking, answers, chars_at_8):
+    """A job's generation file as generate writes it for a verifier: per sample the budget-16 record
+    carries the thinking text, each record the length of its budget's prefix of it."""
+    from notallbits.io import write_framed_jsonl
+
+    rows = []
+    for (qid, sample), text in thinking.items():
+        for budget in (8, 16):
+            chars = len(text) if budget == 16 else chars_at_8[(qid, sample)]
+            rows.append({"question_id": qid, "sample": sample, "seed": sample, "budget_tokens": budget,
+                         "thinking_tokens": budget, "forced": True, "waits": 0, "answer_tokens": 3,
+                         "answer_text": answers[(qid, sample)], "thinking_chars": chars,
+                         **({"thinking_text": text} if budget == 16 else {})})
+    header = {"dataset": "d", "model": "m", "bits": 16, "kv": "full", "budgets": [8, 16], "samples": 2,
+              "backend": "transformers"}
+    write_framed_jsonl(path, header, rows)
+    return path
+
+
+VERIFY_QUESTIONS = [{"id": "q1", "task": "math", "question": "What is 2+3?", "answer": "5"},
+                    {"id": "q2", "task": "math", "question": "What is 7*6?", "answer": "42"}]
+VERIFY_THINKING = {("q1", 0): "Add 2 and 3.\n\nThat makes 5, checked twice by counting on.",
+                   ("q1", 1): "2+3 is 6?\n\n\n\n  \n\nNo: 5.",
+                   ("q2", 0): "7*6 = 42",
+                   ("q2", 1): ""}
+VERIFY_ANSWERS = {("q1", 0): "\\boxed{5}", ("q1", 1): " \\boxed{5} ", ("q2", 0): "\\boxed{42}", ("q2", 1): ""}
+# the budget-8 prefix of each thinking text (characters), and the steps each record has, by hand:
+# paragraphs at blank lines, stripped, empty ones dropped, then the answer ("(no answer)" if none)
+VERIFY_CHARS_AT_8 = {("q1", 0): 12, ("q1", 1): 11, ("q2", 0): 3, ("q2", 1): 0}
+VERIFY_STEPS = {
+    ("q1", 0, 8): ["Add 2 and 3.", "\\boxed{5}"],
+    ("q1", 0, 16): ["Add 2 and 3.", "That makes 5, checked twice by counting on.", "\\boxed{5}"],
+    ("q1", 1, 8): ["2+3 is 6?", "\\boxed{5}"],
+    ("q1", 1, 16): ["2+3 is 6?", "No: 5.", "\\boxed{5}"],
+    ("q2", 0, 8): ["7*6", "\\boxed{42}"],
+    ("q2", 0, 16): ["7*6 = 42", "\\boxed{42}"],
+    ("q2", 1, 8): ["(no answer)"],
+    ("q2", 1, 16): ["(no answer)"],
+}
+
+
+def _tensor_bytes(folder):
+    """Bytes of every tensor of a checkpoint: elements x element size, from the tensors themselves."""
+    from safetensors.torch import load_file
+
+    return sum(t.numel() * t.element_size() for f in folder.glob("*.safetensors") for t in load_file(f).values())
+
+
+def test_the_verify_step_scores_every_record_as_activeprms_worker(tiny_prm, tmp_path):
+    """verify(): one row per (question, sample, budget) in the job's order, its steps the budget's
+    thinking cut at blank lines then the answer (counted by hand), each step's reward the authors'
+    worker's, the score their minimum; the header names the job and the checkpoint's tensor bytes."""
+    from transformers import AutoTokenizer
+
+    from notallbits.generation.prompts import format_question
+    from notallbits.io import read_framed_jsonl
+    from notallbits.verify import FORMAT_VERSION, verify
+
+    questions = tmp_path / "q.jsonl"
+    questions.write_text("".join(json.dumps(q) + "\n" for q in VERIFY_QUESTIONS))
+    gen = _generation_file(tmp_path / "g.jsonl", VERIFY_THINKING, VERIFY_ANSWERS, VERIFY_CHARS_AT_8)
+    spec = {"verifier": "prm", "source": str(tiny_prm), "aggregation": "min", "dtype": "float32", "device": "cpu",
+            "batch_size": 3}
+    header = verify(str(questions), [str(gen)], spec, str(tmp_path / "v.jsonl"))
+    got_header, rows = read_framed_jsonl(tmp_path / "v.jsonl")
+    assert got_header == header
+    assert {k: v for k, v in header.items() if k != "seconds"} == {
+        "format_version": FORMAT_VERSION, "verifier": "prm", "source": str(tiny_prm), "family": "ensemble-prm",
+        "aggregation": "min", "max_tokens": 1024, "dtype": "float32", "verifier_bytes": _tensor_bytes(tiny_prm),
+        "job": {"dataset": "d", "model": "m", "bits": 16, "kv": "full", "budgets": [8, 16], "samples": 2},
+        "records": 8, "device": "cpu"}
+    assert header["seconds"] > 0
+    keys = [(r["question_id"], r["sample"], r["budget_tokens"]) for r in rows]
+    assert keys == [(q, s, b) for (q, s) in VERIFY_THINKING for b in (8, 16)]
+    text = {q["id"]: format_question(q) for q in VERIFY_QUESTIONS}
+    want = authors_ensemble_rewards(tiny_prm, [(text[k[0]], VERIFY_STEPS[k]) for k in keys])
+    tok = AutoTokenizer.from_pretrained(tiny_prm)
+    for row, key, rewards in zip(rows, keys, want):
+        assert row["step_rewards"] == pytest.approx(rewards, abs=1e-5)
+        assert row["score"] == pytest.approx(min(rewards), abs=1e-5) and row["steps"] == len(VERIFY_STEPS[key])
+        assert row["steps_dropped"] == 0
+        messages = [{"role": "system", "content": ACTIVEPRM_SYSTEM}, {"role": "user", "content": text[key[0]]}]
+        authors_text = (tok.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+                        + "<extra_0>".join(VERIFY_STEPS[key]) + "<extra_0>")
+        assert row["input_tokens"] == len(tok(authors_text).input_ids)
+    assert len({r["score"] for r in rows}) > 4  # the rewards differ, so a row joined to another record shows
+
+
+def test_the_verify_step_drops_the_first_steps_of_a_trace_longer_than_its_context(tiny_prm, tmp_path):
+    """A context one token shorter than the longest record: that record (and only it) drops its first
+    step; the header's dtype defaults to bfloat16 and the score is the aggregation asked for."""
+    from notallbits.io import read_framed_jsonl
+    from notallbits.verify import verify
+
+    questions = tmp_path / "q.jsonl"
+    questions.write_text("".join(json.dumps(q) + "\n" for q in VERIFY_QUESTIONS))
+    gen = _generation_file(tmp_path / "g.jsonl", VERIFY_THINKING, VERIFY_ANSWERS, VERIFY_CHARS_AT_8)
+    spec = {"verifier": "prm", "source": str(tiny_prm), "aggregation": "min", "dtype": "float32", "device": "cpu"}
+    verify(str(questions), [str(gen)], spec, str(tmp_path / "v0.jsonl"))
+    _, full = read_framed_jsonl(tmp_path / "v0.jsonl")
+    longest = max(r["input_tokens"] for r in full)
+    assert [r["input_tokens"] for r in full].count(longest) == 1
+    spec = {"verifier": "prm", "source": str(tiny_prm), "aggregation": "last", "max_tokens": longest - 1}
+    header = verify(str(questions), [str(gen)], spec, str(tmp_path / "v.jsonl"))
+    _, rows = read_framed_jsonl(tmp_path / "v.jsonl")
+    assert header["max_tokens"] == longest - 1 and header["dtype"] == "bfloat16" and header["aggregation"] == "last"
+    for row, before in zip(rows, full):
+        assert row["steps"] == before["steps"] and row["input_tokens"] <= longest - 1
+        assert row["steps_dropped"] == (1 if before["input_tokens"] == longest else 0)
+        assert row["score"] == pytest.approx(row["step_rewards"][-1], abs=1e-6)
+
+
+def test_the_verify_step_fails_in_one_line_on_a_bad_job(tiny_prm, tmp_path):
+    from notallbits.verify import verify
+
+    questions = tmp_path / "q.jsonl"
+    questions.write_text(json.dumps(VERIFY_QUESTIONS[0]) + "\n")  # q2 missing
+    gen = _generation_file(tmp_path / "g.jsonl", VERIFY_THINKING, VERIFY_ANSWERS, VERIFY_CHARS_AT_8)
+    spec = {"verifier": "prm", "source": str(tiny_prm), "aggregation": "min", "device": "cpu"}
+    with pytest.raises(UserError, match=r"g\.jsonl: record for question 'q2', which .*q\.jsonl lacks"):
+        verify(str(questions), [str(gen)], spec, str(tmp_path / "v.jsonl"))
+    # an unknown aggregation fails before the model loads (the source does not exist)
+    with pytest.raises(UserError, match="unknown PRM aggregation 'median'"):
+        verify(str(questions), [str(gen)], {**spec, "aggregation": "median", "source": str(tmp_path / "none")},
+               str(tmp_path / "v.jsonl"))
+    # records without thinking text: one line naming the generation file
+    _generation_file(tmp_path / "g.jsonl", {("q1", 0): "a"}, VERIFY_ANSWERS, {("q1", 0): 1})
+    from notallbits.io import read_framed_jsonl, write_framed_jsonl
+
+    header, rows = read_framed_jsonl(gen)
+    write_framed_jsonl(gen, header, [{k: v for k, v in r.items() if k != "thinking_chars"} for r in rows])
+    with pytest.raises(UserError, match=r"g\.jsonl: generation records carry no thinking text"):
+        verify(str(questions), [str(gen)], spec, str(tmp_path / "v.jsonl"))
+    assert not (tmp_path / "v.jsonl").exists()
+
+
+def test_the_verify_command_asks_a_gpu_unless_its_spec_says_cpu(tmp_path):
+    """A verify job on CPU (or building the tiny PRM) asks no GPU of the scheduler; any other device,
+    'auto' by default, asks one."""
+    import argparse
+
+    from notallbits.verify import gpus_needed, run
+
+    def args(**kw):
+        return argparse.Namespace(**{"build_tiny": None, "spec": None, "questions": None, "generations": None,
+                                     "out": None, "family": "ensemble-prm", **kw})
+
+    assert gpus_needed(args(spec='{"device": "cpu"}')) == 0
+    assert gpus_needed(args(spec='{"device": "cuda"}')) == 1
+    assert gpus_needed(args(spec='{"source": "x"}')) == 1
+    assert gpus_needed(args()) == 1
+    assert gpus_needed(args(spec="{not json")) == 1
+    assert gpus_needed(args(build_tiny=str(tmp_path), spec='{"device": "cuda"}')) == 0
+    with pytest.raises(UserError, match="--questions, --generations, --spec and --out are required"):
+        run(args(questions="q", generations=["g"], out="o"))
+    with pytest.raises(UserError, match="--spec is not valid JSON"):
+        run(args(questions="q", generations=["g"], out="o", spec="{not json"))
+
+
 # ---------------------------------------------------------------- memory
 
 
