@@ -8,6 +8,7 @@ model card's usage code (``make_step_rewards``) and its checkpoint's layout (``s
 import itertools
 import json
 import random
+import time
 from fractions import Fraction
 
 import pytest
@@ -455,6 +456,45 @@ def test_a_checkpoint_that_does_not_match_its_family_fails_in_one_line(tiny_prms
         assert "\n" not in str(err.value) and str(folder) in str(err.value)
 
 
+def test_auto_dtype_is_the_one_config_json_names(tiny_prms, tmp_path):
+    """dtype "auto": config.json's ``dtype`` (bf16 in the tiny checkpoints, as in the published PRMs),
+    else its older ``torch_dtype`` spelling, else bfloat16."""
+    import torch
+
+    from notallbits.verify.families import load
+
+    def body_dtype(folder):
+        return load(str(folder), "auto", "cpu").model.model.embed_tokens.weight.dtype
+
+    def without_dtype(name, **config):
+        folder = _rewrite(tiny_prms["qwen2-prm"], tmp_path / name)
+        cfg = {k: v for k, v in json.loads((folder / "config.json").read_text()).items() if k not in ("dtype", "torch_dtype")}
+        (folder / "config.json").write_text(json.dumps({**cfg, **config}))
+        return folder
+
+    assert json.loads((tiny_prms["ensemble-prm"] / "config.json").read_text())["dtype"] == "bfloat16"
+    assert body_dtype(tiny_prms["ensemble-prm"]) == torch.bfloat16
+    assert body_dtype(without_dtype("old", torch_dtype="float32")) == torch.float32
+    assert body_dtype(without_dtype("none")) == torch.bfloat16
+
+
+def test_a_checkpoint_with_an_extra_or_a_wrongly_shaped_weight_fails_in_one_line(tiny_prms, tmp_path):
+    import torch
+
+    from notallbits.verify.families import load
+
+    qwen = tiny_prms["qwen2-prm"]
+    extra = _rewrite(qwen, tmp_path / "extra", change=lambda t: {"score.9.weight": torch.zeros(2, 2)})
+    with pytest.raises(UserError, match=r"has unexpected 1 weights of a Qwen2ForProcessRewardModel "
+                                        r"\(first: 'score\.9\.weight'\)") as err:
+        load(str(extra), "float32", "cpu")
+    assert "\n" not in str(err.value)
+    shape = _rewrite(qwen, tmp_path / "shape", change=lambda t: {"score.2.weight": torch.zeros(3, t["score.2.weight"].shape[1])})
+    with pytest.raises(UserError, match=r"shape: weights do not fit a Qwen2ForProcessRewardModel: \S") as err:
+        load(str(shape), "float32", "cpu")
+    assert "\n" not in str(err.value)
+
+
 # ---------------------------------------------------------------- the verify step
 
 
@@ -521,15 +561,16 @@ def test_the_verify_step_scores_every_record_as_activeprms_worker(tiny_prm, tmp_
     gen = _generation_file(tmp_path / "g.jsonl", VERIFY_THINKING, VERIFY_ANSWERS, VERIFY_CHARS_AT_8)
     spec = {"verifier": "prm", "source": str(tiny_prm), "aggregation": "min", "dtype": "float32", "device": "cpu",
             "batch_size": 3}
+    t0 = time.perf_counter()
     header = verify(str(questions), [str(gen)], spec, str(tmp_path / "v.jsonl"))
+    wall = time.perf_counter() - t0
     got_header, rows = read_framed_jsonl(tmp_path / "v.jsonl")
-    assert got_header == header
+    assert got_header == header and 0 < header["seconds"] <= wall  # the forward passes, within the call
     assert {k: v for k, v in header.items() if k != "seconds"} == {
         "format_version": FORMAT_VERSION, "verifier": "prm", "source": str(tiny_prm), "family": "ensemble-prm",
         "aggregation": "min", "max_tokens": 1024, "dtype": "float32", "verifier_bytes": _tensor_bytes(tiny_prm),
         "job": {"dataset": "d", "model": "m", "bits": 16, "kv": "full", "budgets": [8, 16], "samples": 2},
         "records": 8, "device": "cpu"}
-    assert header["seconds"] > 0
     keys = [(r["question_id"], r["sample"], r["budget_tokens"]) for r in rows]
     assert keys == [(q, s, b) for (q, s) in VERIFY_THINKING for b in (8, 16)]
     text = {q["id"]: format_question(q) for q in VERIFY_QUESTIONS}
@@ -583,15 +624,38 @@ def test_the_verify_step_fails_in_one_line_on_a_bad_job(tiny_prm, tmp_path):
     with pytest.raises(UserError, match="unknown PRM aggregation 'median'"):
         verify(str(questions), [str(gen)], {**spec, "aggregation": "median", "source": str(tmp_path / "none")},
                str(tmp_path / "v.jsonl"))
-    # records without thinking text: one line naming the generation file
-    _generation_file(tmp_path / "g.jsonl", {("q1", 0): "a"}, VERIFY_ANSWERS, {("q1", 0): 1})
+    with pytest.raises(UserError, match="unknown prompt style 'nope'"):
+        verify(str(questions), [str(gen)], {**spec, "prompt_style": "nope"}, str(tmp_path / "v.jsonl"))
+    # one question shard of two: the job is not whole
     from notallbits.io import read_framed_jsonl, write_framed_jsonl
 
+    header, rows = read_framed_jsonl(gen)
+    write_framed_jsonl(tmp_path / "g1.jsonl", {**header, "shard": [1, 2]}, rows)
+    with pytest.raises(UserError, match=r"g1\.jsonl: expected question shards 1\.\.2 of one job, got \[1\]"):
+        verify(str(questions), [str(tmp_path / "g1.jsonl")], spec, str(tmp_path / "v.jsonl"))
+    # records without thinking text: one line naming the generation file
+    _generation_file(tmp_path / "g.jsonl", {("q1", 0): "a"}, VERIFY_ANSWERS, {("q1", 0): 1})
     header, rows = read_framed_jsonl(gen)
     write_framed_jsonl(gen, header, [{k: v for k, v in r.items() if k != "thinking_chars"} for r in rows])
     with pytest.raises(UserError, match=r"g\.jsonl: generation records carry no thinking text"):
         verify(str(questions), [str(gen)], spec, str(tmp_path / "v.jsonl"))
     assert not (tmp_path / "v.jsonl").exists()
+
+
+def test_the_verify_command_writes_the_verify_file(tiny_prm, tmp_path):
+    import argparse
+
+    from notallbits.io import read_framed_jsonl
+    from notallbits.verify import run
+
+    questions = tmp_path / "q.jsonl"
+    questions.write_text("".join(json.dumps(q) + "\n" for q in VERIFY_QUESTIONS))
+    gen = _generation_file(tmp_path / "g.jsonl", VERIFY_THINKING, VERIFY_ANSWERS, VERIFY_CHARS_AT_8)
+    spec = {"verifier": "prm", "source": str(tiny_prm), "aggregation": "min", "device": "cpu"}
+    run(argparse.Namespace(build_tiny=None, questions=str(questions), generations=(str(gen),), spec=json.dumps(spec),
+                           out=str(tmp_path / "out.jsonl"), family="ensemble-prm"))
+    header, rows = read_framed_jsonl(tmp_path / "out.jsonl")
+    assert header["records"] == len(rows) == 8 and header["verifier"] == "prm"
 
 
 def test_the_verify_command_asks_a_gpu_unless_its_spec_says_cpu(tmp_path):
