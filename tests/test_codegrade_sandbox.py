@@ -363,3 +363,31 @@ print(os.environ["TMPDIR"] == home, os.path.dirname(home) == {str(outside / "tmp
     result = codegrade._run(codegrade.ProcessSandbox(), program, [{"input": "", "output": want, "testtype": "stdin"}],
                             None, LIMITS)
     assert result.passed, result
+
+
+@pytest.mark.parametrize("files, writable, found", [
+    # cgroup v2: the top's cgroup.subtree_control lists the controllers enabled for children
+    ({"/sys/fs/cgroup/cgroup.subtree_control": "cpuset cpu io memory pids\n"}, {"/sys/fs/cgroup"}, "/sys/fs/cgroup"),
+    ({"/sys/fs/cgroup/cgroup.subtree_control": "cpuset cpu io memory\n", "/sys/fs/cgroup/pids/cgroup.procs": ""},
+     {"/sys/fs/cgroup", "/sys/fs/cgroup/pids"}, "/sys/fs/cgroup/pids"),
+    ({"/sys/fs/cgroup/cgroup.subtree_control": "pids\n"}, set(), None),  # read-only (a container's view)
+    # cgroup v1: one hierarchy per controller, pids under /sys/fs/cgroup/pids
+    ({"/sys/fs/cgroup/pids/cgroup.procs": ""}, {"/sys/fs/cgroup/pids"}, "/sys/fs/cgroup/pids"),
+    ({"/sys/fs/cgroup/pids/cgroup.procs": ""}, set(), None),
+    ({"/sys/fs/cgroup/pids/tasks": ""}, {"/sys/fs/cgroup/pids"}, None),
+    ({}, {"/sys/fs/cgroup", "/sys/fs/cgroup/pids"}, None),
+])
+def test_the_pids_hierarchy_is_found_in_the_kernels_cgroup_layouts(monkeypatch, files, writable, found):
+    """The kernel's two layouts (Documentation/admin-guide/cgroup-v2.rst, cgroup-v1/pids.rst), as
+    files the lookup reads: where root may make a pids cgroup, or None."""
+    import io
+
+    def fake_open(path, *args, **kwargs):
+        if path not in files:
+            raise FileNotFoundError(path)
+        return io.StringIO(files[path])
+
+    monkeypatch.setattr(codegrade, "open", fake_open, raising=False)
+    monkeypatch.setattr(codegrade.os.path, "isfile", lambda path: path in files)
+    monkeypatch.setattr(codegrade.os, "access", lambda path, mode: mode == os.W_OK and path in writable)
+    assert codegrade._cgroup_pids_root() == found

@@ -354,8 +354,10 @@ def test_tiny_checkpoints_have_each_familys_exact_layout(tiny_prms):
                 assert f.get_slice(f"score.{copy}.{layer}.weight").get_dtype() == "F32"
     assert {k for k in keys if not k.startswith(("model.layers.", "score."))} == {"model.embed_tokens.weight", "model.norm.weight"}
     qwen = tiny_prms["qwen2-prm"]
+    qcfg = json.loads((qwen / "config.json").read_text())  # Qwen2.5-Math-PRM-7B's config.json: no ensemble keys
+    assert qcfg["architectures"] == ["Qwen2ForProcessRewardModel"] and not {"rr_token", "num_ensemble"} & set(qcfg)
     with safe_open(qwen / "model.safetensors", "pt") as f:
-        h = json.loads((qwen / "config.json").read_text())["hidden_size"]
+        h = qcfg["hidden_size"]
         assert f.get_slice("score.0.weight").get_shape() == [h, h] and f.get_slice("score.2.weight").get_shape() == [2, h]
         assert {k for k in f.keys() if k.startswith("score.")} == {"score.0.weight", "score.0.bias", "score.2.weight",
                                                                   "score.2.bias"}
