@@ -391,3 +391,17 @@ def test_the_pids_hierarchy_is_found_in_the_kernels_cgroup_layouts(monkeypatch, 
     monkeypatch.setattr(codegrade.os.path, "isfile", lambda path: path in files)
     monkeypatch.setattr(codegrade.os, "access", lambda path, mode: mode == os.W_OK and path in writable)
     assert codegrade._cgroup_pids_root() == found
+
+
+@pytest.mark.skipif(not os.path.exists("/usr/bin/bwrap"), reason="bwrap is not where Debian installs it")
+def test_bwrap_is_taken_from_the_path_else_where_distributions_install_it(monkeypatch, tmp_path):
+    import shutil
+
+    link = tmp_path / "bwrap"
+    link.symlink_to("/usr/bin/bwrap")
+    which = shutil.which
+    monkeypatch.setattr(codegrade.shutil, "which", lambda name: str(link) if name == "bwrap" else which(name))
+    assert codegrade.Bubblewrap().prefix[0] == str(link)
+    monkeypatch.setattr(codegrade.shutil, "which", lambda name: None if name == "bwrap" else which(name))
+    assert codegrade.Bubblewrap().prefix[0] == "/usr/bin/bwrap"  # the first of /usr/bin/bwrap, /bin/bwrap
+

@@ -354,6 +354,9 @@ def test_tiny_checkpoints_have_each_familys_exact_layout(tiny_prms):
                 assert f.get_slice(f"score.{copy}.{layer}.weight").get_dtype() == "F32"
     assert {k for k in keys if not k.startswith(("model.layers.", "score."))} == {"model.embed_tokens.weight", "model.norm.weight"}
     qwen = tiny_prms["qwen2-prm"]
+    for family, folder in tiny_prms.items():  # how it was built, for whoever finds the folder
+        assert json.loads((folder / "notallbits.json").read_text()) == {"built_by": "notallbits.verify",
+                                                                       "family": family, "seed": 0}
     qcfg = json.loads((qwen / "config.json").read_text())  # Qwen2.5-Math-PRM-7B's config.json: no ensemble keys
     assert qcfg["architectures"] == ["Qwen2ForProcessRewardModel"] and not {"rr_token", "num_ensemble"} & set(qcfg)
     with safe_open(qwen / "model.safetensors", "pt") as f:
