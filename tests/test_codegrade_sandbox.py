@@ -405,3 +405,12 @@ def test_bwrap_is_taken_from_the_path_else_where_distributions_install_it(monkey
     monkeypatch.setattr(codegrade.shutil, "which", lambda name: None if name == "bwrap" else which(name))
     assert codegrade.Bubblewrap().prefix[0] == "/usr/bin/bwrap"  # the first of /usr/bin/bwrap, /bin/bwrap
 
+
+
+def test_a_long_right_answer_is_not_cut_off():
+    """The cap is on megabytes of output (16 MiB a test): 200,000 lines of a right answer (400 kB,
+    LiveCodeBench graders compare outputs of that size) pass."""
+    want = "7\n" * 200_000
+    result = run_program("print('7\\n' * 200000, end='')", [{"input": "", "output": want, "testtype": "stdin"}],
+                         limits=LIMITS)
+    assert result.passed, result
