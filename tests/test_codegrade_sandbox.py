@@ -414,3 +414,25 @@ def test_a_long_right_answer_is_not_cut_off():
     result = run_program("print('7\\n' * 200000, end='')", [{"input": "", "output": want, "testtype": "stdin"}],
                          limits=LIMITS)
     assert result.passed, result
+
+
+def test_bwraps_own_error_is_the_detail_of_a_sandbox_that_cannot_start(tmp_path):
+    """bwrap reports a bind of a missing path on its stderr ("bwrap: Can't find source path ..."),
+    before the harness runs: that line, not a generic one, is the detail."""
+    box = codegrade.Bubblewrap()
+    box.prefix = [*box.prefix, "--ro-bind", str(tmp_path / "missing"), "/missing"]
+    result = codegrade._run(box, "print(3)", [{"input": "", "output": "3\n", "testtype": "stdin"}], None, LIMITS)
+    assert result.outcome == "sandbox_error" and result.detail.startswith("bwrap: ") and "missing" in result.detail
+
+
+@pytest.mark.skipif(not os.path.isdir(LIBRARIES), reason="no Debian multiarch library folder")
+def test_without_ldd_the_sandbox_binds_the_systems_library_folders(outside, monkeypatch):
+    """Where ldd is missing, the libraries are not known one by one: the system's library folders
+    are bound read-only whole, and the interpreter still starts inside."""
+    monkeypatch.setattr(codegrade.shutil, "which", lambda name, which=codegrade.shutil.which: None if name == "ldd"
+                        else which(name))
+    host_libraries = len(os.listdir(LIBRARIES))
+    program = f"import os\nprint(len(os.listdir({LIBRARIES!r})) == {host_libraries})"
+    result = codegrade._run(codegrade.Bubblewrap(), program, [{"input": "", "output": "True\n", "testtype": "stdin"}],
+                            None, LIMITS)
+    assert result.passed, result
