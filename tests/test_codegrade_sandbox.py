@@ -256,7 +256,7 @@ def test_a_fork_bomb_fails_and_leaves_nothing(outside):
 
 
 def test_the_scratch_folder_is_private_and_capped(outside):
-    ok = "open('scratch.txt', 'w').write('x')\n" + ANSWER
+    ok = "open('scratch.txt', 'w').write('x' * 2**20)\n" + ANSWER  # 1 MiB of the 64 MiB default
     assert run_program(ok, ADD_TESTS, limits=LIMITS).passed
     full = "data = b'x' * 2**20\nfor i in range(200):\n    open(f'f{i}', 'wb').write(data)" + ANSWER
     r = run_program(full, ADD_TESTS, limits=Limits(test_seconds=2.0, disk_mb=8))
@@ -277,6 +277,8 @@ def test_the_weaker_sandbox_must_be_chosen_and_is_recorded():
 
     assert run_program("a, b = map(int, input().split())\nprint(a + b)", ADD_TESTS, limits=LIMITS,
                        sandbox_name="process").passed
+    assert type(codegrade.sandbox("bubblewrap")).__name__ == "Bubblewrap"  # the strong one unless chosen
+    assert type(codegrade.sandbox("process")).__name__ == "ProcessSandbox"
     q = demo_code()[0]
     records = [{"question_id": q["id"], "sample": 0, "budget_tokens": 16, "thinking_tokens": 1, "answer_tokens": 1,
                 "answer_text": "```python\na, b = map(int, input().split())\nprint(a + b)\n```"}]
