@@ -357,6 +357,9 @@ def test_tiny_checkpoints_have_each_familys_exact_layout(tiny_prms):
     for family, folder in tiny_prms.items():  # how it was built, for whoever finds the folder
         assert json.loads((folder / "notallbits.json").read_text()) == {"built_by": "notallbits.verify",
                                                                        "family": family, "seed": 0}
+        fcfg = json.loads((folder / "config.json").read_text())  # grouped-query attention, as the 7B PRMs' 28/4
+        assert fcfg["num_attention_heads"] % fcfg["num_key_value_heads"] == 0
+        assert fcfg["num_key_value_heads"] < fcfg["num_attention_heads"]
     qcfg = json.loads((qwen / "config.json").read_text())  # Qwen2.5-Math-PRM-7B's config.json: no ensemble keys
     assert qcfg["architectures"] == ["Qwen2ForProcessRewardModel"] and not {"rr_token", "num_ensemble"} & set(qcfg)
     with safe_open(qwen / "model.safetensors", "pt") as f:
