@@ -41,7 +41,8 @@ from math import ceil
 from pathlib import Path
 
 from notallbits import UserError
-from notallbits.kvcache.settings import HQQ_CHUNK_TOKENS, METHODS, normalize, streaming_slack, tokens_held
+from notallbits.kvcache.settings import (HQQ_CHUNK_TOKENS, HQQ_OPT_CHUNK_ELEMENTS, HQQ_REQUANT_ELEMENTS, METHODS,
+                                        normalize, streaming_slack, tokens_held)
 
 GIB = 2**30
 DTYPE_BYTES = {"BF16": 2, "F16": 2, "F32": 4, "F64": 8, "I64": 8, "I32": 4, "I16": 2, "I8": 1, "U8": 1,
@@ -270,8 +271,9 @@ def kv_bytes(arch: Arch, settings: dict, budget_tokens: int, samples: int, resid
 # the slots a chunk of heads at a time; StreamingLLM's evicted slots until they are dropped,
 # settings.streaming_slack), the forced answer's tail on a fork (kvcache.fork: the answer's
 # tokens only; evicting layers keep room for it from the start), transient copies (StreamingLLM
-# and R-KV compact in place, one KV head's K or V at a time; HQQ: one layer's K + V of
-# requantizing work), HQQ's requantized copy in a fork whose residual window fills during the
+# and R-KV compact in place, one KV head's K or V at a time; HQQ: a layer's requantized K + V
+# while its old ones are still held; its requantizing work is a few rows at a time whatever the
+# batch, kv_batch_bytes), HQQ's requantized copy in a fork whose residual window fills during the
 # answer, HQQ's attention scratch (one chunk of dequantized keys or values with its unpacked
 # codes, and the softmax's fp32 and compute-dtype copies of the scores; no dequantized layer),
 # attention scores of one step (query heads x cache tokens, fp32), one step's activations, the
@@ -295,7 +297,8 @@ def kv_row_bytes(arch: Arch, settings: dict, trace_tokens: int, answer_tokens: i
         "cache": cache,
         "fork_tail": answer_tokens * per_token,
         "streaming_slack": slots * per_token - cache if s["method"] == "streamingllm" else 0,
-        "transient_layer": layer if s["method"] == "hqq" else 0,
+        "hqq_requantized_layer": kv_bytes(arch, s, trace_tokens, 1, residual=False) // arch.layers
+        if s["method"] == "hqq" else 0,
         # compacting in place moves one KV head's K or V at a time (R-KV's comes after its scoring
         # scratch is freed, which the cache counts)
         "compaction_head": slots * per_token // arch.layers // (2 * arch.kv_heads)
@@ -312,10 +315,32 @@ def kv_row_bytes(arch: Arch, settings: dict, trace_tokens: int, answer_tokens: i
     return parts
 
 
-def kv_rows_per_batch(device_bytes: int, weight_bytes: int, row_bytes: int, rows_wanted: int) -> int:
-    """Rows that fit: weights + rows x per-row peak within KV_MEMORY_MARGIN of the device's
-    memory less KV_OVERHEAD_GIB; at most ``rows_wanted``; 0 if not even one row fits."""
-    free = KV_MEMORY_MARGIN * device_bytes - KV_OVERHEAD_GIB * GIB - weight_bytes
+def kv_batch_bytes(arch: Arch, settings: dict, trace_tokens: int, device_type: str = "cuda",
+                   dtype_bytes: int = NATIVE_BYTES) -> int:
+    """Bytes a transformers-backend batch holds once, whatever its rows: HQQ's requantizing work
+    (kvcache.quantized), which takes a layer's keys or values of as many rows as hold
+    settings.HQQ_REQUANT_ELEMENTS elements (one row at least): those rows dequantized (the
+    compute dtype, ``dtype_bytes``), their codes and packed codes, hqq's optimiser's errors and
+    five window buffers in its dtype (float16 on a GPU, where a window is all those rows and a
+    bf16 input is converted once; float32 on a CPU, windows of HQQ_OPT_CHUNK_ELEMENTS); 0 for
+    the other methods."""
+    s = normalize(settings)
+    if s["method"] != "hqq":
+        return 0
+    row = trace_tokens * arch.kv_heads * arch.head_dim
+    elements = max(1, HQQ_REQUANT_ELEMENTS[device_type] // row) * row
+    opt_bytes = 2 if device_type == "cuda" else 4
+    window = elements if device_type == "cuda" else min(elements, HQQ_OPT_CHUNK_ELEMENTS[device_type])
+    converted = elements * opt_bytes if device_type == "cuda" else 0  # bf16 -> float16 (a float16 model: none)
+    return int(elements * (dtype_bytes + opt_bytes + 1 + s["nbits"] / 8) + 5 * window * opt_bytes + converted)
+
+
+def kv_rows_per_batch(device_bytes: int, weight_bytes: int, row_bytes: int, rows_wanted: int,
+                      batch_bytes: int = 0) -> int:
+    """Rows that fit: weights + ``batch_bytes`` (kv_batch_bytes) + rows x per-row peak within
+    KV_MEMORY_MARGIN of the device's memory less KV_OVERHEAD_GIB; at most ``rows_wanted``; 0 if
+    not even one row fits."""
+    free = KV_MEMORY_MARGIN * device_bytes - KV_OVERHEAD_GIB * GIB - weight_bytes - batch_bytes
     return max(0, min(rows_wanted, int(free // row_bytes))) if free > 0 else 0
 
 

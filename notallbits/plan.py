@@ -174,24 +174,25 @@ def job_minutes(config: dict, job, spec, questions: int) -> float:
 
 def kv_job_rows(config: dict, job, spec, questions: int) -> dict:
     """A transformers-backend job on one GPU of hardware.gpu_memory_gib: the peak GiB of one
-    row (memory.kv_row_bytes at the job's longest trace, prompts of PROMPT_TOKENS), the weights'
-    GiB, and the rows per batch: generation.batch_size, or for "auto" what fits
+    row (memory.kv_row_bytes at the job's longest trace, prompts of PROMPT_TOKENS), what a batch
+    holds once (memory.kv_batch_bytes: HQQ's requantizing work), the weights' GiB, and the rows per batch: generation.batch_size, or for "auto" what fits
     (memory.kv_rows_per_batch; 0: not even one row fits), at most the job's rows."""
-    from notallbits.memory import GIB, kv_row_bytes, kv_rows_per_batch
+    from notallbits.memory import GIB, kv_batch_bytes, kv_row_bytes, kv_rows_per_batch
 
     gen, hw = config["generation"], config["hardware"]
     arch = model_arch(config, job.model)
     settings = grid.kv_settings(config, job.kv) if job.kv != "full" else {"method": "full"}
     answer = 16 + gen["answer_max_tokens"]
     row = kv_row_bytes(arch, settings, PROMPT_TOKENS + max(spec.budgets), answer, PROMPT_TOKENS)["total"]
+    batch = kv_batch_bytes(arch, settings, PROMPT_TOKENS + max(spec.budgets))
     weights = _weight_bytes(arch, job.weights)
     wanted = questions * spec.samples
     if gen["batch_size"] == "auto":
-        rows = kv_rows_per_batch(int(hw["gpu_memory_gib"] * GIB), weights, row, wanted)
+        rows = kv_rows_per_batch(int(hw["gpu_memory_gib"] * GIB), weights, row, wanted, batch)
     else:
         rows = min(int(gen["batch_size"]), wanted)
-    return {"rows": rows, "row_gib": row / GIB, "weight_gib": weights / GIB,
-            "peak_gib": (weights + max(rows, 1) * row) / GIB}
+    return {"rows": rows, "row_gib": row / GIB, "batch_gib": batch / GIB, "weight_gib": weights / GIB,
+            "peak_gib": (weights + batch + max(rows, 1) * row) / GIB}
 
 
 def kv_jobs(config: dict) -> list[dict]:
@@ -337,10 +338,11 @@ def run(args: argparse.Namespace) -> None:
         print(f"  {r['model']:>12} {r['weights']:<6} {r['context_tokens']:>6} tokens  {cells}")
     if result["kv_jobs"]:
         print(f"KV-method jobs on the transformers backend (generation.batch_size {gen['batch_size']}; one "
-              f"{hw['gpu_memory_gib']} GiB GPU, {KV_MARGIN_TEXT}; rows per batch, peak GiB = weights + rows x row peak):")
+              f"{hw['gpu_memory_gib']} GiB GPU, {KV_MARGIN_TEXT}; rows per batch, peak GiB = weights + once per batch + rows x row peak):")
         for r in result["kv_jobs"]:
             rows = r["rows"] or "does not fit"
-            print(f"  {r['job']}: {rows} rows, {r['peak_gib']:.1f} GiB ({r['weight_gib']:.1f} weights + "
+            once = f"{r['batch_gib']:.2f} once + " if r["batch_gib"] else ""
+            print(f"  {r['job']}: {rows} rows, {r['peak_gib']:.1f} GiB ({r['weight_gib']:.1f} weights + {once}"
                   f"{r['row_gib']:.2f} per row)")
     over = [r for r in result["runtimes"] if r["shards"] > 1]
     print(f"runtime at {hw['gpu_bandwidth_gb_per_s']} GB/s (hardware.max_runtime_minutes="

@@ -121,3 +121,24 @@ def test_hqq_rows_equal_hqq_on_each_row_alone(nbits):
         assert torch.equal(q, data[:, part]), r
         assert torch.equal(ref["scale"].to(torch.bfloat16), meta["scale"][:, part]), r
         assert torch.equal(ref["zero"].to(torch.bfloat16), meta["zero"][:, part]), r
+
+
+@pytest.mark.parametrize("nbits", [2, 4])
+def test_hqq_optimiser_in_windows_equals_hqq_on_wide_rows(nbits):
+    """The optimiser runs over windows of a row (kvcache.quantized._hqq_codes) to stay in cache:
+    on rows many windows wide (4,800 group columns, windows asked for 500 columns wide) its codes
+    and its float32 scales and zeros must be hqq's own for each row alone, bit for bit."""
+    from hqq.core.quantize import Quantizer
+
+    from notallbits.kvcache.quantized import _hqq_codes
+
+    g = torch.Generator().manual_seed(1)
+    x = torch.randn(2, 8, 300, 128, generator=g) * torch.rand(2, 1, 1, 128, generator=g) * 4
+    x = x + torch.randn(2, 1, 1, 128, generator=g) * 2
+    codes, scale, zero = _hqq_codes(x, nbits, 64, chunk_elements=64 * 500)
+    for r in range(2):
+        q, ref = Quantizer.quantize(x[r : r + 1].contiguous(), nbits=nbits, group_size=64, axis=0, device="cpu",
+                                    compute_dtype=torch.float32, bitpack=False)
+        assert torch.equal(q.to(torch.uint8), codes[r]), r
+        assert torch.equal(ref["scale"], scale[r]), r
+        assert torch.equal(ref["zero"], zero[r]), r

@@ -3,7 +3,7 @@
 import pytest
 
 from notallbits import UserError
-from notallbits.memory import GIB, Arch, kv_row_bytes, kv_rows_per_batch
+from notallbits.memory import GIB, Arch, kv_batch_bytes, kv_row_bytes, kv_rows_per_batch
 
 # Qwen3-8B's config.json: 36 layers, 8 KV heads, head_dim 128 -> 2 x 36 x 8 x 128 x 2 B per token
 QWEN3_8B_KV_BYTES_PER_TOKEN = 147456
@@ -22,9 +22,28 @@ def test_row_peak_counts_the_cache_the_fork_tail_and_one_layer_by_hand():
     # budget + 64 masked slots + the step's own: 2113 slots; an in-place compaction moves one KV
     # head's K (or V) of one layer at a time: 2113 x 128 x 2 B
     assert stream["cache"] + stream["streaming_slack"] == 2113 * QWEN3_8B_KV_BYTES_PER_TOKEN
-    assert stream["compaction_head"] == 2113 * 128 * 2 and stream["transient_layer"] == 0
+    assert stream["compaction_head"] == 2113 * 128 * 2 and stream["hqq_requantized_layer"] == 0
     # a row of Qwen3-8B at a 9k-token trace is about its cache: 1.27 GiB of KV, under 1.4 GiB in all
     assert 1.2 * GIB < full["total"] < 1.4 * GIB
+
+
+def test_hqq_requantizes_a_layer_per_row_and_its_work_once_per_batch_by_hand():
+    arch = Arch.named("Qwen3-8B")
+    hqq = {"method": "hqq", "nbits": 4, "q_group_size": 64, "residual_length": 128}
+    row = kv_row_bytes(arch, hqq, 9216, 32, 1024)
+    # a layer's new K + V while the old ones are held: 2 x 8 x 128 values per token at 4 bits
+    # plus a 16-bit scale and zero per 64 values (0.5625 B each)
+    assert row["hqq_requantized_layer"] == 9216 * 2 * 8 * 128 * 9 // 16
+    # the work: K (or V) of one layer of a row is 9216 x 8 x 128 = 9,437,184 values; a GPU
+    # requantizes 2^26 // that = 7 rows at once: 66,060,288 values, each dequantized (bf16, 2 B),
+    # converted for hqq's float16 optimiser (2 B), its error (2 B), five window buffers (10 B), its
+    # code (1 B) and packed code (0.5 B)
+    assert kv_batch_bytes(arch, hqq, 9216) == 66060288 * 2 + 66060288 * (2 + 2 + 10 + 1) + 66060288 // 2
+    # a CPU: one row at once (2^20 values hold no more), float32 errors, windows of 2^16 values
+    assert kv_batch_bytes(arch, hqq, 9216, "cpu", 4) == 9437184 * (4 + 4 + 1) + 9437184 // 2 + 5 * 65536 * 4
+    assert kv_batch_bytes(arch, {"method": "rkv", "budget": 8192}, 9216) == 0
+    # once per batch, not per row
+    assert kv_rows_per_batch(80 * GIB, 16 * GIB, GIB, 1000, batch_bytes=GIB) == 54
 
 
 def test_rows_per_batch_fill_the_margin_of_the_device():

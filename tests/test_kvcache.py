@@ -522,6 +522,44 @@ def test_hqq_attention_over_codes_equals_sdpa_over_hqqs_own_dequantization(nbits
         torch.testing.assert_close(got[r : r + 1], want.transpose(1, 2), rtol=1e-5, atol=1e-5)
 
 
+def test_hqq_optimiser_works_in_one_buffer_of_errors_and_cache_sized_windows():
+    """Bytes allocated and alive at once while hqq's optimiser quantizes 2 rows of 8 KV heads x
+    512 tokens x 128 (1M float32 values, 4 MiB): its error buffer (4 MiB), the codes (1 MiB),
+    scales and zeros and five windows of 2^16 values (1.25 MiB) — hqq's own loop holds ~6
+    float32 copies of the values (24 MiB) at its peak."""
+    from notallbits.bench.kv_methods import peak_extra_bytes
+    from notallbits.kvcache.quantized import _hqq_codes
+
+    x = torch.randn(2, 8, 512, 128, generator=torch.Generator().manual_seed(7))
+    _, peak = peak_extra_bytes(_hqq_codes, x, 4, 64)
+    assert peak < 1.75 * x.nbytes, (peak, x.nbytes)
+
+
+def test_hqq_requantizes_a_few_rows_at_a_time(deep_model, monkeypatch):
+    """The rows of a layer's keys or values go through hqq's optimiser in calls of at most
+    settings.HQQ_REQUANT_ELEMENTS values (one row at least), at the prefill and at every
+    requantization, so that work is the batch's, not each row's."""
+    import notallbits.kvcache.quantized as quantized
+
+    calls = []
+    real = quantized._hqq_codes
+
+    def spy(x, *args, **kwargs):
+        calls.append(x.shape)
+        return real(x, *args, **kwargs)
+
+    monkeypatch.setattr(quantized, "_hqq_codes", spy)
+    monkeypatch.setitem(quantized.HQQ_REQUANT_ELEMENTS, "cpu", 3 * 2 * 40 * 32)  # 3 rows of 40 tokens
+    ids = torch.randint(5, 400, (8, 48), generator=torch.Generator().manual_seed(6))
+    cache = make_cache({"method": "hqq", "nbits": 4, "residual_length": 4}, deep_model)
+    step(deep_model, cache, ids[:, :36], 0)  # prefill: 36 tokens x 8 rows -> calls of 3, 3, 2 rows
+    prefill = list(calls)
+    assert prefill == [(3, 2, 36, 32), (3, 2, 36, 32), (2, 2, 36, 32)] * 2 * 8  # K and V of 8 layers
+    for t in range(36, 40):  # the residual window fills and is requantized: 40 tokens
+        step(deep_model, cache, ids[:, t : t + 1], t)
+    assert calls[len(prefill):] == [(3, 2, 40, 32), (3, 2, 40, 32), (2, 2, 40, 32)] * 2 * 8
+
+
 def test_hqq_decode_holds_no_dequantized_layer(deep_model):
     """Bytes allocated and alive at once during HQQ decode steps (none requantizing) beyond the
     cache, plus the scratch the layers keep: a chunk of dequantized keys or values, the scores and

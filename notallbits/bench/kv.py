@@ -17,8 +17,8 @@ a prompt of ``--tokens`` tokens per row, then ``--steps`` decode steps and a for
 with a full cache at the same trace length (so a loaded machine slows both alike). Prints per
 method: the time per decode step and its ratio to the full cache's; the peak bytes during decode
 and during forcing (above the weights and inputs) against the memory model's estimate
-(memory.kv_row_bytes x rows, less the prefill's activations; code without it: the cache at its
-peak, plus the answer's tokens when forcing).
+(memory.kv_row_bytes x rows, less the prefill's activations, + memory.kv_batch_bytes; code
+without it: the cache at its peak, plus the answer's tokens when forcing).
 
 Peak memory: on CUDA ``torch.cuda.max_memory_allocated``; on CPU the process's resident
 high-water mark (VmHWM, reset through /proc/self/clear_refs before each phase), with
@@ -264,13 +264,21 @@ def step_one(a) -> dict:
         else:
             full_s = step_s
     decode_model, force_model = model_estimate(config, settings, t, a.answer, dtype)
+    try:  # what the batch holds once (HQQ's requantizing work)
+        from notallbits.memory import Arch, kv_batch_bytes
+
+        batch_model = kv_batch_bytes(Arch.from_hf_config(config.to_dict()), settings, t,
+                                     "cuda" if device == "cuda" else "cpu", torch.finfo(dtype).bits // 8)
+    except ImportError:  # older code: none
+        batch_model = 0
     answer_kv = torch.finfo(dtype).bits // 8 * 2 * a.layers * a.kv_heads * a.head_dim * a.answer * a.batch
     weights = sum(t.nbytes for t in model.parameters())
     return {"method": a.method, "step_s": step_s, "full_step_s": full_s, "decode_peak": decode_peak,
             "force_peak": force_peak,
             "weight_bytes": weights,
             "held": held, "before_decode": before_decode, "before_force": before_force,
-            "model_peak": decode_model * a.batch, "model_force": force_model * a.batch, "answer_kv": answer_kv,
+            "model_peak": decode_model * a.batch + batch_model, "model_force": force_model * a.batch + batch_model,
+            "answer_kv": answer_kv,
             "trace": t}
 
 

@@ -113,13 +113,15 @@ class TransformersBackend(Backend):
             return int(self.batch_size)
         import torch
 
-        from notallbits.memory import Arch, kv_row_bytes, kv_rows_per_batch
+        from notallbits.memory import Arch, kv_batch_bytes, kv_row_bytes, kv_rows_per_batch
 
         config = self.model.config.get_text_config(decoder=True).to_dict()
         arch = Arch.from_hf_config(config)
         answer = len(spec.answer_prefix_ids) + spec.answer_max_tokens
         row = kv_row_bytes(arch, self.kv_settings, prompt_tokens + spec.max_budget, answer, prompt_tokens)["total"]
         row = row * self.model.dtype.itemsize // 2 if self.model.dtype.is_floating_point else row  # sized for bf16
+        batch = kv_batch_bytes(arch, self.kv_settings, prompt_tokens + spec.max_budget,
+                               "cuda" if self.device.type == "cuda" else "cpu", self.model.dtype.itemsize)
         weights = sum(t.nbytes for t in self.model.parameters()) + sum(t.nbytes for t in self.model.buffers())
         if self.device.type == "cuda":
             device_bytes = torch.cuda.get_device_properties(self.device).total_memory
@@ -127,9 +129,9 @@ class TransformersBackend(Backend):
             import os
 
             device_bytes = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-        rows = kv_rows_per_batch(device_bytes, weights, row, rows_wanted)
+        rows = kv_rows_per_batch(device_bytes, weights, row, rows_wanted, batch)
         if rows == 0:
-            raise UserError(f"{self.cell or 'generation job'}: one row needs {row / 2**30:.1f} GiB beside "
+            raise UserError(f"{self.cell or 'generation job'}: one row needs {(row + batch) / 2**30:.1f} GiB beside "
                             f"{weights / 2**30:.1f} GiB of weights, more than this device's "
                             f"{device_bytes / 2**30:.0f} GiB allows (memory.kv_row_bytes); lower the budget "
                             "or use a larger GPU")

@@ -36,43 +36,106 @@ import math
 import torch
 from transformers.cache_utils import Cache
 
-from notallbits.kvcache.settings import HQQ_CHUNK_TOKENS
+from notallbits.kvcache.settings import HQQ_CHUNK_TOKENS, HQQ_REQUANT_ELEMENTS
 from notallbits.kvcache.slots import SlotLayer
 
 
-def _hqq_codes(x, nbits: int, group_size: int):
+# A window of a row starts at a multiple of this many columns (see _pieces)
+HQQ_WINDOW_COLUMNS = 256
+
+
+def _pieces(rows: int, group_size: int, columns: int, elements: int, split_rows: bool):
+    """(r0, r1, j0, j1) windows of a [rows, group_size, columns] tensor of about ``elements``
+    elements each: whole rows where they fit, else (``split_rows``) one row's columns in runs
+    that start at multiples of HQQ_WINDOW_COLUMNS. hqq's zero is a mean over the group axis
+    per column; torch's CPU reduction sums a column in an order that depends on where the column
+    falls in its vector blocks (8-16 floats, 4 at a time) and on whether it is one of the last
+    columns that do not fill a block; windows that start at multiples of 256 columns and end at a
+    multiple or at the row's end put every column where the whole row puts it (checked against
+    hqq on rows many windows wide, tests/test_batching.py). A GPU's reduction order is not
+    checked here: there a window is whole rows."""
+    per_row = group_size * columns
+    if per_row <= elements or not split_rows:
+        step = max(1, elements // per_row)
+        return [(r0, min(rows, r0 + step), 0, columns) for r0 in range(0, rows, step)]
+    width = max(1, elements // group_size // HQQ_WINDOW_COLUMNS) * HQQ_WINDOW_COLUMNS
+    return [(r, r + 1, j0, min(columns, j0 + width)) for r in range(rows) for j0 in range(0, columns, width)]
+
+
+@torch.inference_mode()
+def _hqq_codes(x, nbits: int, group_size: int, chunk_elements: int | None = None):
     """hqq's codes of each row of ``x`` [R, H, T, D] as if alone (see ``hqq_rows``):
     (codes [R, group, M] uint8, scale [R, 1, M] (what dequantization multiplies by), zero
-    [R, 1, M]), scale and zero in the optimiser's dtype."""
-    from hqq.core.optimize import shrink_lp_op
+    [R, 1, M]), scale and zero in the optimiser's dtype.
+
+    hqq's optimiser (``optimize_weights_proximal_legacy``) runs each iteration over the whole
+    tensor, ~15 elementwise passes with a new temporary each. Its columns are independent but
+    for the stopping rule (the mean error of the whole row), so each iteration here runs over
+    windows of ``chunk_elements`` elements (``settings.HQQ_OPT_CHUNK_ELEMENTS``; a CPU window
+    stays in cache; see ``_pieces``) with the same operations in the same order into five window-sized buffers,
+    writes the window's |W_f - W_r| into one row-sized buffer and takes the row's mean over that
+    buffer as hqq does: codes, scales, zeros and the iteration each row stops at are hqq's, bit
+    for bit (tests/test_batching.py), while the work memory is one copy of the rows in the
+    optimiser's dtype instead of ~6."""
+    from notallbits.kvcache.settings import HQQ_OPT_CHUNK_ELEMENTS
 
     rows = x.shape[0]
-    w = x.float().reshape(rows, group_size, -1)  # per row: hqq's W.reshape([group_size, -1])
-    lo, hi = w.min(dim=1, keepdim=True)[0], w.max(dim=1, keepdim=True)[0]
+    device = x.device
+    if chunk_elements is None:
+        chunk_elements = HQQ_OPT_CHUNK_ELEMENTS.get(device.type, HQQ_OPT_CHUNK_ELEMENTS["cuda"])
+    w = x.reshape(rows, group_size, -1)  # per row: hqq's W.reshape([group_size, -1]) (hqq's W is x.float())
+    columns = w.shape[2]
+    opt_dtype = torch.float16 if device.type == "cuda" else torch.float32  # hqq's W_f
     top = round(2**nbits - 1)
-    denom = hi - lo
-    scale = (top / denom)
-    scale = torch.where(denom.abs() <= 1e-4, torch.full_like(scale, 1.0), scale).clamp(max=2e4)
-    zero = -lo * scale
-    # optimize_weights_proximal_legacy, per row
-    w_f = w.to(torch.float16 if w.device.type == "cuda" else torch.float32)
-    scale, zero = scale.to(w_f.dtype), zero.to(w_f.dtype)
-    best = torch.full((rows,), float("inf"), device=w.device)
-    active = torch.ones(rows, dtype=torch.bool, device=w.device)
-    for _ in range(20):
-        w_q = torch.round(w_f * scale + zero).clamp_(0, top)
-        w_r = (w_q - zero) / scale
-        w_e = shrink_lp_op(w_f - w_r, 1e1, 0.7)
-        new_zero = torch.mean(w_q - (w_f - w_e) * scale, dim=1, keepdim=True)
-        zero = torch.where(active[:, None, None], new_zero, zero)  # a stopped row keeps its zero
-        error = torch.abs(w_f - w_r).flatten(1).mean(1).float()
+    scale = torch.empty(rows, 1, columns, dtype=opt_dtype, device=device)
+    zero = torch.empty_like(scale)
+    pieces = _pieces(rows, group_size, columns, chunk_elements, split_rows=device.type == "cpu")
+    for r0, r1, j0, j1 in pieces:  # Quantizer.quantize's initial scale and zero
+        piece = w[r0:r1, :, j0:j1].float()
+        lo, hi = piece.min(dim=1, keepdim=True)[0], piece.max(dim=1, keepdim=True)[0]
+        denom = hi - lo
+        s = top / denom
+        s = torch.where(denom.abs() <= 1e-4, torch.full_like(s, 1.0), s).clamp(max=2e4)
+        z = -lo * s
+        scale[r0:r1, :, j0:j1] = s.to(opt_dtype)
+        zero[r0:r1, :, j0:j1] = z.to(opt_dtype)
+    converted = w.float().to(opt_dtype) if w.dtype != opt_dtype and len(pieces) == 1 else None
+    error_abs = torch.empty(rows, group_size, columns, dtype=opt_dtype, device=device)
+    biggest = max((r1 - r0) * group_size * (j1 - j0) for r0, r1, j0, j1 in pieces)
+    buffers = [torch.empty(biggest, dtype=opt_dtype, device=device) for _ in range(5)]
+    best = torch.full((rows,), float("inf"), device=device)
+    active = torch.ones(rows, dtype=torch.bool, device=device)
+    for _ in range(20):  # optimize_weights_proximal_legacy: lp 0.7, beta 10, 20 iterations
+        for r0, r1, j0, j1 in pieces:
+            shape = (r1 - r0, group_size, j1 - j0)
+            a, b, c, d, e = (buf[: math.prod(shape)].view(shape) for buf in buffers)
+            w_f = converted if converted is not None else w[r0:r1, :, j0:j1]
+            if w_f.dtype != opt_dtype:  # hqq: W_f = tensor.float().to(float16 on a GPU)
+                w_f = w_f.float().to(opt_dtype)
+            s, z = scale[r0:r1, :, j0:j1], zero[r0:r1, :, j0:j1]
+            torch.mul(w_f, s, out=a).add_(z).round_().clamp_(0, top)  # W_q
+            torch.sub(a, z, out=b).div_(s)  # W_r = (W_q - zero) / scale
+            torch.sub(w_f, b, out=c)  # W_f - W_r
+            torch.abs(c, out=d)
+            error_abs[r0:r1, :, j0:j1] = d
+            # shrink_lp_op(W_f - W_r, beta=10, lp_norm=0.7): |x| - (1 / beta) * |x| ** (lp - 1), >= 0, signed
+            torch.pow(d, 0.7 - 1, out=e).mul_(1.0 / 1e1)
+            d.sub_(e).clamp_min_(0.0).mul_(torch.sign(c, out=b))  # W_e
+            torch.sub(w_f, d, out=e).mul_(s)  # (W_f - W_e) * scale
+            new_zero = torch.sub(a, e, out=e).mean(dim=1, keepdim=True)  # mean(W_q - (W_f - W_e) * scale)
+            zero[r0:r1, :, j0:j1] = torch.where(active[r0:r1, None, None], new_zero, z)  # a stopped row keeps its zero
+        error = error_abs.flatten(1).mean(1).float()
         better = active & (error < best)
         best = torch.where(better, error, best)
         active = better
         if not bool(active.any()):
             break
-    w_q = torch.round(w * scale + zero).clamp_(0, top).to(torch.uint8)
-    return w_q, 1.0 / scale, zero
+    del error_abs, buffers, converted
+    codes = torch.empty(rows, group_size, columns, dtype=torch.uint8, device=device)
+    for r0, r1, j0, j1 in pieces:  # hqq: round(W * scale + zero) with W = x.float()
+        piece = w[r0:r1, :, j0:j1].float()
+        codes[r0:r1, :, j0:j1] = torch.round(piece * scale[r0:r1, :, j0:j1] + zero[r0:r1, :, j0:j1]).clamp_(0, top)
+    return codes, 1.0 / scale, zero
 
 
 def hqq_rows(x, nbits: int, group_size: int, compute_dtype):
@@ -303,10 +366,10 @@ class RowHQQLayer(SlotLayer):
                                self._buffer("u8", torch.uint8, shape), self.nbits)
 
     # ------------------------------------------------------------------ quantizing
-    def _row_chunk(self, rows: int, tokens: int, heads: int, dim: int) -> int:
-        """Rows quantized at once: hqq's ~6 float32 copies of them within 2x the layer's keys."""
-        layer = rows * heads * tokens * dim * self.dtype.itemsize
-        return max(1, 2 * layer // (heads * tokens * dim * 4 * 6))
+    def _row_chunk(self, heads: int, tokens: int, dim: int) -> int:
+        """Rows quantized at once: at most settings.HQQ_REQUANT_ELEMENTS elements, one row at least."""
+        limit = HQQ_REQUANT_ELEMENTS.get(self.device.type, HQQ_REQUANT_ELEMENTS["cuda"])
+        return max(1, limit // (heads * tokens * dim))
 
     def _quantize_into(self, rows_x, r0: int, parts: list):
         """Quantize ``rows_x`` [n, H, T, D] (rows r0.. of a group) into ``parts``' arrays."""
@@ -335,7 +398,7 @@ class RowHQQLayer(SlotLayer):
             kv = []
             for states in (key_states, value_states):
                 arrays = self._arrays(len(rows), heads, tokens, dim, states.device)
-                chunk = self._row_chunk(b, length, heads, dim)
+                chunk = self._row_chunk(heads, tokens, dim)
                 for c in range(0, len(rows), chunk):
                     self._quantize_into(states[index[c : c + chunk], :, length - tokens :], c, arrays)
                 kv.append(Quantized(*arrays, tokens, heads, dim, self.q_group_size))
@@ -351,7 +414,7 @@ class RowHQQLayer(SlotLayer):
         for group in self.groups:
             tokens = group.tokens + width
             n = len(group.rows_host)
-            chunk = self._row_chunk(b, self.quantized_tokens + width, heads, dim)
+            chunk = self._row_chunk(heads, tokens, dim)
             kv = []
             for name, part in (("k", group.keys), ("v", group.values)):
                 arrays = self._arrays(n, heads, tokens, dim, self.device)
