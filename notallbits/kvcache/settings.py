@@ -20,8 +20,8 @@ NATIVE_BYTES = 2  # bf16 keys and values
 # are held (eviction.StreamingLLMLayer): on the transformers backend its slots peak at budget +
 # slack + 1 tokens (memory.kv_row_bytes counts them; the method's own memory is its budget).
 # The slack is 1/STREAMING_SLACK_SHARE of the budget, at most STREAMING_SLACK tokens: a
-# compaction moves the layer's kept tokens once every slack steps: at most 1/16 of the tokens
-# those steps' attention reads
+# compaction moves the layer's kept tokens once every slack steps, 1/slack of the tokens those
+# steps' attention reads (1/16 or less from a 256-token budget on)
 STREAMING_SLACK = 64
 STREAMING_SLACK_SHARE = 16
 SCALE_BITS = 16  # HQQ's scale and zero point per group
