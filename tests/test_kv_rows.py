@@ -23,6 +23,9 @@ def test_row_peak_counts_the_cache_the_fork_tail_and_one_layer_by_hand():
     # head's K (or V) of one layer at a time: 2113 x 128 x 2 B
     assert stream["cache"] + stream["streaming_slack"] == 2113 * QWEN3_8B_KV_BYTES_PER_TOKEN
     assert stream["compaction_head"] == 2113 * 128 * 2 and stream["hqq_requantized_layer"] == 0
+    # at a 256-token budget the slack is a sixteenth of it: 256 + 16 + 1 = 273 slots
+    small = kv_row_bytes(arch, {"method": "streamingllm", "budget": 256}, 9216, 32, 1024)
+    assert small["cache"] + small["streaming_slack"] == 273 * QWEN3_8B_KV_BYTES_PER_TOKEN
     # a row of Qwen3-8B at a 9k-token trace is about its cache: 1.27 GiB of KV, under 1.4 GiB in all
     assert 1.2 * GIB < full["total"] < 1.4 * GIB
 

@@ -187,10 +187,13 @@ class StreamingLLMLayer(EvictingLayer):
         start = (self.pad + sink)[:, None]
         self.drop = ((j >= start) & (j < start + self.hole[:, None]))[:, None]
 
-    def before_step(self) -> None:
+    def settle(self) -> None:
+        """Before a step's write, and at a fork (reserve): compact once a slack of tokens is
+        masked, so a fork attends over the slots its parent's next step would (the same
+        tokens either way; the same layout keeps the same floating-point sums)."""
         from notallbits.kvcache.settings import streaming_slack
 
-        super().before_step()
+        super().settle()
         slack = streaming_slack(self.settings["budget"])
         if not self.forked and self.hole_host is not None and int(self.hole_host.max()) >= slack:
             self.compact()

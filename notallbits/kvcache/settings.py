@@ -18,8 +18,12 @@ from notallbits import UserError
 NATIVE_BYTES = 2  # bf16 keys and values
 # StreamingLLM masks the tokens it evicts and drops them together once streaming_slack(budget)
 # are held (eviction.StreamingLLMLayer): on the transformers backend its slots peak at budget +
-# slack + 1 tokens (memory.kv_row_bytes counts them; the method's own memory is its budget)
+# slack + 1 tokens (memory.kv_row_bytes counts them; the method's own memory is its budget).
+# The slack is 1/STREAMING_SLACK_SHARE of the budget, at most STREAMING_SLACK tokens: a
+# compaction moves the layer's kept tokens once every slack steps, 1/slack of the tokens those
+# steps' attention reads (1/16 or less from a 256-token budget on)
 STREAMING_SLACK = 64
+STREAMING_SLACK_SHARE = 16
 SCALE_BITS = 16  # HQQ's scale and zero point per group
 # HQQ attends over its quantized tokens this many tokens per row at a time (kvcache.quantized):
 # each chunk is dequantized into scratch that the layers share, KV heads x head_dim x
@@ -37,11 +41,13 @@ HQQ_OPT_CHUNK_ELEMENTS = {"cpu": 1 << 16, "cuda": 1 << 26}
 
 
 def streaming_slack(budget_tokens: int) -> int:
-    """Evicted tokens a StreamingLLM layer masks before it compacts them away. Fixed: which
-    slots a step attends over (masked or compacted) changes the attention's summation order, so
-    the schedule is part of the records (a slack of budget // 16 changed one sampled token in a
-    32-row, 512-token job); at budgets of 2k and more 64 slots are 3% or less."""
-    return STREAMING_SLACK
+    """Evicted tokens a StreamingLLM layer masks before it compacts them away: budget // 16, at
+    least 1 and at most 64 (6% of the budget or less; 16 slots at a 256-token budget). The
+    attention sees the same tokens (sinks + recent window) whatever the slack; only the slots
+    they sit in (after masked ones, or compacted) differ, which changes the order of the
+    attention's floating-point sums, as a different batch or GPU kernel does: float32 logits
+    move in their last bits and a sampled token near a tie can change (docs/kv-methods.md)."""
+    return max(1, min(STREAMING_SLACK, budget_tokens // STREAMING_SLACK_SHARE))
 
 
 @dataclass(frozen=True)
