@@ -84,14 +84,16 @@ def test_plan_sizes_every_kv_job_and_its_runtime_uses_those_rows():
     for r in jobs.values():
         assert r["rows"] >= 1
         assert r["peak_gib"] <= usable + 0.01
-    # the peak is the weights + each row; where not one row fits, what one row would need
+    # the peak is the weights + what the batch holds once + each row; where not one row fits,
+    # what one row would need
     tight = {**config, "hardware": {**config["hardware"], "gpu_memory_gib": 1}}
     for cfg, fitting in ((config, True), (tight, False)):
         for job, s in grid.jobs(cfg).items():
             if s.backend != "vllm":
                 r = plan.kv_job_rows(cfg, job, s, plan.question_count(cfg["datasets"][job.dataset]))
                 assert (r["rows"] >= 1) == fitting
-                assert r["peak_gib"] == pytest.approx(r["weight_gib"] + max(r["rows"], 1) * r["row_gib"])
+                once = r["weight_gib"] + r["batch_gib"]
+                assert r["peak_gib"] == pytest.approx(once + max(r["rows"], 1) * r["row_gib"])
     # a bigger budget holds more per row, so fewer rows fit
     small = jobs["aime25/Qwen3-8B/w16/kv-rkv-2k"]
     large = jobs["aime25/Qwen3-8B/w16/kv-rkv-8k"]
