@@ -153,15 +153,16 @@ def summary(best_of_n=True):
 
 
 def drawn(monkeypatch, figure, df=None, **kwargs):
-    """The Figure a figure function hands to _save (not written)."""
+    """The Figure a figure function hands to _save (not written), for the path it was given."""
     import matplotlib.pyplot as plt
 
     from notallbits import figures
 
     got = {}
-    monkeypatch.setattr("notallbits.figures._save", lambda fig, out: got.setdefault("fig", fig))
-    getattr(figures, figure)(summary() if df is None else df, "aime25", "unused.png", **kwargs)
+    monkeypatch.setattr("notallbits.figures._save", lambda fig, out: got.update(fig=fig, out=out))
+    getattr(figures, figure)(summary() if df is None else df, "aime25", f"figures/{figure}_aime25.png", **kwargs)
     plt.close(got["fig"])
+    assert got["out"] == f"figures/{figure}_aime25.png"
     return got["fig"]
 
 
@@ -195,6 +196,15 @@ def bars(ax):
     return [c for c in ax.collections if isinstance(c, LineCollection)]
 
 
+def assert_viridis(points):
+    """Every point coloured from matplotlib's viridis map (the figures' colour for models)."""
+    from matplotlib import colormaps
+
+    viridis = colormaps["viridis"](range(256))[:, :3]
+    for rgba in points.get_facecolors():
+        assert min(abs(viridis - rgba[:3]).sum(axis=1)) < 0.02
+
+
 def assert_accuracy_axes(ax, xlabel):
     """Accuracy in percent from 0 to 100 (with a margin) against memory on a log axis."""
     assert ax.get_ylim() == (-3, 103)
@@ -225,7 +235,6 @@ def test_model_size_key_orders_by_parameter_count_then_names_without_one_last():
 
 def test_accuracy_vs_memory_plots_every_majority_cell_and_the_frontier(monkeypatch):
     import matplotlib.colors
-    from matplotlib import colormaps
 
     fig = drawn(monkeypatch, "accuracy_vs_memory")
     ax = fig.axes[0]
@@ -241,9 +250,7 @@ def test_accuracy_vs_memory_plots_every_majority_cell_and_the_frontier(monkeypat
     sizes = dict(zip(map(tuple, points.get_offsets().round(4).tolist()), points.get_sizes()))
     assert sizes[(5.25, 30.0)] == 25 and sizes[(6.0, 50.0)] == 160
     # colour by model from viridis; marker by weight format: GPTQ-4 a circle, bf16 a diamond
-    viridis = colormaps["viridis"](range(256))[:, :3]
-    for rgba in points.get_facecolors():
-        assert min(abs(viridis - rgba[:3]).sum(axis=1)) < 0.02
+    assert_viridis(points)
     handles, labels = ax.get_legend_handles_labels()
     legend = dict(zip(labels, handles))
     assert legend["gptq-4"].get_marker() == "o" and legend["bf16"].get_marker() == "D"
@@ -268,6 +275,7 @@ def test_pareto_choices_shows_budget_and_weight_size_along_the_frontier(monkeypa
     assert list(data_lines(b)[0].get_ydata()) == [5.0, 5.0, 5.0, 9.0, 27.5]  # effective weight size (GiB)
     for ax in (a, b):
         assert list(ax.collections[0].get_offsets()[:, 0]) == pytest.approx(FRONTIER_GIB)
+        assert_viridis(ax.collections[0])
         assert data_lines(ax)[0].get_color() == "grey"
         assert ax.get_xscale() == "log" and ax.get_xlabel() == "total memory (GiB, log scale)"
         labels = ax.get_legend_handles_labels()[1]
@@ -306,13 +314,19 @@ def test_parallel_scaling_one_frontier_per_vote_count(monkeypatch):
      "throughput (generated tokens/s, log scale)", "aime25: accuracy vs throughput"),
 ])
 def test_speed_figures_frontier_by_hand(monkeypatch, figure, xs, ys, where, xlabel, title):
+    import matplotlib.colors
+
     fig = drawn(monkeypatch, figure)
     ax = fig.axes[0]
     assert steps(ax) == [("frontier", pytest.approx(xs), pytest.approx(ys), where)]
     assert data_lines(ax)[0].get_color() == "crimson"
-    assert len(ax.collections[0].get_offsets()) == 9
-    front_bars = bars(ax)[0].get_segments()
-    assert [s[0][0] for s in front_bars] == pytest.approx(xs)
+    speed = {"latency_vs_accuracy": 11, "throughput_vs_accuracy": 12}[figure]  # the row's column in SUMMARY
+    cells = sorted(map(tuple, ax.collections[0].get_offsets().round(4).tolist()))
+    assert cells == sorted((float(r[speed]), round(100 * r[8], 4)) for r in SUMMARY)  # every Maj@K cell
+    assert_viridis(ax.collections[0])
+    front_bars, = bars(ax)
+    assert [s[0][0] for s in front_bars.get_segments()] == pytest.approx(xs)
+    assert matplotlib.colors.to_hex(front_bars.get_colors()[0]) == matplotlib.colors.to_hex("crimson")
     assert ax.get_xscale() == "log" and ax.get_ylim() == (-3, 103)
     assert ax.get_xlabel() == xlabel and ax.get_ylabel() == "accuracy (%)" and ax.get_title() == title
     labels = ax.get_legend_handles_labels()[1]
@@ -326,7 +340,11 @@ def test_kv_methods_all_models_then_one_panel_per_model_with_a_frontier_per_kv_s
     fig = drawn(monkeypatch, "kv_methods")
     overview, small, large = fig.axes  # models by size, not by name
     assert [ax.get_title() for ax in fig.axes] == ["aime25: all models", "Qwen3-8B", "Qwen3-14B"]
-    assert len(overview.collections[0].get_offsets()) == 9 and not data_lines(overview)
+    cells = overview.collections[0]  # every Maj@K cell of aime25 at (total GiB, accuracy %), by model from viridis
+    assert sorted(map(tuple, cells.get_offsets().round(4).tolist())) == sorted(
+        (round(r[9] + r[10], 4), round(100 * r[8], 4)) for r in SUMMARY)
+    assert_viridis(cells)
+    assert 0 < cells.get_alpha() < 1 and not data_lines(overview)
     assert {lb for lb in overview.get_legend_handles_labels()[1]} >= {"Qwen3-8B", "Qwen3-14B", "full", "rkv-1k",
                                                                        "hqq-4bit"}
     # Qwen3-8B's full cache: A (5.25, 30%) then B (6.0, 50%) (F is Maj@4 at B's memory, C costs more for less)
@@ -345,6 +363,9 @@ def test_kv_methods_all_models_then_one_panel_per_model_with_a_frontier_per_kv_s
 
 
 def test_kv_weight_bits_maj1_frontier_per_precision_by_hand(monkeypatch):
+    import matplotlib.colors
+    import seaborn as sns
+
     fig = drawn(monkeypatch, "kv_weight_bits")
     full, rkv, hqq = fig.axes
     assert fig.get_size_inches()[0] / 3 >= 4  # a readable panel per method
@@ -357,6 +378,9 @@ def test_kv_weight_bits_maj1_frontier_per_precision_by_hand(monkeypatch):
     gptq, bf16 = full.collections[0], full.collections[2]
     assert sorted(map(tuple, gptq.get_offsets().tolist())) == [(5.25, 30.0), (6.0, 50.0), (9.5, 45.0)]
     assert marker_of(gptq) == "o" and marker_of(bf16) == "D" and gptq.get_alpha() < 1
+    colorblind = [matplotlib.colors.to_hex(c) for c in sns.color_palette("colorblind")]  # precisions told apart
+    assert {matplotlib.colors.to_hex(c.get_facecolors()[0]) for c in (gptq, bf16)} <= set(colorblind)
+    assert matplotlib.colors.to_hex(gptq.get_facecolors()[0]) != matplotlib.colors.to_hex(bf16.get_facecolors()[0])
     assert full.get_legend_handles_labels()[1] == ["4-bit weights", "16-bit weights"]
     assert steps(rkv)[0][1:3] == ([5.125], [45.0]) and steps(hqq)[0][1:3] == ([5.3], [48.0])
     for ax in fig.axes:
@@ -385,6 +409,10 @@ def test_selection_vs_memory_majority_against_best_of_n_with_the_verifiers_weigh
     assert_legend_outside_right(fig, ax)
     plain = drawn(monkeypatch, "selection_vs_memory", summary(best_of_n=False))
     assert plain.axes[0].get_title().endswith("\n(no Best-of-N cells for this dataset)")
+    df = summary()
+    two = pd.concat([df, df[df["verifier"] == "ActPRM-X"].assign(verifier="Qwen2.5-Math-PRM-7B", verifier_gib=14.19)])
+    assert drawn(monkeypatch, "selection_vs_memory", two).axes[0].get_title().endswith(
+        "\n(ActPRM-X: 3 GiB of weights; Qwen2.5-Math-PRM-7B: 14.2 GiB of weights)")
 
 
 def test_weight_methods_colour_and_marker_per_format(monkeypatch):
@@ -461,10 +489,11 @@ def test_table1_csv_and_image_carry_the_published_qwen3_8b_row(tmp_path, monkeyp
             for r in range(1, len(table) + 1)}
     assert rows["Qwen3-8B"][1:] == ["5.68", "8.94", "15.26", "4.12", "65.92"]
     assert any(v[3].endswith("*") for v in rows.values())  # the printed form marks the tied-head cells
+    fig.canvas.draw()  # a fixed 8 pt, not shrunk to fit when drawn
     assert all(cells[k].get_text().get_fontsize() == 8 for k in cells)
     note, = fig.texts
     assert note.get_text().startswith("* 16-bit: the published bf16 checkpoint's tensors")
-    assert max(map(len, note.get_text().split("\n"))) <= 150 and "\n" in note.get_text()
+    assert 120 < max(map(len, note.get_text().split("\n"))) <= 150  # wrapped at 150 characters
     assert (note.get_ha(), note.get_va()) == ("left", "bottom")
     assert fig.get_size_inches()[1] >= 0.3 * (len(table) + 1)  # a row's height for each row
 
@@ -478,8 +507,26 @@ def test_table1_for_a_model_whose_source_or_config_json_names_the_family(tmp_pat
     from notallbits.figures import shows_table1
 
     assert shows_table1({"base": {"source": "Qwen/Qwen3-8B"}})
-    for model_type, table1 in (("qwen3", True), ("llama", False)):
-        ckpt = tmp_path / model_type / "ckpt"
+    for folder, model_type, table1 in (("a", "qwen3", True), ("b", "llama", False)):
+        ckpt = tmp_path / folder / "ckpt"
         ckpt.mkdir(parents=True)
         (ckpt / "config.json").write_text(json.dumps({"model_type": model_type, "num_hidden_layers": 2}))
         assert shows_table1({"mine": {"source": str(ckpt)}}) == table1
+
+
+def test_table_image_prints_cells_as_written(monkeypatch):
+    """Cells are text: "0.50" keeps its zero and "007" its leading ones; an inch per column at least."""
+    import matplotlib.pyplot as plt
+
+    from notallbits.figures import table_image
+
+    got = {}
+    monkeypatch.setattr("notallbits.figures._save", lambda fig, out: got.update(fig=fig))
+    table_image("run,accuracy,seed\nA,0.50,007\nB,1.00,42\n", "t.png", "runs")
+    fig = got["fig"]
+    plt.close(fig)
+    cells = fig.axes[0].tables[0].get_celld()
+    assert [[cells[r, c].get_text().get_text() for c in range(3)] for r in range(3)] == [
+        ["run", "accuracy", "seed"], ["A", "0.50", "007"], ["B", "1.00", "42"]]
+    assert fig.axes[0].get_title() == "runs" and not fig.texts
+    assert fig.get_size_inches()[0] >= 3
