@@ -515,18 +515,22 @@ def test_table1_for_a_model_whose_source_or_config_json_names_the_family(tmp_pat
 
 
 def test_table_image_prints_cells_as_written(monkeypatch):
-    """Cells are text: "0.50" keeps its zero and "007" its leading ones; an inch per column at least."""
+    """Cells are text: "0.50" keeps its zero and "007" its leading ones; one font size; an inch per
+    column at least."""
     import matplotlib.pyplot as plt
 
     from notallbits.figures import table_image
 
     got = {}
     monkeypatch.setattr("notallbits.figures._save", lambda fig, out: got.update(fig=fig))
-    table_image("run,accuracy,seed\nA,0.50,007\nB,1.00,42\n", "t.png", "runs")
+    long = "DeepSeek-R1-Distill-Qwen-32B-GPTQ-Int4"  # wider than its cell: still 8 pt, not shrunk
+    table_image(f"run,accuracy,seed\nA,0.50,007\n{long},1.00,42\n", "t.png", "runs")
     fig = got["fig"]
+    fig.canvas.draw()
     plt.close(fig)
     cells = fig.axes[0].tables[0].get_celld()
     assert [[cells[r, c].get_text().get_text() for c in range(3)] for r in range(3)] == [
-        ["run", "accuracy", "seed"], ["A", "0.50", "007"], ["B", "1.00", "42"]]
+        ["run", "accuracy", "seed"], ["A", "0.50", "007"], [long, "1.00", "42"]]
+    assert {cells[k].get_text().get_fontsize() for k in cells} == {8}
     assert fig.axes[0].get_title() == "runs" and not fig.texts
     assert fig.get_size_inches()[0] >= 3
