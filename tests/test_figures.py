@@ -113,3 +113,424 @@ def test_weight_methods_one_frontier_per_method(tmp_path, monkeypatch):
     assert len(fronts["gptq frontier (with bf16)"]) == 6
     labels = ax.get_legend_handles_labels()[1]
     assert {"awq-4 configurations", "fp8 configurations", "gptq-4 configurations", "bf16 configurations"} <= set(labels)
+
+
+# A hand-written summary of one dataset, shaped like aggregate's: Qwen3-8B and Qwen3-14B (the
+# names sort the other way round by text), GPTQ-4 and bf16 weights, the full cache, R-KV and HQQ,
+# Maj@1 and Maj@4, one Best-of-N cell (verifier weights counted in its memory) and a row of another
+# dataset. total_gib = weight_gib + kv_gib (+ verifier_gib); figures are drawn from these values.
+# (id, model, weight_method, bits, kv, kv_method, budget, k, accuracy, weight_gib, kv_gib,
+#  latency s, tokens/s)
+SUMMARY = (
+    ("A", "Qwen3-8B", "gptq", 4, "full", "full", 2000, 1, 0.30, 5.0, 0.25, 40, 900),
+    ("B", "Qwen3-8B", "gptq", 4, "full", "full", 8000, 1, 0.50, 5.0, 1.0, 160, 800),
+    ("C", "Qwen3-8B", "bf16", 16, "full", "full", 2000, 1, 0.35, 15.25, 0.25, 60, 500),
+    ("D", "Qwen3-14B", "gptq", 4, "full", "full", 2000, 1, 0.45, 9.0, 0.5, 70, 600),
+    ("E", "Qwen3-14B", "bf16", 16, "full", "full", 8000, 1, 0.70, 27.5, 2.0, 300, 300),
+    ("F", "Qwen3-8B", "gptq", 4, "full", "full", 2000, 4, 0.40, 5.0, 1.0, 45, 950),
+    ("G", "Qwen3-14B", "gptq", 4, "full", "full", 2000, 4, 0.60, 9.0, 2.0, 80, 700),
+    ("I", "Qwen3-8B", "gptq", 4, "rkv-1k", "rkv", 8000, 1, 0.45, 5.0, 0.125, 50, 850),
+    ("J", "Qwen3-8B", "gptq", 4, "hqq-4bit", "hqq", 8000, 1, 0.48, 5.0, 0.3, 55, 820),
+)
+# By hand: the memory-accuracy frontier of the Maj@K rows is I (5.125 GiB, 45%), J (5.3, 48%),
+# B (6.0, 50%: F's 40% at the same memory loses), G (11.0, 60%), E (29.5, 70%).
+FRONTIER_GIB, FRONTIER_PCT = [5.125, 5.3, 6.0, 11.0, 29.5], [45, 48, 50, 60, 70]
+
+
+def summary(best_of_n=True):
+    rows = []
+    for (_, model, method, bits, kv, kv_method, budget, k, acc, w, kv_gib, lat, tps) in SUMMARY:
+        rows.append({"dataset": "aime25", "model": model, "weight_method": method, "bits": bits, "kv": kv,
+                     "kv_method": kv_method, "budget_tokens": budget, "k": k, "selection": "majority",
+                     "verifier": "", "accuracy": acc, "accuracy_ci95_low": acc - 0.1, "accuracy_ci95_high": acc + 0.1,
+                     "weight_gib": w, "kv_gib": kv_gib, "verifier_gib": 0.0, "total_gib": w + kv_gib,
+                     "latency_seconds": lat, "job_tokens_per_second": tps})
+    if best_of_n:  # Maj@4's F cell with ActPRM-X (3 GiB of weights) choosing the answer: 5 + 1 + 3 GiB
+        rows.append({**rows[5], "selection": "prm_best_of_n", "verifier": "ActPRM-X", "accuracy": 0.55,
+                     "accuracy_ci95_low": 0.45, "accuracy_ci95_high": 0.65, "verifier_gib": 3.0, "total_gib": 9.0})
+    rows.append({**rows[0], "dataset": "gpqa", "accuracy": 0.99, "total_gib": 1.0})
+    return pd.DataFrame(rows)
+
+
+def drawn(monkeypatch, figure, df=None, **kwargs):
+    """The Figure a figure function hands to _save (not written), for the path it was given."""
+    import matplotlib.pyplot as plt
+
+    from notallbits import figures
+
+    got = {}
+    monkeypatch.setattr("notallbits.figures._save", lambda fig, out: got.update(fig=fig, out=out))
+    getattr(figures, figure)(summary() if df is None else df, "aime25", f"figures/{figure}_aime25.png", **kwargs)
+    plt.close(got["fig"])
+    assert got["out"] == f"figures/{figure}_aime25.png"
+    return got["fig"]
+
+
+def steps(ax):
+    """(label, x, y, drawstyle) of each line of an axes."""
+    return [(line.get_label(), list(line.get_xdata()), list(line.get_ydata()), line.get_drawstyle())
+            for line in data_lines(ax)]
+
+
+def data_lines(ax):
+    """The lines an axes draws (not seaborn's empty legend entries)."""
+    return [line for line in ax.get_lines() if len(line.get_xdata())]
+
+
+def marker_of(collection):
+    """The matplotlib marker a scatter's PathCollection draws ("o", "D", ...)."""
+    from matplotlib.markers import MarkerStyle
+
+    vertices = collection.get_paths()[0].vertices
+    for m in ("o", "s", "D", "^", "P", "X", "v", "<", ">", "*", "p", "h", "H", "d", "8"):
+        style = MarkerStyle(m)
+        ref = style.get_path().transformed(style.get_transform()).vertices
+        if ref.shape == vertices.shape and abs(ref - vertices).max() < 1e-6:
+            return m
+    return None
+
+
+def bars(ax):
+    from matplotlib.collections import LineCollection
+
+    return [c for c in ax.collections if isinstance(c, LineCollection)]
+
+
+def assert_viridis(points):
+    """Every point coloured from matplotlib's viridis map (the figures' colour for models)."""
+    from matplotlib import colormaps
+
+    viridis = colormaps["viridis"](range(256))[:, :3]
+    for rgba in points.get_facecolors():
+        assert min(abs(viridis - rgba[:3]).sum(axis=1)) < 0.02
+
+
+def assert_accuracy_axes(ax, xlabel):
+    """Accuracy in percent from 0 to 100 (with a margin) against memory on a log axis."""
+    assert ax.get_ylim() == (-3, 103)
+    assert ax.get_xscale() == "log"
+    assert ax.get_xlabel() == xlabel
+    assert ax.get_ylabel() == "accuracy (%)"
+
+
+def assert_legend_outside_right(fig, ax):
+    """The legend sits right of the plot, centred on it, without a frame (it would cover points)."""
+    fig.canvas.draw()
+    legend, box = ax.get_legend(), ax.get_window_extent()
+    extent = legend.get_window_extent()
+    assert extent.x0 >= box.x1
+    assert abs((extent.y0 + extent.y1) / 2 - (box.y0 + box.y1) / 2) < 2
+    assert not legend.get_frame_on()
+
+
+def test_model_size_key_orders_by_parameter_count_then_names_without_one_last():
+    from notallbits.figures import _model_order, model_size_key
+
+    assert model_size_key("Qwen3-0.6B") == 0.6 and model_size_key("DeepSeek-R1-Distill-Qwen-14B") == 14
+    assert model_size_key("tiny-qwen3") == float("inf")
+    names = ["tiny-qwen3", "Qwen3-14B", "Qwen3-8B", "Qwen3-0.6B", "Qwen3-1.7B"]
+    assert _model_order(pd.DataFrame({"model": names})) == ["Qwen3-0.6B", "Qwen3-1.7B", "Qwen3-8B", "Qwen3-14B",
+                                                             "tiny-qwen3"]
+
+
+def test_accuracy_vs_memory_plots_every_majority_cell_and_the_frontier(monkeypatch):
+    import matplotlib.colors
+
+    fig = drawn(monkeypatch, "accuracy_vs_memory")
+    ax = fig.axes[0]
+    # the frontier by hand, as a step that holds each point's accuracy until the next point
+    assert steps(ax) == [("Pareto frontier (bars: 95% CI)", pytest.approx(FRONTIER_GIB), pytest.approx(FRONTIER_PCT),
+                          "steps-post")]
+    assert data_lines(ax)[0].get_marker() == "x"
+    points = ax.collections[0]  # seaborn's scatter: the 9 Maj@K cells of aime25 (no Best-of-N, no gpqa)
+    got = sorted(map(tuple, points.get_offsets().round(4).tolist()))
+    assert got == sorted((round(w + kv, 4), round(100 * a, 4)) for (*_, a, w, kv, _l, _t) in
+                         [(r[0], r[8], r[9], r[10], r[11], r[12]) for r in SUMMARY])
+    # size by budget: 2000 tokens smallest (25 pt^2), 8000 largest (160)
+    sizes = dict(zip(map(tuple, points.get_offsets().round(4).tolist()), points.get_sizes()))
+    assert sizes[(5.25, 30.0)] == 25 and sizes[(6.0, 50.0)] == 160
+    # colour by model from viridis; marker by weight format: GPTQ-4 a circle, bf16 a diamond
+    assert_viridis(points)
+    handles, labels = ax.get_legend_handles_labels()
+    legend = dict(zip(labels, handles))
+    assert legend["gptq-4"].get_marker() == "o" and legend["bf16"].get_marker() == "D"
+    assert labels.index("Qwen3-8B") < labels.index("Qwen3-14B")
+    assert matplotlib.colors.to_hex(legend["Qwen3-8B"].get_color()) != matplotlib.colors.to_hex(
+        legend["Qwen3-14B"].get_color())
+    # 95% bars: every cell's (faint) and the frontier's, beneath the points
+    assert len(bars(ax)) == 2
+    assert all(b.get_zorder() <= points.get_zorder() and b.get_alpha() < 1 for b in bars(ax))
+    assert_accuracy_axes(ax, "total memory (GiB, log scale): weights + KV cache")
+    assert ax.get_title() == "aime25: accuracy vs memory"
+    assert_legend_outside_right(fig, ax)
+
+
+def test_pareto_choices_shows_budget_and_weight_size_along_the_frontier(monkeypatch):
+    df = summary(best_of_n=False)
+    df["total_gib"] = 99.0  # the panels' memory is the single-request view: weights + KV (+ verifier)
+    fig = drawn(monkeypatch, "pareto_choices", df)
+    a, b = fig.axes
+    assert steps(a) == [(data_lines(a)[0].get_label(),
+                         pytest.approx(FRONTIER_GIB), [8000, 8000, 8000, 2000, 8000], "default")]
+    assert list(data_lines(b)[0].get_ydata()) == [5.0, 5.0, 5.0, 9.0, 27.5]  # effective weight size (GiB)
+    for ax in (a, b):
+        assert list(ax.collections[0].get_offsets()[:, 0]) == pytest.approx(FRONTIER_GIB)
+        assert_viridis(ax.collections[0])
+        assert data_lines(ax)[0].get_color() == "grey"
+        assert ax.get_xscale() == "log" and ax.get_xlabel() == "total memory (GiB, log scale)"
+        labels = ax.get_legend_handles_labels()[1]
+        assert labels.index("Qwen3-8B") < labels.index("Qwen3-14B") and {"gptq-4", "bf16"} <= set(labels)
+        assert not ax.get_legend().get_frame_on()
+    assert a.get_ylabel() == "token budget of frontier point" and b.get_ylabel() == "effective weight size (GiB)"
+    assert a.get_title() == "(a) aime25: budget along the frontier"
+    assert b.get_title() == "(b) aime25: weights along the frontier"
+
+
+def test_parallel_scaling_one_frontier_per_vote_count(monkeypatch):
+    fig = drawn(monkeypatch, "parallel_scaling")
+    ax = fig.axes[0]
+    # Maj@1: I, J, B, E by hand (D and C are beaten); Maj@4: F (6.0 GiB, 40%) and G (11.0, 60%)
+    assert steps(ax) == [("Maj@1", pytest.approx([5.125, 5.3, 6.0, 29.5]), pytest.approx([45, 48, 50, 70]), "steps-post"),
+                         ("Maj@4", pytest.approx([6.0, 11.0]), pytest.approx([40, 60]), "steps-post")]
+    one, four = data_lines(ax)
+    assert one.get_color() != four.get_color() and one.get_marker() == "o"
+    # each frontier's 95% bars in its colour: Maj@4's G from 50% to 70%
+    import matplotlib.colors
+
+    segs = {matplotlib.colors.to_hex(c.get_colors()[0]): c.get_segments() for c in bars(ax)}
+    assert [tuple(s.round(6).ravel()) for s in segs[matplotlib.colors.to_hex(four.get_color())]] == [
+        (6.0, 30.0, 6.0, 50.0), (11.0, 50.0, 11.0, 70.0)]
+    assert_accuracy_axes(ax, "total memory (GiB, log scale)")
+    assert ax.get_title() == "aime25: parallel scaling (frontier per K)"
+    assert not ax.get_legend().get_frame_on()
+
+
+@pytest.mark.parametrize("figure, xs, ys, where, xlabel, title", [
+    # latency (lower is better): A 40 s, F 45, I 50, J 55, G 80, E 300 (C, D, B are slower for less)
+    ("latency_vs_accuracy", [40, 45, 50, 55, 80, 300], [30, 40, 45, 48, 60, 70], "steps-post",
+     "latency (s per question, log scale)", "aime25: accuracy vs latency"),
+    # throughput (higher is better): E 300 tok/s, G 700, B 800, J 820, I 850, F 950 (A, D, C lose)
+    ("throughput_vs_accuracy", [300, 700, 800, 820, 850, 950], [70, 60, 50, 48, 45, 40], "steps-pre",
+     "throughput (generated tokens/s, log scale)", "aime25: accuracy vs throughput"),
+])
+def test_speed_figures_frontier_by_hand(monkeypatch, figure, xs, ys, where, xlabel, title):
+    import matplotlib.colors
+
+    fig = drawn(monkeypatch, figure)
+    ax = fig.axes[0]
+    assert steps(ax) == [("frontier", pytest.approx(xs), pytest.approx(ys), where)]
+    assert data_lines(ax)[0].get_color() == "crimson"
+    speed = {"latency_vs_accuracy": 11, "throughput_vs_accuracy": 12}[figure]  # the row's column in SUMMARY
+    cells = sorted(map(tuple, ax.collections[0].get_offsets().round(4).tolist()))
+    assert cells == sorted((float(r[speed]), round(100 * r[8], 4)) for r in SUMMARY)  # every Maj@K cell
+    assert_viridis(ax.collections[0])
+    front_bars, = bars(ax)
+    assert [s[0][0] for s in front_bars.get_segments()] == pytest.approx(xs)
+    assert matplotlib.colors.to_hex(front_bars.get_colors()[0]) == matplotlib.colors.to_hex("crimson")
+    assert ax.get_xscale() == "log" and ax.get_ylim() == (-3, 103)
+    assert ax.get_xlabel() == xlabel and ax.get_ylabel() == "accuracy (%)" and ax.get_title() == title
+    labels = ax.get_legend_handles_labels()[1]
+    assert labels.index("Qwen3-8B") < labels.index("Qwen3-14B") and {"gptq-4", "bf16", "frontier"} <= set(labels)
+    assert_legend_outside_right(fig, ax)
+
+
+def test_kv_methods_all_models_then_one_panel_per_model_with_a_frontier_per_kv_setting(monkeypatch):
+    import matplotlib.colors
+
+    fig = drawn(monkeypatch, "kv_methods")
+    overview, small, large = fig.axes  # models by size, not by name
+    assert [ax.get_title() for ax in fig.axes] == ["aime25: all models", "Qwen3-8B", "Qwen3-14B"]
+    cells = overview.collections[0]  # every Maj@K cell of aime25 at (total GiB, accuracy %), by model from viridis
+    assert sorted(map(tuple, cells.get_offsets().round(4).tolist())) == sorted(
+        (round(r[9] + r[10], 4), round(100 * r[8], 4)) for r in SUMMARY)
+    assert_viridis(cells)
+    assert 0 < cells.get_alpha() < 1 and not data_lines(overview)
+    assert {lb for lb in overview.get_legend_handles_labels()[1]} >= {"Qwen3-8B", "Qwen3-14B", "full", "rkv-1k",
+                                                                       "hqq-4bit"}
+    # Qwen3-8B's full cache: A (5.25, 30%) then B (6.0, 50%) (F is Maj@4 at B's memory, C costs more for less)
+    assert steps(small) == [("full", pytest.approx([5.25, 6.0]), pytest.approx([30, 50]), "steps-post"),
+                            ("hqq-4bit", [5.3], [48.0], "steps-post"), ("rkv-1k", [5.125], [45.0], "steps-post")]
+    assert steps(large) == [("full", pytest.approx([9.5, 11.0, 29.5]), pytest.approx([45, 60, 70]), "steps-post")]
+    for ax in (small, large):
+        for line, bar in zip(data_lines(ax), bars(ax)):  # each frontier's bars in its line's colour
+            assert line.get_marker() == "o"
+            assert matplotlib.colors.to_hex(bar.get_colors()[0]) == matplotlib.colors.to_hex(line.get_color())
+            assert [s[0][0] for s in bar.get_segments()] == list(line.get_xdata())
+        assert ax.get_legend_handles_labels()[1] == [lb for lb, *_ in steps(ax)]
+    for ax in fig.axes:
+        assert_accuracy_axes(ax, "total memory (GiB, log scale)")
+        assert not ax.get_legend().get_frame_on()
+
+
+def test_kv_weight_bits_maj1_frontier_per_precision_by_hand(monkeypatch):
+    import matplotlib.colors
+    import seaborn as sns
+
+    fig = drawn(monkeypatch, "kv_weight_bits")
+    full, rkv, hqq = fig.axes
+    assert fig.get_size_inches()[0] / 3 >= 4  # a readable panel per method
+    assert full.get_shared_y_axes().joined(full, hqq) and full.get_shared_x_axes().joined(full, rkv)
+    assert full.get_ylabel() == "accuracy (%, Maj@1)"
+    assert full.get_title() == "full cache\nfull"
+    # Maj@1 of the full cache: GPTQ-4 A, B, D (frontier A, B), bf16 C, E (frontier C, E); Maj@4's F and G left out
+    assert [s[1:] for s in steps(full)] == [(pytest.approx([5.25, 6.0]), pytest.approx([30, 50]), "steps-post"),
+                                            (pytest.approx([15.5, 29.5]), pytest.approx([35, 70]), "steps-post")]
+    gptq, bf16 = full.collections[0], full.collections[2]
+    assert sorted(map(tuple, gptq.get_offsets().tolist())) == [(5.25, 30.0), (6.0, 50.0), (9.5, 45.0)]
+    assert marker_of(gptq) == "o" and marker_of(bf16) == "D" and gptq.get_alpha() < 1
+    colorblind = [matplotlib.colors.to_hex(c) for c in sns.color_palette("colorblind")]  # precisions told apart
+    assert {matplotlib.colors.to_hex(c.get_facecolors()[0]) for c in (gptq, bf16)} <= set(colorblind)
+    assert matplotlib.colors.to_hex(gptq.get_facecolors()[0]) != matplotlib.colors.to_hex(bf16.get_facecolors()[0])
+    assert full.get_legend_handles_labels()[1] == ["4-bit weights", "16-bit weights"]
+    assert steps(rkv)[0][1:3] == ([5.125], [45.0]) and steps(hqq)[0][1:3] == ([5.3], [48.0])
+    for ax in fig.axes:
+        assert ax.get_ylim() == (-3, 103) and ax.get_xscale() == "log"
+
+
+def test_selection_vs_memory_majority_against_best_of_n_with_the_verifiers_weights(monkeypatch):
+    import matplotlib.colors
+
+    fig = drawn(monkeypatch, "selection_vs_memory")
+    ax = fig.axes[0]
+    assert steps(ax) == [("majority (frontier)", pytest.approx(FRONTIER_GIB), pytest.approx(FRONTIER_PCT),
+                          "steps-post"),
+                         ("prm_best_of_n:ActPRM-X (frontier)", [9.0], [pytest.approx(55)], "steps-post")]
+    majority, bon = ax.collections[0], ax.collections[2]  # each rule's cells, then its frontier's bars
+    assert len(majority.get_offsets()) == 9 and bon.get_offsets().round(6).tolist() == [[9.0, 55.0]]
+    for line, cells, bar in zip(data_lines(ax), (majority, bon), (ax.collections[1], ax.collections[3])):
+        colour = matplotlib.colors.to_hex(line.get_color())
+        assert matplotlib.colors.to_hex(cells.get_facecolors()[0]) == colour
+        assert matplotlib.colors.to_hex(bar.get_colors()[0]) == colour
+        assert 0 < cells.get_alpha() < 1
+    assert bars(ax)[1].get_segments()[0].tolist() == [[9.0, 45.0], [9.0, 65.0]]
+    assert data_lines(ax)[0].get_color() != data_lines(ax)[1].get_color()
+    assert_accuracy_axes(ax, "total memory (GiB, log scale): weights + KV cache + verifier")
+    assert ax.get_title() == "aime25: majority voting vs PRM Best-of-N\n(ActPRM-X: 3 GiB of weights)"
+    assert_legend_outside_right(fig, ax)
+    plain = drawn(monkeypatch, "selection_vs_memory", summary(best_of_n=False))
+    assert plain.axes[0].get_title().endswith("\n(no Best-of-N cells for this dataset)")
+    df = summary()
+    two = pd.concat([df, df[df["verifier"] == "ActPRM-X"].assign(verifier="Qwen2.5-Math-PRM-7B", verifier_gib=14.19)])
+    assert drawn(monkeypatch, "selection_vs_memory", two).axes[0].get_title().endswith(
+        "\n(ActPRM-X: 3 GiB of weights; Qwen2.5-Math-PRM-7B: 14.2 GiB of weights)")
+
+
+def test_weight_methods_colour_and_marker_per_format(monkeypatch):
+    import matplotlib.colors
+
+    fig = drawn(monkeypatch, "weight_methods")
+    ax = fig.axes[0]
+    cells = {c.get_label(): c for c in ax.collections if c.get_label().endswith("configurations")}
+    assert set(cells) == {"gptq-4 configurations", "bf16 configurations"}
+    assert matplotlib.colors.to_hex(cells["gptq-4 configurations"].get_facecolors()[0]) == matplotlib.colors.to_hex(
+        "tab:blue")
+    assert matplotlib.colors.to_hex(cells["bf16 configurations"].get_facecolors()[0]) == matplotlib.colors.to_hex("grey")
+    assert marker_of(cells["gptq-4 configurations"]) == "o" and marker_of(cells["bf16 configurations"]) == "D"
+    assert 0 < cells["bf16 configurations"].get_alpha() < 1
+    (label, xs, ys, where), = steps(ax)  # GPTQ's frontier over GPTQ-4 and bf16 cells: the overall one
+    assert (label, where) == ("gptq frontier (with bf16)", "steps-post")
+    assert xs == pytest.approx(FRONTIER_GIB) and ys == pytest.approx(FRONTIER_PCT)
+    line = data_lines(ax)[0]
+    assert matplotlib.colors.to_hex(line.get_color()) == matplotlib.colors.to_hex("tab:blue")
+    assert line.get_marker() == "o"
+    assert matplotlib.colors.to_hex(bars(ax)[0].get_colors()[0]) == matplotlib.colors.to_hex("tab:blue")
+    assert [s[0][0] for s in bars(ax)[0].get_segments()] == pytest.approx(FRONTIER_GIB)
+    assert_accuracy_axes(ax, "total memory (GiB, log scale): weights + KV cache")
+    assert ax.get_title() == "aime25: weight quantization methods (frontier per method)"
+    assert_legend_outside_right(fig, ax)
+
+
+def test_a_figure_is_written_as_a_png_from_a_summary_csv(tmp_path):
+    """The plot step's entry: the summary CSV in, one PNG at --out (150 dpi), nothing else left."""
+    import argparse
+
+    import matplotlib.pyplot as plt
+    from PIL import Image
+
+    from notallbits.figures import run
+
+    summary().to_csv(tmp_path / "summary.csv", index=False)
+    before = plt.get_fignums()
+    out = tmp_path / "figs" / "parallel_scaling_aime25.png"
+    out.parent.mkdir()
+    run(argparse.Namespace(figure="parallel_scaling", summary=str(tmp_path / "summary.csv"), out=str(out),
+                           dataset="aime25"))
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert Image.open(out).size == (7 * 150, int(4.5 * 150))
+    assert sorted(p.name for p in out.parent.iterdir()) == [out.name]
+    assert plt.get_fignums() == before  # closed after saving
+
+
+def test_table1_csv_and_image_carry_the_published_qwen3_8b_row(tmp_path, monkeypatch):
+    """Qwen3-8B: 5.68 / 8.94 / 15.26 GiB of weights at 4/8/16 bits, 4.12 GiB of KV at 30k tokens,
+    65.92 for 16 of them (the paper's Table 1). The CSV is typed (a column says which 16-bit cells
+    hold a tied lm_head); the image prints the cells as written, with the footnote's * marks."""
+    import matplotlib.pyplot as plt
+
+    from notallbits.figures import write_table1
+
+    got = {}
+    monkeypatch.setattr("notallbits.figures._save", lambda fig, out: got.update(fig=fig, out=out))
+    write_table1(str(tmp_path / "table1.csv"), str(tmp_path / "table1.png"))
+    table = pd.read_csv(tmp_path / "table1.csv", dtype=str)
+    row = table[table["model"] == "Qwen3-8B"].iloc[0]
+    assert list(row[["weight_gib_4bit", "weight_gib_8bit", "weight_gib_16bit", "kv_gib_30k", "kv_gib_30k_x16"]]) == [
+        "5.68", "8.94", "15.26", "4.12", "65.92"]
+    assert row["tied_lm_head_stored"] == "false" and not table["weight_gib_16bit"].str.contains("\\*").any()
+    fig, ax = got["fig"], got["fig"].axes[0]
+    plt.close(fig)
+    assert got["out"] == str(tmp_path / "table1.png")
+    assert ax.get_title() == "Table 1: weight and KV memory of Qwen3 (GiB)"
+    cells = ax.tables[0].get_celld()
+    header = [cells[0, c].get_text().get_text() for c in range(7)]
+    assert header == ["model", "params_b", "weight_gib_4bit", "weight_gib_8bit", "weight_gib_16bit", "kv_gib_30k",
+                      "kv_gib_30k_x16"]
+    rows = {cells[r, 0].get_text().get_text(): [cells[r, c].get_text().get_text() for c in range(1, 7)]
+            for r in range(1, len(table) + 1)}
+    assert rows["Qwen3-8B"][1:] == ["5.68", "8.94", "15.26", "4.12", "65.92"]
+    assert any(v[3].endswith("*") for v in rows.values())  # the printed form marks the tied-head cells
+    fig.canvas.draw()  # a fixed 8 pt, not shrunk to fit when drawn
+    assert all(cells[k].get_text().get_fontsize() == 8 for k in cells)
+    note, = fig.texts
+    assert note.get_text().startswith("* 16-bit: the published bf16 checkpoint's tensors")
+    assert 120 < max(map(len, note.get_text().split("\n"))) <= 150  # wrapped at 150 characters
+    assert (note.get_ha(), note.get_va()) == ("left", "bottom")
+    assert fig.get_size_inches()[1] >= 0.3 * (len(table) + 1)  # a row's height for each row
+
+
+def test_table1_for_a_model_whose_source_or_config_json_names_the_family(tmp_path):
+    """A model named otherwise is a Qwen3 when its source names one (Qwen/Qwen3-8B on the hub) or
+    its local checkpoint's config.json says model_type qwen3 (transformers' name for the family);
+    the checkpoint's path must not say qwen3 (tmp_path holds the test's name, which avoids it)."""
+    import json
+
+    from notallbits.figures import shows_table1
+
+    assert shows_table1({"base": {"source": "Qwen/Qwen3-8B"}})
+    for folder, model_type, table1 in (("a", "qwen3", True), ("b", "llama", False)):
+        ckpt = tmp_path / folder / "ckpt"
+        ckpt.mkdir(parents=True)
+        (ckpt / "config.json").write_text(json.dumps({"model_type": model_type, "num_hidden_layers": 2}))
+        assert shows_table1({"mine": {"source": str(ckpt)}}) == table1
+
+
+def test_table_image_prints_cells_as_written(monkeypatch):
+    """Cells are text: "0.50" keeps its zero and "007" its leading ones; one font size; an inch per
+    column at least."""
+    import matplotlib.pyplot as plt
+
+    from notallbits.figures import table_image
+
+    got = {}
+    monkeypatch.setattr("notallbits.figures._save", lambda fig, out: got.update(fig=fig))
+    long = "DeepSeek-R1-Distill-Qwen-32B-GPTQ-Int4"  # wider than its cell: still 8 pt, not shrunk
+    table_image(f"run,accuracy,seed\nA,0.50,007\n{long},1.00,42\n", "t.png", "runs")
+    fig = got["fig"]
+    fig.canvas.draw()
+    plt.close(fig)
+    cells = fig.axes[0].tables[0].get_celld()
+    assert [[cells[r, c].get_text().get_text() for c in range(3)] for r in range(3)] == [
+        ["run", "accuracy", "seed"], ["A", "0.50", "007"], [long, "1.00", "42"]]
+    assert {cells[k].get_text().get_fontsize() for k in cells} == {8}
+    assert fig.axes[0].get_title() == "runs" and not fig.texts
+    assert fig.get_size_inches()[0] >= 3
