@@ -1,0 +1,270 @@
+"""The KV cache's parts one at a time, on small tensors: slots counted by hand, grouped attention
+against transformers' eager attention (repeat_kv), bytes counted by hand."""
+
+import pytest
+import torch
+
+from notallbits.kvcache.slots import GROW_TOKENS, SlotLayer
+
+
+@pytest.fixture(autouse=True)
+def no_grad():
+    with torch.no_grad():
+        yield
+
+
+def kv(tokens, seed, b=2, h=3, d=4, dv=5, dtype=torch.float32):
+    """Keys [b, h, tokens, d] and values [b, h, tokens, dv] (a value width other than the keys')."""
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn(b, h, tokens, d, generator=g).to(dtype), torch.randn(b, h, tokens, dv, generator=g).to(dtype)
+
+
+# --------------------------------------------------------------------------- slots
+def test_slots_hold_what_was_written_in_slots_counted_by_hand():
+    """reserve(10) before the first write of 4 tokens: 14 slots; 10 more fit without moving the
+    buffer; one more grows it to 15 + GROW_TOKENS (256) slots; keys/values read back as the
+    concatenation of everything written."""
+    assert GROW_TOKENS == 256
+    layer = SlotLayer()
+    assert layer.capacity == 0 and layer.keys is None and layer.values is None and layer.get_seq_length() == 0
+    layer.reserve(10)
+    k1, v1 = kv(4, 1, dtype=torch.float64)
+    keys, values = layer.update(k1, v1)
+    assert layer.dtype == torch.float64 and layer.device == k1.device and layer.is_initialized
+    assert layer.capacity == 14 and layer.width == 4 and layer.get_seq_length() == 4
+    assert torch.equal(keys, k1) and torch.equal(values, v1)
+    assert layer.values.shape == (2, 3, 4, 5) and layer.slot_bytes() == 2 * 3 * 14 * (4 + 5) * 8
+    start = layer._kbuf.data_ptr()
+    k2, v2 = kv(10, 2, dtype=torch.float64)
+    layer.update(k2, v2)
+    assert layer.capacity == 14 and layer._kbuf.data_ptr() == start  # written in place
+    k3, v3 = kv(1, 3, dtype=torch.float64)
+    keys, values = layer.update(k3, v3)
+    assert layer.capacity == 15 + 256 and layer.width == 15
+    assert torch.equal(keys, torch.cat([k1, k2, k3], 2)) and torch.equal(values, torch.cat([v1, v2, v3], 2))
+    layer.reserve(300)  # 15 used + 300 ahead
+    assert layer.capacity == 315 and torch.equal(layer.keys, torch.cat([k1, k2, k3], 2))
+    assert torch.equal(layer.values, torch.cat([v1, v2, v3], 2))
+    layer.reserve(5)  # already room: nothing moves
+    assert layer.capacity == 315
+    layer.reserve(300)  # exactly the room there is
+    assert layer.capacity == 315
+
+
+def test_slots_without_reservation_fit_the_first_write_exactly():
+    layer = SlotLayer()
+    layer.reserve(3)
+    layer.reserve(2)  # the larger reservation holds
+    layer.update(*kv(6, 4))
+    assert layer.capacity == 9
+    bare = SlotLayer()
+    bare.update(*kv(6, 4))
+    assert bare.capacity == 6
+
+
+def test_slot_keys_setter_counts_a_4d_tensor_only():
+    """transformers' layers set keys to an empty 1-D tensor when they reset: no slots used."""
+    layer = SlotLayer()
+    k, v = kv(7, 5)
+    layer.keys, layer.values = k, v
+    assert layer.width == 7 and layer.capacity == 7 and torch.equal(layer.keys, k)
+    layer.keys = torch.tensor([])
+    assert layer.width == 0 and layer.capacity == 0
+    layer.keys = None
+    assert layer.width == 0 and layer.keys is None
+
+
+def test_store_compacts_in_place_but_a_fork_takes_new_buffers():
+    """store() replaces the used slots: in the layer's own buffers (same storage), while a fork
+    gets buffers of its own and leaves its parent's slots as they were."""
+    parent = SlotLayer()
+    parent.reserve(8)
+    k, v = kv(6, 6)
+    parent.update(k, v)
+    twin = parent.fork()
+    assert twin.forked and not parent.forked and twin._kbuf.data_ptr() == parent._kbuf.data_ptr()
+    kn, vn = kv(2, 7)
+    twin.update(kn, vn)  # written after the parent's 6 slots, into the shared buffer
+    assert parent.width == 6 and torch.equal(parent.keys, k) and torch.equal(parent.values, v)
+    assert torch.equal(twin.keys, torch.cat([k, kn], 2)) and twin._kbuf.data_ptr() == parent._kbuf.data_ptr()
+    kept_k, kept_v = twin.keys[:, :, [0, 7]].clone(), twin.values[:, :, [0, 7]].clone()
+    twin.store(kept_k, kept_v)
+    assert not twin.forked and twin.width == 2 and twin._kbuf.data_ptr() != parent._kbuf.data_ptr()
+    assert torch.equal(twin.keys, kept_k) and torch.equal(twin.values, kept_v)
+    assert torch.equal(parent.keys, k) and torch.equal(parent.values, v)
+    own = parent._kbuf.data_ptr()
+    parent.store(parent.keys[:, :, [1, 2, 5]].clone(), parent.values[:, :, [1, 2, 5]].clone())
+    assert parent.width == 3 and parent._kbuf.data_ptr() == own and parent.capacity == 14
+    assert torch.equal(parent.keys, k[:, :, [1, 2, 5]]) and torch.equal(parent.values, v[:, :, [1, 2, 5]])
+
+
+def test_a_fork_that_outgrows_the_buffer_leaves_the_parent_its_own():
+    parent = SlotLayer()
+    k, v = kv(4, 8)
+    parent.update(k, v)
+    twin = parent.fork()
+    kn, vn = kv(3, 9)
+    twin.update(kn, vn)  # no room reserved: the fork grows into new buffers
+    assert twin.capacity == 4 + 3 + 256 and parent.capacity == 4
+    assert torch.equal(twin.keys, torch.cat([k, kn], 2)) and torch.equal(twin.values, torch.cat([v, vn], 2))
+    assert torch.equal(parent.keys, k) and torch.equal(parent.values, v)
+
+
+# --------------------------------------------------------------------------- package functions
+def test_reserve_and_fork_through_the_package():
+    """kvcache.reserve sizes every layer; kvcache.fork reserves the fork's tokens in the parent's
+    slots and returns layers that share them; layers without slots are copied."""
+    from transformers.cache_utils import Cache, DynamicLayer
+
+    from notallbits.kvcache import fork, padding, reserve
+
+    cache = Cache(layers=[SlotLayer(), SlotLayer()])
+    reserve(cache, 5)
+    for layer in cache.layers:
+        layer.update(*kv(3, 10))
+    assert [layer.capacity for layer in cache.layers] == [8, 8]
+    twin = fork(cache, 20)
+    assert [layer.capacity for layer in cache.layers] == [23, 23]  # 3 used + the fork's 20
+    assert all(t.forked and t._kbuf.data_ptr() == p._kbuf.data_ptr() for t, p in zip(twin.layers, cache.layers))
+    assert twin is not cache and twin.layers is not cache.layers
+    assert padding(cache, "none") == "none"
+    plain = Cache(layers=[DynamicLayer()])
+    other = fork(plain)
+    assert other.layers[0] is not plain.layers[0] and type(other.layers[0]) is DynamicLayer
+
+
+def test_held_bytes_count_slots_used_and_transformers_quantized_layers_by_hand():
+    """A full cache: the used slots only (not the reserved ones). transformers' HQQQuantizedLayer
+    (100 tokens quantized at 4 bits in groups of 64, bf16 scale and zero per group, 3 bf16
+    tokens in the residual): 12,800 values x 0.5 B + 200 groups x 4 B = 7,200 B per K or V,
+    + 2 x 3 x 2 x 64 x 2 B of residual = 15,936 B."""
+    from transformers.cache_utils import Cache, HQQQuantizedLayer
+
+    from notallbits.kvcache import held_bytes
+
+    cache = Cache(layers=[SlotLayer(), SlotLayer()])
+    for layer in cache.layers:
+        layer.reserve(50)
+        layer.update(*kv(6, 11))
+    assert held_bytes(cache) == 2 * 2 * 3 * 6 * (4 + 5) * 4
+    q = HQQQuantizedLayer(nbits=4, q_group_size=64, residual_length=128)
+    g = torch.Generator().manual_seed(12)
+    k, v = (torch.randn(1, 2, 103, 64, generator=g).to(torch.bfloat16) for _ in range(2))
+    q.update(k[:, :, :100], v[:, :, :100])
+    q.update(k[:, :, 100:], v[:, :, 100:])
+    assert held_bytes(Cache(layers=[q])) == 2 * (12800 // 2 + 200 * 4) + 2 * 3 * 2 * 64 * 2
+
+
+# --------------------------------------------------------------------------- grouped attention
+def eager(query, key, value, mask, scaling, groups):
+    """transformers' eager attention (modeling_qwen3.eager_attention_forward): K/V repeated per
+    query head (repeat_kv), additive mask, softmax in float32 -> [B, q, Hq, D]."""
+    from transformers.models.qwen3.modeling_qwen3 import repeat_kv
+
+    k, v = repeat_kv(key, groups), repeat_kv(value, groups)
+    w = query @ k.transpose(2, 3) * scaling
+    if mask is not None:
+        if mask.dtype == torch.bool:
+            mask = torch.zeros(mask.shape, dtype=query.dtype).masked_fill(~mask, float("-inf"))
+        w = w + mask.to(query.dtype)
+    w = torch.softmax(w, dim=-1, dtype=torch.float32).to(query.dtype)
+    return (w @ v).transpose(1, 2)
+
+
+def attention_case(q, length=9, b=2, hkv=2, groups=3, d=8, seed=13):
+    g = torch.Generator().manual_seed(seed)
+    return (torch.randn(b, hkv * groups, q, d, generator=g), torch.randn(b, hkv, length, d, generator=g),
+            torch.randn(b, hkv, length, d, generator=g))
+
+
+class Module:
+    """An attention module as the pre-hook leaves it: its cache layer in ``_nab_layer``."""
+
+    def __init__(self, layer=None):
+        self._nab_layer = layer
+
+
+@pytest.mark.parametrize("q", [1, 4])
+def test_grouped_attention_equals_eager_attention_with_repeated_kv(q):
+    """Head h of the query reads KV head h // groups, as repeat_kv orders them; an additive
+    float64 mask (taken to the query's dtype), a bool mask per KV head, no mask (causal for
+    several new tokens, the last ones of the keys) and a scale other than 1/sqrt(D)."""
+    from notallbits.kvcache.attention import grouped_attention
+
+    query, key, value = attention_case(q)
+    length = key.shape[2]
+    pad = torch.tensor([0, 3])
+    visible = torch.arange(length)[None] >= pad[:, None]  # [B, L]
+    causal = torch.arange(length)[None] <= (length - q + torch.arange(q))[:, None]  # [q, L]
+    allowed = visible[:, None, None] & causal  # [B, 1, q, L]
+    additive = torch.zeros(allowed.shape, dtype=torch.float64).masked_fill(~allowed, torch.finfo(torch.float64).min)
+    out, weights = grouped_attention(Module(), query, key, value, additive, scaling=0.3)
+    assert weights is None and out.shape == (2, q, 6, 8) and out.is_contiguous()
+    torch.testing.assert_close(out, eager(query, key, value, allowed, 0.3, 3), rtol=1e-5, atol=1e-6)
+    per_head = allowed.expand(-1, 2, -1, -1).clone()
+    per_head[:, 1, :, -2] = False  # KV head 1 no longer sees its second-to-last slot
+    got, _ = grouped_attention(Module(), query, key, value, per_head, scaling=0.3)
+    want = eager(query, key, value, per_head.repeat_interleave(3, 1), 0.3, 3)
+    torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-6)
+    # no mask: transformers gives none only where causal is exact (no past, no padding: q == L)
+    query, key, value = attention_case(q, length=q)
+    causal = torch.ones(q, q, dtype=torch.bool).tril()
+    got, _ = grouped_attention(Module(), query, key, value, None, scaling=0.3)
+    torch.testing.assert_close(got, eager(query, key, value, causal[None, None], 0.3, 3), rtol=1e-5, atol=1e-6)
+    got, _ = grouped_attention(Module(), query, key, value, None)  # default scale, no dropout
+    torch.testing.assert_close(got, eager(query, key, value, causal[None, None], 8 ** -0.5, 3), rtol=1e-5, atol=1e-6)
+
+
+def test_grouped_attention_takes_the_cache_layers_own_mask():
+    """A cache layer with ``key_mask`` (eviction keeps evicted slots until it compacts) masks
+    instead of the caller's mask; a quantized layer that is ``due`` attends by itself."""
+    from notallbits.kvcache.attention import grouped_attention
+
+    query, key, value = attention_case(1)
+    own = torch.ones(2, 2, 1, 9, dtype=torch.bool)
+    own[0, 0, 0, :4] = False
+
+    class Evicting:
+        def key_mask(self):
+            return own
+
+    caller = torch.zeros(2, 1, 1, 9)
+    got, _ = grouped_attention(Module(Evicting()), query, key, value, caller, scaling=0.5)
+    want = eager(query, key, value, own.repeat_interleave(3, 1), 0.5, 3)
+    torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-6)
+
+    class Quantized:
+        due = True
+
+        def attend(self, query, mask, scaling):
+            return ("attended", mask, scaling)
+
+    got, weights = grouped_attention(Module(Quantized()), query, key, value, caller, scaling=0.5)
+    assert got == ("attended", caller, 0.5) and weights is None
+    Quantized.due = False  # nothing quantized yet: the slots are attended as they are
+    got, _ = grouped_attention(Module(Quantized()), query, key, value, None, scaling=0.5)
+    torch.testing.assert_close(got, eager(query, key, value, None, 0.5, 3), rtol=1e-5, atol=1e-6)
+
+
+def test_use_grouped_attention_hooks_each_layer_once_and_registers_the_mask():
+    """The model attends through ``notallbits_grouped`` with transformers' SDPA masks; every
+    attention module learns its cache layer (and none without a cache); a second call adds no hooks."""
+    from transformers import AutoModelForCausalLM, DynamicCache, Qwen3Config
+    from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
+
+    from notallbits.kvcache.attention import NAME, use_grouped_attention
+
+    config = Qwen3Config(vocab_size=64, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                         num_attention_heads=4, num_key_value_heads=2, head_dim=8)
+    model = AutoModelForCausalLM.from_config(config, dtype=torch.float32).eval()
+    attn = [m for m in model.modules() if hasattr(m, "q_proj")]
+    use_grouped_attention(model)
+    use_grouped_attention(model)
+    assert NAME == "notallbits_grouped" and model.config._attn_implementation == NAME
+    assert AttentionMaskInterface._global_mapping[NAME] is sdpa_mask
+    assert all(len(m._forward_pre_hooks) == 1 for m in attn)
+    cache = DynamicCache(config=model.config)
+    model(input_ids=torch.tensor([[5, 6, 7]]), past_key_values=cache)
+    assert [m._nab_layer for m in attn] == cache.layers
+    model(input_ids=torch.tensor([[5, 6, 7]]), use_cache=False)
+    assert all(m._nab_layer is None for m in attn)
