@@ -268,3 +268,72 @@ def test_use_grouped_attention_hooks_each_layer_once_and_registers_the_mask():
     assert [m._nab_layer for m in attn] == cache.layers
     model(input_ids=torch.tensor([[5, 6, 7]]), use_cache=False)
     assert all(m._nab_layer is None for m in attn)
+
+
+# --------------------------------------------------------------------------- R-KV layer
+def test_rkv_layer_keeps_the_authors_tokens_per_row_and_compacts_them_right_aligned():
+    """An R-KV layer given a 72-token prefill (position 0: a compression step, 72 > budget 40)
+    keeps per row and KV head exactly the tokens the authors' rule keeps (tests/test_kvcache's
+    RKV_EVICTED, from R1KV.update_kv), in order. The batch is left-padded unevenly: row 0 by 2
+    slots, row 1 by 7 (its first 5 real-looking slots are padding and must take no part); the
+    step attends to every slot, then the layer compacts to 40 slots, no padding left."""
+    from notallbits.kvcache import normalize
+    from notallbits.kvcache.eviction import RKVLayer
+    from tests.test_kvcache import RKV_EVICTED, rkv_case
+
+    queries, keys = rkv_case("structured", 1)
+    values = keys.flip(-1) * 2  # values follow their keys: the kept values show which tokens stayed
+    junk = torch.randn(2, 2, 7, 32, generator=torch.Generator().manual_seed(4)) * 3
+    padded_k, padded_v = torch.cat([junk, keys], 2), torch.cat([junk, values], 2)
+    layer = RKVLayer(normalize({"method": "rkv", "budget": 40}))
+    layer.set_padding(torch.tensor([7, 7]))
+    layer.remember_queries(queries[:, :, :3])
+    layer.remember_queries(queries[:, :, 3:])  # the window's queries arrive over two steps
+    k_seen, v_seen = layer.update(padded_k, padded_v)
+    assert torch.equal(k_seen, padded_k) and torch.equal(v_seen, padded_v)  # this step reads all 79 slots
+    assert layer.get_seq_length() == 79 and layer.pending
+    layer.settle()
+    assert not layer.pending and layer.width == 40 and layer.pad.tolist() == [0, 0]
+    for b in range(2):
+        for h in range(2):
+            kept = sorted(set(range(72)) - set(RKV_EVICTED["structured-1-40"][b][h]))
+            assert torch.equal(layer.keys[b, h], keys[b, h, kept]), (b, h)
+            assert torch.equal(layer.values[b, h], values[b, h, kept]), (b, h)
+    assert layer.get_seq_length() == 79  # positions stay true positions
+    assert layer.get_mask_sizes(1) == (41, 39)  # 40 kept + the new token; key indices shifted by 39
+
+
+def test_rkv_layer_compresses_rows_at_their_own_positions():
+    """Rows padded by 0 and 3 slots: with buffer 16 a row compresses at the step holding its own
+    position 16 (where it then holds more than the budget), each row on its own kept tokens as
+    the authors' rule on that row alone keeps them (rkv_select, checked against their code)."""
+    from notallbits.kvcache import normalize
+    from notallbits.kvcache.eviction import RKVLayer, rkv_select
+
+    s = normalize({"method": "rkv", "budget": 12, "buffer": 16, "window": 4, "kernel": 3})
+    g = torch.Generator().manual_seed(5)
+    keys, values = torch.randn(2, 2, 20, 8, generator=g), torch.randn(2, 2, 20, 8, generator=g)
+    queries = torch.randn(2, 4, 20, 8, generator=g)
+    layer = RKVLayer(s)
+    layer.set_padding(torch.tensor([0, 3]))
+    widths = []
+    for t in range(20):  # slot t; row 1's slots 0..2 are padding, its position is t - 3
+        layer.remember_queries(queries[:, :, t : t + 1])
+        layer.update(keys[:, :, t : t + 1], values[:, :, t : t + 1])
+        layer.settle()
+        widths.append(layer.width)
+        if t == 16:  # row 0 (17 tokens, position 16) compressed to 12; row 1 (14 real) not yet
+            assert layer.pad.tolist() == [2, 0] and layer.width == 14  # right-aligned again
+            row0 = rkv_select(queries[:1, :, 13:17], keys[:1, :, :17], s)[0]
+            for h in range(2):
+                assert torch.equal(layer.keys[0, h, 2:], keys[0, h, row0[h]])
+            assert torch.equal(layer.keys[1], keys[1, :, 3:17])
+    assert widths[:16] == list(range(1, 17)) and widths[16:] == [14, 15, 16, 15]
+    # row 1 reaches position 16 at slot 19 and compresses its 17 real tokens to 12; row 0 holds
+    # its 12 and the 3 tokens since
+    row1 = rkv_select(queries[1:, :, 16:20], keys[1:, :, 3:20], s)[0]
+    assert layer.pad.tolist() == [0, 3]
+    for h in range(2):
+        assert torch.equal(layer.keys[1, h, 3:], keys[1, h, 3 + row1[h]])
+        assert torch.equal(layer.values[1, h, 3:], values[1, h, 3 + row1[h]])
+        assert torch.equal(layer.keys[0, h], torch.cat([keys[0, h, row0[h]], keys[0, h, 17:]]))
