@@ -138,9 +138,12 @@ def test_rkv_selection_matches_authors(case, chunked, monkeypatch):
     assert (got[..., -8:] == torch.arange(length - 8, length)).all()
 
 
-def test_rkv_padding_takes_no_part():
+@pytest.mark.parametrize("scratch_bytes", [None, 1 << 30], ids=["head-by-head", "all-heads-at-once"])
+def test_rkv_padding_takes_no_part(scratch_bytes):
     """Left padding marked invalid changes nothing: the real tokens score as in the row
-    without padding and padding is never kept, even padding that copies a real key."""
+    without padding and padding is never kept, even padding that copies a real key. With room
+    for every (row, KV head) pair in one chunk, as a long trace of a real model has, each pair
+    still averages over its own window queries."""
     queries, keys = rkv_case("structured", 1)
     s = normalize({"method": "rkv", "budget": 40})
     pad = 5
@@ -150,7 +153,7 @@ def test_rkv_padding_takes_no_part():
     valid = torch.ones(2, padded.shape[2], dtype=torch.bool)
     valid[1, :pad] = False  # row 0 is padded with real tokens, row 1 with padding
     want = rkv_scores(queries, keys, s)
-    got = rkv_scores(queries, padded, s, valid=valid)
+    got = rkv_scores(queries, padded, s, valid=valid, scratch_bytes=scratch_bytes)
     torch.testing.assert_close(got[1, :, pad:], want[1], rtol=1e-5, atol=1e-7)
     assert torch.isinf(got[1, :, :pad]).all()
     kept = rkv_select(queries, padded, s, valid=valid)
