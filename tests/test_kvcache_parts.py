@@ -337,3 +337,34 @@ def test_rkv_layer_compresses_rows_at_their_own_positions():
         assert torch.equal(layer.keys[1, h, 3:], keys[1, h, 3 + row1[h]])
         assert torch.equal(layer.values[1, h, 3:], values[1, h, 3 + row1[h]])
         assert torch.equal(layer.keys[0, h], torch.cat([keys[0, h, row0[h]], keys[0, h, 17:]]))
+
+
+def test_eviction_layer_slots_never_exceed_what_the_method_holds():
+    """R-KV at budget 12, buffer 16 holds at most 12 + 16 = 28 tokens: a reservation of 100
+    tokens allocates 28 slots (plus the 4 a fork will add), a 40-token prompt gets its 40 slots
+    for the prefill and gives them back on compacting (28 + 4 again), and a fork reserved on a
+    layer whose compaction is still due sees the compacted slots."""
+    from notallbits.kvcache import fork, normalize, reserve
+    from notallbits.kvcache.eviction import EvictingCache, RKVLayer
+
+    s = normalize({"method": "rkv", "budget": 12, "buffer": 16, "window": 4, "kernel": 3})
+    g = torch.Generator().manual_seed(6)
+    cache = EvictingCache(RKVLayer, s, 1)
+    layer = cache.layers[0]
+    reserve(cache, 100, fork_tokens=4)
+    layer.remember_queries(torch.randn(1, 4, 5, 8, generator=g))
+    layer.update(*kv(5, 7, b=1, h=2, d=8, dv=8))
+    assert layer.capacity == 28 + 4 and layer.width == 5
+    long = EvictingCache(RKVLayer, s, 1)
+    reserve(long, 100, fork_tokens=4)
+    big = long.layers[0]
+    assert big.headroom == 100 and big.fork_room == 4
+    big.remember_queries(torch.randn(1, 4, 40, 8, generator=g))
+    big.update(*kv(40, 8, b=1, h=2, d=8, dv=8))  # position 0: compresses 40 -> 12 after this step
+    assert big.capacity == 40 and big.pending
+    twin = fork(long, 3)  # settles the parent first: the fork sees its 12 kept tokens
+    assert not big.pending and big.width == 12 and big.capacity == 32 and twin.layers[0].width == 12
+    assert twin.get_seq_length() == 40
+    bare = RKVLayer(s)
+    bare.update(*kv(3, 9, b=1, h=2, d=8, dv=8))  # no reservation: the first write's slots only
+    assert bare.capacity == 3
