@@ -213,6 +213,9 @@ def test_grouped_attention_equals_eager_attention_with_repeated_kv(q):
     torch.testing.assert_close(got, eager(query, key, value, causal[None, None], 0.3, 3), rtol=1e-5, atol=1e-6)
     got, _ = grouped_attention(Module(), query, key, value, None)  # default scale, no dropout
     torch.testing.assert_close(got, eager(query, key, value, causal[None, None], 8 ** -0.5, 3), rtol=1e-5, atol=1e-6)
+    # dropout reaches SDPA (a model in training mode passes its attention_dropout): p = 1 drops every weight
+    got, _ = grouped_attention(Module(), query, key, value, None, dropout=1.0)
+    assert torch.equal(got, torch.zeros_like(got))
 
 
 def test_grouped_attention_takes_the_cache_layers_own_mask():
@@ -237,10 +240,10 @@ def test_grouped_attention_takes_the_cache_layers_own_mask():
         due = True
 
         def attend(self, query, mask, scaling):
-            return ("attended", mask, scaling)
+            return ("attended", query, mask, scaling)
 
     got, weights = grouped_attention(Module(Quantized()), query, key, value, caller, scaling=0.5)
-    assert got == ("attended", caller, 0.5) and weights is None
+    assert got[0] == "attended" and got[1] is query and got[2] is caller and got[3] == 0.5 and weights is None
     Quantized.due = False  # nothing quantized yet: the slots are attended as they are
     got, _ = grouped_attention(Module(Quantized()), query, key, value, None, scaling=0.5)
     torch.testing.assert_close(got, eager(query, key, value, None, 0.5, 3), rtol=1e-5, atol=1e-6)
