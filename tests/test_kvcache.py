@@ -154,6 +154,8 @@ def test_rkv_padding_takes_no_part(scratch_bytes):
     valid[1, :pad] = False  # row 0 is padded with real tokens, row 1 with padding
     want = rkv_scores(queries, keys, s)
     got = rkv_scores(queries, padded, s, valid=valid, scratch_bytes=scratch_bytes)
+    # a 0/1 integer mask marks the same tokens
+    torch.testing.assert_close(rkv_scores(queries, padded, s, valid=valid.long(), scratch_bytes=scratch_bytes), got)
     torch.testing.assert_close(got[1, :, pad:], want[1], rtol=1e-5, atol=1e-7)
     assert torch.isinf(got[1, :, :pad]).all()
     kept = rkv_select(queries, padded, s, valid=valid)
