@@ -306,40 +306,70 @@ def test_rkv_layer_keeps_the_authors_tokens_per_row_and_compacts_them_right_alig
     assert layer.get_mask_sizes(1) == (41, 39)  # 40 kept + the new token; key indices shifted by 39
 
 
-def test_rkv_layer_compresses_rows_at_their_own_positions():
-    """Rows padded by 0 and 3 slots: with buffer 16 a row compresses at the step holding its own
-    position 16 (where it then holds more than the budget), each row on its own kept tokens as
-    the authors' rule on that row alone keeps them (rkv_select, checked against their code)."""
-    from notallbits.kvcache import normalize
-    from notallbits.kvcache.eviction import RKVLayer, rkv_select
+def rkv_by_row(keys, queries, s, pad, steps):
+    """Per row alone, the tokens R-KV holds after each step (one token a step; slot t holds row
+    b's position t - pad[b]): compress at positions that are multiples of ``buffer`` when more
+    than ``budget`` are held, keeping what rkv_select (checked against the authors' code) keeps."""
+    from notallbits.kvcache.eviction import rkv_select
+
+    out = []
+    for b in range(keys.shape[0]):
+        held = [[] for _ in range(keys.shape[1])]  # token slots held per KV head
+        per_step = []
+        for t in range(steps):
+            if t >= pad[b]:
+                for h in held:
+                    h.append(t)
+                pos = t - pad[b]
+                if pos % s["buffer"] == 0 and len(held[0]) > s["budget"]:
+                    k = torch.stack([keys[b, h, idx] for h, idx in enumerate(held)])[None]
+                    w = s["window"]
+                    q = queries[b : b + 1, :, t - w + 1 : t + 1]
+                    index = rkv_select(q, k, s)[0]
+                    held = [[idx[i] for i in index[h].tolist()] for h, idx in enumerate(held)]
+            per_step.append([list(h) for h in held])
+        out.append(per_step)
+    return out
+
+
+@pytest.mark.parametrize("forked", [False, True], ids=["own-slots", "fork-masks"])
+def test_rkv_layer_compresses_rows_at_their_own_positions(forked):
+    """Rows padded by 0 and 5 slots, budget 12, buffer 16: each row compresses at the step
+    holding its own position 16 and 32 (row 0 twice while row 1 holds as many tokens as row 0
+    but is not due), on its own kept tokens, as R-KV on that row alone does. A fork (sharing
+    its parent's slots) masks instead of compacting: its visible slots hold the same tokens."""
+    from notallbits.kvcache import fork, normalize
+    from notallbits.kvcache.eviction import EvictingCache, RKVLayer
 
     s = normalize({"method": "rkv", "budget": 12, "buffer": 16, "window": 4, "kernel": 3})
     g = torch.Generator().manual_seed(5)
-    keys, values = torch.randn(2, 2, 20, 8, generator=g), torch.randn(2, 2, 20, 8, generator=g)
-    queries = torch.randn(2, 4, 20, 8, generator=g)
-    layer = RKVLayer(s)
-    layer.set_padding(torch.tensor([0, 3]))
-    widths = []
-    for t in range(20):  # slot t; row 1's slots 0..2 are padding, its position is t - 3
+    steps, pad = 40, [0, 5]
+    keys, values = torch.randn(2, 2, steps, 8, generator=g), torch.randn(2, 2, steps, 8, generator=g)
+    queries = torch.randn(2, 4, steps, 8, generator=g)
+    cache = EvictingCache(RKVLayer, s, 1)
+    cache.set_padding(torch.tensor(pad))
+    start = 4
+    cache.layers[0].remember_queries(queries[:, :, :start])
+    cache.layers[0].update(keys[:, :, :start], values[:, :, :start])
+    if forked:
+        cache = fork(cache, steps - start)
+    layer = cache.layers[0]
+    want = rkv_by_row(keys, queries, s, pad, steps)
+    for t in range(start, steps):
         layer.remember_queries(queries[:, :, t : t + 1])
         layer.update(keys[:, :, t : t + 1], values[:, :, t : t + 1])
         layer.settle()
-        widths.append(layer.width)
-        if t == 16:  # row 0 (17 tokens, position 16) compressed to 12; row 1 (14 real) not yet
-            assert layer.pad.tolist() == [2, 0] and layer.width == 14  # right-aligned again
-            row0 = rkv_select(queries[:1, :, 13:17], keys[:1, :, :17], s)[0]
+        ok = layer.visible().expand(-1, 2, -1)
+        for b in range(2):
             for h in range(2):
-                assert torch.equal(layer.keys[0, h, 2:], keys[0, h, row0[h]])
-            assert torch.equal(layer.keys[1], keys[1, :, 3:17])
-    assert widths[:16] == list(range(1, 17)) and widths[16:] == [14, 15, 16, 15]
-    # row 1 reaches position 16 at slot 19 and compresses its 17 real tokens to 12; row 0 holds
-    # its 12 and the 3 tokens since
-    row1 = rkv_select(queries[1:, :, 16:20], keys[1:, :, 3:20], s)[0]
-    assert layer.pad.tolist() == [0, 3]
-    for h in range(2):
-        assert torch.equal(layer.keys[1, h, 3:], keys[1, h, 3 + row1[h]])
-        assert torch.equal(layer.values[1, h, 3:], values[1, h, 3 + row1[h]])
-        assert torch.equal(layer.keys[0, h], torch.cat([keys[0, h, row0[h]], keys[0, h, 17:]]))
+                got = layer.keys[b, h][ok[b, h]]
+                assert torch.equal(got, keys[b, h, want[b][t][h]]), (t, b, h)
+                assert torch.equal(layer.values[b, h][ok[b, h]], values[b, h, want[b][t][h]]), (t, b, h)
+        if not forked:
+            assert layer.width == max(len(want[b][t][0]) for b in range(2))
+    # row 0 compressed at slots 16 and 32, row 1 at slot 21 (its position 16), when both held 17
+    assert [len(want[0][t][0]) for t in (15, 16, 21, 32)] == [16, 12, 17, 12]
+    assert [len(want[1][t][0]) for t in (20, 21)] == [16, 12]
 
 
 def test_eviction_layer_slots_never_exceed_what_the_method_holds():
