@@ -401,3 +401,22 @@ def test_eviction_layer_slots_never_exceed_what_the_method_holds():
     bare = RKVLayer(s)
     bare.update(*kv(3, 9, b=1, h=2, d=8, dv=8))  # no reservation: the first write's slots only
     assert bare.capacity == 3
+
+
+def test_rkv_scores_at_given_rows_and_slots_equal_scores_of_those_keys():
+    """rkv_scores reads the keys of chosen batch rows (``rows``) at chosen slots (``slots``)
+    without copying the layer: the scores equal those of the keys picked out by hand."""
+    from notallbits.kvcache import normalize
+    from notallbits.kvcache.eviction import rkv_scores
+
+    s = normalize({"method": "rkv", "budget": 8, "window": 4, "kernel": 3})
+    g = torch.Generator().manual_seed(14)
+    keys, queries = torch.randn(3, 2, 20, 8, generator=g), torch.randn(2, 4, 4, 8, generator=g)
+    slots = torch.stack([torch.randperm(20, generator=g)[:12].sort().values for _ in range(4)]).view(2, 2, 12)
+    rows = torch.tensor([2, 0])
+    by_hand = torch.stack([torch.stack([keys[r, h, slots[i, h]] for h in range(2)]) for i, r in enumerate(rows.tolist())])
+    torch.testing.assert_close(rkv_scores(queries, keys, s, rows=rows, slots=slots), rkv_scores(queries, by_hand, s))
+    torch.testing.assert_close(rkv_scores(queries, keys[:2], s, slots=slots),
+                               rkv_scores(queries, torch.stack([torch.stack([keys[b, h, slots[b, h]] for h in range(2)])
+                                                                for b in range(2)]), s))
+    torch.testing.assert_close(rkv_scores(queries, keys, s, rows=rows), rkv_scores(queries, keys[rows], s))
