@@ -116,7 +116,8 @@ def test_reserve_and_fork_through_the_package():
     slots and returns layers that share them; layers without slots are copied."""
     from transformers.cache_utils import Cache, DynamicLayer
 
-    from notallbits.kvcache import fork, padding, reserve
+    from notallbits.kvcache import fork, normalize, padding, reserve, set_padding
+    from notallbits.kvcache.eviction import EvictingCache, StreamingLLMLayer
 
     cache = Cache(layers=[SlotLayer(), SlotLayer()])
     reserve(cache, 5)
@@ -128,6 +129,12 @@ def test_reserve_and_fork_through_the_package():
     assert all(t.forked and t._kbuf.data_ptr() == p._kbuf.data_ptr() for t, p in zip(twin.layers, cache.layers))
     assert twin is not cache and twin.layers is not cache.layers
     assert padding(cache, "none") == "none"
+    set_padding(cache, torch.tensor([1, 0]))  # a full cache never moves tokens: nothing to tell
+    assert padding(cache, "none") == "none"
+    evicting = EvictingCache(StreamingLLMLayer, normalize({"method": "streamingllm", "budget": 16}), 2)
+    set_padding(evicting, torch.tensor([0, 3]))
+    assert [layer.pad.tolist() for layer in evicting.layers] == [[0, 3], [0, 3]]
+    assert padding(evicting, None).tolist() == [0, 3]
     plain = Cache(layers=[DynamicLayer()])
     other = fork(plain)
     assert other.layers[0] is not plain.layers[0] and type(other.layers[0]) is DynamicLayer
