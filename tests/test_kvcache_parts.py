@@ -427,3 +427,41 @@ def test_rkv_scores_at_given_rows_and_slots_equal_scores_of_those_keys():
                                rkv_scores(queries, torch.stack([torch.stack([keys[b, h, slots[b, h]] for h in range(2)])
                                                                 for b in range(2)]), s))
     torch.testing.assert_close(rkv_scores(queries, keys, s, rows=rows), rkv_scores(queries, keys[rows], s))
+
+
+def test_evicting_layer_mask_by_hand():
+    """The mask an evicting layer builds for its own slots: row 1 left-padded by 2 slots. At the
+    5-token prefill each query sees the real slots up to itself (a padding query sees only
+    itself); at the next step the new token sees every real slot."""
+    from notallbits.kvcache import normalize
+    from notallbits.kvcache.eviction import RKVLayer
+
+    layer = RKVLayer(normalize({"method": "rkv", "budget": 12, "window": 4, "kernel": 3}))
+    layer.set_padding(torch.tensor([0, 2]))
+    layer.remember_queries(torch.zeros(2, 2, 5, 4))
+    layer.update(*kv(5, 15, b=2, h=1, d=4, dv=4))
+    lower = [[1, 0, 0, 0, 0], [1, 1, 0, 0, 0], [1, 1, 1, 0, 0], [1, 1, 1, 1, 0], [1, 1, 1, 1, 1]]
+    padded = [[1, 0, 0, 0, 0], [0, 1, 0, 0, 0], [0, 0, 1, 0, 0], [0, 0, 1, 1, 0], [0, 0, 1, 1, 1]]
+    assert layer.key_mask().shape == (2, 1, 5, 5)
+    assert layer.key_mask()[:, 0].int().tolist() == [lower, padded]
+    layer.remember_queries(torch.zeros(2, 2, 1, 4))
+    layer.update(*kv(1, 16, b=2, h=1, d=4, dv=4))
+    assert layer.key_mask()[:, 0].int().tolist() == [[[1, 1, 1, 1, 1, 1]], [[0, 0, 1, 1, 1, 1]]]
+
+
+def test_rkv_layer_with_one_kv_head_compacts():
+    """Multi-query attention (one KV head): a compression keeps what R-KV on that head keeps."""
+    from notallbits.kvcache import normalize
+    from notallbits.kvcache.eviction import RKVLayer, rkv_select
+
+    s = normalize({"method": "rkv", "budget": 12, "window": 4, "kernel": 3})
+    g = torch.Generator().manual_seed(17)
+    keys, values, queries = torch.randn(1, 1, 20, 8, generator=g), torch.randn(1, 1, 20, 8, generator=g), \
+        torch.randn(1, 4, 4, 8, generator=g)
+    layer = RKVLayer(s)
+    layer.remember_queries(queries)
+    layer.update(keys, values)
+    layer.settle()
+    index = rkv_select(queries, keys, s)[0, 0]
+    assert layer.width == 12 and torch.equal(layer.keys[0, 0], keys[0, 0, index])
+    assert torch.equal(layer.values[0, 0], values[0, 0, index])
