@@ -465,3 +465,28 @@ def test_rkv_layer_with_one_kv_head_compacts():
     index = rkv_select(queries, keys, s)[0, 0]
     assert layer.width == 12 and torch.equal(layer.keys[0, 0], keys[0, 0, index])
     assert torch.equal(layer.values[0, 0], values[0, 0, index])
+
+
+def test_query_capture_leaves_other_forwards_alone():
+    """Once a model has R-KV's query capture, a forward without a cache or with a plain one
+    runs as before (nothing captured), and the hooks are installed once."""
+    from transformers import AutoModelForCausalLM, DynamicCache, Qwen3Config
+
+    from notallbits.kvcache import make_cache
+    from notallbits.kvcache.eviction import install_query_capture
+
+    config = Qwen3Config(vocab_size=64, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                         num_attention_heads=4, num_key_value_heads=2, head_dim=8)
+    torch.manual_seed(0)
+    model = AutoModelForCausalLM.from_config(config, dtype=torch.float32).eval()
+    ids = torch.tensor([[5, 6, 7, 8]])
+    want = model(input_ids=ids, use_cache=False).logits
+    cache = make_cache({"method": "rkv", "budget": 16, "buffer": 8, "window": 8}, model)
+    install_query_capture(model)  # a second time: no second set of hooks
+    attn = [m for m in model.modules() if hasattr(m, "q_proj")]
+    assert all(len(m.q_proj._forward_hooks) == 1 for m in attn)
+    torch.testing.assert_close(model(input_ids=ids, use_cache=False).logits, want, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(model(input_ids=ids, past_key_values=DynamicCache(config=config)).logits, want,
+                               rtol=1e-5, atol=1e-6)
+    model(input_ids=ids, past_key_values=cache)
+    assert [layer.recent_queries.shape for layer in cache.layers] == [(1, 4, 4, 8)] * 2
