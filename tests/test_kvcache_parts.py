@@ -490,3 +490,26 @@ def test_query_capture_leaves_other_forwards_alone():
                                rtol=1e-5, atol=1e-6)
     model(input_ids=ids, past_key_values=cache)
     assert [layer.recent_queries.shape for layer in cache.layers] == [(1, 4, 4, 8)] * 2
+
+
+def test_streamingllm_layer_attends_over_at_most_its_peak_slots():
+    """StreamingLLM masks evicted tokens and compacts them before the step after the one that
+    holds streaming_slack of them: a step's attention reads budget + slack slots at most, and
+    reaches it; a reservation allocates the layer's peak_slots (one more, what
+    memory.kv_row_bytes counts), so no step reallocates."""
+    from notallbits.kvcache import normalize
+    from notallbits.kvcache.eviction import StreamingLLMLayer
+    from notallbits.kvcache.settings import streaming_slack
+
+    s = normalize({"method": "streamingllm", "budget": 24, "sink": 4})
+    layer = StreamingLLMLayer(s)
+    layer.reserve(400)
+    keys, values = kv(200, 18, b=1, h=2, d=4, dv=4)
+    widths = []
+    for t in range(200):
+        layer.update(keys[:, :, t : t + 1], values[:, :, t : t + 1])
+        widths.append(layer.width)  # the slots this step's attention reads
+    assert max(widths) == 24 + streaming_slack(24)
+    assert layer.peak_slots() == 24 + streaming_slack(24) + 1 == layer.capacity
+    kept = layer.keys[0, 0][layer.visible()[0, 0]]
+    assert torch.equal(kept, torch.cat([keys[0, 0, :4], keys[0, 0, -20:]]))  # 4 sinks + the 20 most recent
