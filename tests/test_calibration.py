@@ -87,6 +87,67 @@ def test_local_text_and_jsonl_files(tmp_path, tokenizer):
         calibration_samples({**settings, "source": str(txt), "seq_len": 100000}, tokenizer)
 
 
+def test_c4_draw_reaches_the_last_document_and_a_window_that_just_fits(monkeypatch, tokenizer):
+    """GPTQ's get_c4 draws a document with randint(0, len - 1) (the last one included) and a
+    window with randint(0, tokens - seq_len - 1): a document of seq_len + 2 tokens has two."""
+    import datasets
+
+    short = "seven words and nothing more than that"
+    n_short = len(tokenizer(short)["input_ids"])
+    long_doc = " ".join(LINES)[:600]
+    ids = tokenizer(long_doc)["input_ids"]
+    seq_len = len(ids) - 2
+    docs = [short] * 3 + [long_doc]
+    assert n_short < seq_len
+    monkeypatch.setattr(datasets, "load_dataset", lambda *a, **k: datasets.Dataset.from_dict({"text": docs}))
+    got = calibration_samples({"source": "c4", "samples": 12, "seq_len": seq_len, "seed": 1}, tokenizer)
+    want = gptq_get_c4(datasets.Dataset.from_dict({"text": docs}), tokenizer, 12, 1, seq_len)
+    assert got == want and sorted({tuple(s) for s in got}) == sorted({tuple(ids[:-2]), tuple(ids[1:-1])})
+
+
+def test_hub_failure_is_one_line_naming_the_corpus(monkeypatch, tokenizer):
+    import datasets
+
+    def offline(*args, **kwargs):
+        raise ConnectionError("Couldn't reach 'wikitext' on the Hub (LocalEntryNotFoundError)\nTraceback-like detail")
+
+    monkeypatch.setattr(datasets, "load_dataset", offline)
+    with pytest.raises(UserError) as err:
+        calibration_samples({"source": "wikitext2", "samples": 1, "seq_len": 8, "seed": 0}, tokenizer)
+    assert str(err.value) == ("could not load calibration corpus wikitext: ConnectionError: Couldn't reach 'wikitext' "
+                              "on the Hub (LocalEntryNotFoundError) (offline: set quantization.calibration.source to "
+                              "a local .txt or .jsonl file)")
+    monkeypatch.setattr(datasets, "load_dataset", lambda *a, **k: (_ for _ in ()).throw(OSError()))
+    with pytest.raises(UserError, match=r"^could not load calibration corpus allenai/c4: OSError:  \(offline"):
+        calibration_samples({"source": "c4", "samples": 1, "seq_len": 8, "seed": 0}, tokenizer)
+
+
+def test_calibration_file_errors_name_the_file_and_line(tmp_path, tokenizer):
+    settings = {"samples": 1, "seq_len": 4, "seed": 0}
+
+    def error_of(name, content):
+        path = tmp_path / name
+        if content is not None:
+            path.write_bytes(content)
+        with pytest.raises(UserError) as err:
+            calibration_samples({**settings, "source": str(path)}, tokenizer)
+        return str(err.value).replace(str(tmp_path) + "/", "")
+
+    assert error_of("gone.txt", None) == "calibration file gone.txt does not exist"
+    assert error_of("latin1.txt", "caf\u00e9 au lait".encode("latin-1")) == "calibration file latin1.txt: not UTF-8 (byte 3)"
+    # line numbers count from 1 and include blank lines
+    assert error_of("bad.jsonl", b'{"text": "one"}\n\n{"text": \n').startswith(
+        "calibration file bad.jsonl line 3: bad JSON (")
+    assert error_of("field.jsonl", b'{"text": "one"}\n{"body": "two"}\n') == (
+        "calibration file field.jsonl line 2: needs a string field 'text'")
+    assert error_of("list.jsonl", b'["text"]\n') == "calibration file list.jsonl line 1: needs a string field 'text'"
+    # UTF-8 text beyond ASCII is read as such; JSONL records' "text" joined by blank lines like a .txt
+    (tmp_path / "u.txt").write_text("na\u00efve caf\u00e9 \u2014 " * 40, encoding="utf-8")
+    (tmp_path / "u.jsonl").write_text('{"text": "%s"}\n\n' % ("na\u00efve caf\u00e9 \u2014 " * 40), encoding="utf-8")
+    a = calibration_samples({**settings, "source": str(tmp_path / "u.txt"), "samples": 3}, tokenizer)
+    assert a == calibration_samples({**settings, "source": str(tmp_path / "u.jsonl"), "samples": 3}, tokenizer)
+
+
 def test_toy_train_set_is_what_training_drew():
     from notallbits.data.registry import load
     from notallbits.generation.prompts import build_prompt

@@ -174,6 +174,41 @@ def test_quantizer_settings_of_each_format_as_the_reference_checkpoints_record_t
         quantizer_settings(4, {"desc_act": True, "act_group_aware": True})
 
 
+def test_gptqmodel_is_told_every_recorded_setting(tmp_path):
+    """What notallbits.json records is what GPTQModel quantizes with: each setting lands in the
+    GPTQModel config field of that name; GPTQModel's own defaults (damp 0.05, act_group_aware on,
+    an RTN fallback, a temporary offload folder) never take over."""
+    import torch
+    from gptqmodel import QuantizeConfig
+    from gptqmodel.quantization.config import AWQConfig, FP8Config
+
+    from notallbits.quantization import _quantize_backend, _quantize_config, quantizer_settings
+
+    offload = str(tmp_path / "offload")
+    classic = _quantize_config(quantizer_settings(4), offload)
+    assert isinstance(classic, QuantizeConfig) and type(classic).__name__ == "GPTQConfig"
+    assert (classic.bits, classic.group_size, classic.sym, classic.desc_act) == (4, 128, True, False)
+    assert (classic.damp_percent, classic.damp_auto_increment, classic.act_group_aware) == (0.01, 0.01, False)
+    assert classic.fallback is None and classic.offload_to_disk is True and classic.offload_to_disk_path == offload
+    # every key through, also the fixed ones, set here to values that are not auto-gptq's
+    settings = {**quantizer_settings(8, {"group_size": 32, "sym": False, "desc_act": True, "damp_percent": 0.05}),
+                "damp_auto_increment": 0.02, "true_sequential": False, "static_groups": True, "mse": 2.4,
+                "lm_head": True, "format": "gptq_v2", "pack_dtype": "int16"}
+    got = _quantize_config(settings, offload)
+    assert (got.bits, got.group_size, got.sym, got.desc_act, got.damp_percent, got.damp_auto_increment) == (
+        8, 32, False, True, 0.05, 0.02)
+    assert (got.true_sequential, got.static_groups, got.mse, got.lm_head) == (False, True, 2.4, True)
+    assert (str(got.format.value), got.pack_dtype) == ("gptq_v2", torch.int16)
+    awq = _quantize_config(quantizer_settings("awq-4", {"group_size": 64}), offload)
+    assert type(awq) is AWQConfig and (awq.bits, awq.group_size, awq.sym, awq.pack_dtype) == (4, 64, False, torch.int32)
+    assert str(awq.format.value) == "gemm" and awq.offload_to_disk_path == offload
+    fp8 = _quantize_config(quantizer_settings("fp8", {"fp8_block": 64}), offload)
+    assert type(fp8) is FP8Config and fp8.offload_to_disk_path == offload
+    assert (fp8.format, fp8.weight_scale_method, fp8.weight_block_size) == ("float8_e4m3fn", "block", [64, 64])
+    assert _quantize_backend(settings) == {} and _quantize_backend(quantizer_settings("fp8")) == {}
+    assert str(_quantize_backend(quantizer_settings("awq-4"))["backend"].value) == "awq_torch"
+
+
 def test_serving_fp8_layout_takes_the_reciprocal_scales_and_qwens_config(tmp_path):
     import torch
     from safetensors import safe_open
