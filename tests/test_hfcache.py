@@ -120,6 +120,14 @@ def test_online_gives_back_the_users_own_offline_switch(home, monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")  # not under the workflow: the user's own setting stays
     online()
     assert os.environ["HF_HUB_OFFLINE"] == "1" and os.environ["HF_DATASETS_OFFLINE"] == "yes"
+    # each variable on its own: a saved value for the second only; the first already gone
+    monkeypatch.setenv("NOTALLBITS_USER_HF_DATASETS_OFFLINE", "")
+    online()
+    assert os.environ["HF_HUB_OFFLINE"] == "1" and "HF_DATASETS_OFFLINE" not in os.environ
+    monkeypatch.delenv("HF_HUB_OFFLINE")
+    monkeypatch.setenv("NOTALLBITS_USER_HF_HUB_OFFLINE", "")
+    online()
+    assert "HF_HUB_OFFLINE" not in os.environ and "NOTALLBITS_USER_HF_HUB_OFFLINE" not in os.environ
 
 
 def test_offline_values_are_huggingface_hubs_true_values(home, monkeypatch):
@@ -218,10 +226,10 @@ def test_files_a_snapshot_lacks_to_load_offline(home, tmp_path):
     os.unlink(os.path.realpath(complete / "model.safetensors"))
     assert missing_model_files(str(complete)) == ["model.safetensors"]
     many = lay_out_repo(hub, "o/many", {"tokenizer.json": "{}", "model.safetensors.index.json": weight_map(
-        *(f"model-0000{i}-of-00004.safetensors" for i in range(1, 5)))})
+        *(f"model-0000{i}-of-00003.safetensors" for i in range(1, 4)))})  # 4 missing: 3 named, then "..."
     assert model_cache_problem("o/many", environ=env) == (
-        "o/many: the cached snapshot lacks config.json, model-00001-of-00004.safetensors, "
-        "model-00002-of-00004.safetensors ...")
+        "o/many: the cached snapshot lacks config.json, model-00001-of-00003.safetensors, "
+        "model-00002-of-00003.safetensors ...")
     assert model_cache_problem("o/absent", environ=env) == (
         f"o/absent is not in the hub cache ({hub / 'models--o--absent'})")
 

@@ -33,6 +33,40 @@ def test_checkpoint_records_classic_gptq_settings(gptq_models):
         assert ours["calibration"]["samples"] == 16 and ours["calibration_tokens"] == 16 * 128
 
 
+def test_quantize_records_the_calibration_gptqmodel_was_given(tiny_model, tmp_path, monkeypatch, capfd):
+    """Two small GPTQ runs of the tiny model: with the schema's default calibration source
+    (WikiText-2; the hub stood in for by the local corpus) and with token lists given directly."""
+    import datasets
+
+    from notallbits.quantization import quantize
+
+    calls = []
+    docs = CALIBRATION_CORPUS.read_text().split("\n\n")
+    monkeypatch.setattr(datasets, "load_dataset",
+                        lambda *a, **k: calls.append(a) or datasets.Dataset.from_dict({"text": docs}))
+    monkeypatch.delenv("GPTQMODEL_CPU_WORKERS", raising=False)
+    monkeypatch.chdir(tmp_path)
+    started = time.perf_counter()
+    rec = quantize(str(tiny_model), "w4", 4, {"group_size": 32}, {"samples": 2, "seq_len": 16})
+    wall = time.perf_counter() - started
+    assert calls == [("wikitext", "wikitext-2-raw-v1")]
+    assert rec["calibration"] == {"source": "wikitext2", "samples": 2, "seq_len": 16, "seed": 0}
+    assert rec["calibration_tokens"] == 2 * 16 and rec["quantizer"]["group_size"] == 32
+    assert (rec["built_by"], rec["source_model"]) == ("notallbits.quantization", str(tiny_model))
+    assert 0 < rec["quantize_seconds"] <= wall
+    assert json.loads((tmp_path / "w4" / "notallbits.json").read_text()) == rec
+    theirs = json.loads((tmp_path / "w4" / "quantize_config.json").read_text())  # GPTQModel's own record
+    assert (theirs["bits"], theirs["group_size"]) == (4, 32)
+    assert 1 <= int(os.environ["GPTQMODEL_CPU_WORKERS"]) <= 8  # GPTQModel's CPU pool, sized for this host
+    assert sorted(os.listdir(tmp_path)) == ["w4"]  # scratch and offload folder gone, nothing in the cwd
+    assert "loss" in capfd.readouterr().err  # GPTQModel's per-module log, from its ./logs in the scratch
+    # 12 tokens each: GPTQModel 7.6 drops samples of <= 10 tokens whatever calibration_data_min_length says
+    short = [list(range(start, start + 12)) for start in (11, 31, 51)]
+    given = quantize(str(tiny_model), "w8", 8, samples=short)
+    assert given["calibration"] == {"source": "given", "samples": 3} and given["calibration_tokens"] == 36
+    assert json.loads((tmp_path / "w8" / "quantize_config.json").read_text())["bits"] == 8
+
+
 def test_summary_carries_the_settings(gptq_models):
     from notallbits.generation.run import model_facts
 
