@@ -373,3 +373,30 @@ def test_gpus_a_generation_job_holds():
     assert gpus("{") == 1  # the job itself reports the bad spec
     assert gpus({}) == 1 and gpus({"generation": {}}) == 1 and gpus({"generation": {"device": "auto"}, "gpus": 2}) == 2
     assert gpus({"generation": {"device": "cpu"}, "gpus": 2}) == 0
+
+
+def test_model_facts_are_read_from_the_checkpoint_and_its_quantizer_record(tiny_model, tmp_path):
+    """The summary's architecture and weight bytes: config.json's own keys and the tensors'
+    bytes (numel x element size, as safetensors stores them); the quantizer record only for a
+    checkpoint this project quantized."""
+    import shutil
+
+    from safetensors.torch import load_file
+
+    from notallbits.generation.run import model_facts, quant_settings
+
+    cfg = json.loads((tiny_model / "config.json").read_text())
+    tensors = load_file(str(tiny_model / "model.safetensors"))
+    assert model_facts(str(tiny_model)) == {
+        "weight_bytes": sum(t.numel() * t.element_size() for t in tensors.values()),
+        "layers": cfg["num_hidden_layers"], "kv_heads": cfg["num_key_value_heads"], "head_dim": cfg["head_dim"],
+        "quant_settings": ""}
+    folder = tmp_path / "w4"
+    shutil.copytree(tiny_model, folder)
+    (folder / "notallbits.json").write_text(json.dumps({
+        "built_by": "notallbits.quantization", "quantizer": {"method": "gptq", "bits": 4},
+        "calibration": {"source": "wikitext2", "samples": 128}, "gptqmodel_version": "7.6.0"}))
+    assert quant_settings(folder) == ('{"calibration": {"samples": 128, "source": "wikitext2"}, '
+                                      '"quantizer": {"bits": 4, "method": "gptq"}}')
+    (folder / "notallbits.json").write_text(json.dumps({"built_by": "someone else", "quantizer": {}}))
+    assert quant_settings(folder) == ""
