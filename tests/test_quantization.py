@@ -33,6 +33,12 @@ def test_checkpoint_records_classic_gptq_settings(gptq_models):
         assert ours["calibration"]["samples"] == 16 and ours["calibration_tokens"] == 16 * 128
 
 
+def torch_cuda_available() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
 def test_quantize_records_the_calibration_gptqmodel_was_given(tiny_model, tmp_path, monkeypatch, capfd):
     """Two small GPTQ runs of the tiny model: with the schema's default calibration source
     (WikiText-2; the hub stood in for by the local corpus) and with token lists given directly."""
@@ -65,6 +71,14 @@ def test_quantize_records_the_calibration_gptqmodel_was_given(tiny_model, tmp_pa
     given = quantize(str(tiny_model), "w8", 8, samples=short)
     assert given["calibration"] == {"source": "given", "samples": 3} and given["calibration_tokens"] == 36
     assert json.loads((tmp_path / "w8" / "quantize_config.json").read_text())["bits"] == 8
+    fp8 = quantize(str(tiny_model), "wfp8", "fp8", {"fp8_block": 64})  # no calibration data read
+    assert fp8["calibration"] is None and fp8["calibration_tokens"] == 0
+    assert json.loads((tmp_path / "wfp8" / "config.json").read_text())["quantization_config"]["quant_method"] == "fp8"
+    if not torch_cuda_available():  # asked for a GPU the host's torch cannot use: refused, not run on the CPU
+        from notallbits import UserError
+
+        with pytest.raises(UserError, match="cannot use CUDA"):
+            quantize(str(tiny_model), "wcuda", 8, samples=short, device="cuda")
 
 
 def test_summary_carries_the_settings(gptq_models):
