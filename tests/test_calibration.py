@@ -282,6 +282,11 @@ def test_calibration_traces_are_the_models_own_sampled_continuations_of_the_ques
         traces("d.jsonl", seq_len=10)
     with pytest.raises(UserError, match="--spec is not valid JSON"):
         run(argparse.Namespace(questions=str(tmp_path / "q.jsonl"), spec="{", out=str(tmp_path / "e.jsonl")))
+    import torch
+
+    if not torch.cuda.is_available():  # the spec's device is the one asked for: a GPU this torch cannot use, refused
+        with pytest.raises(UserError, match="cannot use CUDA"):
+            traces("cuda.jsonl", device="cuda")
     assert [gpus_needed(argparse.Namespace(spec=s)) for s in (json.dumps(spec), json.dumps({**spec, "device": "auto"}),
                                                               "{", "[]")] == [0, 1, 1, 1]
 

@@ -414,8 +414,9 @@ def test_records_of_a_sample_that_ended_its_thinking_within_some_budgets():
     end_think = tok.convert_tokens_to_ids("</think>")
     thinking = tok.encode("so 2 + 2 is 4 wait yes 4", add_special_tokens=False)
     own, forced, prefix = (tok.encode(t, add_special_tokens=False) for t in ("The answer is 4", " 4", "Final:"))
+    eos = tok.convert_tokens_to_ids("<|im_end|>")  # the model's own answer ends with EOS, not shown in the text
     res = SampleResult(sample=2, seed=7, thinking_ids=thinking, wait_positions=[1, 4], natural_end=5,
-                       natural_answer=[end_think, *own], answers={3: forced})
+                       natural_answer=[end_think, *own, eos], answers={3: forced})
 
     class Spec:
         answer_prefix_ids = [end_think, *prefix]
@@ -428,9 +429,9 @@ def test_records_of_a_sample_that_ended_its_thinking_within_some_budgets():
         {"budget_tokens": 3, "thinking_tokens": 3, "forced": True, "waits": 1, "answer_text": "Final: 4",
          "answer_tokens": len(forced)},
         {"budget_tokens": 5, "thinking_tokens": 5, "forced": False, "waits": 2, "answer_text": "The answer is 4",
-         "answer_tokens": len(own) + 1},
+         "answer_tokens": len(own) + 2},
         {"budget_tokens": 9, "thinking_tokens": 5, "forced": False, "waits": 2, "answer_text": "The answer is 4",
-         "answer_tokens": len(own) + 1}]
+         "answer_tokens": len(own) + 2}]
     assert all({k: r[k] for k in common} == common for r in got)
     five = tok.decode(thinking[:5])
     assert [r["thinking_chars"] for r in got] == [len(tok.decode(thinking[:3])), len(five), len(five)]
