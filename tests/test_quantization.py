@@ -1,6 +1,7 @@
 """The GPTQ quantizer: settings explicit and recorded, scratch that never outlives the job,
 and real calibration measurably better than three short sentences on a model that learned."""
 
+import argparse
 import json
 import math
 import os
@@ -44,8 +45,9 @@ def test_quantize_records_the_calibration_gptqmodel_was_given(tiny_model, tmp_pa
     (WikiText-2; the hub stood in for by the local corpus) and with token lists given directly."""
     import datasets
 
-    from notallbits.quantization import quantize
+    from notallbits.quantization import gpus_needed, quantize, run
 
+    assert [gpus_needed(argparse.Namespace(device=d)) for d in ("cpu", "auto", "cuda")] == [0, 1, 1]
     calls = []
     docs = CALIBRATION_CORPUS.read_text().split("\n\n")
     monkeypatch.setattr(datasets, "load_dataset",
@@ -53,25 +55,34 @@ def test_quantize_records_the_calibration_gptqmodel_was_given(tiny_model, tmp_pa
     monkeypatch.delenv("GPTQMODEL_CPU_WORKERS", raising=False)
     monkeypatch.chdir(tmp_path)
     started = time.perf_counter()
-    rec = quantize(str(tiny_model), "w4", 4, {"group_size": 32}, {"samples": 2, "seq_len": 16})
+    # through the command, as the workflow calls it: the config's whole quantization section
+    run(argparse.Namespace(model=str(tiny_model), out="w4", bits="4", device="cpu", calibration_file=None,
+                           settings=json.dumps({"group_size": 32, "calibration": {"samples": 2, "seq_len": 16}})))
     wall = time.perf_counter() - started
+    rec = json.loads((tmp_path / "w4" / "notallbits.json").read_text())
     assert calls == [("wikitext", "wikitext-2-raw-v1")]
     assert rec["calibration"] == {"source": "wikitext2", "samples": 2, "seq_len": 16, "seed": 0}
     assert rec["calibration_tokens"] == 2 * 16 and rec["quantizer"]["group_size"] == 32
     assert (rec["built_by"], rec["source_model"]) == ("notallbits.quantization", str(tiny_model))
     assert 0 < rec["quantize_seconds"] <= wall
-    assert json.loads((tmp_path / "w4" / "notallbits.json").read_text()) == rec
+    err = capfd.readouterr().err
+    assert "loss" in err  # GPTQModel's per-module log, from its ./logs in the scratch
+    assert json.loads(err.split("wrote gptq-4 checkpoint")[0].strip().splitlines()[-1]) == rec  # what run() reports
     theirs = json.loads((tmp_path / "w4" / "quantize_config.json").read_text())  # GPTQModel's own record
     assert (theirs["bits"], theirs["group_size"]) == (4, 32)
     assert 1 <= int(os.environ["GPTQMODEL_CPU_WORKERS"]) <= 8  # GPTQModel's CPU pool, sized for this host
     assert sorted(os.listdir(tmp_path)) == ["w4"]  # scratch and offload folder gone, nothing in the cwd
-    assert "loss" in capfd.readouterr().err  # GPTQModel's per-module log, from its ./logs in the scratch
     # 12 tokens each: GPTQModel 7.6 drops samples of <= 10 tokens whatever calibration_data_min_length says
     short = [list(range(start, start + 12)) for start in (11, 31, 51)]
     given = quantize(str(tiny_model), "w8", 8, samples=short)
     assert given["calibration"] == {"source": "given", "samples": 3} and given["calibration_tokens"] == 36
     assert json.loads((tmp_path / "w8" / "quantize_config.json").read_text())["bits"] == 8
-    fp8 = quantize(str(tiny_model), "wfp8", "fp8", {"fp8_block": 64})  # no calibration data read
+    # the section's GPTQ options and calibration do not apply to FP8: left out, not refused
+    section = {"group_size": 128, "damp_percent": 0.01, "fp8_block": 64, "calibration": {"samples": 2}}
+    run(argparse.Namespace(model=str(tiny_model), out="wfp8", bits="fp8", device="cpu", calibration_file=None,
+                           settings=json.dumps(section)))
+    fp8 = json.loads((tmp_path / "wfp8" / "notallbits.json").read_text())
+    assert fp8["quantizer"]["weight_block_size"] == [64, 64]
     assert fp8["calibration"] is None and fp8["calibration_tokens"] == 0
     assert json.loads((tmp_path / "wfp8" / "config.json").read_text())["quantization_config"]["quant_method"] == "fp8"
     if not torch_cuda_available():  # asked for a GPU the host's torch cannot use: refused, not run on the CPU
