@@ -391,6 +391,17 @@ def test_model_facts_are_read_from_the_checkpoint_and_its_quantizer_record(tiny_
         "weight_bytes": sum(t.numel() * t.element_size() for t in tensors.values()),
         "layers": cfg["num_hidden_layers"], "kv_heads": cfg["num_key_value_heads"], "head_dim": cfg["head_dim"],
         "quant_settings": ""}
+    # a hub id: the snapshot huggingface_hub cached (refs/main -> snapshots/<commit>/)
+    import huggingface_hub.constants
+
+    commit = "0123456789abcdef0123456789abcdef01234567"
+    repo = tmp_path / "hub" / "models--tiny-org--tiny-qwen3"
+    shutil.copytree(tiny_model, repo / "snapshots" / commit)
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text(commit)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
+        assert model_facts("tiny-org/tiny-qwen3") == model_facts(str(tiny_model))
     folder = tmp_path / "w4"
     shutil.copytree(tiny_model, folder)
     (folder / "notallbits.json").write_text(json.dumps({
