@@ -260,9 +260,9 @@ def test_gptqmodel_is_told_every_recorded_setting(tmp_path):
     assert (str(got.format.value), got.pack_dtype) == ("gptq_v2", torch.int16)
     awq = _quantize_config(quantizer_settings("awq-4", {"group_size": 64}), offload)
     assert type(awq) is AWQConfig and (awq.bits, awq.group_size, awq.sym, awq.pack_dtype) == (4, 64, False, torch.int32)
-    assert str(awq.format.value) == "gemm" and awq.offload_to_disk_path == offload
+    assert str(awq.format.value) == "gemm" and awq.offload_to_disk is True and awq.offload_to_disk_path == offload
     fp8 = _quantize_config(quantizer_settings("fp8", {"fp8_block": 64}), offload)
-    assert type(fp8) is FP8Config and fp8.offload_to_disk_path == offload
+    assert type(fp8) is FP8Config and fp8.offload_to_disk is True and fp8.offload_to_disk_path == offload
     assert (fp8.format, fp8.weight_scale_method, fp8.weight_block_size) == ("float8_e4m3fn", "block", [64, 64])
     assert _quantize_backend(settings) == {} and _quantize_backend(quantizer_settings("fp8")) == {}
     assert str(_quantize_backend(quantizer_settings("awq-4"))["backend"].value) == "awq_torch"
