@@ -145,7 +145,8 @@ def test_calibration_file_errors_name_the_file_and_line(tmp_path, tokenizer):
         return str(err.value).replace(str(tmp_path) + "/", "")
 
     assert error_of("gone.txt", None) == "calibration file gone.txt does not exist"
-    assert error_of("latin1.txt", "caf\u00e9 au lait".encode("latin-1")) == "calibration file latin1.txt: not UTF-8 (byte 3)"
+    assert error_of("latin1.txt", "caf\u00e9 au lait".encode("latin-1")) == (
+        "calibration file latin1.txt: not UTF-8 (byte 3)")
     # line numbers count from 1 and include blank lines
     assert error_of("bad.jsonl", b'{"text": "one"}\n\n{"text": \n').startswith(
         "calibration file bad.jsonl line 3: bad JSON (")
