@@ -283,6 +283,10 @@ def test_calibration_traces_are_the_models_own_sampled_continuations_of_the_ques
         traces("d.jsonl", seq_len=10)
     with pytest.raises(UserError, match="--spec is not valid JSON"):
         run(argparse.Namespace(questions=str(tmp_path / "q.jsonl"), spec="{", out=str(tmp_path / "e.jsonl")))
+    # a spec without dtype runs in bfloat16, the checkpoint's own
+    run(argparse.Namespace(questions=str(tmp_path / "q.jsonl"), out=str(tmp_path / "nodtype.jsonl"),
+                           spec=json.dumps({k: v for k, v in spec.items() if k != "dtype"})))
+    assert read_jsonl(tmp_path / "nodtype.jsonl") == traces("bf16.jsonl", dtype="bfloat16")
     import torch
 
     if not torch.cuda.is_available():  # the spec's device is the one asked for: a GPU this torch cannot use, refused
@@ -322,7 +326,7 @@ def test_left_padding_leaves_each_trace_as_its_prompt_alone_gets_it(tiny_model, 
     stats, batched = traces("b.jsonl", 2)
     assert batched[0]["prompt_tokens"] < batched[1]["prompt_tokens"]  # the first prompt is padded
     assert stats == {"traces": 2, "generated_tokens": sum(r["generated_tokens"] for r in batched),
-                     "seconds": stats["seconds"]} and stats["seconds"] >= 0
+                     "seconds": stats["seconds"]} and isinstance(stats["seconds"], float) and stats["seconds"] >= 0
     alone = traces("one.jsonl", 1)[1]
     assert alone[1] == batched[1]  # the longest prompt, unpadded either way
     # the padded one: the same greedy tokens, cut where the batch's longest prompt reaches seq_len
