@@ -99,7 +99,7 @@ def missing_model_files(snapshot: str) -> list[str]:
         try:
             with open(index, encoding="utf-8") as fh:
                 shards = sorted(set(json.load(fh)["weight_map"].values()))
-        except (ValueError, KeyError, TypeError):
+        except (ValueError, KeyError, TypeError, AttributeError):  # not JSON, no map, not a dict
             return missing + ["model.safetensors.index.json (unreadable)"]
         missing += [s for s in shards if not present(s)]
     elif not present("model.safetensors"):

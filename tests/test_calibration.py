@@ -87,6 +87,79 @@ def test_local_text_and_jsonl_files(tmp_path, tokenizer):
         calibration_samples({**settings, "source": str(txt), "seq_len": 100000}, tokenizer)
 
 
+def test_c4_draw_reaches_the_last_document_and_a_window_that_just_fits(monkeypatch, tokenizer):
+    """GPTQ's get_c4 draws a document with randint(0, len - 1) (the last one included) and a
+    window with randint(0, tokens - seq_len - 1): a document of seq_len + 2 tokens has two."""
+    import datasets
+
+    short = "seven words and nothing more than that"
+    n_short = len(tokenizer(short)["input_ids"])
+    long_doc = " ".join(LINES)[:600]
+    ids = tokenizer(long_doc)["input_ids"]
+    seq_len = len(ids) - 2
+    docs = [short] * 3 + [long_doc]
+    assert n_short < seq_len
+    monkeypatch.setattr(datasets, "load_dataset", lambda *a, **k: datasets.Dataset.from_dict({"text": docs}))
+    got = calibration_samples({"source": "c4", "samples": 12, "seq_len": seq_len, "seed": 1}, tokenizer)
+    want = gptq_get_c4(datasets.Dataset.from_dict({"text": docs}), tokenizer, 12, 1, seq_len)
+    assert got == want and sorted({tuple(s) for s in got}) == sorted({tuple(ids[:-2]), tuple(ids[1:-1])})
+
+
+def test_wikitext_window_of_a_text_one_token_longer_starts_at_0(tmp_path, tokenizer):
+    """get_wikitext2: i = randint(0, tokens - seq_len - 1), so a text of seq_len + 1 tokens has
+    the one window [0, seq_len)."""
+    text = " ".join(LINES)[:300]
+    ids = tokenizer(text)["input_ids"]
+    (tmp_path / "c.txt").write_text(text)
+    got = calibration_samples({"source": str(tmp_path / "c.txt"), "samples": 20, "seq_len": len(ids) - 1,
+                               "seed": 5}, tokenizer)
+    assert got == [ids[:-1]] * 20
+
+
+def test_hub_failure_is_one_line_naming_the_corpus(monkeypatch, tokenizer):
+    import datasets
+
+    def offline(*args, **kwargs):
+        raise ConnectionError("Couldn't reach 'wikitext' on the Hub (LocalEntryNotFoundError)\nTraceback-like detail")
+
+    monkeypatch.setattr(datasets, "load_dataset", offline)
+    with pytest.raises(UserError) as err:
+        calibration_samples({"source": "wikitext2", "samples": 1, "seq_len": 8, "seed": 0}, tokenizer)
+    assert str(err.value) == ("could not load calibration corpus wikitext: ConnectionError: Couldn't reach 'wikitext' "
+                              "on the Hub (LocalEntryNotFoundError) (offline: set quantization.calibration.source to "
+                              "a local .txt or .jsonl file)")
+    monkeypatch.setattr(datasets, "load_dataset", lambda *a, **k: (_ for _ in ()).throw(OSError()))
+    with pytest.raises(UserError, match=r"^could not load calibration corpus allenai/c4: OSError:  \(offline"):
+        calibration_samples({"source": "c4", "samples": 1, "seq_len": 8, "seed": 0}, tokenizer)
+
+
+def test_calibration_file_errors_name_the_file_and_line(tmp_path, tokenizer):
+    settings = {"samples": 1, "seq_len": 4, "seed": 0}
+
+    def error_of(name, content):
+        path = tmp_path / name
+        if content is not None:
+            path.write_bytes(content)
+        with pytest.raises(UserError) as err:
+            calibration_samples({**settings, "source": str(path)}, tokenizer)
+        return str(err.value).replace(str(tmp_path) + "/", "")
+
+    assert error_of("gone.txt", None) == "calibration file gone.txt does not exist"
+    assert error_of("latin1.txt", "caf\u00e9 au lait".encode("latin-1")) == (
+        "calibration file latin1.txt: not UTF-8 (byte 3)")
+    # line numbers count from 1 and include blank lines
+    assert error_of("bad.jsonl", b'{"text": "one"}\n\n{"text": \n').startswith(
+        "calibration file bad.jsonl line 3: bad JSON (")
+    assert error_of("field.jsonl", b'{"text": "one"}\n{"body": "two"}\n') == (
+        "calibration file field.jsonl line 2: needs a string field 'text'")
+    assert error_of("list.jsonl", b'["text"]\n') == "calibration file list.jsonl line 1: needs a string field 'text'"
+    # UTF-8 text beyond ASCII is read as such; JSONL records' "text" joined by blank lines like a .txt
+    (tmp_path / "u.txt").write_text("na\u00efve caf\u00e9 \u2014 " * 40, encoding="utf-8")
+    (tmp_path / "u.jsonl").write_text('{"text": "%s"}\n\n' % ("na\u00efve caf\u00e9 \u2014 " * 40), encoding="utf-8")
+    a = calibration_samples({**settings, "source": str(tmp_path / "u.txt"), "samples": 3}, tokenizer)
+    assert a == calibration_samples({**settings, "source": str(tmp_path / "u.jsonl"), "samples": 3}, tokenizer)
+
+
 def test_toy_train_set_is_what_training_drew():
     from notallbits.data.registry import load
     from notallbits.generation.prompts import build_prompt
@@ -120,6 +193,10 @@ def demo_config():
      ".txt/.jsonl file"),
     (lambda c: c["quantization"]["calibration"].pop("dataset"),
      "config: quantization.calibration.dataset: required for source 'traces'"),
+    (lambda c: c["sweeps"][0].pop("name") and c["quantization"]["calibration"].update(dataset="toy-math"),
+     "config: quantization.calibration.dataset: 'toy-math' is evaluated in sweeps[0]; calibrating on it leaks"),
+    (lambda c: c["quantization"]["calibration"].update(source="wikitext2"),
+     "config: quantization.calibration.dataset: only read with source 'traces' (source is 'wikitext2')"),
 ])
 def test_evaluated_data_is_refused_as_calibration(edit, message):
     config = demo_config()
@@ -138,6 +215,19 @@ def test_an_evaluated_file_is_refused_as_calibration_text(tmp_path, monkeypatch)
     with pytest.raises(UserError, match=r"^config: quantization.calibration.source: results/data/toy-choice.jsonl is "
                                         r"dataset 'toy-choice', evaluated in sweeps\[0\] \(demo\); calibrating on it "
                                         r"leaks the test questions$"):
+        grid.validate(config)
+
+
+def test_the_users_own_question_file_is_refused_as_calibration_text(tmp_path, monkeypatch):
+    """A dataset of one's own questions (loader jsonl, path:) is evaluated from its own file too."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "mine.jsonl").write_bytes((ROOT / "examples" / "own-questions.jsonl").read_bytes())
+    config = demo_config()
+    config["datasets"]["mine"] = {"loader": "jsonl", "path": "mine.jsonl"}
+    config["sweeps"][0]["datasets"] = ["mine"]
+    config["quantization"]["calibration"] = {"source": str(tmp_path / "mine.jsonl")}
+    with pytest.raises(UserError, match=rf"^config: quantization.calibration.source: {tmp_path}/mine.jsonl is dataset "
+                                        r"'mine', evaluated in sweeps\[0\] \(demo\); calibrating on it leaks"):
         grid.validate(config)
 
 
@@ -193,8 +283,55 @@ def test_calibration_traces_are_the_models_own_sampled_continuations_of_the_ques
         traces("d.jsonl", seq_len=10)
     with pytest.raises(UserError, match="--spec is not valid JSON"):
         run(argparse.Namespace(questions=str(tmp_path / "q.jsonl"), spec="{", out=str(tmp_path / "e.jsonl")))
+    # a spec without dtype runs in bfloat16, the checkpoint's own
+    run(argparse.Namespace(questions=str(tmp_path / "q.jsonl"), out=str(tmp_path / "nodtype.jsonl"),
+                           spec=json.dumps({k: v for k, v in spec.items() if k != "dtype"})))
+    assert read_jsonl(tmp_path / "nodtype.jsonl") == traces("bf16.jsonl", dtype="bfloat16")
+    import torch
+
+    if not torch.cuda.is_available():  # the spec's device is the one asked for: a GPU this torch cannot use, refused
+        with pytest.raises(UserError, match="cannot use CUDA"):
+            traces("cuda.jsonl", device="cuda")
     assert [gpus_needed(argparse.Namespace(spec=s)) for s in (json.dumps(spec), json.dumps({**spec, "device": "auto"}),
                                                               "{", "[]")] == [0, 1, 1, 1]
+
+
+def test_left_padding_leaves_each_trace_as_its_prompt_alone_gets_it(tiny_model, tmp_path):
+    """Greedy decoding (a one-token nucleus): a batch of prompts of different lengths, left-padded
+    and masked, gives each prompt the trace it gets in a batch of its own. The tokenizer here has
+    no pad token, so the padding is EOS (what transformers' generate falls back to)."""
+    import json
+    import shutil
+
+    from notallbits import manifest
+    from notallbits.calibration_traces import generate_traces
+    from notallbits.data.registry import demo_arith
+    from notallbits.io import read_jsonl, write_jsonl
+
+    model = tmp_path / "nopad"
+    shutil.copytree(tiny_model, model)
+    tok_cfg = json.loads((model / "tokenizer_config.json").read_text())
+    tok_cfg.pop("pad_token", None)
+    (model / "tokenizer_config.json").write_text(json.dumps(tok_cfg))
+    manifest.write(model)
+    questions = demo_arith(2)
+    questions[1]["question"] += " Show the carries."
+    write_jsonl(tmp_path / "q.jsonl", questions)
+
+    def traces(name, batch_size):
+        stats = generate_traces(str(model), str(tmp_path / "q.jsonl"), str(tmp_path / name), 2, 112, 0, 1.0, 1e-6,
+                                dtype="float32", device="cpu", batch_size=batch_size)
+        return stats, read_jsonl(tmp_path / name)
+
+    stats, batched = traces("b.jsonl", 2)
+    assert batched[0]["prompt_tokens"] < batched[1]["prompt_tokens"]  # the first prompt is padded
+    assert stats == {"traces": 2, "generated_tokens": sum(r["generated_tokens"] for r in batched),
+                     "seconds": stats["seconds"]} and isinstance(stats["seconds"], float) and stats["seconds"] >= 0
+    alone = traces("one.jsonl", 1)[1]
+    assert alone[1] == batched[1]  # the longest prompt, unpadded either way
+    # the padded one: the same greedy tokens, cut where the batch's longest prompt reaches seq_len
+    assert alone[0]["text"].startswith(batched[0]["text"]) and alone[0]["generated_tokens"] > batched[0][
+        "generated_tokens"] == 112 - batched[1]["prompt_tokens"]
 
 
 def test_trace_samples_are_the_first_traces_cut_at_seq_len_without_special_tokens(tokenizer, tmp_path):

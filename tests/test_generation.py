@@ -373,3 +373,80 @@ def test_gpus_a_generation_job_holds():
     assert gpus("{") == 1  # the job itself reports the bad spec
     assert gpus({}) == 1 and gpus({"generation": {}}) == 1 and gpus({"generation": {"device": "auto"}, "gpus": 2}) == 2
     assert gpus({"generation": {"device": "cpu"}, "gpus": 2}) == 0
+
+
+def test_model_facts_are_read_from_the_checkpoint_and_its_quantizer_record(tiny_model, tmp_path):
+    """The summary's architecture and weight bytes: config.json's own keys and the tensors'
+    bytes (numel x element size, as safetensors stores them); the quantizer record only for a
+    checkpoint this project quantized."""
+    import shutil
+
+    from safetensors.torch import load_file
+
+    from notallbits.generation.run import model_facts, quant_settings
+
+    cfg = json.loads((tiny_model / "config.json").read_text())
+    tensors = load_file(str(tiny_model / "model.safetensors"))
+    assert model_facts(str(tiny_model)) == {
+        "weight_bytes": sum(t.numel() * t.element_size() for t in tensors.values()),
+        "layers": cfg["num_hidden_layers"], "kv_heads": cfg["num_key_value_heads"], "head_dim": cfg["head_dim"],
+        "quant_settings": ""}
+    # a hub id: the snapshot huggingface_hub cached (refs/main -> snapshots/<commit>/)
+    import huggingface_hub.constants
+
+    commit = "0123456789abcdef0123456789abcdef01234567"
+    repo = tmp_path / "hub" / "models--tiny-org--tiny-qwen3"
+    shutil.copytree(tiny_model, repo / "snapshots" / commit)
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text(commit)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
+        assert model_facts("tiny-org/tiny-qwen3") == model_facts(str(tiny_model))
+    folder = tmp_path / "w4"
+    shutil.copytree(tiny_model, folder)
+    (folder / "notallbits.json").write_text(json.dumps({
+        "built_by": "notallbits.quantization", "quantizer": {"method": "gptq", "bits": 4},
+        "calibration": {"source": "wikitext2", "samples": 128}, "gptqmodel_version": "7.6.0"}))
+    assert quant_settings(folder) == ('{"calibration": {"samples": 128, "source": "wikitext2"}, '
+                                      '"quantizer": {"bits": 4, "method": "gptq"}}')
+    (folder / "notallbits.json").write_text(json.dumps({"built_by": "someone else", "quantizer": {}}))
+    assert quant_settings(folder) == ""
+
+
+def test_records_of_a_sample_that_ended_its_thinking_within_some_budgets():
+    """Thinking ended naturally after 5 tokens: budgets of 5 or more keep the model's own answer
+    (without its </think>), a budget of 3 is forced (the answer prefix after </think>, then the
+    forced answer), each with the waits before its end of thinking."""
+    from notallbits.generation.forcing import SampleResult
+    from notallbits.generation.run import records_for
+    from notallbits.tinymodel import build_tokenizer
+
+    tok = build_tokenizer()
+    end_think = tok.convert_tokens_to_ids("</think>")
+    thinking = tok.encode("so 2 + 2 is 4 wait yes 4", add_special_tokens=False)
+    own, forced, prefix = (tok.encode(t, add_special_tokens=False) for t in ("The answer is 4", " 4", "Final:"))
+    eos = tok.convert_tokens_to_ids("<|im_end|>")  # the model's own answer ends with EOS, not shown in the text
+    res = SampleResult(sample=2, seed=7, thinking_ids=thinking, wait_positions=[1, 4], natural_end=5,
+                       natural_answer=[end_think, *own, eos], answers={3: forced})
+
+    class Spec:
+        answer_prefix_ids = [end_think, *prefix]
+        end_think_id = end_think
+
+    got = records_for("q7", res, [3, 5, 9], Spec, tok, thinking_text=True)
+    common = {"question_id": "q7", "sample": 2, "seed": 7}
+    assert [{k: r[k] for k in ("budget_tokens", "thinking_tokens", "forced", "waits", "answer_text", "answer_tokens")}
+            for r in got] == [
+        {"budget_tokens": 3, "thinking_tokens": 3, "forced": True, "waits": 1, "answer_text": "Final: 4",
+         "answer_tokens": len(forced)},
+        {"budget_tokens": 5, "thinking_tokens": 5, "forced": False, "waits": 2, "answer_text": "The answer is 4",
+         "answer_tokens": len(own) + 2},
+        {"budget_tokens": 9, "thinking_tokens": 5, "forced": False, "waits": 2, "answer_text": "The answer is 4",
+         "answer_tokens": len(own) + 2}]
+    assert all({k: r[k] for k in common} == common for r in got)
+    five = tok.decode(thinking[:5])
+    assert [r["thinking_chars"] for r in got] == [len(tok.decode(thinking[:3])), len(five), len(five)]
+    assert "thinking_text" not in got[0] and "thinking_text" not in got[1] and got[2]["thinking_text"] == five
+    # an answer that does not open with </think> is kept whole
+    res.natural_answer = own
+    assert records_for("q7", res, [9], Spec, tok)[0]["answer_text"] == "The answer is 4"

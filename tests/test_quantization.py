@@ -1,6 +1,7 @@
 """The GPTQ quantizer: settings explicit and recorded, scratch that never outlives the job,
 and real calibration measurably better than three short sentences on a model that learned."""
 
+import argparse
 import json
 import math
 import os
@@ -31,6 +32,64 @@ def test_checkpoint_records_classic_gptq_settings(gptq_models):
         assert theirs["meta"]["static_groups"] is False and theirs["meta"]["true_sequential"] is True
         assert theirs["meta"]["mse"] == 0.0 and theirs["format"] == "gptq" and theirs["lm_head"] is False
         assert ours["calibration"]["samples"] == 16 and ours["calibration_tokens"] == 16 * 128
+
+
+def torch_cuda_available() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
+def test_quantize_records_the_calibration_gptqmodel_was_given(tiny_model, tmp_path, monkeypatch, capfd):
+    """Two small GPTQ runs of the tiny model: with the schema's default calibration source
+    (WikiText-2; the hub stood in for by the local corpus) and with token lists given directly."""
+    import datasets
+
+    from notallbits.quantization import gpus_needed, quantize, run
+
+    assert [gpus_needed(argparse.Namespace(device=d)) for d in ("cpu", "auto", "cuda")] == [0, 1, 1]
+    calls = []
+    docs = CALIBRATION_CORPUS.read_text().split("\n\n")
+    monkeypatch.setattr(datasets, "load_dataset",
+                        lambda *a, **k: calls.append(a) or datasets.Dataset.from_dict({"text": docs}))
+    monkeypatch.delenv("GPTQMODEL_CPU_WORKERS", raising=False)
+    monkeypatch.chdir(tmp_path)
+    started = time.perf_counter()
+    # through the command, as the workflow calls it: the config's whole quantization section
+    run(argparse.Namespace(model=str(tiny_model), out="w4", bits="4", device="cpu", calibration_file=None,
+                           settings=json.dumps({"group_size": 32, "calibration": {"samples": 2, "seq_len": 16}})))
+    wall = time.perf_counter() - started
+    rec = json.loads((tmp_path / "w4" / "notallbits.json").read_text())
+    assert calls == [("wikitext", "wikitext-2-raw-v1")]
+    assert rec["calibration"] == {"source": "wikitext2", "samples": 2, "seq_len": 16, "seed": 0}
+    assert rec["calibration_tokens"] == 2 * 16 and rec["quantizer"]["group_size"] == 32
+    assert (rec["built_by"], rec["source_model"]) == ("notallbits.quantization", str(tiny_model))
+    assert 0 < rec["quantize_seconds"] <= wall
+    err = capfd.readouterr().err
+    assert "loss" in err  # GPTQModel's per-module log, from its ./logs in the scratch
+    assert json.loads(err.split("wrote gptq-4 checkpoint")[0].strip().splitlines()[-1]) == rec  # what run() reports
+    theirs = json.loads((tmp_path / "w4" / "quantize_config.json").read_text())  # GPTQModel's own record
+    assert (theirs["bits"], theirs["group_size"]) == (4, 32)
+    assert 1 <= int(os.environ["GPTQMODEL_CPU_WORKERS"]) <= 8  # GPTQModel's CPU pool, sized for this host
+    assert sorted(os.listdir(tmp_path)) == ["w4"]  # scratch and offload folder gone, nothing in the cwd
+    # 12 tokens each: GPTQModel 7.6 drops samples of <= 10 tokens whatever calibration_data_min_length says
+    short = [list(range(start, start + 12)) for start in (11, 31, 51)]
+    given = quantize(str(tiny_model), "w8", 8, samples=short)
+    assert given["calibration"] == {"source": "given", "samples": 3} and given["calibration_tokens"] == 36
+    assert json.loads((tmp_path / "w8" / "quantize_config.json").read_text())["bits"] == 8
+    # the section's GPTQ options and calibration do not apply to FP8: left out, not refused
+    section = {"group_size": 128, "damp_percent": 0.01, "fp8_block": 64, "calibration": {"samples": 2}}
+    run(argparse.Namespace(model=str(tiny_model), out="wfp8", bits="fp8", device="cpu", calibration_file=None,
+                           settings=json.dumps(section)))
+    fp8 = json.loads((tmp_path / "wfp8" / "notallbits.json").read_text())
+    assert fp8["quantizer"]["weight_block_size"] == [64, 64]
+    assert fp8["calibration"] is None and fp8["calibration_tokens"] == 0
+    assert json.loads((tmp_path / "wfp8" / "config.json").read_text())["quantization_config"]["quant_method"] == "fp8"
+    if not torch_cuda_available():  # asked for a GPU the host's torch cannot use: refused, not run on the CPU
+        from notallbits import UserError
+
+        with pytest.raises(UserError, match="cannot use CUDA"):
+            quantize(str(tiny_model), "wcuda", 8, samples=short, device="cuda")
 
 
 def test_summary_carries_the_settings(gptq_models):
@@ -172,6 +231,41 @@ def test_quantizer_settings_of_each_format_as_the_reference_checkpoints_record_t
         quantizer_settings(4, {"fp8_block": 64})
     with pytest.raises(UserError, match="desc_act and act_group_aware exclude each other"):
         quantizer_settings(4, {"desc_act": True, "act_group_aware": True})
+
+
+def test_gptqmodel_is_told_every_recorded_setting(tmp_path):
+    """What notallbits.json records is what GPTQModel quantizes with: each setting lands in the
+    GPTQModel config field of that name; GPTQModel's own defaults (damp 0.05, act_group_aware on,
+    an RTN fallback, a temporary offload folder) never take over."""
+    import torch
+    from gptqmodel import QuantizeConfig
+    from gptqmodel.quantization.config import AWQConfig, FP8Config
+
+    from notallbits.quantization import _quantize_backend, _quantize_config, quantizer_settings
+
+    offload = str(tmp_path / "offload")
+    classic = _quantize_config(quantizer_settings(4), offload)
+    assert isinstance(classic, QuantizeConfig) and type(classic).__name__ == "GPTQConfig"
+    assert (classic.bits, classic.group_size, classic.sym, classic.desc_act) == (4, 128, True, False)
+    assert (classic.damp_percent, classic.damp_auto_increment, classic.act_group_aware) == (0.01, 0.01, False)
+    assert classic.fallback is None and classic.offload_to_disk is True and classic.offload_to_disk_path == offload
+    # every key through, also the fixed ones, set here to values that are not auto-gptq's
+    settings = {**quantizer_settings(8, {"group_size": 32, "sym": False, "desc_act": True, "damp_percent": 0.05}),
+                "damp_auto_increment": 0.02, "true_sequential": False, "static_groups": True, "mse": 2.4,
+                "lm_head": True, "format": "gptq_v2", "pack_dtype": "int16"}
+    got = _quantize_config(settings, offload)
+    assert (got.bits, got.group_size, got.sym, got.desc_act, got.damp_percent, got.damp_auto_increment) == (
+        8, 32, False, True, 0.05, 0.02)
+    assert (got.true_sequential, got.static_groups, got.mse, got.lm_head) == (False, True, 2.4, True)
+    assert (str(got.format.value), got.pack_dtype) == ("gptq_v2", torch.int16)
+    awq = _quantize_config(quantizer_settings("awq-4", {"group_size": 64}), offload)
+    assert type(awq) is AWQConfig and (awq.bits, awq.group_size, awq.sym, awq.pack_dtype) == (4, 64, False, torch.int32)
+    assert str(awq.format.value) == "gemm" and awq.offload_to_disk is True and awq.offload_to_disk_path == offload
+    fp8 = _quantize_config(quantizer_settings("fp8", {"fp8_block": 64}), offload)
+    assert type(fp8) is FP8Config and fp8.offload_to_disk is True and fp8.offload_to_disk_path == offload
+    assert (fp8.format, fp8.weight_scale_method, fp8.weight_block_size) == ("float8_e4m3fn", "block", [64, 64])
+    assert _quantize_backend(settings) == {} and _quantize_backend(quantizer_settings("fp8")) == {}
+    assert str(_quantize_backend(quantizer_settings("awq-4"))["backend"].value) == "awq_torch"
 
 
 def test_serving_fp8_layout_takes_the_reciprocal_scales_and_qwens_config(tmp_path):
