@@ -522,6 +522,49 @@ def test_hqq_attention_over_codes_equals_sdpa_over_hqqs_own_dequantization(nbits
         torch.testing.assert_close(got[r : r + 1], want.transpose(1, 2), rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.parametrize("nbits,dtype", [(2, torch.float32), (4, torch.float32), (4, torch.bfloat16)])
+def test_hqq_layer_decodes_as_transformers_hqq_layer_on_each_row(nbits, dtype):
+    """Nine decode steps with a residual window of 4 (two requantizations) over left-padded rows:
+    each step's attention equals SDPA over the keys and values that transformers' own
+    HQQQuantizedLayer.update returns for that row alone (hqq's quantization, transformers' window
+    and requantization rule), and the mask length the layer asks for is that row's length plus
+    its padding."""
+    import torch.nn.functional as F
+    from transformers.cache_utils import HQQQuantizedLayer
+
+    from notallbits.kvcache.quantized import RowHQQLayer
+
+    g = torch.Generator().manual_seed(10 + nbits)
+    b, heads, groups, dim, prompt, steps, residual = 3, 2, 2, 64, 37, 9, 4
+    pad = torch.tensor([0, 3, 0])
+    k = torch.randn(b, heads, prompt + steps, dim, generator=g) * torch.rand(1, heads, 1, dim, generator=g) * 3 + 1
+    v = torch.randn(b, heads, prompt + steps, dim, generator=g)
+    q = torch.randn(b, heads * groups, steps, dim, generator=g)
+    k, v, q = k.to(dtype), v.to(dtype), q.to(dtype)
+    layer = RowHQQLayer(nbits, 64, residual, {})
+    layer.set_padding(pad)
+    assert layer.get_mask_sizes(prompt) == (prompt, 0)  # an empty layer: the prompt alone, as DynamicLayer's
+    refs = [HQQQuantizedLayer(nbits=nbits, q_group_size=64, residual_length=residual) for _ in range(b)]
+    first = layer.update(k[:, :, :prompt], v[:, :, :prompt])
+    assert torch.equal(first[0], k[:, :, :prompt]) and torch.equal(first[1], v[:, :, :prompt])
+    for r in range(b):
+        refs[r].update(k[r : r + 1, :, int(pad[r]) : prompt], v[r : r + 1, :, int(pad[r]) : prompt])
+    for s in range(steps):
+        t = prompt + s
+        length, offset = layer.get_mask_sizes(1)
+        layer.update(k[:, :, t : t + 1], v[:, :, t : t + 1])
+        mask = (torch.arange(length)[None] >= pad[:, None])[:, None, None]
+        got = layer.attend(q[:, :, s : s + 1], mask)
+        assert layer.get_seq_length() == t + 1
+        for r in range(b):
+            keys, values = refs[r].update(k[r : r + 1, :, t : t + 1], v[r : r + 1, :, t : t + 1])
+            assert (keys.shape[-2] + int(pad[r]), 0) == (length, offset), (s, r)  # no token dropped: offset 0
+            want = F.scaled_dot_product_attention(q[r : r + 1, :, s : s + 1], keys.repeat_interleave(groups, 1),
+                                                  values.repeat_interleave(groups, 1))
+            tol = 1e-5 if dtype == torch.float32 else 2e-2
+            torch.testing.assert_close(got[r : r + 1], want.transpose(1, 2), rtol=tol, atol=tol, msg=f"{s} {r}")
+
+
 def test_hqq_optimiser_works_in_one_buffer_of_errors_and_cache_sized_windows():
     """Bytes allocated and alive at once while hqq's optimiser quantizes 2 rows of 8 KV heads x
     512 tokens x 128 (1M float32 values, 4 MiB): its error buffer (4 MiB), the codes (1 MiB),
