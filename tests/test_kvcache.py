@@ -565,6 +565,39 @@ def test_hqq_layer_decodes_as_transformers_hqq_layer_on_each_row(nbits, dtype):
             torch.testing.assert_close(got[r : r + 1], want.transpose(1, 2), rtol=tol, atol=tol, msg=f"{s} {r}")
 
 
+def test_hqq_layer_keeps_its_scratch_and_refuses_a_second_update_without_attention():
+    """The chunk buffers are allocated once and reused by later steps (no temporary per step);
+    a layer updated twice without being attended fails with one line naming the way to attend."""
+    from notallbits.kvcache.quantized import RowHQQLayer
+
+    g = torch.Generator().manual_seed(3)
+    k, v = (torch.randn(2, 2, 40, 64, generator=g) for _ in range(2))
+    layer = RowHQQLayer(4, 64, 128, {})
+    layer.update(k[:, :, :38], v[:, :, :38])
+    layer.update(k[:, :, 38:39], v[:, :, 38:39])
+    layer.attend(torch.randn(2, 4, 1, 64, generator=g), None)
+    first = dict(layer.scratch)
+    assert set(first) == {"f", "u8", "s"}
+    layer.update(k[:, :, 39:], v[:, :, 39:])
+    layer.attend(torch.randn(2, 4, 1, 64, generator=g), None)
+    assert all(layer.scratch[name] is first[name] for name in first)
+    layer.update(k[:, :, 39:], v[:, :, 39:])
+    with pytest.raises(RuntimeError, match="not attended through kvcache.attention.grouped_attention"):
+        layer.update(k[:, :, 39:], v[:, :, 39:])
+
+
+def test_hqq_row_group_reads_consecutive_rows_as_a_view():
+    """Rows of one length that lie side by side in the batch are read as a slice of it (no copy);
+    others by index."""
+    from notallbits.kvcache.quantized import RowGroup
+
+    t = torch.arange(5.0)[:, None].repeat(1, 3)
+    side_by_side = RowGroup([1, 2, 3], "cpu", 4, None, None).of(t)
+    assert side_by_side.data_ptr() == t[1].data_ptr() and side_by_side[:, 0].tolist() == [1, 2, 3]
+    apart = RowGroup([0, 2], "cpu", 4, None, None).of(t)
+    assert apart[:, 0].tolist() == [0, 2]
+
+
 def test_hqq_optimiser_works_in_one_buffer_of_errors_and_cache_sized_windows():
     """Bytes allocated and alive at once while hqq's optimiser quantizes 2 rows of 8 KV heads x
     512 tokens x 128 (1M float32 values, 4 MiB): its error buffer (4 MiB), the codes (1 MiB),
