@@ -565,6 +565,32 @@ def test_hqq_layer_decodes_as_transformers_hqq_layer_on_each_row(nbits, dtype):
             torch.testing.assert_close(got[r : r + 1], want.transpose(1, 2), rtol=tol, atol=tol, msg=f"{s} {r}")
 
 
+def test_hqq_layer_attends_several_new_tokens_causally_without_a_mask():
+    """Three tokens appended at once and attended with no mask: each sees the cache and the new
+    tokens up to itself, as SDPA with a causal mask aligned to the last key over the keys and
+    values transformers' HQQQuantizedLayer.update returns."""
+    import torch.nn.functional as F
+    from transformers.cache_utils import HQQQuantizedLayer
+
+    from notallbits.kvcache.quantized import RowHQQLayer
+
+    g = torch.Generator().manual_seed(4)
+    k, v = (torch.randn(2, 2, 43, 64, generator=g) for _ in range(2))
+    query = torch.randn(2, 4, 3, 64, generator=g)
+    layer = RowHQQLayer(4, 64, 128, {})
+    layer.update(k[:, :, :40], v[:, :, :40])
+    layer.update(k[:, :, 40:], v[:, :, 40:])
+    got = layer.attend(query, None)
+    for r in range(2):
+        ref = HQQQuantizedLayer(nbits=4, q_group_size=64, residual_length=128)
+        ref.update(k[r : r + 1, :, :40], v[r : r + 1, :, :40])
+        keys, values = ref.update(k[r : r + 1, :, 40:], v[r : r + 1, :, 40:])
+        causal = torch.ones(3, 43, dtype=torch.bool).tril(diagonal=40)
+        want = F.scaled_dot_product_attention(query[r : r + 1], keys.repeat_interleave(2, 1),
+                                              values.repeat_interleave(2, 1), attn_mask=causal)
+        torch.testing.assert_close(got[r : r + 1], want.transpose(1, 2), rtol=1e-5, atol=1e-5)
+
+
 def test_hqq_layer_keeps_its_scratch_and_refuses_a_second_update_without_attention():
     """The chunk buffers are allocated once and reused by later steps (no temporary per step);
     a layer updated twice without being attended fails with one line naming the way to attend."""
