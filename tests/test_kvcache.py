@@ -624,6 +624,23 @@ def test_hqq_row_group_reads_consecutive_rows_as_a_view():
     assert apart[:, 0].tolist() == [0, 2]
 
 
+def test_hqq_scales_of_a_run_of_tokens_are_hqqs_columns_and_a_slice_where_heads_share_them():
+    """hqq (axis 0, groups of 64) gives element (h, t, d) of a [H, T, D] row the scale of column
+    ((h·T + t)·D + d) mod M, M = H·T·D / 64. Qwen3's 8 KV heads x 128: every head's tokens use
+    the same columns, so a run's scales are read as a slice of the column vector (no copy)."""
+    from notallbits.kvcache.quantized import Quantized
+
+    heads, tokens, dim = 8, 64, 128
+    columns = heads * tokens * dim // 64
+    scale = torch.arange(float(columns))[None]
+    part = Quantized(torch.zeros(1, heads, tokens, dim // 2, dtype=torch.uint8), scale, scale, tokens, heads, dim, 64)
+    t0, t1 = part.pieces(5)[1]
+    got = part.windows(part.scale, 0, 1, t0, t1)
+    h, t, d = torch.meshgrid(torch.arange(heads), torch.arange(t0, t1), torch.arange(dim), indexing="ij")
+    assert torch.equal(got.expand(1, heads, t1 - t0, dim)[0], ((h * tokens + t) * dim + d) % columns * 1.0)
+    assert got.data_ptr() == part.scale[0, (t0 * dim) % columns].data_ptr()
+
+
 def test_hqq_optimiser_works_in_one_buffer_of_errors_and_cache_sized_windows():
     """Bytes allocated and alive at once while hqq's optimiser quantizes 2 rows of 8 KV heads x
     512 tokens x 128 (1M float32 values, 4 MiB): its error buffer (4 MiB), the codes (1 MiB),
