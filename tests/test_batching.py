@@ -121,6 +121,11 @@ def test_hqq_rows_equal_hqq_on_each_row_alone(nbits):
         assert torch.equal(q, data[:, part]), r
         assert torch.equal(ref["scale"].to(torch.bfloat16), meta["scale"][:, part]), r
         assert torch.equal(ref["zero"].to(torch.bfloat16), meta["zero"][:, part]), r
+        # the rest of the meta is hqq's for a row alone (what Quantizer.dequantize reads), with the
+        # compute dtype transformers' HQQQuantizedLayer._quantize adds
+        want = {**ref, "compute_dtype": torch.bfloat16}
+        assert {key: want[key] for key in meta if key not in ("scale", "zero")} == {
+            key: value for key, value in meta.items() if key not in ("scale", "zero")}, r
 
 
 @pytest.mark.parametrize("nbits", [2, 4])

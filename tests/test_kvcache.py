@@ -551,6 +551,125 @@ def test_hqq_attention_over_codes_equals_sdpa_over_hqqs_own_dequantization(nbits
         torch.testing.assert_close(got[r : r + 1], want.transpose(1, 2), rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.parametrize("nbits,dtype", [(2, torch.float32), (4, torch.float32), (4, torch.bfloat16)])
+def test_hqq_layer_decodes_as_transformers_hqq_layer_on_each_row(nbits, dtype):
+    """Nine decode steps with a residual window of 4 (two requantizations) over left-padded rows:
+    each step's attention equals SDPA over the keys and values that transformers' own
+    HQQQuantizedLayer.update returns for that row alone (hqq's quantization, transformers' window
+    and requantization rule), and the mask length the layer asks for is that row's length plus
+    its padding."""
+    import torch.nn.functional as F
+    from transformers.cache_utils import HQQQuantizedLayer
+
+    from notallbits.kvcache.quantized import RowHQQLayer
+
+    g = torch.Generator().manual_seed(10 + nbits)
+    b, heads, groups, dim, prompt, steps, residual = 3, 2, 2, 64, 37, 9, 4
+    pad = torch.tensor([0, 3, 0])
+    k = torch.randn(b, heads, prompt + steps, dim, generator=g) * torch.rand(1, heads, 1, dim, generator=g) * 3 + 1
+    v = torch.randn(b, heads, prompt + steps, dim, generator=g)
+    q = torch.randn(b, heads * groups, steps, dim, generator=g)
+    k, v, q = k.to(dtype), v.to(dtype), q.to(dtype)
+    layer = RowHQQLayer(nbits, 64, residual, {})
+    layer.set_padding(pad)
+    assert layer.get_mask_sizes(prompt) == (prompt, 0)  # an empty layer: the prompt alone, as DynamicLayer's
+    refs = [HQQQuantizedLayer(nbits=nbits, q_group_size=64, residual_length=residual) for _ in range(b)]
+    first = layer.update(k[:, :, :prompt], v[:, :, :prompt])
+    assert torch.equal(first[0], k[:, :, :prompt]) and torch.equal(first[1], v[:, :, :prompt])
+    for r in range(b):
+        refs[r].update(k[r : r + 1, :, int(pad[r]) : prompt], v[r : r + 1, :, int(pad[r]) : prompt])
+    for s in range(steps):
+        t = prompt + s
+        length, offset = layer.get_mask_sizes(1)
+        layer.update(k[:, :, t : t + 1], v[:, :, t : t + 1])
+        mask = (torch.arange(length)[None] >= pad[:, None])[:, None, None]
+        got = layer.attend(q[:, :, s : s + 1], mask)
+        assert layer.get_seq_length() == t + 1
+        for r in range(b):
+            keys, values = refs[r].update(k[r : r + 1, :, t : t + 1], v[r : r + 1, :, t : t + 1])
+            assert (keys.shape[-2] + int(pad[r]), 0) == (length, offset), (s, r)  # no token dropped: offset 0
+            want = F.scaled_dot_product_attention(q[r : r + 1, :, s : s + 1], keys.repeat_interleave(groups, 1),
+                                                  values.repeat_interleave(groups, 1))
+            tol = 1e-5 if dtype == torch.float32 else 2e-2
+            torch.testing.assert_close(got[r : r + 1], want.transpose(1, 2), rtol=tol, atol=tol, msg=f"{s} {r}")
+
+
+def test_hqq_layer_attends_several_new_tokens_causally_without_a_mask():
+    """Three tokens appended at once and attended with no mask: each sees the cache and the new
+    tokens up to itself, as SDPA with a causal mask aligned to the last key over the keys and
+    values transformers' HQQQuantizedLayer.update returns."""
+    import torch.nn.functional as F
+    from transformers.cache_utils import HQQQuantizedLayer
+
+    from notallbits.kvcache.quantized import RowHQQLayer
+
+    g = torch.Generator().manual_seed(4)
+    k, v = (torch.randn(2, 2, 43, 64, generator=g) for _ in range(2))
+    query = torch.randn(2, 4, 3, 64, generator=g)
+    layer = RowHQQLayer(4, 64, 128, {})
+    layer.update(k[:, :, :40], v[:, :, :40])
+    layer.update(k[:, :, 40:], v[:, :, 40:])
+    got = layer.attend(query, None)
+    for r in range(2):
+        ref = HQQQuantizedLayer(nbits=4, q_group_size=64, residual_length=128)
+        ref.update(k[r : r + 1, :, :40], v[r : r + 1, :, :40])
+        keys, values = ref.update(k[r : r + 1, :, 40:], v[r : r + 1, :, 40:])
+        causal = torch.ones(3, 43, dtype=torch.bool).tril(diagonal=40)
+        want = F.scaled_dot_product_attention(query[r : r + 1], keys.repeat_interleave(2, 1),
+                                              values.repeat_interleave(2, 1), attn_mask=causal)
+        torch.testing.assert_close(got[r : r + 1], want.transpose(1, 2), rtol=1e-5, atol=1e-5)
+
+
+def test_hqq_layer_keeps_its_scratch_and_refuses_a_second_update_without_attention():
+    """The chunk buffers are allocated once and reused by later steps (no temporary per step);
+    a layer updated twice without being attended fails with one line naming the way to attend."""
+    from notallbits.kvcache.quantized import RowHQQLayer
+
+    g = torch.Generator().manual_seed(3)
+    k, v = (torch.randn(2, 2, 40, 64, generator=g) for _ in range(2))
+    layer = RowHQQLayer(4, 64, 128, {})
+    layer.update(k[:, :, :38], v[:, :, :38])
+    layer.update(k[:, :, 38:39], v[:, :, 38:39])
+    layer.attend(torch.randn(2, 4, 1, 64, generator=g), None)
+    first = dict(layer.scratch)
+    assert set(first) == {"f", "u8", "s"}
+    layer.update(k[:, :, 39:], v[:, :, 39:])
+    layer.attend(torch.randn(2, 4, 1, 64, generator=g), None)
+    assert all(layer.scratch[name] is first[name] for name in first)
+    layer.update(k[:, :, 39:], v[:, :, 39:])
+    with pytest.raises(RuntimeError, match="not attended through kvcache.attention.grouped_attention"):
+        layer.update(k[:, :, 39:], v[:, :, 39:])
+
+
+def test_hqq_row_group_reads_consecutive_rows_as_a_view():
+    """Rows of one length that lie side by side in the batch are read as a slice of it (no copy);
+    others by index."""
+    from notallbits.kvcache.quantized import RowGroup
+
+    t = torch.arange(5.0)[:, None].repeat(1, 3)
+    side_by_side = RowGroup([1, 2, 3], "cpu", 4, None, None).of(t)
+    assert side_by_side.data_ptr() == t[1].data_ptr() and side_by_side[:, 0].tolist() == [1, 2, 3]
+    apart = RowGroup([0, 2], "cpu", 4, None, None).of(t)
+    assert apart[:, 0].tolist() == [0, 2]
+
+
+def test_hqq_scales_of_a_run_of_tokens_are_hqqs_columns_and_a_slice_where_heads_share_them():
+    """hqq (axis 0, groups of 64) gives element (h, t, d) of a [H, T, D] row the scale of column
+    ((h·T + t)·D + d) mod M, M = H·T·D / 64. Qwen3's 8 KV heads x 128: every head's tokens use
+    the same columns, so a run's scales are read as a slice of the column vector (no copy)."""
+    from notallbits.kvcache.quantized import Quantized
+
+    heads, tokens, dim = 8, 64, 128
+    columns = heads * tokens * dim // 64
+    scale = torch.arange(float(columns))[None]
+    part = Quantized(torch.zeros(1, heads, tokens, dim // 2, dtype=torch.uint8), scale, scale, tokens, heads, dim, 64)
+    t0, t1 = part.pieces(5)[1]
+    got = part.windows(part.scale, 0, 1, t0, t1)
+    h, t, d = torch.meshgrid(torch.arange(heads), torch.arange(t0, t1), torch.arange(dim), indexing="ij")
+    assert torch.equal(got.expand(1, heads, t1 - t0, dim)[0], ((h * tokens + t) * dim + d) % columns * 1.0)
+    assert got.data_ptr() == part.scale[0, (t0 * dim) % columns].data_ptr()
+
+
 def test_hqq_optimiser_works_in_one_buffer_of_errors_and_cache_sized_windows():
     """Bytes allocated and alive at once while hqq's optimiser quantizes 2 rows of 8 KV heads x
     512 tokens x 128 (1M float32 values, 4 MiB): its error buffer (4 MiB), the codes (1 MiB),
