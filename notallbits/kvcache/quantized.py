@@ -72,9 +72,9 @@ def _hqq_codes(x, nbits: int, group_size: int, chunk_elements: int | None = None
     tensor, ~15 elementwise passes with a new temporary each. Its columns are independent but
     for the stopping rule (the mean error of the whole row), so each iteration here runs over
     windows of ``chunk_elements`` elements (``settings.HQQ_OPT_CHUNK_ELEMENTS``; a CPU window
-    stays in cache; see ``_pieces``) with the same operations in the same order into five window-sized buffers,
-    writes the window's |W_f - W_r| into one row-sized buffer and takes the row's mean over that
-    buffer as hqq does: codes, scales, zeros and the iteration each row stops at are hqq's, bit
+    stays in cache; see ``_pieces``) with the same operations in the same order into five
+    window-sized buffers, writes the window's |W_f - W_r| into one row-sized buffer and takes
+    the row's mean over that buffer as hqq does: codes, scales, zeros and the iteration each row stops at are hqq's, bit
     for bit (tests/test_batching.py), while the work memory is one copy of the rows in the
     optimiser's dtype instead of ~6."""
     from notallbits.kvcache.settings import HQQ_OPT_CHUNK_ELEMENTS
