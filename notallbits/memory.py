@@ -290,20 +290,19 @@ def kv_row_bytes(arch: Arch, settings: dict, trace_tokens: int, answer_tokens: i
     method = METHODS[s["method"]]
     cache = kv_bytes(arch, s, trace_tokens, 1)
     held = method.tokens_held(s, trace_tokens)
-    layer = held * per_token // arch.layers
+    quantized = kv_bytes(arch, s, trace_tokens, 1, residual=False) if s["method"] == "hqq" else 0  # no window
     # StreamingLLM's slots: its budget, the evicted tokens it masks until it compacts, the step's own
     slots = min(trace_tokens, s["budget"] + streaming_slack(s["budget"]) + 1) if s["method"] == "streamingllm" else held
     parts = {
         "cache": cache,
         "fork_tail": answer_tokens * per_token,
         "streaming_slack": slots * per_token - cache if s["method"] == "streamingllm" else 0,
-        "hqq_requantized_layer": kv_bytes(arch, s, trace_tokens, 1, residual=False) // arch.layers
-        if s["method"] == "hqq" else 0,
+        "hqq_requantized_layer": quantized // arch.layers,
         # compacting in place moves one KV head's K or V at a time (R-KV's comes after its scoring
         # scratch is freed, which the cache counts)
         "compaction_head": slots * per_token // arch.layers // (2 * arch.kv_heads)
         if s["method"] == "streamingllm" else 0,
-        "hqq_fork_requantized": kv_bytes(arch, s, trace_tokens, 1, residual=False) if s["method"] == "hqq" else 0,
+        "hqq_fork_requantized": quantized,
         "hqq_attention_scratch": (min(held, HQQ_CHUNK_TOKENS["cuda"]) * arch.kv_heads * arch.head_dim * (NATIVE_BYTES + 1)
                                   + (4 + NATIVE_BYTES) * max(arch.heads, 1) * (held + answer_tokens))
         if s["method"] == "hqq" else 0,

@@ -36,7 +36,7 @@ import math
 import torch
 from transformers.cache_utils import Cache
 
-from notallbits.kvcache.settings import HQQ_CHUNK_TOKENS, HQQ_REQUANT_ELEMENTS
+from notallbits.kvcache.settings import HQQ_CHUNK_TOKENS, HQQ_OPT_CHUNK_ELEMENTS, HQQ_REQUANT_ELEMENTS
 from notallbits.kvcache.slots import SlotLayer
 
 
@@ -77,8 +77,6 @@ def _hqq_codes(x, nbits: int, group_size: int, chunk_elements: int | None = None
     the row's mean over that buffer as hqq does: codes, scales, zeros and the iteration each row stops at are hqq's, bit
     for bit (tests/test_batching.py), while the work memory is one copy of the rows in the
     optimiser's dtype instead of ~6."""
-    from notallbits.kvcache.settings import HQQ_OPT_CHUNK_ELEMENTS
-
     rows = x.shape[0]
     device = x.device
     if chunk_elements is None:
