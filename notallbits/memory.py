@@ -21,8 +21,9 @@ its embedding may still store it as a tensor of its own (Qwen3-0.6B and 1.7B do,
 not; ``checkpoint_stores_lm_head`` in archs/qwen3.json, or read from a folder's safetensors
 headers). Table 1 (``table1``) uses ``gptq`` for 4/8 bits and these 16-bit bytes.
 KV cache per token: 2 (K and V) · layers · KV heads · head_dim · bytes. Full cache holds T
-tokens per sample; StreamingLLM min(T, budget); R-KV min(T, budget + buffer) plus one layer's
-K + V of scoring scratch; HQQ stores P_kv-bit values with a 16-bit scale and zero per group of
+tokens per sample; StreamingLLM min(T, budget); R-KV min(T, budget + buffer), and a batch of G
+samples once the float32 scratch of one layer's scoring (at most one layer's K + V of the G
+samples, at most 1 GiB on a GPU); HQQ stores P_kv-bit values with a 16-bit scale and zero per group of
 g_kv, plus a bf16 residual window of recent tokens. The KV method table
 (``kvcache/settings.py``) owns these rules and the methods' defaults.
 
@@ -42,7 +43,7 @@ from pathlib import Path
 
 from notallbits import UserError
 from notallbits.kvcache.settings import (HQQ_CHUNK_TOKENS, HQQ_OPT_CHUNK_ELEMENTS, HQQ_REQUANT_ELEMENTS, METHODS,
-                                        normalize, streaming_slack, tokens_held)
+                                        normalize, rkv_scratch_bytes, streaming_slack, tokens_held)
 
 GIB = 2**30
 DTYPE_BYTES = {"BF16": 2, "F16": 2, "F32": 4, "F64": 8, "I64": 8, "I32": 4, "I16": 2, "I8": 1, "U8": 1,
@@ -255,25 +256,28 @@ def kv_tokens_held(settings: dict, budget_tokens: int) -> int:
 
 def kv_bytes(arch: Arch, settings: dict, budget_tokens: int, samples: int, residual: bool = True) -> int:
     """Peak KV bytes of ``samples`` parallel samples (G) at token budget T (prompt not counted),
-    with the scratch memory a method needs while compressing (R-KV: one layer's K + V)."""
+    with the scratch memory a method needs while compressing them together (R-KV: its scoring of
+    one layer of the G samples, settings.rkv_scratch_bytes on a GPU)."""
     if budget_tokens <= 0:
         raise UserError(f"budget must be positive, got {budget_tokens}")
     if samples <= 0:
         raise UserError(f"samples must be positive, got {samples}")
     s = normalize(settings)
     values_per_token = kv_bytes_per_token(arch) // NATIVE_BYTES
-    return samples * METHODS[s["method"]].sample_bytes(s, budget_tokens, arch.layers, values_per_token, residual)
+    scratch = rkv_scratch_bytes(s, budget_tokens, arch.kv_heads, arch.head_dim, samples) if s["method"] == "rkv" else 0
+    return samples * METHODS[s["method"]].sample_bytes(s, budget_tokens, arch.layers, values_per_token, residual) \
+        + scratch
 
 
 # ---------------------------------------------------------------- rows of a KV job (transformers)
 # The transformers backend decodes a batch of rows together; per row at its peak it holds:
-# the cache at its peak (kv_bytes: R-KV's scoring of one layer included, which it gathers from
-# the slots a chunk of heads at a time; StreamingLLM's evicted slots until they are dropped,
+# the cache at its peak (StreamingLLM's evicted slots until they are dropped,
 # settings.streaming_slack), the forced answer's tail on a fork (kvcache.fork: the answer's
 # tokens only; evicting layers keep room for it from the start), transient copies (StreamingLLM
 # and R-KV compact in place, one KV head's K or V at a time; HQQ: a layer's requantized K + V
 # while its old ones are still held; its requantizing work is a few rows at a time whatever the
-# batch, kv_batch_bytes), HQQ's requantized copy in a fork whose residual window fills during the
+# batch, and R-KV scores a few rows' heads at a time from the slots into scratch bounded per
+# batch: both in kv_batch_bytes), HQQ's requantized copy in a fork whose residual window fills during the
 # answer, HQQ's attention scratch (one chunk of dequantized keys or values with its unpacked
 # codes, and the softmax's fp32 and compute-dtype copies of the scores; no dequantized layer),
 # attention scores of one step (query heads x cache tokens, fp32), one step's activations, the
@@ -288,7 +292,7 @@ def kv_row_bytes(arch: Arch, settings: dict, trace_tokens: int, answer_tokens: i
     s = normalize(settings)
     per_token = kv_bytes_per_token(arch)
     method = METHODS[s["method"]]
-    cache = kv_bytes(arch, s, trace_tokens, 1)
+    cache = method.sample_bytes(s, trace_tokens, arch.layers, per_token // NATIVE_BYTES)  # no scratch: a batch's
     held = method.tokens_held(s, trace_tokens)
     quantized = kv_bytes(arch, s, trace_tokens, 1, residual=False) if s["method"] == "hqq" else 0  # no window
     # StreamingLLM's slots: its budget, the evicted tokens it masks until it compacts, the step's own
@@ -299,7 +303,7 @@ def kv_row_bytes(arch: Arch, settings: dict, trace_tokens: int, answer_tokens: i
         "streaming_slack": slots * per_token - cache if s["method"] == "streamingllm" else 0,
         "hqq_requantized_layer": quantized // arch.layers,
         # compacting in place moves one KV head's K or V at a time (R-KV's comes after its scoring
-        # scratch is freed, which the cache counts)
+        # scratch, a batch's, is freed)
         "compaction_head": slots * per_token // arch.layers // (2 * arch.kv_heads)
         if s["method"] == "streamingllm" else 0,
         "hqq_fork_requantized": quantized,
@@ -316,7 +320,9 @@ def kv_row_bytes(arch: Arch, settings: dict, trace_tokens: int, answer_tokens: i
 
 def kv_batch_bytes(arch: Arch, settings: dict, trace_tokens: int, device_type: str = "cuda",
                    dtype_bytes: int = NATIVE_BYTES) -> int:
-    """Bytes a transformers-backend batch holds once, whatever its rows: HQQ's requantizing work
+    """Bytes a transformers-backend batch holds once, whatever its rows: R-KV's scoring scratch
+    (settings.rkv_scratch_bytes: as many (row, KV head) pairs as RKV_SCRATCH_BYTES holds, one at
+    least, at the compressing step's budget + buffer tokens) or HQQ's requantizing work
     (kvcache.quantized), which takes a layer's keys or values of as many rows as hold
     settings.HQQ_REQUANT_ELEMENTS elements (one row at least): those rows dequantized (the
     compute dtype, ``dtype_bytes``), their codes and packed codes, hqq's optimiser's errors and
@@ -324,6 +330,8 @@ def kv_batch_bytes(arch: Arch, settings: dict, trace_tokens: int, device_type: s
     bf16 input is converted once; float32 on a CPU, windows of HQQ_OPT_CHUNK_ELEMENTS); 0 for
     the other methods."""
     s = normalize(settings)
+    if s["method"] == "rkv":
+        return rkv_scratch_bytes(s, trace_tokens, arch.kv_heads, arch.head_dim, None, device_type, dtype_bytes)
     if s["method"] != "hqq":
         return 0
     row = trace_tokens * arch.kv_heads * arch.head_dim

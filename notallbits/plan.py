@@ -175,9 +175,9 @@ def job_minutes(config: dict, job, spec, questions: int) -> float:
 def kv_job_rows(config: dict, job, spec, questions: int) -> dict:
     """A transformers-backend job on one GPU of hardware.gpu_memory_gib: the peak GiB of one
     row (memory.kv_row_bytes at the job's longest trace, prompts of PROMPT_TOKENS), what a batch
-    holds once (memory.kv_batch_bytes: HQQ's requantizing work), the weights' GiB, and the rows
-    per batch: generation.batch_size, or for "auto" what fits (memory.kv_rows_per_batch; 0: not
-    even one row fits), at most the job's rows."""
+    holds once (memory.kv_batch_bytes: R-KV's scoring scratch, HQQ's requantizing work), the
+    weights' GiB, and the rows per batch: generation.batch_size, or for "auto" what fits
+    (memory.kv_rows_per_batch; 0: not even one row fits), at most the job's rows."""
     from notallbits.memory import GIB, kv_batch_bytes, kv_row_bytes, kv_rows_per_batch
 
     gen, hw = config["generation"], config["hardware"]

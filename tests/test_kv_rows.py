@@ -15,8 +15,9 @@ def test_row_peak_counts_the_cache_the_fork_tail_and_one_layer_by_hand():
     assert full["cache"] == 9216 * QWEN3_8B_KV_BYTES_PER_TOKEN
     assert full["fork_tail"] == 32 * QWEN3_8B_KV_BYTES_PER_TOKEN  # the answer's tokens, not a second cache
     rkv = kv_row_bytes(arch, {"method": "rkv", "budget": 8192, "buffer": 128}, 9216, 32, 1024)
-    # budget + buffer tokens, plus the scoring scratch of one layer (its own K + V)
-    assert rkv["cache"] == 8320 * QWEN3_8B_KV_BYTES_PER_TOKEN + 8320 * QWEN3_8B_KV_BYTES_PER_TOKEN // 36
+    # budget + buffer tokens; the scoring scratch is the batch's (kv_batch_bytes), not the row's
+    assert rkv["cache"] == 8320 * QWEN3_8B_KV_BYTES_PER_TOKEN
+    assert rkv["total"] == sum(v for k, v in rkv.items() if k != "total")
     assert full["total"] == sum(v for k, v in full.items() if k != "total")
     stream = kv_row_bytes(arch, {"method": "streamingllm", "budget": 2048}, 9216, 32, 1024)
     # budget + 64 masked slots + the step's own: 2113 slots; an in-place compaction moves one KV
@@ -44,9 +45,29 @@ def test_hqq_requantizes_a_layer_per_row_and_its_work_once_per_batch_by_hand():
     assert kv_batch_bytes(arch, hqq, 9216) == 66060288 * 2 + 66060288 * (2 + 2 + 10 + 1) + 66060288 // 2
     # a CPU: one row at once (2^20 values hold no more), float32 errors, windows of 2^16 values
     assert kv_batch_bytes(arch, hqq, 9216, "cpu", 4) == 9437184 * (4 + 4 + 1) + 9437184 // 2 + 5 * 65536 * 4
-    assert kv_batch_bytes(arch, {"method": "rkv", "budget": 8192}, 9216) == 0
+    assert kv_batch_bytes(arch, {"method": "streamingllm", "budget": 8192}, 9216) == 0
     # once per batch, not per row
     assert kv_rows_per_batch(80 * GIB, 16 * GIB, GIB, 1000, batch_bytes=GIB) == 54
+
+
+def test_rkv_scores_a_few_heads_at_a_time_once_per_batch_by_hand():
+    """R-KV's scoring scratch is a batch's: Qwen3-8B at an 8k budget scores 8192 + 128 = 8320
+    tokens per (row, KV head) pair; a pair holds its keys in float32 (8320 x 128 x 4 B), its
+    importance (8320 x (4 x 8 + 8) x 4 B: four [window, L] arrays and a few vectors) and a chunk of
+    similarity rows of 12 B per key: 256 rows on a GPU, 64 on a CPU."""
+    arch = Arch.named("Qwen3-8B")
+    rkv = {"method": "rkv", "budget": 8192}
+    pair_gpu = 8320 * 128 * 4 + 8320 * 40 * 4 + 256 * 8320 * 12  # 31,150,080 B
+    assert kv_batch_bytes(arch, rkv, 9216) == 34 * pair_gpu  # 34 pairs in 1 GiB (35 would pass it)
+    pair_cpu = 8320 * 128 * 4 + 8320 * 40 * 4 + 64 * 8320 * 12  # 11,980,800 B: one pair in 16 MiB
+    assert kv_batch_bytes(arch, rkv, 9216, "cpu", 4) == pair_cpu
+    assert kv_batch_bytes(arch, rkv, 8192) == 0  # never past the budget: no compression
+    # a shorter trace scores its own tokens: 8200 tokens, 2^30 // (8200 x 3744 B) = 34 pairs
+    assert kv_batch_bytes(arch, rkv, 8200) == 34 * 8200 * (128 * 4 + 40 * 4 + 256 * 12)
+    # per row no scratch at all: 32 rows cost 32 caches and the one scratch
+    row = kv_row_bytes(arch, rkv, 9216, 32, 1024)["total"]
+    assert kv_rows_per_batch(80 * GIB, 16 * GIB, row, 1000, kv_batch_bytes(arch, rkv, 9216)) \
+        == int((0.9 * 80 * GIB - GIB - 16 * GIB - 34 * pair_gpu) // row)
 
 
 def test_rows_per_batch_fill_the_margin_of_the_device():

@@ -163,6 +163,25 @@ def test_rkv_padding_takes_no_part(scratch_bytes):
     assert not torch.equal(got[0, :, pad:], want[0])  # row 0's extra tokens do take part
 
 
+def test_rkv_row_scores_the_same_alone_or_among_other_rows():
+    """A row's R-KV scores do not depend on its batch: scored alone, among 31 other rows, or
+    picked by ``rows``/``slots`` from a layer as RKVLayer.evict does, bit for bit, at a real
+    head layout (16 query / 8 KV heads x 128, the budget 256 + buffer 64 tokens of a compressing
+    step, float32 as the rows benchmark's model). Chunks of similarity rows sized from how many
+    rows are due (as they once were) change the sums' order: ~1e-9 apart."""
+    g = torch.Generator().manual_seed(4)
+    b, length = 32, 320
+    queries = torch.randn(b, 16, 8, 128, generator=g)
+    keys = torch.randn(b, 8, length, 128, generator=g) * 0.5 + torch.randn(b, 8, 1, 128, generator=g)
+    s = normalize({"method": "rkv", "budget": 256, "buffer": 64})
+    together = rkv_scores(queries, keys, s)
+    for r in (0, 5, 31):
+        assert torch.equal(rkv_scores(queries[r:r + 1], keys[r:r + 1], s)[0], together[r])
+    rows = torch.tensor([3, 17, 30])
+    picked = rkv_scores(queries[rows], keys, s, rows=rows, slots=torch.arange(length).expand(3, 8, length))
+    assert torch.equal(picked, together[rows])
+
+
 def test_rkv_scratch_memory_within_layer_kv():
     """One compression's working memory stays under the layer's own K + V bytes (what the
     memory model counts as R-KV scratch); an L x L similarity matrix alone would not."""
@@ -278,10 +297,9 @@ def test_sample_bytes_by_hand():
 
     rkv, hqq = METHODS["rkv"], METHODS["hqq"]
     s = normalize({"method": "rkv", "budget": 64, "buffer": 32})
-    # past the budget: 96 tokens held (64 + 32) x 10 values x 2 bytes = 1920, plus one of the 7
-    # layers' K + V as scoring scratch, in whole bytes: 1920 // 7 = 274
-    assert rkv.sample_bytes(s, 100, 7, 10) == 1920 + 274
-    # a trace exactly at the budget has never compressed: no scratch
+    # past the budget: 96 tokens held (64 + 32) x 10 values x 2 bytes = 1920 (the scoring scratch is
+    # a batch's: settings.rkv_scratch_bytes, memory.kv_batch_bytes)
+    assert rkv.sample_bytes(s, 100, 7, 10) == 1920
     assert rkv.sample_bytes(s, 64, 7, 10) == 64 * 10 * 2
     # HQQ (defaults 4 bits, groups of 64, residual window 128), its residual counted unless told
     # otherwise: 872 quantized tokens x 256 values at 4 bits = 111616 bytes, plus 223232 / 64 groups

@@ -116,8 +116,13 @@ def test_kv_methods_by_hand():
     a = Arch.named("Qwen3-8B")
     per_tok = 147_456
     assert kv_bytes(a, {"method": "full"}, 1000, 4) == 4 * 1000 * per_tok
-    # eviction keeps at most budget + buffer tokens; R-KV's scoring needs at most one more layer's K + V
-    assert kv_bytes(a, {"method": "rkv", "budget": 2048, "buffer": 128}, 30000, 1) == 2176 * per_tok + 2176 * per_tok // 36
+    # eviction keeps at most budget + buffer tokens; R-KV's scoring of one layer scores (row, KV head)
+    # pairs of 2176 tokens in float32 scratch of 2176 x (128 x 4 + 40 x 4 + 256 x 12) B each: one
+    # sample scores one pair at a time (two would pass its layer's 2 x 8 x 2176 x 128 x 2 B of K + V),
+    # 16 samples 17 pairs (142,606,336 B of K + V // 8,146,944 B), once for the G samples
+    pair = 2176 * (128 * 4 + 40 * 4 + 256 * 12)
+    assert kv_bytes(a, {"method": "rkv", "budget": 2048, "buffer": 128}, 30000, 1) == 2176 * per_tok + pair
+    assert kv_bytes(a, {"method": "rkv", "budget": 2048, "buffer": 128}, 30000, 16) == 16 * 2176 * per_tok + 17 * pair
     assert kv_bytes(a, {"method": "rkv", "budget": 2048, "buffer": 128}, 1000, 1) == 1000 * per_tok
     assert kv_bytes(a, {"method": "streamingllm", "budget": 2048}, 30000, 2) == 2 * 2048 * per_tok
     # HQQ 4-bit, group 64, 16-bit scale and zero: 4/8 + 32/(8*64) = 0.5625 B per value (paper App. B)
@@ -249,7 +254,10 @@ def test_kv_bytes_scale_with_samples_for_every_method():
     assert kv_bytes_per_token(arch) == 1024
     values_per_token = 512
     hqq_one = round((4000 - 128) * values_per_token * 0.5625) + 128 * 1024
-    cases = [({"method": "full"}, 4000 * 1024), ({"method": "rkv", "budget": 1024, "buffer": 128}, 1152 * 1024 + 1152 * 512),  # + one layer's scratch
+    # R-KV: + its scoring scratch, one (row, KV head) pair per sample here: this layer's 2 heads x 64
+    # leave room for 8 similarity rows, (2 x 2 x 64 x 2 - 4 x (64 + 40)) // 12, so a pair's
+    # 1152 x (64 x 4 + 40 x 4 + 8 x 12) B equal one row's K + V of the layer, 1152 x 512 B
+    cases = [({"method": "full"}, 4000 * 1024), ({"method": "rkv", "budget": 1024, "buffer": 128}, 1152 * 1024 + 1152 * 512),
              ({"method": "streamingllm", "budget": 1024}, 1024 * 1024),
              ({"method": "hqq", "nbits": 4, "q_group_size": 64, "residual_length": 128}, hqq_one)]
     for settings, one in cases:
@@ -301,8 +309,9 @@ def test_cli_in_process_by_hand(capsys, tmp_path):
     assert full["kv_bytes"] == 2 * 30000 * 147_456 and full["k"] == 2 and full["budget_tokens"] == 30000
     assert full["weight_bytes"] == weight_bytes(Arch.named("Qwen3-8B"), 16) and full["bits"] == 16
     assert full["arch"]["layers"] == 36 and full["kv"] == {"method": "full"} and full["model"] == "Qwen3-8B"
-    # R-KV: the peak 1024 + 128 tokens and one of the 36 layers' K + V of scoring scratch
-    assert cli("--kv", "rkv", "--kv-budget", "1024")["kv_bytes"] == (1024 + 128) * (147_456 + 147_456 // 36)
+    # R-KV: the peak 1024 + 128 tokens and the scoring scratch of one (row, KV head) pair of them
+    # (float32 keys, importance and 256 similarity rows of 12 B per key)
+    assert cli("--kv", "rkv", "--kv-budget", "1024")["kv_bytes"] == 1152 * 147_456 + 1152 * (128 * 4 + 40 * 4 + 256 * 12)
     assert cli("--kv", "streamingllm")["kv_bytes"] == 2048 * 147_456
     hqq = cli("--kv", "hqq", "--kv-nbits", "2")
     assert hqq["kv"] == {"method": "hqq", "nbits": 2}

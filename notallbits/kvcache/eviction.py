@@ -18,6 +18,7 @@ import torch
 import torch.nn.functional as F
 from transformers.cache_utils import Cache
 
+from notallbits.kvcache.settings import RKV_SCRATCH_BYTES, rkv_pairs_at_once, rkv_similarity_rows
 from notallbits.kvcache.slots import SlotLayer
 
 
@@ -219,16 +220,12 @@ class StreamingLLMLayer(EvictingLayer):
 # own keys (cal_similarity takes key_states[0], so rows > 0 of a batch used row 0's redundancy;
 # their runs decode batch 1, where both agree).
 
-def _scratch_plan(pairs: int, length: int, window: int, dim: int, limit_bytes: int) -> tuple[int, int]:
-    """(KV heads scored at once, similarity rows per chunk) so that the float32 scratch of one
-    compression stays under ``limit_bytes``. Per head: keys in float32 (4·L·D), importance
-    (at most four [window, L] float32 arrays alive at once, and a few [L] vectors), and per
-    similarity row 4 + 1 + 4 bytes per key (values, mask, index of the matches), rounded up."""
-    fixed = 4 * length * (dim + 4 * window + 8)
-    per_row = 12 * length
-    heads = max(1, min(pairs, limit_bytes // (fixed + 64 * per_row)))
-    rows = max(1, min(length, (limit_bytes // heads - fixed) // per_row))
-    return heads, rows
+def _scratch_plan(pairs: int, length: int, window: int, dim: int, limit_bytes: int, rows: int) -> tuple[int, int]:
+    """((Row, KV head) pairs scored at once, similarity rows per chunk): the float32 scratch of
+    one compression under ``limit_bytes`` (settings.rkv_pair_bytes per pair, one pair at least),
+    similarity ``rows`` at a time (settings.rkv_similarity_rows: never derived from how many
+    pairs are due, so a pair's sums run in the same order alone or among others)."""
+    return rkv_pairs_at_once(pairs, length, window, dim, rows, limit_bytes), rows
 
 
 def _rkv_importance(q, k, window: int, kernel: int, ok):
@@ -292,14 +289,19 @@ def rkv_scores(queries, keys, settings: dict, valid=None, scratch_bytes: int | N
     slots of these batch rows of ``keys`` (a cache layer's [rows, Hkv, width, D]), in the
     order given, instead of all of ``keys``; they are gathered one chunk of heads at a time,
     so the layer is never copied.
-    ``scratch_bytes`` caps the float32 working memory (default: the scored tokens' K + V bytes,
-    i.e. 2·B·Hkv·L·D in keys' dtype); heads and similarity rows are processed in chunks to stay under it."""
+    ``scratch_bytes`` caps the float32 working memory (default: the device's
+    settings.RKV_SCRATCH_BYTES, and at most the scored tokens' K + V, 2·B·Hkv·L·D in keys'
+    dtype): (row, KV head) pairs are scored a few at a time, each pair's similarity in chunks of
+    rows that do not depend on B, so a row's scores are the same alone or in any batch."""
     b, hq, wq, d = queries.shape
     hkv = keys.shape[1]
     length = keys.shape[2] if slots is None else slots.shape[-1]
     window, pairs = settings["window"], b * hkv
-    limit = 2 * pairs * length * d * keys.element_size() if scratch_bytes is None else scratch_bytes
-    heads, rows_per_chunk = _scratch_plan(pairs, length, window, d, limit)
+    device_type = keys.device.type
+    limit = min(RKV_SCRATCH_BYTES.get(device_type, RKV_SCRATCH_BYTES["cuda"]),
+                2 * pairs * length * d * keys.element_size()) if scratch_bytes is None else scratch_bytes
+    heads, rows_per_chunk = _scratch_plan(pairs, length, window, d, limit,
+                                          rkv_similarity_rows(length, window, d, hkv, keys.element_size(), device_type))
     q = queries.reshape(pairs, hq // hkv, wq, d)
     ok = None if valid is None else \
         valid.to(device=keys.device, dtype=torch.bool)[:, None].expand(b, hkv, length).reshape(pairs, length)
@@ -352,7 +354,8 @@ class RKVLayer(EvictingLayer):
     and the cache then holds more than ``budget`` tokens. Decoding one token a step, the cache
     grows from budget to budget + buffer and the compressing step attends to all
     budget + buffer before storing budget: the peak is budget + buffer tokens per layer (what
-    memory.kv_tokens_held counts), plus the scoring scratch of one layer at a time."""
+    memory.kv_tokens_held counts), plus the scoring scratch of one layer at a time, a batch's
+    (settings.rkv_scratch_bytes)."""
 
     def __init__(self, settings: dict):
         super().__init__(settings)

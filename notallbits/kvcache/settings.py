@@ -2,7 +2,7 @@
 the rules and the memory model read it at Snakefile parse time.
 
 Per method: its defaults, its checks, the tokens one sample holds at the peak, the bytes of
-that peak (with any scratch memory the method needs while compressing), and whether it needs
+that peak (R-KV's scoring scratch is a batch's, ``rkv_scratch_bytes``), and whether it needs
 the transformers backend (vLLM has no decode-time eviction and only FP8 KV). The cache classes
 live in ``eviction.py`` / transformers; ``make_cache`` in ``__init__`` maps a method to one.
 The config schema's ``kv_methods`` enum and keys are pinned to this table by a test.
@@ -38,6 +38,59 @@ HQQ_CHUNK_TOKENS = {"cpu": 128, "cuda": 2048}
 # all the rows at once, so an iteration launches few kernels
 HQQ_REQUANT_ELEMENTS = {"cpu": 1 << 20, "cuda": 1 << 26}
 HQQ_OPT_CHUNK_ELEMENTS = {"cpu": 1 << 16, "cuda": 1 << 26}
+# R-KV scores a layer's due rows in float32 scratch of at most RKV_SCRATCH_BYTES (and at most
+# the scored rows' own K + V) whatever the batch: a few (row, KV head) pairs at a time, each
+# pair's key similarity at most RKV_SIMILARITY_ROWS rows at a time (fewer where one pair's
+# scratch would pass one row's K + V of the layer). A pair's chunks do not depend on how many
+# rows are due, so a row scores the same alone or among others (eviction.rkv_scores); the
+# scratch is a batch's, not a row's (memory.kv_batch_bytes). A GPU's chunks are large, so that
+# a compression launches few kernels
+RKV_SCRATCH_BYTES = {"cpu": 1 << 24, "cuda": 1 << 30}
+RKV_SIMILARITY_ROWS = {"cpu": 64, "cuda": 256}
+
+
+def rkv_similarity_rows(length: int, window: int, dim: int, kv_heads: int, key_bytes: int,
+                        device_type: str = "cuda") -> int:
+    """Similarity rows per chunk of one (row, KV head) pair scored over ``length`` tokens: the
+    device's RKV_SIMILARITY_ROWS, fewer where one pair's scratch (``rkv_pair_bytes``) would pass
+    one row's K + V of the layer (2·kv_heads·L·dim·key_bytes), one at least. It depends on the
+    layer's shape only, never on how many rows are scored."""
+    room = (2 * kv_heads * dim * key_bytes - 4 * (dim + 4 * window + 8)) // 12
+    return max(1, min(length, RKV_SIMILARITY_ROWS.get(device_type, RKV_SIMILARITY_ROWS["cuda"]), room))
+
+
+def rkv_pair_bytes(length: int, window: int, dim: int, rows: int) -> int:
+    """Float32 scratch of one (row, KV head) pair scored over ``length`` tokens of ``dim``
+    channels, its similarity ``rows`` rows at a time: its keys (4·L·D), the importance (at most
+    four [window, L] arrays alive at once and a few [L] vectors) and per similarity row
+    4 + 1 + 4 bytes per key (values, mask, index of the matches), rounded up to 12."""
+    return 4 * length * (dim + 4 * window + 8) + 12 * length * rows
+
+
+def rkv_pairs_at_once(pairs: int, length: int, window: int, dim: int, rows: int, limit_bytes: int) -> int:
+    """(Row, KV head) pairs scored at once so that their scratch stays under ``limit_bytes``
+    (one pair at least)."""
+    return max(1, min(pairs, limit_bytes // rkv_pair_bytes(length, window, dim, rows)))
+
+
+def rkv_scratch_bytes(s: dict, trace_tokens: int, kv_heads: int, head_dim: int, rows: int | None = None,
+                      device_type: str = "cuda", key_bytes: int = NATIVE_BYTES) -> int:
+    """Float32 scratch of one R-KV compression of one layer of ``rows`` rows (None: as many as
+    a batch may have) at a trace of ``trace_tokens``, keys of ``key_bytes``: the pairs scored at
+    once (``rkv_pairs_at_once`` under the smaller of RKV_SCRATCH_BYTES and the rows' K + V)
+    times one pair's scratch; 0 while the trace has not passed the budget (no compression)."""
+    if trace_tokens <= s["budget"]:
+        return 0
+    length, window = min(trace_tokens, s["budget"] + s["buffer"]), s["window"]
+    sim_rows = rkv_similarity_rows(length, window, head_dim, kv_heads, key_bytes, device_type)
+    cap = RKV_SCRATCH_BYTES[device_type]
+    if rows is None:
+        at_once = max(1, cap // rkv_pair_bytes(length, window, head_dim, sim_rows))
+    else:
+        pairs = rows * kv_heads
+        at_once = rkv_pairs_at_once(pairs, length, window, head_dim, sim_rows,
+                                    min(cap, 2 * pairs * length * head_dim * key_bytes))
+    return at_once * rkv_pair_bytes(length, window, head_dim, sim_rows)
 
 
 def streaming_slack(budget_tokens: int) -> int:
@@ -65,15 +118,6 @@ class KVMethod:
         """Peak KV bytes of one sample at trace length ``tokens``; ``values_per_token`` is
         2 · layers · kv_heads · head_dim (K and V of every layer)."""
         return self.tokens_held(s, tokens) * values_per_token * NATIVE_BYTES
-
-
-class _RKV(KVMethod):
-    def sample_bytes(self, s, tokens, layers, values_per_token, residual=True):
-        # Scratch: one compression scores one layer in chunks of float32 work memory bounded by
-        # that layer's own K + V bytes (eviction.rkv_scores); layers compress one after another.
-        held = self.tokens_held(s, tokens)
-        scratch = held * values_per_token * NATIVE_BYTES // layers if tokens > s["budget"] else 0
-        return held * values_per_token * NATIVE_BYTES + scratch
 
 
 class _HQQ(KVMethod):
@@ -110,7 +154,7 @@ METHODS: dict[str, KVMethod] = {m.name: m for m in [
     # default is 0.07), similarity threshold 0.5 (cal_similarity's threshold), buffer = their
     # divide_length / B_buffer 128: compress every 128 positions, so a sample peaks at
     # budget + buffer tokens (eviction.RKVLayer)
-    _RKV("rkv", {"budget": 2048, "buffer": 128, "window": 8, "kernel": 7, "lam": 0.1, "sim_threshold": 0.5},
+    KVMethod("rkv", {"budget": 2048, "buffer": 128, "window": 8, "kernel": 7, "lam": 0.1, "sim_threshold": 0.5},
          needs_transformers=True, tokens_held=lambda s, t: min(t, s["budget"] + s["buffer"]), check=_check_rkv,
          factory="notallbits.kvcache.eviction:rkv_cache"),
     # HQQ KV quantization through transformers' QuantizedCache, as in the paper
