@@ -264,7 +264,7 @@ def step_one(a) -> dict:
         else:
             full_s = step_s
     decode_model, force_model = model_estimate(config, settings, t, a.answer, dtype)
-    try:  # what the batch holds once (HQQ's requantizing work)
+    try:  # what the batch holds once (R-KV's scoring scratch, HQQ's requantizing work)
         from notallbits.memory import Arch, kv_batch_bytes
 
         batch_model = kv_batch_bytes(Arch.from_hf_config(config.to_dict()), settings, t,
