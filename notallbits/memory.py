@@ -319,10 +319,11 @@ def kv_row_bytes(arch: Arch, settings: dict, trace_tokens: int, answer_tokens: i
 
 
 def kv_batch_bytes(arch: Arch, settings: dict, trace_tokens: int, device_type: str = "cuda",
-                   dtype_bytes: int = NATIVE_BYTES) -> int:
-    """Bytes a transformers-backend batch holds once, whatever its rows: R-KV's scoring scratch
-    (settings.rkv_scratch_bytes: as many (row, KV head) pairs as RKV_SCRATCH_BYTES holds, one at
-    least, at the compressing step's budget + buffer tokens) or HQQ's requantizing work
+                   dtype_bytes: int = NATIVE_BYTES, rows: int | None = None) -> int:
+    """Bytes a transformers-backend batch of ``rows`` rows (None: however many) holds once:
+    R-KV's scoring scratch (settings.rkv_scratch_bytes: as many (row, KV head) pairs as
+    RKV_SCRATCH_BYTES holds, and no more than the rows' own K + V of a layer, one pair at least,
+    at the compressing step's budget + buffer tokens) or HQQ's requantizing work
     (kvcache.quantized), which takes a layer's keys or values of as many rows as hold
     settings.HQQ_REQUANT_ELEMENTS elements (one row at least): those rows dequantized (the
     compute dtype, ``dtype_bytes``), their codes and packed codes, hqq's optimiser's errors and
@@ -331,7 +332,7 @@ def kv_batch_bytes(arch: Arch, settings: dict, trace_tokens: int, device_type: s
     the other methods."""
     s = normalize(settings)
     if s["method"] == "rkv":
-        return rkv_scratch_bytes(s, trace_tokens, arch.kv_heads, arch.head_dim, None, device_type, dtype_bytes)
+        return rkv_scratch_bytes(s, trace_tokens, arch.kv_heads, arch.head_dim, rows, device_type, dtype_bytes)
     if s["method"] != "hqq":
         return 0
     row = trace_tokens * arch.kv_heads * arch.head_dim
@@ -343,12 +344,17 @@ def kv_batch_bytes(arch: Arch, settings: dict, trace_tokens: int, device_type: s
 
 
 def kv_rows_per_batch(device_bytes: int, weight_bytes: int, row_bytes: int, rows_wanted: int,
-                      batch_bytes: int = 0) -> int:
-    """Rows that fit: weights + ``batch_bytes`` (kv_batch_bytes) + rows x per-row peak within
-    KV_MEMORY_MARGIN of the device's memory less KV_OVERHEAD_GIB; at most ``rows_wanted``; 0 if
-    not even one row fits."""
-    free = KV_MEMORY_MARGIN * device_bytes - KV_OVERHEAD_GIB * GIB - weight_bytes - batch_bytes
-    return max(0, min(rows_wanted, int(free // row_bytes))) if free > 0 else 0
+                      batch_bytes=0) -> int:
+    """Rows that fit: weights + ``batch_bytes`` (kv_batch_bytes; a number, or a function of the
+    rows for a batch term that grows with them up to a bound, as R-KV's scratch does) + rows x
+    per-row peak within KV_MEMORY_MARGIN of the device's memory less KV_OVERHEAD_GIB; at most
+    ``rows_wanted``; 0 if not even one row fits."""
+    once = batch_bytes if callable(batch_bytes) else (lambda rows: batch_bytes)
+    free = KV_MEMORY_MARGIN * device_bytes - KV_OVERHEAD_GIB * GIB - weight_bytes
+    rows = max(0, min(rows_wanted, int((free - once(rows_wanted)) // row_bytes))) if free > once(rows_wanted) else 0
+    while rows < rows_wanted and once(rows + 1) + (rows + 1) * row_bytes <= free:  # a batch term of fewer rows
+        rows += 1
+    return rows
 
 
 TABLE1_COLUMNS = ("model", "params_b", "weight_gib_4bit", "weight_gib_8bit", "weight_gib_16bit", "kv_gib_30k",

@@ -185,13 +185,17 @@ def kv_job_rows(config: dict, job, spec, questions: int) -> dict:
     settings = grid.kv_settings(config, job.kv) if job.kv != "full" else {"method": "full"}
     answer = 16 + gen["answer_max_tokens"]
     row = kv_row_bytes(arch, settings, PROMPT_TOKENS + max(spec.budgets), answer, PROMPT_TOKENS)["total"]
-    batch = kv_batch_bytes(arch, settings, PROMPT_TOKENS + max(spec.budgets))
     weights = _weight_bytes(arch, job.weights)
     wanted = questions * spec.samples
+
+    def once(rows: int) -> int:
+        return kv_batch_bytes(arch, settings, PROMPT_TOKENS + max(spec.budgets), rows=rows)
+
     if gen["batch_size"] == "auto":
-        rows = kv_rows_per_batch(int(hw["gpu_memory_gib"] * GIB), weights, row, wanted, batch)
+        rows = kv_rows_per_batch(int(hw["gpu_memory_gib"] * GIB), weights, row, wanted, once)
     else:
         rows = min(int(gen["batch_size"]), wanted)
+    batch = once(max(rows, 1))
     return {"rows": rows, "row_gib": row / GIB, "batch_gib": batch / GIB, "weight_gib": weights / GIB,
             "peak_gib": (weights + batch + max(rows, 1) * row) / GIB}
 

@@ -64,6 +64,11 @@ def test_rkv_scores_a_few_heads_at_a_time_once_per_batch_by_hand():
     assert kv_batch_bytes(arch, rkv, 8192) == 0  # never past the budget: no compression
     # a shorter trace scores its own tokens: 8200 tokens, 2^30 // (8200 x 3744 B) = 34 pairs
     assert kv_batch_bytes(arch, rkv, 8200) == 34 * 8200 * (128 * 4 + 40 * 4 + 256 * 12)
+    # fewer rows than that: no more than the rows' own K + V of a layer, 2 x 8 x 8320 x 128 x 2 B
+    # per row, holds one pair per row (two would pass it)
+    assert kv_batch_bytes(arch, rkv, 9216, rows=1) == pair_gpu
+    assert kv_batch_bytes(arch, rkv, 9216, rows=4) == 4 * pair_gpu
+    assert kv_batch_bytes(arch, rkv, 9216, rows=40) == 34 * pair_gpu
     # per row no scratch at all: 32 rows cost 32 caches and the one scratch
     row = kv_row_bytes(arch, rkv, 9216, 32, 1024)["total"]
     assert kv_rows_per_batch(80 * GIB, 16 * GIB, row, 1000, kv_batch_bytes(arch, rkv, 9216)) \
@@ -76,6 +81,11 @@ def test_rows_per_batch_fill_the_margin_of_the_device():
     assert kv_rows_per_batch(80 * GIB, 16 * GIB, GIB, 40) == 40  # never more rows than the job has
     assert kv_rows_per_batch(80 * GIB, 16 * GIB, 56 * GIB, 40) == 0  # not even one row
     assert kv_rows_per_batch(16 * GIB, 16 * GIB, GIB, 40) == 0  # the weights alone do not fit
+    # a batch term that grows with the rows up to a bound: 72 - 1 - 66 = 5 GiB leave 4 rows of
+    # 1 GiB and their 1 GiB of scratch (5 rows would need 1.25 GiB more); the bound alone, none
+    assert kv_rows_per_batch(80 * GIB, 66 * GIB, GIB, 40, lambda rows: min(8 * GIB, rows * GIB // 4)) == 4
+    assert kv_rows_per_batch(80 * GIB, 66 * GIB, GIB, 40, 8 * GIB) == 0
+    assert kv_rows_per_batch(80 * GIB, 16 * GIB, GIB, 40, lambda rows: min(8 * GIB, rows * GIB // 4)) == 40
 
 
 def test_auto_batch_takes_every_row_that_fits_and_stops_with_one_line_when_none_does(tiny_model, monkeypatch):

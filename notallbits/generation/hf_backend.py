@@ -120,8 +120,11 @@ class TransformersBackend(Backend):
         answer = len(spec.answer_prefix_ids) + spec.answer_max_tokens
         row = kv_row_bytes(arch, self.kv_settings, prompt_tokens + spec.max_budget, answer, prompt_tokens)["total"]
         row = row * self.model.dtype.itemsize // 2 if self.model.dtype.is_floating_point else row  # sized for bf16
-        batch = kv_batch_bytes(arch, self.kv_settings, prompt_tokens + spec.max_budget,
-                               "cuda" if self.device.type == "cuda" else "cpu", self.model.dtype.itemsize)
+
+        def batch(rows: int) -> int:  # what the batch holds once (R-KV's scratch grows with few rows)
+            return kv_batch_bytes(arch, self.kv_settings, prompt_tokens + spec.max_budget,
+                                  "cuda" if self.device.type == "cuda" else "cpu", self.model.dtype.itemsize, rows)
+
         weights = sum(t.nbytes for t in self.model.parameters()) + sum(t.nbytes for t in self.model.buffers())
         if self.device.type == "cuda":
             device_bytes = torch.cuda.get_device_properties(self.device).total_memory
@@ -131,7 +134,7 @@ class TransformersBackend(Backend):
             device_bytes = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
         rows = kv_rows_per_batch(device_bytes, weights, row, rows_wanted, batch)
         if rows == 0:
-            raise UserError(f"{self.cell or 'generation job'}: one row needs {(row + batch) / 2**30:.1f} GiB beside "
+            raise UserError(f"{self.cell or 'generation job'}: one row needs {(row + batch(1)) / 2**30:.1f} GiB beside "
                             f"{weights / 2**30:.1f} GiB of weights, more than this device's "
                             f"{device_bytes / 2**30:.0f} GiB allows (memory.kv_row_bytes); lower the budget "
                             "or use a larger GPU")
