@@ -311,7 +311,8 @@ def test_cli_in_process_by_hand(capsys, tmp_path):
     assert full["arch"]["layers"] == 36 and full["kv"] == {"method": "full"} and full["model"] == "Qwen3-8B"
     # R-KV: the peak 1024 + 128 tokens and the scoring scratch of one (row, KV head) pair of them
     # (float32 keys, importance and 256 similarity rows of 12 B per key)
-    assert cli("--kv", "rkv", "--kv-budget", "1024")["kv_bytes"] == 1152 * 147_456 + 1152 * (128 * 4 + 40 * 4 + 256 * 12)
+    assert cli("--kv", "rkv", "--kv-budget", "1024")["kv_bytes"] \
+        == 1152 * 147_456 + 1152 * (128 * 4 + 40 * 4 + 256 * 12)
     assert cli("--kv", "streamingllm")["kv_bytes"] == 2048 * 147_456
     hqq = cli("--kv", "hqq", "--kv-nbits", "2")
     assert hqq["kv"] == {"method": "hqq", "nbits": 2}
