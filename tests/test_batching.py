@@ -147,3 +147,50 @@ def test_hqq_optimiser_in_windows_equals_hqq_on_wide_rows(nbits):
         assert torch.equal(q.to(torch.uint8), codes[r]), r
         assert torch.equal(ref["scale"], scale[r]), r
         assert torch.equal(ref["zero"], zero[r]), r
+
+
+def test_hqq_shrink_is_zero_below_the_bound_the_optimiser_skips_it_under():
+    """hqq's own shrink_lp_op (beta 10, lp 0.7, what the legacy optimiser applies) is zero for
+    every float32 error below quantized.SHRINK_ZERO_BELOW, and not far above it (the true edge
+    is 0.1^(1/1.3) = 0.1701)."""
+    from hqq.core.optimize import shrink_lp_op
+
+    from notallbits.kvcache.quantized import SHRINK_ZERO_BELOW
+
+    below = torch.linspace(0.0, SHRINK_ZERO_BELOW, 1_000_001)[:-1]
+    below = torch.cat([below, -below, torch.tensor([torch.nextafter(torch.tensor(SHRINK_ZERO_BELOW),
+                                                                     torch.tensor(0.0))])])
+    assert not shrink_lp_op(below, 10.0, 0.7).any()
+    assert shrink_lp_op(torch.tensor([0.1702, -0.1702]), 10.0, 0.7).abs().min() > 0
+    assert SHRINK_ZERO_BELOW > 0.15
+
+
+def test_hqq_optimiser_takes_no_pow_in_windows_whose_shrink_is_zero(monkeypatch):
+    """hqq's shrink relu(|x| - 0.1 |x|^-0.3) is zero for |x| <= 0.17: a window whose errors all
+    lie below that takes no pow. On 4-bit rows whose group columns hold values of spread 0.5
+    (errors < 0.1: 9 windows of 256 columns), 1.2 (a few errors above 0.17: 4 windows) and 3
+    (many: 6 windows), codes, scales and zeros stay hqq's own bit for bit and pow runs on the 10
+    windows with errors to shrink only."""
+    from hqq.core.quantize import Quantizer
+
+    from notallbits.kvcache import quantized
+
+    g = torch.Generator().manual_seed(2)
+    spread = torch.full((4800,), 3.0)
+    spread[:2304], spread[2304:3328] = 0.5, 1.2
+    x = (torch.randn(2, 64, 4800, generator=g) * spread + torch.randn(2, 1, 4800, generator=g)).view(2, 8, 300, 128)
+    calls = {"abs": 0, "pow": 0}
+    for name in calls:
+        def counted(*args, _name=name, _op=getattr(torch, name), **kwargs):
+            calls[_name] += 1
+            return _op(*args, **kwargs)
+        monkeypatch.setattr(quantized.torch, name, counted)
+    codes, scale, zero = quantized._hqq_codes(x, 4, 64, chunk_elements=64 * 256)
+    monkeypatch.undo()
+    assert calls["abs"] > 0 and calls["pow"] * 19 == calls["abs"] * 10, calls  # 19 windows a row, once per iteration
+    for r in range(2):
+        q, ref = Quantizer.quantize(x[r : r + 1].contiguous(), nbits=4, group_size=64, axis=0, device="cpu",
+                                    compute_dtype=torch.float32, bitpack=False)
+        assert torch.equal(q.to(torch.uint8), codes[r]), r
+        assert torch.equal(ref["scale"], scale[r]), r
+        assert torch.equal(ref["zero"], zero[r]), r
