@@ -748,3 +748,18 @@ def test_hqq_decode_holds_no_dequantized_layer(deep_model):
     scratch = sum(t.nbytes for t in cache.layers[0].scratch.values())  # kept between steps, shared by the layers
     layer = 2 * 4 * 2 * 1034 * 32 * 4  # K + V of one layer: rows x KV heads x tokens x head_dim x fp32
     assert peak + scratch < 0.5 * layer, (peak, scratch, layer)
+
+
+def test_step_bench_times_by_cpu_time_on_one_cpu_thread_only(capsys):
+    """`bench.kv step --clock cpu` needs --device cpu --threads 1 (a process's CPU time adds up its
+    threads and misses a GPU's work); the timing clock reaches the child that times the steps."""
+    from notallbits.bench import kv
+
+    for argv in (["step", "--clock", "cpu"], ["step", "--clock", "cpu", "--threads", "2", "--device", "cpu"],
+                 ["step", "--clock", "cpu", "--threads", "1"]):
+        with pytest.raises(SystemExit):
+            kv.main(argv, run=False)
+        assert "--clock cpu needs --device cpu --threads 1" in capsys.readouterr().err
+    a = kv.main(["step", "--clock", "cpu", "--threads", "1", "--device", "cpu"], run=False)
+    assert kv.step_args(a)[-4:] == ["--clock", "cpu", "--threads", "1"]
+    assert kv.main(["_step", "hqq", *kv.step_args(a)], run=False).clock == "cpu"

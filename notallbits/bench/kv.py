@@ -215,6 +215,7 @@ def step_one(a) -> dict:
     except ImportError:
         pass
     settings = kv_settings(a.method, a.kv_budget, a.rkv_buffer, a.hqq_residual)
+    clock = time.process_time if a.clock == "cpu" else time.perf_counter
     g = torch.Generator().manual_seed(0)
     ids = torch.randint(5, 500, (a.batch, a.tokens + a.warmup + a.steps + a.answer + a.interleave + 1),
                         generator=g).to(device)
@@ -233,13 +234,13 @@ def step_one(a) -> dict:
             forward(cache, ids[:, t : t + 1], t)
             t += 1
         before_decode = peak.reset() - base
-        t0 = time.perf_counter()
+        t0 = clock()
         for _ in range(a.steps):
             forward(cache, ids[:, t : t + 1], t)
             t += 1
         if device == "cuda":
             torch.cuda.synchronize()
-        step_s = (time.perf_counter() - t0) / a.steps
+        step_s = (clock() - t0) / a.steps
         decode_peak = peak.peak() - base
         held = held_bytes(cache)
         before_force = peak.reset() - base
@@ -255,11 +256,11 @@ def step_one(a) -> dict:
             spent = {"method": 0.0, "full": 0.0}
             for s in range(a.interleave):
                 for name, c in (("method", cache), ("full", full)):
-                    t1 = time.perf_counter()
+                    t1 = clock()
                     forward(c, ids[:, t + s : t + s + 1], t + s)
                     if device == "cuda":
                         torch.cuda.synchronize()
-                    spent[name] += time.perf_counter() - t1
+                    spent[name] += clock() - t1
             step_s, full_s = spent["method"] / a.interleave, spent["full"] / a.interleave
         else:
             full_s = step_s
@@ -309,7 +310,7 @@ def step_args(a) -> list[str]:
             "--heads", str(a.heads), "--kv-heads", str(a.kv_heads), "--head-dim", str(a.head_dim),
             "--kv-budget", str(a.kv_budget), "--rkv-buffer", str(a.rkv_buffer), "--hqq-residual",
             str(a.hqq_residual), "--answer", str(a.answer), "--dtype", a.dtype, "--device", a.device,
-            "--warmup", str(a.warmup), "--interleave", str(a.interleave)] \
+            "--warmup", str(a.warmup), "--interleave", str(a.interleave), "--clock", a.clock] \
         + (["--threads", str(a.threads)] if a.threads else [])
 
 
@@ -339,8 +340,9 @@ def gpu_check(work=None) -> list[tuple[str, str, str]]:
     return rows
 
 
-def copy_bandwidth(device: str, mib: int = 256, repeats: int = 5) -> float:
-    """Bytes per second this device reads + writes in a large tensor copy (best of ``repeats``)."""
+def copy_bandwidth(device: str, mib: int = 256, repeats: int = 5, clock=time.perf_counter) -> float:
+    """Bytes per second this device reads + writes in a large tensor copy (best of ``repeats``, timed by
+    ``clock``)."""
     import torch
 
     device = device if device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
@@ -350,11 +352,11 @@ def copy_bandwidth(device: str, mib: int = 256, repeats: int = 5) -> float:
     for _ in range(repeats):
         if device == "cuda":
             torch.cuda.synchronize()
-        t0 = time.perf_counter()
+        t0 = clock()
         dst.copy_(src)
         if device == "cuda":
             torch.cuda.synchronize()
-        best = min(best, time.perf_counter() - t0)
+        best = min(best, clock() - t0)
     return 2 * src.nbytes / best
 
 
@@ -362,9 +364,10 @@ def step_table(a) -> None:
     common = step_args(a)
     print(f"step: {a.layers} layers of {a.heads} query / {a.kv_heads} KV heads x {a.head_dim}, {a.dtype}, "
           f"batch {a.batch}, prompt {a.tokens} + {a.warmup} warm-up + {a.steps} timed steps, answer {a.answer}; "
-          f"KV budget {a.kv_budget} (R-KV buffer {a.rkv_buffer}), HQQ 4-bit residual {a.hqq_residual}")
+          f"KV budget {a.kv_budget} (R-KV buffer {a.rkv_buffer}), HQQ 4-bit residual {a.hqq_residual}"
+          + ("; timed by the process's CPU time" if a.clock == "cpu" else ""))
     _threads(a.threads)
-    bandwidth = copy_bandwidth(a.device)
+    bandwidth = copy_bandwidth(a.device, clock=time.process_time if a.clock == "cpu" else time.perf_counter)
     print(f"copy bandwidth of this device: {bandwidth / 1e9:.1f} GB/s; 'x bytes' = step time / the time to move "
           "the weights + the held KV once at that bandwidth")
     print(f"{'method':<13}{'ms/step':>9}{'vs full':>8}{'x bytes':>8}{'held MiB':>9}{'decode peak':>12}{'model':>8}"
@@ -410,7 +413,13 @@ def main(argv=None, run: bool = True):
     p.add_argument("--dtype", default="float32")
     p.add_argument("--device", default="auto")
     p.add_argument("--threads", type=int)
+    p.add_argument("--clock", choices=["wall", "cpu"], default="wall",
+                   help="step: 'cpu' times steps by the process's CPU time (with --device cpu --threads 1: what wall "
+                        "time is on an idle machine, and much less moved by other processes)")
     a = p.parse_args(argv)
+    if a.clock == "cpu" and (a.threads != 1 or a.device != "cpu"):
+        p.error("--clock cpu needs --device cpu --threads 1 (a process's CPU time adds up its threads and does "
+                "not count a GPU's)")
     rows = a.what in ("rows", "_rows")
     a.batch = a.batch or (32 if rows else 4)
     a.kv_budget = a.kv_budget or (256 if rows else 1024)
