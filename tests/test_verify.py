@@ -9,6 +9,7 @@ import itertools
 import json
 import random
 import time
+from pathlib import Path
 from fractions import Fraction
 
 import pytest
@@ -373,6 +374,8 @@ def test_tiny_checkpoints_have_each_familys_exact_layout(tiny_prms):
         fcfg = json.loads((folder / "config.json").read_text())  # grouped-query attention, as the 7B PRMs' 28/4
         assert fcfg["num_attention_heads"] % fcfg["num_key_value_heads"] == 0
         assert fcfg["num_key_value_heads"] < fcfg["num_attention_heads"]
+    with safe_open(ens / "model.safetensors", "pt") as f, safe_open(qwen / "model.safetensors", "pt") as g:
+        assert f.metadata() == g.metadata() == {"format": "pt"}  # as transformers' save_pretrained writes it
     qcfg = json.loads((qwen / "config.json").read_text())  # Qwen2.5-Math-PRM-7B's config.json: no ensemble keys
     assert qcfg["architectures"] == ["Qwen2ForProcessRewardModel"] and not {"rr_token", "num_ensemble"} & set(qcfg)
     with safe_open(qwen / "model.safetensors", "pt") as f:
@@ -762,14 +765,27 @@ def test_the_build_tiny_command_writes_the_family_asked_for(tmp_path):
     a family writes ActPRM-X's, the demo's verifier (docs/verifiers.md)."""
     import argparse
 
+    from transformers import AutoTokenizer
+
     from notallbits.verify import build_tiny, run
 
     run(argparse.Namespace(build_tiny=str(tmp_path / "q"), family="qwen2-prm", questions=None, generations=None,
                            spec=None, out=None))
     assert json.loads((tmp_path / "q" / "config.json").read_text())["architectures"] == ["Qwen2ForProcessRewardModel"]
     build_tiny(tmp_path / "e")
-    assert json.loads((tmp_path / "e" / "config.json").read_text())["architectures"] == ["Qwen2ForEnsemblePRM"]
+    cfg = json.loads((tmp_path / "e" / "config.json").read_text())
+    assert cfg["architectures"] == ["Qwen2ForEnsemblePRM"]
     assert json.loads((tmp_path / "e" / "notallbits.json").read_text())["family"] == "ensemble-prm"
+    # the shape docs/verifiers.md gives the demo's verifier
+    doc = " ".join((Path(__file__).parents[1] / "docs" / "verifiers.md").read_text().split())
+    assert ("2 layers, hidden size 64 (MLP 128), 4 attention heads over 2 KV heads, 4 ensemble heads, "
+            "a 192-position context") in doc
+    assert {k: cfg[k] for k in ("num_hidden_layers", "hidden_size", "intermediate_size", "num_attention_heads",
+                                "num_key_value_heads", "num_ensemble", "max_position_embeddings")} == {
+        "num_hidden_layers": 2, "hidden_size": 64, "intermediate_size": 128, "num_attention_heads": 4,
+        "num_key_value_heads": 2, "num_ensemble": 4, "max_position_embeddings": 192}
+    tok = AutoTokenizer.from_pretrained(tmp_path / "e")
+    assert cfg["vocab_size"] == len(tok) and tok.convert_tokens_to_ids("<extra_0>") == len(tok) - 1
 
 
 def test_the_verify_command_asks_a_gpu_unless_its_spec_says_cpu(tmp_path):
