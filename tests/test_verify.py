@@ -9,6 +9,7 @@ import itertools
 import json
 import random
 import time
+from pathlib import Path
 from fractions import Fraction
 
 import pytest
@@ -239,10 +240,23 @@ def test_the_context_keeps_the_longest_run_of_last_steps_that_fits(tiny_prms):
             assert dropped == k and size[k] < len(ids) <= size[k - 1] - 1
             assert ids.count(verifier.separator_id) == len(steps) - k + 1
             assert f"step {k - 1}:" not in text and f"to the sum{verifier.separator}step {k}:" in text
+        for k in (1, 12):  # this tokenizer's steps cost what they cost alone: the room is filled to the token
+            assert len(fit(verifier, question, steps, size[k - 1] - 1)[0]) == size[k - 1] - 1
+            # 8 tokens of room or fewer take no tail (docs/verifiers.md); 9 do
+            assert fit(verifier, question, steps, size[k] + 8) == (verifier.render(question, steps[k:]), k)
+            assert len(fit(verifier, question, steps, size[k] + 9)[0]) == size[k] + 9
         # an answer step that alone overflows the context: its last tokens, and every other step dropped
         long_answer = steps[:-1] + ["so " * 400 + "the answer is \\boxed{5}"]
         ids, dropped = fit(verifier, question, long_answer, 120)
         assert dropped == len(steps) - 1 and len(ids) <= 120 and ids.count(verifier.separator_id) == 1
+        # ... the longest tail of its tokens that fits, found by trying every length; down to one token
+        tokens = verifier.tokenizer(long_answer[-1], add_special_tokens=False)["input_ids"]
+        base = len(verifier.render(question, [""]))
+        tails = [verifier.render(question, [verifier.tokenizer.decode(tokens[-n:])]) for n in range(1, 130)]
+        for limit in (base + 1, base + 2, 120):
+            assert fit(verifier, question, long_answer, limit) == ([t for t in tails if len(t) <= limit][-1], len(steps) - 1)
+        with pytest.raises(UserError, match=r"verifiers\.<name>\.max_tokens"):  # no room for one token of it
+            fit(verifier, question, long_answer, base)
         assert question in verifier.tokenizer.decode(ids) and "the answer is \\boxed{5}" in verifier.tokenizer.decode(ids)
         # a question that alone overflows it: one line naming the setting
         with pytest.raises(UserError, match=r"verifiers\.<name>\.max_tokens"):
@@ -261,7 +275,7 @@ def test_a_cut_through_multibyte_characters_still_fits_and_is_scored(tiny_prms):
     size = [len(verifier.render(question, steps[k:])) for k in range(len(steps))]
     for limit in range(size[6] + 9, size[5]):  # every cut point of step 5 (this tokenizer splits ², ≈, ✓ ...)
         ids, dropped = fit(verifier, question, steps, limit)
-        assert dropped == 6 and len(ids) <= limit
+        assert dropped == 6 and limit - 4 <= len(ids) <= limit  # filled but for the bytes of a cut character
         assert ids.count(verifier.separator_id) == len(steps) - dropped + 1  # the cut step is scored too
 
 
@@ -360,6 +374,8 @@ def test_tiny_checkpoints_have_each_familys_exact_layout(tiny_prms):
         fcfg = json.loads((folder / "config.json").read_text())  # grouped-query attention, as the 7B PRMs' 28/4
         assert fcfg["num_attention_heads"] % fcfg["num_key_value_heads"] == 0
         assert fcfg["num_key_value_heads"] < fcfg["num_attention_heads"]
+    with safe_open(ens / "model.safetensors", "pt") as f, safe_open(qwen / "model.safetensors", "pt") as g:
+        assert f.metadata() == g.metadata() == {"format": "pt"}  # as transformers' save_pretrained writes it
     qcfg = json.loads((qwen / "config.json").read_text())  # Qwen2.5-Math-PRM-7B's config.json: no ensemble keys
     assert qcfg["architectures"] == ["Qwen2ForProcessRewardModel"] and not {"rr_token", "num_ensemble"} & set(qcfg)
     with safe_open(qwen / "model.safetensors", "pt") as f:
@@ -425,6 +441,49 @@ def test_the_training_copy_reg_model_never_changes_a_reward(tiny_prms, tmp_path)
         tiny_prms["ensemble-prm"], question, steps, dtype="float32")
 
 
+
+def test_score_steps_keeps_the_checkpoints_dtype_and_takes_a_whole_context(tiny_prms, tmp_path):
+    """dtype "auto" (the default) scores in the checkpoint's own dtype (config.json: bfloat16); an input
+    of exactly the verifier's context is scored, one token more fails in one line."""
+    from notallbits.verify import score_steps
+    from notallbits.verify.families import load
+
+    folder = tiny_prms["qwen2-prm"]
+    question, steps = SOLUTIONS[0]
+    bf16 = score_steps(folder, question, steps, dtype="bfloat16")
+    assert score_steps(folder, question, steps) == bf16 != score_steps(folder, question, steps, dtype="float32")
+    n = len(load(str(folder), "float32", "cpu").render(question, steps))
+    exact = _rewrite(folder, tmp_path / "exact", config={"max_position_embeddings": n})
+    assert score_steps(exact, question, steps, dtype="float32") == pytest.approx(
+        card_qwen_prm_rewards(folder, question, steps), abs=1e-5)
+    short = _rewrite(folder, tmp_path / "short", config={"max_position_embeddings": n - 1})
+    with pytest.raises(UserError, match=f"{n} tokens, more than the verifier's {n - 1}-token context"):
+        score_steps(short, question, steps, dtype="float32")
+
+
+def test_an_ensemble_of_one_head_without_rr_token_or_pad_token_scores_as_the_authors_worker(tiny_prms, tmp_path):
+    """ActivePRM's worker: rr_token from the config, else " \\n\\n"; pad = eos (it sets
+    ``tokenizer.pad_token = tokenizer.eos_token``); ``EnsembleModel`` takes any number of heads >= 1."""
+    from transformers import AutoTokenizer
+
+    from notallbits.verify.families import load
+
+    folder = _rewrite(tiny_prms["ensemble-prm"], tmp_path / "one",
+                      change=lambda t: {k: v[:1] for k, v in t.items() if k.startswith("score.")})
+    cfg = {k: v for k, v in json.loads((folder / "config.json").read_text()).items() if k != "rr_token"}
+    (folder / "config.json").write_text(json.dumps({**cfg, "num_ensemble": 1}))
+    tok_cfg = json.loads((folder / "tokenizer_config.json").read_text())
+    (folder / "tokenizer_config.json").write_text(json.dumps({**tok_cfg, "pad_token": None}))
+    tok = AutoTokenizer.from_pretrained(folder)
+    assert tok.pad_token_id is None
+    verifier = load(str(folder), "float32", "cpu")
+    assert verifier.separator == " \n\n" and verifier.separator_id == tok(" \n\n").input_ids[0]
+    assert verifier.pad_id == tok.eos_token_id
+    got = verifier.step_rewards([verifier.render(q, s) for q, s in SOLUTIONS], "cpu")  # padded batch
+    for rewards, want in zip(got, authors_ensemble_rewards(folder, SOLUTIONS)):  # at every token id the
+        assert len(rewards) > 4 and rewards == pytest.approx(want, abs=1e-5)  # worker reads (here: " ")
+
+
 def _rewrite(src, dst, keep=lambda k: True, change=None, config=None):
     import shutil
 
@@ -472,7 +531,7 @@ def test_auto_dtype_is_the_one_config_json_names(tiny_prms, tmp_path):
     from notallbits.verify.families import load
 
     def body_dtype(folder):
-        return load(str(folder), "auto", "cpu").model.model.embed_tokens.weight.dtype
+        return load(str(folder)).model.model.embed_tokens.weight.dtype  # load's defaults: auto, cpu
 
     def without_dtype(name, **config):
         folder = _rewrite(tiny_prms["qwen2-prm"], tmp_path / name)
@@ -501,6 +560,11 @@ def test_a_checkpoint_with_an_extra_or_a_wrongly_shaped_weight_fails_in_one_line
     with pytest.raises(UserError, match=r"shape: weights do not fit a Qwen2ForProcessRewardModel: \S") as err:
         load(str(shape), "float32", "cpu")
     assert "\n" not in str(err.value)
+    from notallbits.verify.families import BY_NAME
+
+    with pytest.raises(RuntimeError) as raw:  # transformers' own error: its first line is the detail
+        BY_NAME["qwen2-prm"].model_class().from_pretrained(shape, dtype=torch.float32)
+    assert str(err.value).endswith(str(raw.value).splitlines()[0].strip())
 
 
 # ---------------------------------------------------------------- the verify step
@@ -554,7 +618,7 @@ def _tensor_bytes(folder):
     return sum(t.numel() * t.element_size() for f in folder.glob("*.safetensors") for t in load_file(f).values())
 
 
-def test_the_verify_step_scores_every_record_as_activeprms_worker(tiny_prm, tmp_path):
+def test_the_verify_step_scores_every_record_as_activeprms_worker(tiny_prm, tmp_path, monkeypatch):
     """verify(): one row per (question, sample, budget) in the job's order, its steps the budget's
     thinking cut at blank lines then the answer (counted by hand), each step's reward the authors'
     worker's, the score their minimum; the header names the job and the checkpoint's tensor bytes."""
@@ -569,6 +633,15 @@ def test_the_verify_step_scores_every_record_as_activeprms_worker(tiny_prm, tmp_
     gen = _generation_file(tmp_path / "g.jsonl", VERIFY_THINKING, VERIFY_ANSWERS, VERIFY_CHARS_AT_8)
     spec = {"verifier": "prm", "source": str(tiny_prm), "aggregation": "min", "dtype": "float32", "device": "cpu",
             "batch_size": 3}
+    from notallbits.verify.families import Verifier
+
+    batches, step_rewards = [], Verifier.step_rewards
+
+    def recorded(self, batch, device):  # the forward passes it asks for: how many records, how long
+        batches.append([len(ids) for ids in batch])
+        return step_rewards(self, batch, device)
+
+    monkeypatch.setattr(Verifier, "step_rewards", recorded)
     t0 = time.perf_counter()
     header = verify(str(questions), [str(gen)], spec, str(tmp_path / "v.jsonl"))
     wall = time.perf_counter() - t0
@@ -593,6 +666,9 @@ def test_the_verify_step_scores_every_record_as_activeprms_worker(tiny_prm, tmp_
                         + "<extra_0>".join(VERIFY_STEPS[key]) + "<extra_0>")
         assert row["input_tokens"] == len(tok(authors_text).input_ids)
     assert len({r["score"] for r in rows}) > 4  # the rewards differ, so a row joined to another record shows
+    # batches of batch_size (8 records: 3, 3, 2), the longest inputs first
+    assert [len(b) for b in batches] == [3, 3, 2]
+    assert sum(batches, []) == sorted((r["input_tokens"] for r in rows), reverse=True)
 
 
 def test_the_verify_step_drops_the_first_steps_of_a_trace_longer_than_its_context(tiny_prm, tmp_path):
@@ -634,6 +710,11 @@ def test_the_verify_step_fails_in_one_line_on_a_bad_job(tiny_prm, tmp_path):
                str(tmp_path / "v.jsonl"))
     with pytest.raises(UserError, match="unknown prompt style 'nope'"):
         verify(str(questions), [str(gen)], {**spec, "prompt_style": "nope"}, str(tmp_path / "v.jsonl"))
+    import torch
+
+    if not torch.cuda.is_available():  # the device asked for, not a CPU fallback
+        with pytest.raises(UserError, match="device is cuda but torch .* cannot use CUDA"):
+            verify(str(questions), [str(gen)], {**spec, "device": "cuda"}, str(tmp_path / "v.jsonl"))
     # one question shard of two: the job is not whole
     from notallbits.io import read_framed_jsonl, write_framed_jsonl
 
@@ -650,20 +731,61 @@ def test_the_verify_step_fails_in_one_line_on_a_bad_job(tiny_prm, tmp_path):
     assert not (tmp_path / "v.jsonl").exists()
 
 
-def test_the_verify_command_writes_the_verify_file(tiny_prm, tmp_path):
+def test_the_verify_command_writes_the_verify_file(tiny_prm, tmp_path, monkeypatch):
+    """The verifier named by a hub id: loaded from the snapshot huggingface_hub cached (refs/main ->
+    snapshots/<commit>/, offline as every job runs), its bytes measured there."""
     import argparse
+    import shutil
+
+    import huggingface_hub.constants
 
     from notallbits.io import read_framed_jsonl
     from notallbits.verify import run
 
+    commit = "0123456789abcdef0123456789abcdef01234567"
+    repo = tmp_path / "hub" / "models--tiny-org--tiny-prm"
+    shutil.copytree(tiny_prm, repo / "snapshots" / commit)
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text(commit)
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
     questions = tmp_path / "q.jsonl"
     questions.write_text("".join(json.dumps(q) + "\n" for q in VERIFY_QUESTIONS))
     gen = _generation_file(tmp_path / "g.jsonl", VERIFY_THINKING, VERIFY_ANSWERS, VERIFY_CHARS_AT_8)
-    spec = {"verifier": "prm", "source": str(tiny_prm), "aggregation": "min", "device": "cpu"}
+    spec = {"verifier": "prm", "source": "tiny-org/tiny-prm", "aggregation": "min", "device": "cpu"}
     run(argparse.Namespace(build_tiny=None, questions=str(questions), generations=(str(gen),), spec=json.dumps(spec),
                            out=str(tmp_path / "out.jsonl"), family="ensemble-prm"))
     header, rows = read_framed_jsonl(tmp_path / "out.jsonl")
     assert header["records"] == len(rows) == 8 and header["verifier"] == "prm"
+    assert header["source"] == "tiny-org/tiny-prm" and header["verifier_bytes"] == _tensor_bytes(tiny_prm)
+
+
+def test_the_build_tiny_command_writes_the_family_asked_for(tmp_path):
+    """``notallbits verify --build-tiny DIR --family F`` writes F's checkpoint to DIR; build_tiny without
+    a family writes ActPRM-X's, the demo's verifier (docs/verifiers.md)."""
+    import argparse
+
+    from transformers import AutoTokenizer
+
+    from notallbits.verify import build_tiny, run
+
+    run(argparse.Namespace(build_tiny=str(tmp_path / "q"), family="qwen2-prm", questions=None, generations=None,
+                           spec=None, out=None))
+    assert json.loads((tmp_path / "q" / "config.json").read_text())["architectures"] == ["Qwen2ForProcessRewardModel"]
+    build_tiny(tmp_path / "e")
+    cfg = json.loads((tmp_path / "e" / "config.json").read_text())
+    assert cfg["architectures"] == ["Qwen2ForEnsemblePRM"]
+    assert json.loads((tmp_path / "e" / "notallbits.json").read_text())["family"] == "ensemble-prm"
+    # the shape docs/verifiers.md gives the demo's verifier
+    doc = " ".join((Path(__file__).parents[1] / "docs" / "verifiers.md").read_text().split())
+    assert ("2 layers, hidden size 64 (MLP 128), 4 attention heads over 2 KV heads, 4 ensemble heads, "
+            "a 192-position context") in doc
+    assert {k: cfg[k] for k in ("num_hidden_layers", "hidden_size", "intermediate_size", "num_attention_heads",
+                                "num_key_value_heads", "num_ensemble", "max_position_embeddings")} == {
+        "num_hidden_layers": 2, "hidden_size": 64, "intermediate_size": 128, "num_attention_heads": 4,
+        "num_key_value_heads": 2, "num_ensemble": 4, "max_position_embeddings": 192}
+    tok = AutoTokenizer.from_pretrained(tmp_path / "e")
+    assert cfg["vocab_size"] == len(tok) and tok.convert_tokens_to_ids("<extra_0>") == len(tok) - 1
 
 
 def test_the_verify_command_asks_a_gpu_unless_its_spec_says_cpu(tmp_path):
