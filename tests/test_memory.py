@@ -561,3 +561,16 @@ def test_prm_weight_bytes_of_tied_labelled_and_ensemble_configs_by_hand(tmp_path
     (tmp_path / "config.json").write_text(json.dumps(cfg))
     assert prm_weight_bytes(str(tmp_path)) == 1392 + 2 * 3 * 17_793 * 4
     assert round(prm_weight_bytes("ActPRM-X") / GIB, 2) == 13.28
+
+
+def test_tokens_held_at_the_peak_by_hand():
+    """After a 5000-token trace one sample holds: full 5000; StreamingLLM its budget 2048;
+    R-KV budget + buffer, 2048 + 128 (it compresses every 128 positions, as the authors' loop
+    does); HQQ all 5000 (quantized). A trace under the budget is held whole."""
+    from notallbits.memory import kv_tokens_held
+
+    assert kv_tokens_held({"method": "full"}, 5000) == 5000
+    assert kv_tokens_held({"method": "streamingllm", "budget": 2048}, 5000) == 2048
+    assert kv_tokens_held({"method": "rkv", "budget": 2048, "buffer": 128}, 5000) == 2176
+    assert kv_tokens_held({"method": "hqq", "nbits": 4}, 5000) == 5000
+    assert kv_tokens_held({"method": "rkv", "budget": 2048, "buffer": 128}, 1000) == 1000
