@@ -574,3 +574,22 @@ def test_tokens_held_at_the_peak_by_hand():
     assert kv_tokens_held({"method": "rkv", "budget": 2048, "buffer": 128}, 5000) == 2176
     assert kv_tokens_held({"method": "hqq", "nbits": 4}, 5000) == 5000
     assert kv_tokens_held({"method": "rkv", "budget": 2048, "buffer": 128}, 1000) == 1000
+
+
+def test_arch_of_a_config_that_leaves_its_defaults_out_by_hand(tmp_path):
+    """A config.json that states only what differs from transformers' defaults: no
+    num_key_value_heads (every head has its own K/V: transformers' configs default it to
+    num_attention_heads), no head_dim (hidden // heads), no tie_word_embeddings (Qwen2Config,
+    Qwen3Config and LlamaConfig default it to False). Such an untied checkpoint stores its lm_head,
+    which is no tied head stored twice."""
+    import struct
+
+    cfg = {"model_type": "qwen2", "hidden_size": 48, "intermediate_size": 96, "num_hidden_layers": 2,
+           "num_attention_heads": 4, "vocab_size": 100}
+    (tmp_path / "config.json").write_text(json.dumps(cfg))
+    header = json.dumps({"lm_head.weight": {"dtype": "BF16", "shape": [100, 48], "data_offsets": [0, 9600]}})
+    (tmp_path / "model.safetensors").write_bytes(struct.pack("<Q", len(header)) + header.encode())
+    a = Arch.named(str(tmp_path))
+    assert (a.kv_heads, a.head_dim, a.tied, a.stores_tied_lm_head) == (4, 12, False, False)
+    assert type(a.head_dim) is int
+    assert kv_bytes_per_token(a) == 2 * 2 * 4 * 12 * 2
