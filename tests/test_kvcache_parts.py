@@ -45,10 +45,11 @@ def test_slots_hold_what_was_written_in_slots_counted_by_hand():
     layer.reserve(300)  # 15 used + 300 ahead
     assert layer.capacity == 315 and torch.equal(layer.keys, torch.cat([k1, k2, k3], 2))
     assert torch.equal(layer.values, torch.cat([v1, v2, v3], 2))
+    moved = layer._kbuf.data_ptr()
     layer.reserve(5)  # already room: nothing moves
-    assert layer.capacity == 315
-    layer.reserve(300)  # exactly the room there is
-    assert layer.capacity == 315
+    assert layer.capacity == 315 and layer._kbuf.data_ptr() == moved
+    layer.reserve(300)  # exactly the room there is: no new buffer either
+    assert layer.capacity == 315 and layer._kbuf.data_ptr() == moved
 
 
 def test_slots_without_reservation_fit_the_first_write_exactly():
