@@ -192,7 +192,7 @@ class Module:
         self._nab_layer = layer
 
 
-@pytest.mark.parametrize("q", [1, 4])
+@pytest.mark.parametrize("q", [1, 2, 4])
 def test_grouped_attention_equals_eager_attention_with_repeated_kv(q):
     """Head h of the query reads KV head h // groups, as repeat_kv orders them; an additive
     float64 mask (taken to the query's dtype), a bool mask per KV head, no mask (causal for
@@ -218,6 +218,9 @@ def test_grouped_attention_equals_eager_attention_with_repeated_kv(q):
     query, key, value = attention_case(q, length=q)
     causal = torch.ones(q, q, dtype=torch.bool).tril()
     got, _ = grouped_attention(Module(), query, key, value, None, scaling=0.3)
+    torch.testing.assert_close(got, eager(query, key, value, causal[None, None], 0.3, 3), rtol=1e-5, atol=1e-6)
+    # a module the pre-hook never saw (a model loaded with this attention by name): no cache layer
+    got, _ = grouped_attention(torch.nn.Module(), query, key, value, None, scaling=0.3)
     torch.testing.assert_close(got, eager(query, key, value, causal[None, None], 0.3, 3), rtol=1e-5, atol=1e-6)
     got, _ = grouped_attention(Module(), query, key, value, None)  # default scale, no dropout
     torch.testing.assert_close(got, eager(query, key, value, causal[None, None], 8 ** -0.5, 3), rtol=1e-5, atol=1e-6)
