@@ -517,3 +517,25 @@ def test_streamingllm_layer_attends_over_at_most_its_peak_slots():
     assert layer.peak_slots() == 24 + streaming_slack(24) + 1 == layer.capacity
     kept = layer.keys[0, 0][layer.visible()[0, 0]]
     assert torch.equal(kept, torch.cat([keys[0, 0, :4], keys[0, 0, -20:]]))  # 4 sinks + the 20 most recent
+
+
+def test_full_cache_is_one_slot_layer_per_decoder_layer_and_decodes_as_transformers_cache():
+    """The full cache of a 2-layer model: two slot layers, and a prefill + one decoded token through
+    it give transformers' own DynamicCache's logits."""
+    from transformers import AutoModelForCausalLM, DynamicCache, Qwen3Config
+
+    from notallbits.kvcache import make_cache
+
+    config = Qwen3Config(vocab_size=64, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                         num_attention_heads=4, num_key_value_heads=2, head_dim=8)
+    torch.manual_seed(0)
+    model = AutoModelForCausalLM.from_config(config, dtype=torch.float32).eval()
+    cache = make_cache({"method": "full"}, model)
+    assert [type(layer) for layer in cache.layers] == [SlotLayer, SlotLayer]
+    ids, step = torch.tensor([[5, 6, 7, 8]]), torch.tensor([[9]])
+    reference = DynamicCache(config=config)
+    model(input_ids=ids, past_key_values=reference)
+    model(input_ids=ids, past_key_values=cache)
+    want = model(input_ids=step, past_key_values=reference).logits
+    torch.testing.assert_close(model(input_ids=step, past_key_values=cache).logits, want, rtol=1e-5, atol=1e-6)
+    assert cache.get_seq_length() == 5
