@@ -139,6 +139,20 @@ def test_reserve_and_fork_through_the_package():
     plain = Cache(layers=[DynamicLayer()])
     other = fork(plain)
     assert other.layers[0] is not plain.layers[0] and type(other.layers[0]) is DynamicLayer
+    # reserve without a fork's tokens keeps no fork room; with them, every evicting layer does
+    reserve(evicting, 10)
+    assert [layer.fork_room for layer in evicting.layers] == [0, 0]
+    reserve(evicting, 10, fork_tokens=4)
+    assert [layer.fork_room for layer in evicting.layers] == [4, 4]
+    # a one-layer cache reads its padding from that layer
+    single = EvictingCache(StreamingLLMLayer, normalize({"method": "streamingllm", "budget": 16}), 1)
+    set_padding(single, torch.tensor([2, 0]))
+    assert padding(single, None).tolist() == [2, 0]
+    # a fork of no tokens reserves nothing: a full buffer stays as it is
+    full = Cache(layers=[SlotLayer()])
+    full.layers[0].update(*kv(6, 11))
+    fork(full)
+    assert full.layers[0].capacity == 6
 
 
 def test_held_bytes_count_slots_used_and_transformers_quantized_layers_by_hand():
