@@ -134,3 +134,49 @@ def test_plan_sizes_every_kv_job_and_its_runtime_uses_those_rows():
     job, s = spec["aime25/Qwen3-8B/w16/kv-rkv-8k"]
     config_one = {**config, "generation": {**config["generation"], "batch_size": 1}}
     assert plan.job_minutes(config_one, job, s, 30) > plan.job_minutes(config, job, s, 30)
+
+
+def test_every_part_of_a_row_of_a_one_head_model_by_hand():
+    """A row of a 2-layer model with one query head and one KV head of 4 (per token: K and V x 2
+    layers x 4 values x 2 B = 32 B), vocabulary 10, hidden 8, MLP 16; a 300-token trace, a 5-token
+    answer, a 7-token prompt. Parts every method has: the answer's fork tail 5 x 32 = 160, fp32
+    scores of the one head over the held + answer tokens, prefill activations 2 B x 7 x (3 x 16 +
+    6 x 8) = 1344, logits 16 B x 10 = 160. The bytes are whole numbers."""
+    arch = Arch(layers=2, kv_heads=1, head_dim=4, hidden=8, intermediate=16, heads=1, vocab=10)
+    common = {"fork_tail": 160, "activations": 1344, "logits": 160}
+    zero = dict.fromkeys(("streaming_slack", "hqq_requantized_layer", "compaction_head", "hqq_fork_requantized",
+                          "hqq_attention_scratch"), 0)
+    expected = {
+        "full": {**zero, "cache": 300 * 32, "attention_scores": 4 * 305},
+        # 64 kept + slack 64 // 16 = 4 masked + the step's own: 69 slots; a compaction moves one
+        # head's K (or V) of one layer: 69 x 4 values x 2 B
+        "streamingllm": {**zero, "cache": 64 * 32, "streaming_slack": 5 * 32, "compaction_head": 69 * 8,
+                         "attention_scores": 4 * (64 + 5)},
+        # budget + buffer = 80 tokens (the scoring scratch is the batch's: memory.kv_batch_bytes)
+        "rkv": {**zero, "cache": 80 * 32, "attention_scores": 4 * 85},
+        # 4-bit codes + a 16-bit scale and zero per 64 values: 172 tokens x 16 values x (1/2 + 4/64) B
+        # = 1548, beside a bf16 window of 128 tokens (4096); all 300 tokens requantized: 2700 B, a
+        # layer of them 1350; attention reads 300 tokens' keys dequantized (2 B) with their
+        # unpacked codes (1 B), 300 x 4 x 3 = 3600, and holds the scores in fp32 and bf16, 6 x 305
+        "hqq": {"cache": 1548 + 4096, "streaming_slack": 0, "hqq_requantized_layer": 1350, "compaction_head": 0,
+                "hqq_fork_requantized": 2700, "hqq_attention_scratch": 3600 + 6 * 305, "attention_scores": 4 * 305},
+    }
+    settings = {"full": {"method": "full"}, "streamingllm": {"method": "streamingllm", "budget": 64},
+                "rkv": {"method": "rkv", "budget": 64, "buffer": 16},
+                "hqq": {"method": "hqq", "nbits": 4, "q_group_size": 64, "residual_length": 128}}
+    for method, parts in expected.items():
+        row = kv_row_bytes(arch, settings[method], 300, 5, 7)
+        want = {**parts, **common}
+        assert row == {**want, "total": sum(want.values())}, method
+        assert all(type(v) is int for v in row.values()), method
+    assert kv_row_bytes(arch, settings["full"], 300, 5, 7)["total"] == 12484
+
+
+def test_a_row_too_long_for_one_gpu_window_is_requantized_whole_by_hand():
+    """On a GPU hqq's optimiser windows are whole rows (quantized._pieces does not split a row
+    there): a Qwen3-8B row of 70,000 tokens has 70,000 x 8 x 128 = 71,680,000 K (or V) values, more
+    than the 2^26 a batch's work takes, so the work is that one row and each of its five window
+    buffers holds all of it in float16: 71,680,000 x (2 + 2 + 1 + 0.5 + 5 x 2 + 2) B."""
+    arch = Arch.named("Qwen3-8B")
+    hqq = {"method": "hqq", "nbits": 4, "q_group_size": 64, "residual_length": 128}
+    assert kv_batch_bytes(arch, hqq, 70000) == 71_680_000 * 35 // 2 == 1_254_400_000

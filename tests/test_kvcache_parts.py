@@ -45,10 +45,11 @@ def test_slots_hold_what_was_written_in_slots_counted_by_hand():
     layer.reserve(300)  # 15 used + 300 ahead
     assert layer.capacity == 315 and torch.equal(layer.keys, torch.cat([k1, k2, k3], 2))
     assert torch.equal(layer.values, torch.cat([v1, v2, v3], 2))
+    moved = layer._kbuf.data_ptr()
     layer.reserve(5)  # already room: nothing moves
-    assert layer.capacity == 315
-    layer.reserve(300)  # exactly the room there is
-    assert layer.capacity == 315
+    assert layer.capacity == 315 and layer._kbuf.data_ptr() == moved
+    layer.reserve(300)  # exactly the room there is: no new buffer either
+    assert layer.capacity == 315 and layer._kbuf.data_ptr() == moved
 
 
 def test_slots_without_reservation_fit_the_first_write_exactly():
@@ -138,6 +139,20 @@ def test_reserve_and_fork_through_the_package():
     plain = Cache(layers=[DynamicLayer()])
     other = fork(plain)
     assert other.layers[0] is not plain.layers[0] and type(other.layers[0]) is DynamicLayer
+    # reserve without a fork's tokens keeps no fork room; with them, every evicting layer does
+    reserve(evicting, 10)
+    assert [layer.fork_room for layer in evicting.layers] == [0, 0]
+    reserve(evicting, 10, fork_tokens=4)
+    assert [layer.fork_room for layer in evicting.layers] == [4, 4]
+    # a one-layer cache reads its padding from that layer
+    single = EvictingCache(StreamingLLMLayer, normalize({"method": "streamingllm", "budget": 16}), 1)
+    set_padding(single, torch.tensor([2, 0]))
+    assert padding(single, None).tolist() == [2, 0]
+    # a fork of no tokens reserves nothing: a full buffer stays as it is
+    full = Cache(layers=[SlotLayer()])
+    full.layers[0].update(*kv(6, 11))
+    fork(full)
+    assert full.layers[0].capacity == 6
 
 
 def test_held_bytes_count_slots_used_and_transformers_quantized_layers_by_hand():
@@ -191,7 +206,7 @@ class Module:
         self._nab_layer = layer
 
 
-@pytest.mark.parametrize("q", [1, 4])
+@pytest.mark.parametrize("q", [1, 2, 4])
 def test_grouped_attention_equals_eager_attention_with_repeated_kv(q):
     """Head h of the query reads KV head h // groups, as repeat_kv orders them; an additive
     float64 mask (taken to the query's dtype), a bool mask per KV head, no mask (causal for
@@ -217,6 +232,9 @@ def test_grouped_attention_equals_eager_attention_with_repeated_kv(q):
     query, key, value = attention_case(q, length=q)
     causal = torch.ones(q, q, dtype=torch.bool).tril()
     got, _ = grouped_attention(Module(), query, key, value, None, scaling=0.3)
+    torch.testing.assert_close(got, eager(query, key, value, causal[None, None], 0.3, 3), rtol=1e-5, atol=1e-6)
+    # a module the pre-hook never saw (a model loaded with this attention by name): no cache layer
+    got, _ = grouped_attention(torch.nn.Module(), query, key, value, None, scaling=0.3)
     torch.testing.assert_close(got, eager(query, key, value, causal[None, None], 0.3, 3), rtol=1e-5, atol=1e-6)
     got, _ = grouped_attention(Module(), query, key, value, None)  # default scale, no dropout
     torch.testing.assert_close(got, eager(query, key, value, causal[None, None], 8 ** -0.5, 3), rtol=1e-5, atol=1e-6)
@@ -513,3 +531,25 @@ def test_streamingllm_layer_attends_over_at_most_its_peak_slots():
     assert layer.peak_slots() == 24 + streaming_slack(24) + 1 == layer.capacity
     kept = layer.keys[0, 0][layer.visible()[0, 0]]
     assert torch.equal(kept, torch.cat([keys[0, 0, :4], keys[0, 0, -20:]]))  # 4 sinks + the 20 most recent
+
+
+def test_full_cache_is_one_slot_layer_per_decoder_layer_and_decodes_as_transformers_cache():
+    """The full cache of a 2-layer model: two slot layers, and a prefill + one decoded token through
+    it give transformers' own DynamicCache's logits."""
+    from transformers import AutoModelForCausalLM, DynamicCache, Qwen3Config
+
+    from notallbits.kvcache import make_cache
+
+    config = Qwen3Config(vocab_size=64, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                         num_attention_heads=4, num_key_value_heads=2, head_dim=8)
+    torch.manual_seed(0)
+    model = AutoModelForCausalLM.from_config(config, dtype=torch.float32).eval()
+    cache = make_cache({"method": "full"}, model)
+    assert [type(layer) for layer in cache.layers] == [SlotLayer, SlotLayer]
+    ids, step = torch.tensor([[5, 6, 7, 8]]), torch.tensor([[9]])
+    reference = DynamicCache(config=config)
+    model(input_ids=ids, past_key_values=reference)
+    model(input_ids=ids, past_key_values=cache)
+    want = model(input_ids=step, past_key_values=reference).logits
+    torch.testing.assert_close(model(input_ids=step, past_key_values=cache).logits, want, rtol=1e-5, atol=1e-6)
+    assert cache.get_seq_length() == 5

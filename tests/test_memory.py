@@ -515,3 +515,91 @@ def test_arch_of_a_folder_by_hand(tmp_path):
     header = json.dumps({"lm_head.weight": {"dtype": "BF16", "shape": [100, 64], "data_offsets": [0, 12800]}})
     (tmp_path / "model.safetensors").write_bytes(struct.pack("<Q", len(header)) + header.encode())
     assert Arch.named(str(tmp_path)).stored_tied_head_params == 100 * 64
+
+
+def test_table1_footnote_names_the_stored_and_the_shared_heads_by_hand(monkeypatch):
+    """Qwen3-0.6B and 1.7B store their tied lm_head (151936 x 1024 and x 2048 bf16 values:
+    311,164,928 and 622,329,856 bytes, 0.29 and 0.58 GiB); Qwen3-4B shares it and stores it once;
+    8B-32B have their own. Only the paper's Qwen3 models are named (not the other shipped families,
+    some of them tied); with no such model a list says "none"."""
+    from notallbits import memory
+
+    note = memory.table1_footnote()
+    assert "which the cell includes (Qwen3-0.6B: 0.29 GiB, Qwen3-1.7B: 0.58 GiB); tied and stored once: Qwen3-4B;" in note
+    assert note.count("Qwen3") == 3 and "Nemotron" not in note
+    shipped = memory.known_archs()
+    for names, stored, once in ((["Qwen3-8B"], "none", "none"),
+                                (["Qwen3-4B", "OpenReasoning-Nemotron-1.5B", "Qwen3-8B"], "none",
+                                 "Qwen3-4B, OpenReasoning-Nemotron-1.5B")):
+        monkeypatch.setattr(memory, "known_archs", lambda group=None, names=names: {n: shipped[n] for n in names})
+        assert f"which the cell includes ({stored}); tied and stored once: {once};" in memory.table1_footnote()
+
+
+def test_table1_cells_by_hand_and_its_typed_column():
+    """Qwen3-8B's cells unrounded: 8,190,735,360 parameters (36 layers of 4096x4096 x2, 4096x1024 x2,
+    3 x 4096x12288; untied 151936 x 4096 embeddings twice; norms), KV of 30,000 tokens at 147,456 B
+    each; the CSV's unmarked form types the stored-head flag (true for 0.6B, false for 4B) and
+    prints the rows it is given."""
+    rows = {r["model"]: r for r in table1()}
+    params = 36 * (4096 * 4096 * 2 + 4096 * 1024 * 2 + 3 * 4096 * 12288) + 2 * 151936 * 4096 + 36 * (2 * 4096 + 2 * 128) + 4096
+    assert params == 8_190_735_360
+    assert rows["Qwen3-8B"]["params_b"] == pytest.approx(8.19073536, rel=1e-12)
+    assert rows["Qwen3-8B"]["kv_gib_30k"] * GIB == 30000 * 147_456
+    assert rows["Qwen3-8B"]["kv_gib_30k_x16"] * GIB == 16 * 30000 * 147_456
+    unmarked = table1_csv(marked=False).splitlines()
+    assert unmarked[0].endswith(",kv_gib_30k_x16,tied_lm_head_stored")
+    assert unmarked[1] == "Qwen3-0.6B,0.60,0.50,0.71,1.40,3.20,51.27,true"
+    assert unmarked[3] == "Qwen3-4B,4.02,2.49,4.19,7.49,4.12,65.92,false"
+    one = {"model": "M", "params_b": 1.004, "weight_gib_4bit": 0.5, "weight_gib_8bit": 1.0, "weight_gib_16bit": 2.0,
+           "kv_gib_30k": 0.125, "kv_gib_30k_x16": 2.0, "tied_lm_head_stored": True}
+    assert table1_csv([one]).splitlines()[1:] == ["M,1.00,0.50,1.00,2.00*,0.12,2.00"]
+
+
+def test_prm_weight_bytes_of_tied_labelled_and_ensemble_configs_by_hand(tmp_path):
+    """The 8-wide Qwen2 PRM of the test above, varied: tied embeddings (stored once, no lm_head to
+    leave out: the same 696 bf16 values), num_labels 3 (head 64 + 8 + 24 + 3 values), and 3
+    ensemble heads of 17,793 float32 values each, stored twice (model and reg_model). The shipped
+    ActPRM-X (32 heads) is 13.28 GiB of tensors, the paper's figure."""
+    from notallbits.memory import prm_weight_bytes
+
+    cfg = {"model_type": "qwen2", "architectures": ["Qwen2ForProcessRewardModel"], "hidden_size": 8,
+           "intermediate_size": 16, "num_hidden_layers": 1, "num_attention_heads": 2, "num_key_value_heads": 1,
+           "vocab_size": 10, "tie_word_embeddings": True, "num_labels": 3}
+    (tmp_path / "config.json").write_text(json.dumps(cfg))
+    assert prm_weight_bytes(str(tmp_path)) == 1392 + (64 + 8 + 24 + 3) * 2
+    cfg.update(architectures=["Qwen2ForEnsemblePRM"], num_ensemble=3, tie_word_embeddings=False)
+    (tmp_path / "config.json").write_text(json.dumps(cfg))
+    assert prm_weight_bytes(str(tmp_path)) == 1392 + 2 * 3 * 17_793 * 4
+    assert round(prm_weight_bytes("ActPRM-X") / GIB, 2) == 13.28
+
+
+def test_tokens_held_at_the_peak_by_hand():
+    """After a 5000-token trace one sample holds: full 5000; StreamingLLM its budget 2048;
+    R-KV budget + buffer, 2048 + 128 (it compresses every 128 positions, as the authors' loop
+    does); HQQ all 5000 (quantized). A trace under the budget is held whole."""
+    from notallbits.memory import kv_tokens_held
+
+    assert kv_tokens_held({"method": "full"}, 5000) == 5000
+    assert kv_tokens_held({"method": "streamingllm", "budget": 2048}, 5000) == 2048
+    assert kv_tokens_held({"method": "rkv", "budget": 2048, "buffer": 128}, 5000) == 2176
+    assert kv_tokens_held({"method": "hqq", "nbits": 4}, 5000) == 5000
+    assert kv_tokens_held({"method": "rkv", "budget": 2048, "buffer": 128}, 1000) == 1000
+
+
+def test_arch_of_a_config_that_leaves_its_defaults_out_by_hand(tmp_path):
+    """A config.json that states only what differs from transformers' defaults: no
+    num_key_value_heads (every head has its own K/V: transformers' configs default it to
+    num_attention_heads), no head_dim (hidden // heads), no tie_word_embeddings (Qwen2Config,
+    Qwen3Config and LlamaConfig default it to False). Such an untied checkpoint stores its lm_head,
+    which is no tied head stored twice."""
+    import struct
+
+    cfg = {"model_type": "qwen2", "hidden_size": 48, "intermediate_size": 96, "num_hidden_layers": 2,
+           "num_attention_heads": 4, "vocab_size": 100}
+    (tmp_path / "config.json").write_text(json.dumps(cfg))
+    header = json.dumps({"lm_head.weight": {"dtype": "BF16", "shape": [100, 48], "data_offsets": [0, 9600]}})
+    (tmp_path / "model.safetensors").write_bytes(struct.pack("<Q", len(header)) + header.encode())
+    a = Arch.named(str(tmp_path))
+    assert (a.kv_heads, a.head_dim, a.tied, a.stores_tied_lm_head) == (4, 12, False, False)
+    assert type(a.head_dim) is int
+    assert kv_bytes_per_token(a) == 2 * 2 * 4 * 12 * 2
