@@ -2,11 +2,12 @@
 its code, lcb_runner/evaluation/testing_util.py, and checked on problems shaped like its own:
 stdin problems with big integers, LeetCode-style functional problems with List annotations)."""
 
+import json
 import time
 
 import pytest
 
-from notallbits.codegrade import PRELUDE, Limits, extract_program, grade_many, outputs_match, run_program
+from notallbits.codegrade import PRELUDE, Limits, _run, extract_program, grade_many, outputs_match, run_program
 
 ADD_TESTS = [{"input": "1 2\n", "output": "3\n", "testtype": "stdin"},
              {"input": "10 -4\n", "output": "6\n", "testtype": "stdin"}]
@@ -198,6 +199,22 @@ def test_each_test_has_its_own_time_limit():
 def test_huge_allocation_fails_cleanly():
     r = stdin("x = bytearray(8 * 1024**3)\nprint(3)")
     assert not r.passed and r.outcome == "runtime_error" and "MemoryError" in r.detail
+
+
+def test_the_memory_and_file_caps_are_in_mib():
+    # Limits.memory_mb caps the address space, file_mb the largest file, both in MiB: mapping 100 MiB
+    # less than the cap works and 100 MiB more does not; a file of exactly the cap is written whole
+    limits, add = Limits(test_seconds=2.0, memory_mb=512, file_mb=1), "\n" + CORRECT_STDIN
+    mapping = "import mmap\nm = mmap.mmap(-1, {} * 2**20)"
+    assert stdin(mapping.format(412) + add, limits=limits).passed
+    r = stdin(mapping.format(612) + add, limits=limits)
+    assert (r.outcome, r.detail) == ("runtime_error", "OSError: [Errno 12] Cannot allocate memory"), r
+    # open() reads the test's input during a test (LiveCodeBench's mock): the program writes with os
+    writing = "import os\nfd = os.open('f', os.O_WRONLY | os.O_CREAT)\ndata = b'x' * {}\nwhile data:\n" \
+              "    data = data[os.write(fd, data):]"
+    assert stdin(writing.format(2**20) + add, limits=limits).passed
+    r = stdin(writing.format(2**20 + 2**19) + add, limits=limits)
+    assert (r.outcome, r.detail) == ("runtime_error", "OSError: [Errno 27] File too large"), r
 
 
 def test_grade_many_in_parallel_and_votes_by_behaviour():
@@ -403,6 +420,39 @@ def test_a_sandbox_that_ends_before_the_program_starts_is_a_sandbox_error():
     for end in (b"", b"\n"):
         r = _run(FailingSandbox(b"bwrap: /home/j\xf6rg: No such file" + end), CORRECT_STDIN, ADD_TESTS, None, FAST)
         assert (r.outcome, r.detail) == ("sandbox_error", "bwrap: /home/j\ufffdrg: No such file")
+
+
+class ScriptedSandbox(FailingSandbox):
+    """A launcher that reads the job and then writes the given pieces of report (kept in a file),
+    pausing between them: the parent reads each piece before the next comes."""
+
+    def __init__(self, folder, *pieces: bytes):
+        self.script = folder / f"pieces-{len(list(folder.iterdir()))}.py"
+        self.script.write_text(f"PIECES = {pieces!r}\n" + "import sys, time\nsys.stdin.buffer.read()\n"
+                               "for piece in PIECES:\n    sys.stdout.buffer.write(piece)\n"
+                               "    sys.stdout.buffer.flush()\n    time.sleep(0.4)\n")
+
+    def start(self, limits):
+        import subprocess
+        import sys
+
+        proc = subprocess.Popen([sys.executable, str(self.script)], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                stderr=subprocess.STDOUT, start_new_session=True)
+        return proc, None
+
+
+def test_an_output_of_exactly_the_cap_passes_even_when_every_character_is_escaped(tmp_path):
+    # output_mb caps the program's output (1 MiB here); its report line JSON-escapes it, a backslash to
+    # two bytes, and the parent holds the line whole until its newline comes
+    output = "\\" * 2**20
+    line = json.dumps({"r": 0, "s": "ok", "o": output}).encode()
+    head, tests, limits = b'{"c": 0}\n{"t": 0}\n', [{"input": "", "output": output, "testtype": "stdin"}], \
+        Limits(test_seconds=2.0, output_mb=1)
+    r = _run(ScriptedSandbox(tmp_path, head, line[:-2], line[-2:] + b"\n"), CORRECT_STDIN, tests, None, limits)
+    assert (r.passed, r.outcome) == (True, "passed"), r
+    over = line[:-2] + b"\\\\" * 2**11  # 2,048 backslashes more
+    r = _run(ScriptedSandbox(tmp_path, head, over, line[-2:] + b"\n"), CORRECT_STDIN, tests, None, limits)
+    assert r.outcome == "output_limit", r
 
 
 class UnstartableSandbox(FailingSandbox):
