@@ -6,6 +6,7 @@ import os
 import resource
 import secrets
 import socket
+import sys
 import tempfile
 import time
 
@@ -297,8 +298,14 @@ def test_a_fresh_bubblewrap_sandbox_is_what_its_options_promise(outside):
     """Built anew (grading reuses one), as bwrap's manual describes its options: host name
     "sandbox", user and group nobody (65534), a read-only root, only the variables set (and the PWD
     bwrap sets), no new user namespace (--disable-userns: unshare fails with ENOSPC), and of the
-    system's library folder only the libraries the interpreter loads."""
+    system's library folder only the libraries the interpreter loads; no folder of the grader's
+    sys.path outside the standard library (the module's docstring: no project folder, no packages)."""
     host_libraries = len(os.listdir(LIBRARIES))
+    # the grader's import folders other than the standard library's (installed packages, the project)
+    stdlib = os.path.dirname(os.path.realpath(os.__file__))
+    outside_stdlib = [os.path.realpath(p) for p in sys.path
+                      if p and os.path.isdir(p) and not os.path.realpath(p).startswith(stdlib)]
+    assert outside_stdlib
     program = f"""
 import ctypes, errno, os
 libc = ctypes.CDLL(None, use_errno=True)
@@ -306,10 +313,11 @@ print(os.uname().nodename, os.getuid(), os.getgid(), os.access("/", os.W_OK))
 print(sorted(os.environ.items()))
 print(libc.unshare(0x10000000), errno.errorcode.get(ctypes.get_errno()))
 print(0 < len(os.listdir({LIBRARIES!r})) < {host_libraries} // 4)
+print([p for p in {outside_stdlib!r} if os.path.exists(p)])
 """
     env = {"HOME": "/scratch", "LANG": "C.UTF-8", "OMP_NUM_THREADS": "1", "PATH": "/usr/bin:/bin", "PWD": "/scratch",
            "TMPDIR": "/scratch"}
-    want = f"sandbox 65534 65534 False\n{sorted(env.items())}\n-1 ENOSPC\nTrue\n"
+    want = f"sandbox 65534 65534 False\n{sorted(env.items())}\n-1 ENOSPC\nTrue\n[]\n"
     result = codegrade._run(codegrade.Bubblewrap(), program, [{"input": "", "output": want, "testtype": "stdin"}],
                             None, LIMITS)
     assert result.passed, result
@@ -406,6 +414,26 @@ def test_bwrap_is_taken_from_the_path_else_where_distributions_install_it(monkey
     assert codegrade.Bubblewrap().prefix[0] == str(link)
     monkeypatch.setattr(codegrade.shutil, "which", lambda name: None if name == "bwrap" else which(name))
     assert codegrade.Bubblewrap().prefix[0] == "/usr/bin/bwrap"  # the first of /usr/bin/bwrap, /bin/bwrap
+    if os.path.exists("/bin/bwrap"):  # merged /usr: /bin is a link to usr/bin
+        exists = os.path.exists
+        monkeypatch.setattr(codegrade.os.path, "exists", lambda p: p != "/usr/bin/bwrap" and exists(p))
+        assert codegrade.Bubblewrap().prefix[0] == "/bin/bwrap"
+
+
+def test_the_sandbox_runs_the_base_interpreter_not_the_venvs(outside, monkeypatch):
+    """A venv's python (sys.executable) may be a copy or a launcher that needs its venv folder, which
+    the sandbox does not show: the sandbox binds and runs the interpreter the venv was made from."""
+    monkeypatch.setattr(codegrade.sys, "executable", "/nonexistent/venv/bin/python")
+    box = codegrade.Bubblewrap()
+    assert box.python == os.path.realpath(sys._base_executable) and box.python_args[0] == box.python
+
+
+def test_not_root_no_cgroup_is_looked_for(outside, monkeypatch):
+    """RLIMIT_NPROC counts the processes of a user who is not root: no pids cgroup, no change of user."""
+    monkeypatch.setattr(codegrade.os, "geteuid", lambda: 1000)
+    monkeypatch.setattr(codegrade, "_cgroup_pids_root", lambda: "/sys/fs/cgroup")
+    box = codegrade.Bubblewrap()
+    assert (box.cgroups, box.as_nobody) == (None, False)
 
 
 
@@ -438,3 +466,75 @@ def test_without_ldd_the_sandbox_binds_the_systems_library_folders(outside, monk
     result = codegrade._run(codegrade.Bubblewrap(), program, [{"input": "", "output": "True\n", "testtype": "stdin"}],
                             None, LIMITS)
     assert result.passed, result
+
+
+def test_a_bubblewrap_the_kernel_refuses_stops_grading_with_its_own_error(tmp_path, monkeypatch):
+    """Where the kernel refuses bwrap's namespaces, bwrap prints one line and exits: the trial run
+    at set-up turns that line into the one-line error that stops grading."""
+    fake = tmp_path / "bwrap"
+    fake.write_text('#!/bin/sh\n[ "$1" = --help ] && exec /usr/bin/bwrap --help\n'
+                    'echo "bwrap: setting up uid map: Permission denied" >&2\nexit 1\n')
+    fake.chmod(0o755)
+    monkeypatch.setattr(codegrade.shutil, "which", lambda name, which=codegrade.shutil.which: str(fake)
+                        if name == "bwrap" else which(name))
+    with pytest.raises(UserError, match=r"\(bwrap: setting up uid map: Permission denied\); user namespaces"):
+        codegrade.Bubblewrap()
+
+
+FLAGS = "import sys\nprint(sys.flags.isolated, sys.flags.no_site, sys.flags.dont_write_bytecode, sys.flags.bytes_warning)"
+
+
+@pytest.mark.parametrize("make", [codegrade.Bubblewrap, codegrade.ProcessSandbox])
+def test_the_interpreter_runs_isolated_without_site_or_bytecode(outside, make):
+    """python -I -S -B (its manual): no PYTHON* variables or user site folder, no site module, no
+    .pyc written; and no -b (bytes warnings)."""
+    result = codegrade._run(make(), FLAGS, [{"input": "", "output": "1 1 1 0\n", "testtype": "stdin"}], None, LIMITS)
+    assert result.passed, result
+
+
+def test_the_process_sandbox_kills_a_program_that_ignores_its_alarm(outside):
+    """The weaker sandbox's program runs in its own session: the kill from outside, one second after
+    the test's limit, reaches it and everything it started."""
+    program = "while True:\n    try:\n        while True:\n            pass\n    except BaseException:\n        pass"
+    t0 = time.perf_counter()
+    result = codegrade._run(codegrade.ProcessSandbox(), program, ADD_TESTS, None, Limits(test_seconds=0.5))
+    assert result.outcome == "timeout" and time.perf_counter() - t0 < 0.5 + 1 + 4, result
+    assert children_of_this_process() == []
+
+
+def test_the_process_sandboxs_limits_and_user(outside, monkeypatch):
+    """As root the program becomes nobody, whose process count all sandboxes share: RLIMIT_NPROC 256
+    (/proc/self/limits, which the weaker sandbox sees); a sandbox not asked to drop runs as the
+    grader's user under the grader's own process limit."""
+    program = "import os\nlimit = [l for l in open('/proc/self/limits', 'rb').read().decode().splitlines() " \
+              "if l.startswith('Max processes')][0].split()[2]\nprint(os.getuid(), limit)"
+    box = codegrade.ProcessSandbox()
+    if box.as_nobody:
+        result = codegrade._run(box, program, [{"input": "", "output": "65534 256\n", "testtype": "stdin"}], None,
+                                LIMITS)
+        assert result.passed, result
+    box.as_nobody = False
+    soft = resource.getrlimit(resource.RLIMIT_NPROC)[0]
+    want = f"{os.geteuid()} {'unlimited' if soft == resource.RLIM_INFINITY else soft}\n"
+    result = codegrade._run(box, program, [{"input": "", "output": want, "testtype": "stdin"}], None, LIMITS)
+    assert result.passed, result
+
+
+def test_the_process_sandboxs_program_may_remove_its_own_folder(outside):
+    """The scratch folder is the program's: removing it (posix.rmdir escapes the guard) leaves the
+    program's verdict its own, not a failure of the grader's clean-up."""
+    program = "import posix\nposix.rmdir('../' + posix.getcwd().rsplit('/', 1)[1])\n" + ANSWER
+    result = codegrade._run(codegrade.ProcessSandbox(), program, ADD_TESTS[:1], None, LIMITS)  # one test: one rmdir
+    assert result.passed, result
+
+
+def test_a_process_sandbox_that_cannot_start_says_why_and_leaves_nothing(outside, tmp_path):
+    """An interpreter that refuses to start says so on stderr: that line is the detail. One that
+    cannot be run at all raises, and its scratch folder is removed first."""
+    box = codegrade.ProcessSandbox()
+    box.python = "/bin/sh"  # sh refuses python's options: "/bin/sh: 0: Illegal option -I" on stderr
+    result = codegrade._run(box, ANSWER, ADD_TESTS, None, LIMITS)
+    assert result.outcome == "sandbox_error" and "Illegal option -I" in result.detail, result
+    box.python = str(tmp_path / "missing")
+    with pytest.raises(FileNotFoundError):
+        box.start(LIMITS)
