@@ -538,3 +538,33 @@ def test_a_process_sandbox_that_cannot_start_says_why_and_leaves_nothing(outside
     box.python = str(tmp_path / "missing")
     with pytest.raises(FileNotFoundError):
         box.start(LIMITS)
+
+
+def test_as_root_without_a_pids_cgroup_bwrap_runs_as_nobody(monkeypatch):
+    """Root's processes escape RLIMIT_NPROC: where no pids cgroup can be made, bwrap itself is
+    started as nobody (65534), whose processes the limit counts."""
+    if os.geteuid() != 0:
+        pytest.skip("needs root")
+    monkeypatch.setattr(codegrade, "_cgroup_pids_root", lambda: None)
+    monkeypatch.setattr(codegrade.Bubblewrap, "_check", lambda self: None)  # nobody may not read this interpreter
+    box = codegrade.Bubblewrap()
+    assert (box.cgroups, box.as_nobody) == (None, True)
+    proc, cgroup = box.start(LIMITS)
+    try:
+        status = open(f"/proc/{proc.pid}/status").read().splitlines()
+        ids = {line.split()[0]: line.split()[1:] for line in status if line.startswith(("Uid:", "Gid:", "Groups:"))}
+        assert (ids["Uid:"][0], ids["Gid:"][0], ids["Groups:"], cgroup) == ("65534", "65534", [], None)
+    finally:
+        codegrade._kill(proc)
+
+
+def test_a_bwrap_older_than_0_8_is_refused_naming_what_it_lacks(tmp_path, monkeypatch):
+    """--size and --perms (the scratch folder's cap) came with bubblewrap 0.8; --clearenv,
+    --die-with-parent and --new-session keep the sandbox clean and short-lived."""
+    fake = tmp_path / "bwrap"
+    fake.write_text("#!/bin/sh\n/usr/bin/bwrap --help | grep -v -e --size -e --perms\n")
+    fake.chmod(0o755)
+    monkeypatch.setattr(codegrade.shutil, "which", lambda name, which=codegrade.shutil.which: str(fake)
+                        if name == "bwrap" else which(name))
+    with pytest.raises(UserError, match=r"too old for the code sandbox \(no --size, --perms; bubblewrap 0.8"):
+        codegrade.Bubblewrap()
