@@ -299,13 +299,16 @@ def test_a_fresh_bubblewrap_sandbox_is_what_its_options_promise(outside):
     "sandbox", user and group nobody (65534), a read-only root, only the variables set (and the PWD
     bwrap sets), no new user namespace (--disable-userns: unshare fails with ENOSPC), and of the
     system's library folder only the libraries the interpreter loads; no folder of the grader's
-    sys.path outside the standard library (the module's docstring: no project folder, no packages)."""
+    sys.path outside the standard library (the module's docstring: no project folder, no packages),
+    the standard library's own site-packages an empty read-only folder; the loader's cache (ld.so(8))
+    is there."""
     host_libraries = len(os.listdir(LIBRARIES))
     # the grader's import folders other than the standard library's (installed packages, the project)
     stdlib = os.path.dirname(os.path.realpath(os.__file__))
     outside_stdlib = [os.path.realpath(p) for p in sys.path
                       if p and os.path.isdir(p) and not os.path.realpath(p).startswith(stdlib)]
     assert outside_stdlib
+    packages = os.path.join(stdlib, "site-packages")  # some installs keep packages inside the stdlib: hidden
     program = f"""
 import ctypes, errno, os
 libc = ctypes.CDLL(None, use_errno=True)
@@ -313,11 +316,17 @@ print(os.uname().nodename, os.getuid(), os.getgid(), os.access("/", os.W_OK))
 print(sorted(os.environ.items()))
 print(libc.unshare(0x10000000), errno.errorcode.get(ctypes.get_errno()))
 print(0 < len(os.listdir({LIBRARIES!r})) < {host_libraries} // 4)
-print([p for p in {outside_stdlib!r} if os.path.exists(p)])
+print([p for p in {outside_stdlib!r} if os.path.exists(p)], os.path.exists("/etc/ld.so.cache"))
+if os.path.isdir({packages!r}):
+    try:
+        open({packages!r} + "/planted.py", "w")
+    except OSError as exc:
+        print(os.listdir({packages!r}), errno.errorcode[exc.errno])
 """
     env = {"HOME": "/scratch", "LANG": "C.UTF-8", "OMP_NUM_THREADS": "1", "PATH": "/usr/bin:/bin", "PWD": "/scratch",
            "TMPDIR": "/scratch"}
-    want = f"sandbox 65534 65534 False\n{sorted(env.items())}\n-1 ENOSPC\nTrue\n[]\n"
+    want = f"sandbox 65534 65534 False\n{sorted(env.items())}\n-1 ENOSPC\nTrue\n[] True\n" \
+        + ("[] EROFS\n" if os.path.isdir(packages) else "")
     result = codegrade._run(codegrade.Bubblewrap(), program, [{"input": "", "output": want, "testtype": "stdin"}],
                             None, LIMITS)
     assert result.passed, result
