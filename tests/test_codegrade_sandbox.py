@@ -578,3 +578,23 @@ def test_a_bwrap_older_than_0_8_is_refused_naming_what_it_lacks(tmp_path, monkey
                         if name == "bwrap" else which(name))
     with pytest.raises(UserError, match=r"too old for the code sandbox \(no --size, --perms; bubblewrap 0.8"):
         codegrade.Bubblewrap()
+
+
+def test_grade_many_runs_one_program_per_core_and_needs_no_sandbox_without_programs(monkeypatch):
+    """Programs are graded over the CPU cores (one thread each waits on a sandbox), or as many as asked;
+    a batch in which no program was extracted fails every test without setting up a sandbox, as
+    LiveCodeBench grades an empty program."""
+    from notallbits.codegrade import ThreadPoolExecutor
+
+    pools = []
+    monkeypatch.setattr(codegrade, "ThreadPoolExecutor", lambda max_workers: pools.append(max_workers)
+                        or ThreadPoolExecutor(max_workers=max_workers))
+    monkeypatch.setattr(codegrade.shutil, "which", lambda name: None)  # no bwrap: nothing may need it
+    monkeypatch.setattr(codegrade.os.path, "exists", lambda path: False)
+    monkeypatch.setattr(codegrade, "_SANDBOXES", {})
+    jobs = [(None, ADD_TESTS, None)]
+    for cores, workers, want in ((os.cpu_count(), None, os.cpu_count()), (1, None, 1), (None, None, 1), (8, 3, 3)):
+        monkeypatch.setattr(codegrade.os, "cpu_count", lambda cores=cores: cores)
+        results = grade_many(jobs, workers=workers)
+        assert [(r.outcome, r.tests_passed, r.tests_total) for r in results] == [("no_program", 0, 2)]
+        assert pools.pop() == want
