@@ -279,6 +279,7 @@ def test_the_weaker_sandbox_must_be_chosen_and_is_recorded():
     assert run_program("a, b = map(int, input().split())\nprint(a + b)", ADD_TESTS, limits=LIMITS,
                        sandbox_name="process").passed
     assert type(codegrade.sandbox("bubblewrap")).__name__ == "Bubblewrap"  # the strong one unless chosen
+    assert codegrade.sandbox() is codegrade.sandbox("bubblewrap")
     assert type(codegrade.sandbox("process")).__name__ == "ProcessSandbox"
     q = demo_code()[0]
     records = [{"question_id": q["id"], "sample": 0, "budget_tokens": 16, "thinking_tokens": 1, "answer_tokens": 1,
@@ -583,7 +584,7 @@ def test_a_bwrap_older_than_0_8_is_refused_naming_what_it_lacks(tmp_path, monkey
 def test_grade_many_runs_one_program_per_core_and_needs_no_sandbox_without_programs(monkeypatch):
     """Programs are graded over the CPU cores (one thread each waits on a sandbox), or as many as asked;
     a batch in which no program was extracted fails every test without setting up a sandbox, as
-    LiveCodeBench grades an empty program."""
+    LiveCodeBench grades an empty program; the sandbox chosen grades them all."""
     from notallbits.codegrade import ThreadPoolExecutor
 
     pools = []
@@ -598,3 +599,6 @@ def test_grade_many_runs_one_program_per_core_and_needs_no_sandbox_without_progr
         results = grade_many(jobs, workers=workers)
         assert [(r.outcome, r.tests_passed, r.tests_total) for r in results] == [("no_program", 0, 2)]
         assert pools.pop() == want
+    # the weaker sandbox, where chosen, grades every program of the batch (bubblewrap is missing here)
+    results = grade_many([(ANSWER, ADD_TESTS, None)], limits=LIMITS, sandbox_name="process")
+    assert [r.outcome for r in results] == ["passed"]
