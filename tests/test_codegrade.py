@@ -413,6 +413,10 @@ def test_a_sandbox_that_ends_before_the_program_starts_is_a_sandbox_error():
     # a result for a test that was not started is the sandbox's error: no test counts as passed
     r = _run(FailingSandbox('{"c": 0}\n{"t": 0}\n{"r": 1, "s": "ok", "o": "3"}\n'), CORRECT_STDIN, ADD_TESTS, None, FAST)
     assert (r.outcome, r.tests_passed) == ("sandbox_error", 0)
+    # its detail quotes the report out of order, cut to 100 characters as an unreadable line's
+    late = {"r": 1, "s": "ok", "o": "3" * 200}
+    r = _run(FailingSandbox('{"c": 0}\n{"t": 0}\n' + json.dumps(late) + "\n"), CORRECT_STDIN, ADD_TESTS, None, FAST)
+    assert (r.outcome, r.detail) == ("sandbox_error", f"unexpected report: {str(late)[:100]}")
     flood = "x" * 5000  # a long one: its first 100 bytes, so the detail stays one short line
     r = _run(FailingSandbox('{"c": 0}\n' + flood + "\n"), CORRECT_STDIN, ADD_TESTS, None, FAST)
     assert (r.outcome, r.detail) == ("sandbox_error", f"unreadable report: {flood.encode()[:100]!r}")
