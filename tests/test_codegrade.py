@@ -185,7 +185,7 @@ def test_wrong_answer_stops_at_the_first_failing_test():
 def test_infinite_loop_times_out_per_test():
     t0 = time.perf_counter()
     r = stdin("while True:\n    pass", limits=Limits(test_seconds=1.0))
-    assert not r.passed and r.outcome == "timeout"
+    assert not r.passed and r.outcome == "timeout" and r.detail == ""  # the harness's timeout report has no detail
     assert time.perf_counter() - t0 < 5
 
 
@@ -413,6 +413,9 @@ def test_a_sandbox_that_ends_before_the_program_starts_is_a_sandbox_error():
     # a result for a test that was not started is the sandbox's error: no test counts as passed
     r = _run(FailingSandbox('{"c": 0}\n{"t": 0}\n{"r": 1, "s": "ok", "o": "3"}\n'), CORRECT_STDIN, ADD_TESTS, None, FAST)
     assert (r.outcome, r.tests_passed) == ("sandbox_error", 0)
+    # a compile error reported without its detail: the verdict, with no made-up detail
+    r = _run(FailingSandbox('{"c": 0}\n{"c": 1}\n'), CORRECT_STDIN, ADD_TESTS, None, FAST)
+    assert (r.outcome, r.detail) == ("compile_error", "")
     # its detail quotes the report out of order, cut to 100 characters as an unreadable line's
     late = {"r": 1, "s": "ok", "o": "3" * 200}
     r = _run(FailingSandbox('{"c": 0}\n{"t": 0}\n' + json.dumps(late) + "\n"), CORRECT_STDIN, ADD_TESTS, None, FAST)
