@@ -364,6 +364,17 @@ def test_as_root_a_bubblewrap_sandbox_runs_in_its_own_pids_cgroup(outside):
         codegrade._kill(proc)
         box.cleanup(cgroup)
     assert not os.path.exists(cgroup)
+    # a sandbox that cannot be started leaves no cgroup behind
+    before = set(os.listdir(_pids_hierarchy()))
+
+    def refuse(*args, **kwargs):
+        raise OSError(11, "Resource temporarily unavailable")
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(codegrade.subprocess, "Popen", refuse)
+        with pytest.raises(OSError):
+            box.start(LIMITS)
+    assert set(os.listdir(_pids_hierarchy())) == before
 
 
 def test_a_fresh_process_sandbox_is_nobody_in_a_private_scratch_folder(outside):
