@@ -418,6 +418,9 @@ def test_a_sandbox_that_ends_before_the_program_starts_is_a_sandbox_error():
     assert (r.outcome, r.detail, r.tests_passed) == ("compile_error", "", 0)
     r = _run(FailingSandbox('{"c": 0}\n{"c": 1, "e": "' + "x" * 400 + '"}\n'), CORRECT_STDIN, ADD_TESTS, None, FAST)
     assert (r.outcome, r.detail) == ("compile_error", "x" * 300)  # one line of at most 300 characters
+    r = _run(FailingSandbox('{"c": 0}\n{"t": 0}\n{"r": 0, "s": "runtime_error", "e": "' + "y" * 400 + '"}\n'),
+             CORRECT_STDIN, ADD_TESTS, None, FAST)
+    assert (r.outcome, r.detail, r.tests_passed) == ("runtime_error", "y" * 300, 0)
     # its detail quotes the report out of order, cut to 100 characters as an unreadable line's
     late = {"r": 1, "s": "ok", "o": "3" * 200}
     r = _run(FailingSandbox('{"c": 0}\n{"t": 0}\n' + json.dumps(late) + "\n"), CORRECT_STDIN, ADD_TESTS, None, FAST)
