@@ -201,6 +201,15 @@ def test_huge_allocation_fails_cleanly():
     assert not r.passed and r.outcome == "runtime_error" and "MemoryError" in r.detail
 
 
+def test_a_large_input_reaches_the_program_whole():
+    # LiveCodeBench's stdin tests hold inputs of hundreds of kB (n up to 2 * 10**5 numbers): the job
+    # goes to the sandbox in many pipe-sized pieces
+    numbers = list(range(1, 100_001))
+    tests = [{"input": f"{len(numbers)}\n{' '.join(map(str, numbers))}\n", "output": f"{sum(numbers)}\n",
+              "testtype": "stdin"}]
+    assert stdin("input()\nprint(sum(map(int, input().split())))", tests).passed
+
+
 def test_the_memory_and_file_caps_are_in_mib():
     # Limits.memory_mb caps the address space, file_mb the largest file, both in MiB: mapping 100 MiB
     # less than the cap works and 100 MiB more does not; a file of exactly the cap is written whole
