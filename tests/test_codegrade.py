@@ -229,10 +229,11 @@ def test_the_memory_and_file_caps_are_in_mib():
 def test_grade_many_in_parallel_and_votes_by_behaviour():
     same_behaviour = "x, y = input().split()\nprint(int(x) + int(y))"
     jobs = [(CORRECT_STDIN, ADD_TESTS, None), (same_behaviour, ADD_TESTS, None), (CORRECT_STDIN, ADD_TESTS, None),
-            ("print(0)", ADD_TESTS, None), (None, ADD_TESTS, None)]
+            ("print(0)", ADD_TESTS, None), (None, ADD_TESTS, None), ("print(1)", ADD_TESTS, None)]
     results = grade_many(jobs, limits=FAST)
-    assert [r.passed for r in results] == [True, True, True, False, False]
+    assert [r.passed for r in results] == [True, True, True, False, False, False]
     assert results[0].signature == results[1].signature != results[3].signature
+    assert results[3].signature != results[5].signature  # two wrong answers, two different votes
     assert results[4].signature is None  # no program: abstains
 
 
