@@ -180,6 +180,7 @@ def test_functional_compile_errors():
 def test_wrong_answer_stops_at_the_first_failing_test():
     r = stdin("a, b = map(int, input().split())\nprint(a + b if a < 5 else a - b)")
     assert not r.passed and r.outcome == "wrong_answer" and r.tests_passed == 1
+    assert r.detail == "test 2 of 2"  # the failing test, counted from 1
 
 
 def test_infinite_loop_times_out_per_test():
