@@ -2,11 +2,12 @@
 its code, lcb_runner/evaluation/testing_util.py, and checked on problems shaped like its own:
 stdin problems with big integers, LeetCode-style functional problems with List annotations)."""
 
+import json
 import time
 
 import pytest
 
-from notallbits.codegrade import PRELUDE, Limits, extract_program, grade_many, outputs_match, run_program
+from notallbits.codegrade import PRELUDE, Limits, _run, extract_program, grade_many, outputs_match, run_program
 
 ADD_TESTS = [{"input": "1 2\n", "output": "3\n", "testtype": "stdin"},
              {"input": "10 -4\n", "output": "6\n", "testtype": "stdin"}]
@@ -179,12 +180,13 @@ def test_functional_compile_errors():
 def test_wrong_answer_stops_at_the_first_failing_test():
     r = stdin("a, b = map(int, input().split())\nprint(a + b if a < 5 else a - b)")
     assert not r.passed and r.outcome == "wrong_answer" and r.tests_passed == 1
+    assert r.detail == "test 2 of 2"  # the failing test, counted from 1
 
 
 def test_infinite_loop_times_out_per_test():
     t0 = time.perf_counter()
     r = stdin("while True:\n    pass", limits=Limits(test_seconds=1.0))
-    assert not r.passed and r.outcome == "timeout"
+    assert not r.passed and r.outcome == "timeout" and r.detail == ""  # the harness's timeout report has no detail
     assert time.perf_counter() - t0 < 5
 
 
@@ -200,13 +202,39 @@ def test_huge_allocation_fails_cleanly():
     assert not r.passed and r.outcome == "runtime_error" and "MemoryError" in r.detail
 
 
+def test_a_large_input_reaches_the_program_whole():
+    # LiveCodeBench's stdin tests hold inputs of hundreds of kB (n up to 2 * 10**5 numbers): the job
+    # goes to the sandbox in many pipe-sized pieces
+    numbers = list(range(1, 100_001))
+    tests = [{"input": f"{len(numbers)}\n{' '.join(map(str, numbers))}\n", "output": f"{sum(numbers)}\n",
+              "testtype": "stdin"}]
+    assert stdin("input()\nprint(sum(map(int, input().split())))", tests).passed
+
+
+def test_the_memory_and_file_caps_are_in_mib():
+    # Limits.memory_mb caps the address space, file_mb the largest file, both in MiB: mapping 100 MiB
+    # less than the cap works and 100 MiB more does not; a file of exactly the cap is written whole
+    limits, add = Limits(test_seconds=2.0, memory_mb=512, file_mb=1), "\n" + CORRECT_STDIN
+    mapping = "import mmap\nm = mmap.mmap(-1, {} * 2**20)"
+    assert stdin(mapping.format(412) + add, limits=limits).passed
+    r = stdin(mapping.format(612) + add, limits=limits)
+    assert (r.outcome, r.detail) == ("runtime_error", "OSError: [Errno 12] Cannot allocate memory"), r
+    # open() reads the test's input during a test (LiveCodeBench's mock): the program writes with os
+    writing = "import os\nfd = os.open('f', os.O_WRONLY | os.O_CREAT)\ndata = b'x' * {}\nwhile data:\n" \
+              "    data = data[os.write(fd, data):]"
+    assert stdin(writing.format(2**20) + add, limits=limits).passed
+    r = stdin(writing.format(2**20 + 2**19) + add, limits=limits)
+    assert (r.outcome, r.detail) == ("runtime_error", "OSError: [Errno 27] File too large"), r
+
+
 def test_grade_many_in_parallel_and_votes_by_behaviour():
     same_behaviour = "x, y = input().split()\nprint(int(x) + int(y))"
     jobs = [(CORRECT_STDIN, ADD_TESTS, None), (same_behaviour, ADD_TESTS, None), (CORRECT_STDIN, ADD_TESTS, None),
-            ("print(0)", ADD_TESTS, None), (None, ADD_TESTS, None)]
+            ("print(0)", ADD_TESTS, None), (None, ADD_TESTS, None), ("print(1)", ADD_TESTS, None)]
     results = grade_many(jobs, limits=FAST)
-    assert [r.passed for r in results] == [True, True, True, False, False]
+    assert [r.passed for r in results] == [True, True, True, False, False, False]
     assert results[0].signature == results[1].signature != results[3].signature
+    assert results[3].signature != results[5].signature  # two wrong answers, two different votes
     assert results[4].signature is None  # no program: abstains
 
 
@@ -396,6 +424,18 @@ def test_a_sandbox_that_ends_before_the_program_starts_is_a_sandbox_error():
     # a result for a test that was not started is the sandbox's error: no test counts as passed
     r = _run(FailingSandbox('{"c": 0}\n{"t": 0}\n{"r": 1, "s": "ok", "o": "3"}\n'), CORRECT_STDIN, ADD_TESTS, None, FAST)
     assert (r.outcome, r.tests_passed) == ("sandbox_error", 0)
+    # a compile error reported without its detail: the verdict, with no made-up detail
+    r = _run(FailingSandbox('{"c": 0}\n{"c": 1}\n'), CORRECT_STDIN, ADD_TESTS, None, FAST)
+    assert (r.outcome, r.detail, r.tests_passed) == ("compile_error", "", 0)
+    r = _run(FailingSandbox('{"c": 0}\n{"c": 1, "e": "' + "x" * 400 + '"}\n'), CORRECT_STDIN, ADD_TESTS, None, FAST)
+    assert (r.outcome, r.detail) == ("compile_error", "x" * 300)  # one line of at most 300 characters
+    r = _run(FailingSandbox('{"c": 0}\n{"t": 0}\n{"r": 0, "s": "runtime_error", "e": "' + "y" * 400 + '"}\n'),
+             CORRECT_STDIN, ADD_TESTS, None, FAST)
+    assert (r.outcome, r.detail, r.tests_passed) == ("runtime_error", "y" * 300, 0)
+    # its detail quotes the report out of order, cut to 100 characters as an unreadable line's
+    late = {"r": 1, "s": "ok", "o": "3" * 200}
+    r = _run(FailingSandbox('{"c": 0}\n{"t": 0}\n' + json.dumps(late) + "\n"), CORRECT_STDIN, ADD_TESTS, None, FAST)
+    assert (r.outcome, r.detail) == ("sandbox_error", f"unexpected report: {str(late)[:100]}")
     flood = "x" * 5000  # a long one: its first 100 bytes, so the detail stays one short line
     r = _run(FailingSandbox('{"c": 0}\n' + flood + "\n"), CORRECT_STDIN, ADD_TESTS, None, FAST)
     assert (r.outcome, r.detail) == ("sandbox_error", f"unreadable report: {flood.encode()[:100]!r}")
@@ -403,6 +443,39 @@ def test_a_sandbox_that_ends_before_the_program_starts_is_a_sandbox_error():
     for end in (b"", b"\n"):
         r = _run(FailingSandbox(b"bwrap: /home/j\xf6rg: No such file" + end), CORRECT_STDIN, ADD_TESTS, None, FAST)
         assert (r.outcome, r.detail) == ("sandbox_error", "bwrap: /home/j\ufffdrg: No such file")
+
+
+class ScriptedSandbox(FailingSandbox):
+    """A launcher that reads the job and then writes the given pieces of report (kept in a file),
+    pausing between them: the parent reads each piece before the next comes."""
+
+    def __init__(self, folder, *pieces: bytes):
+        self.script = folder / f"pieces-{len(list(folder.iterdir()))}.py"
+        self.script.write_text(f"PIECES = {pieces!r}\n" + "import sys, time\nsys.stdin.buffer.read()\n"
+                               "for piece in PIECES:\n    sys.stdout.buffer.write(piece)\n"
+                               "    sys.stdout.buffer.flush()\n    time.sleep(0.4)\n")
+
+    def start(self, limits):
+        import subprocess
+        import sys
+
+        proc = subprocess.Popen([sys.executable, str(self.script)], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                stderr=subprocess.STDOUT, start_new_session=True)
+        return proc, None
+
+
+def test_an_output_of_exactly_the_cap_passes_even_when_every_character_is_escaped(tmp_path):
+    # output_mb caps the program's output (1 MiB here); its report line JSON-escapes it, a backslash to
+    # two bytes, and the parent holds the line whole until its newline comes
+    output = "\\" * 2**20
+    line = json.dumps({"r": 0, "s": "ok", "o": output}).encode()
+    head, tests, limits = b'{"c": 0}\n{"t": 0}\n', [{"input": "", "output": output, "testtype": "stdin"}], \
+        Limits(test_seconds=2.0, output_mb=1)
+    r = _run(ScriptedSandbox(tmp_path, head, line[:-2], line[-2:] + b"\n"), CORRECT_STDIN, tests, None, limits)
+    assert (r.passed, r.outcome) == (True, "passed"), r
+    over = line[:-2] + b"\\\\" * 2**11  # 2,048 backslashes more
+    r = _run(ScriptedSandbox(tmp_path, head, over, line[-2:] + b"\n"), CORRECT_STDIN, tests, None, limits)
+    assert r.outcome == "output_limit", r
 
 
 class UnstartableSandbox(FailingSandbox):

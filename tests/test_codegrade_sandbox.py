@@ -6,6 +6,7 @@ import os
 import resource
 import secrets
 import socket
+import sys
 import tempfile
 import time
 
@@ -278,6 +279,7 @@ def test_the_weaker_sandbox_must_be_chosen_and_is_recorded():
     assert run_program("a, b = map(int, input().split())\nprint(a + b)", ADD_TESTS, limits=LIMITS,
                        sandbox_name="process").passed
     assert type(codegrade.sandbox("bubblewrap")).__name__ == "Bubblewrap"  # the strong one unless chosen
+    assert codegrade.sandbox() is codegrade.sandbox("bubblewrap")
     assert type(codegrade.sandbox("process")).__name__ == "ProcessSandbox"
     q = demo_code()[0]
     records = [{"question_id": q["id"], "sample": 0, "budget_tokens": 16, "thinking_tokens": 1, "answer_tokens": 1,
@@ -297,8 +299,17 @@ def test_a_fresh_bubblewrap_sandbox_is_what_its_options_promise(outside):
     """Built anew (grading reuses one), as bwrap's manual describes its options: host name
     "sandbox", user and group nobody (65534), a read-only root, only the variables set (and the PWD
     bwrap sets), no new user namespace (--disable-userns: unshare fails with ENOSPC), and of the
-    system's library folder only the libraries the interpreter loads."""
+    system's library folder only the libraries the interpreter loads; no folder of the grader's
+    sys.path outside the standard library (the module's docstring: no project folder, no packages),
+    the standard library's own site-packages an empty read-only folder; the loader's cache (ld.so(8))
+    is there."""
     host_libraries = len(os.listdir(LIBRARIES))
+    # the grader's import folders other than the standard library's (installed packages, the project)
+    stdlib = os.path.dirname(os.path.realpath(os.__file__))
+    outside_stdlib = [os.path.realpath(p) for p in sys.path
+                      if p and os.path.isdir(p) and not os.path.realpath(p).startswith(stdlib)]
+    assert outside_stdlib
+    packages = os.path.join(stdlib, "site-packages")  # some installs keep packages inside the stdlib: hidden
     program = f"""
 import ctypes, errno, os
 libc = ctypes.CDLL(None, use_errno=True)
@@ -306,10 +317,17 @@ print(os.uname().nodename, os.getuid(), os.getgid(), os.access("/", os.W_OK))
 print(sorted(os.environ.items()))
 print(libc.unshare(0x10000000), errno.errorcode.get(ctypes.get_errno()))
 print(0 < len(os.listdir({LIBRARIES!r})) < {host_libraries} // 4)
+print([p for p in {outside_stdlib!r} if os.path.exists(p)], os.path.exists("/etc/ld.so.cache"))
+if os.path.isdir({packages!r}):
+    try:
+        open({packages!r} + "/planted.py", "w")
+    except OSError as exc:
+        print(os.listdir({packages!r}), errno.errorcode[exc.errno])
 """
     env = {"HOME": "/scratch", "LANG": "C.UTF-8", "OMP_NUM_THREADS": "1", "PATH": "/usr/bin:/bin", "PWD": "/scratch",
            "TMPDIR": "/scratch"}
-    want = f"sandbox 65534 65534 False\n{sorted(env.items())}\n-1 ENOSPC\nTrue\n"
+    want = f"sandbox 65534 65534 False\n{sorted(env.items())}\n-1 ENOSPC\nTrue\n[] True\n" \
+        + ("[] EROFS\n" if os.path.isdir(packages) else "")
     result = codegrade._run(codegrade.Bubblewrap(), program, [{"input": "", "output": want, "testtype": "stdin"}],
                             None, LIMITS)
     assert result.passed, result
@@ -346,6 +364,17 @@ def test_as_root_a_bubblewrap_sandbox_runs_in_its_own_pids_cgroup(outside):
         codegrade._kill(proc)
         box.cleanup(cgroup)
     assert not os.path.exists(cgroup)
+    # a sandbox that cannot be started leaves no cgroup behind
+    before = set(os.listdir(_pids_hierarchy()))
+
+    def refuse(*args, **kwargs):
+        raise OSError(11, "Resource temporarily unavailable")
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(codegrade.subprocess, "Popen", refuse)
+        with pytest.raises(OSError):
+            box.start(LIMITS)
+    assert set(os.listdir(_pids_hierarchy())) == before
 
 
 def test_a_fresh_process_sandbox_is_nobody_in_a_private_scratch_folder(outside):
@@ -406,6 +435,26 @@ def test_bwrap_is_taken_from_the_path_else_where_distributions_install_it(monkey
     assert codegrade.Bubblewrap().prefix[0] == str(link)
     monkeypatch.setattr(codegrade.shutil, "which", lambda name: None if name == "bwrap" else which(name))
     assert codegrade.Bubblewrap().prefix[0] == "/usr/bin/bwrap"  # the first of /usr/bin/bwrap, /bin/bwrap
+    if os.path.exists("/bin/bwrap"):  # merged /usr: /bin is a link to usr/bin
+        exists = os.path.exists
+        monkeypatch.setattr(codegrade.os.path, "exists", lambda p: p != "/usr/bin/bwrap" and exists(p))
+        assert codegrade.Bubblewrap().prefix[0] == "/bin/bwrap"
+
+
+def test_the_sandbox_runs_the_base_interpreter_not_the_venvs(outside, monkeypatch):
+    """A venv's python (sys.executable) may be a copy or a launcher that needs its venv folder, which
+    the sandbox does not show: the sandbox binds and runs the interpreter the venv was made from."""
+    monkeypatch.setattr(codegrade.sys, "executable", "/nonexistent/venv/bin/python")
+    box = codegrade.Bubblewrap()
+    assert box.python == os.path.realpath(sys._base_executable) and box.python_args[0] == box.python
+
+
+def test_not_root_no_cgroup_is_looked_for(outside, monkeypatch):
+    """RLIMIT_NPROC counts the processes of a user who is not root: no pids cgroup, no change of user."""
+    monkeypatch.setattr(codegrade.os, "geteuid", lambda: 1000)
+    monkeypatch.setattr(codegrade, "_cgroup_pids_root", lambda: "/sys/fs/cgroup")
+    box = codegrade.Bubblewrap()
+    assert (box.cgroups, box.as_nobody) == (None, False)
 
 
 
@@ -438,3 +487,129 @@ def test_without_ldd_the_sandbox_binds_the_systems_library_folders(outside, monk
     result = codegrade._run(codegrade.Bubblewrap(), program, [{"input": "", "output": "True\n", "testtype": "stdin"}],
                             None, LIMITS)
     assert result.passed, result
+
+
+def test_a_bubblewrap_the_kernel_refuses_stops_grading_with_its_own_error(tmp_path, monkeypatch):
+    """Where the kernel refuses bwrap's namespaces, bwrap prints one line and exits: the trial run
+    at set-up turns that line into the one-line error that stops grading."""
+    fake = tmp_path / "bwrap"
+    fake.write_text('#!/bin/sh\n[ "$1" = --help ] && exec /usr/bin/bwrap --help\n'
+                    'echo "bwrap: setting up uid map: Permission denied" >&2\nexit 1\n')
+    fake.chmod(0o755)
+    monkeypatch.setattr(codegrade.shutil, "which", lambda name, which=codegrade.shutil.which: str(fake)
+                        if name == "bwrap" else which(name))
+    with pytest.raises(UserError, match=r"\(bwrap: setting up uid map: Permission denied\); user namespaces"):
+        codegrade.Bubblewrap()
+
+
+FLAGS = "import sys\nprint(sys.flags.isolated, sys.flags.no_site, sys.flags.dont_write_bytecode, sys.flags.bytes_warning)"
+
+
+@pytest.mark.parametrize("make", [codegrade.Bubblewrap, codegrade.ProcessSandbox])
+def test_the_interpreter_runs_isolated_without_site_or_bytecode(outside, make):
+    """python -I -S -B (its manual): no PYTHON* variables or user site folder, no site module, no
+    .pyc written; and no -b (bytes warnings)."""
+    result = codegrade._run(make(), FLAGS, [{"input": "", "output": "1 1 1 0\n", "testtype": "stdin"}], None, LIMITS)
+    assert result.passed, result
+
+
+def test_the_process_sandbox_kills_a_program_that_ignores_its_alarm(outside):
+    """The weaker sandbox's program runs in its own session: the kill from outside, one second after
+    the test's limit, reaches it and everything it started."""
+    program = "while True:\n    try:\n        while True:\n            pass\n    except BaseException:\n        pass"
+    t0 = time.perf_counter()
+    result = codegrade._run(codegrade.ProcessSandbox(), program, ADD_TESTS, None, Limits(test_seconds=0.5))
+    assert result.outcome == "timeout" and time.perf_counter() - t0 < 0.5 + 1 + 4, result
+    assert children_of_this_process() == []
+
+
+def test_the_process_sandboxs_limits_and_user(outside, monkeypatch):
+    """As root the program becomes nobody, whose process count all sandboxes share: RLIMIT_NPROC 256
+    (/proc/self/limits, which the weaker sandbox sees); a sandbox not asked to drop runs as the
+    grader's user under the grader's own process limit."""
+    program = "import os\nlimit = [l for l in open('/proc/self/limits', 'rb').read().decode().splitlines() " \
+              "if l.startswith('Max processes')][0].split()[2]\nprint(os.getuid(), limit)"
+    box = codegrade.ProcessSandbox()
+    if box.as_nobody:
+        result = codegrade._run(box, program, [{"input": "", "output": "65534 256\n", "testtype": "stdin"}], None,
+                                LIMITS)
+        assert result.passed, result
+    box.as_nobody = False
+    soft = resource.getrlimit(resource.RLIMIT_NPROC)[0]
+    want = f"{os.geteuid()} {'unlimited' if soft == resource.RLIM_INFINITY else soft}\n"
+    result = codegrade._run(box, program, [{"input": "", "output": want, "testtype": "stdin"}], None, LIMITS)
+    assert result.passed, result
+
+
+def test_the_process_sandboxs_program_may_remove_its_own_folder(outside):
+    """The scratch folder is the program's: removing it (posix.rmdir escapes the guard) leaves the
+    program's verdict its own, not a failure of the grader's clean-up."""
+    program = "import posix\nposix.rmdir('../' + posix.getcwd().rsplit('/', 1)[1])\n" + ANSWER
+    result = codegrade._run(codegrade.ProcessSandbox(), program, ADD_TESTS[:1], None, LIMITS)  # one test: one rmdir
+    assert result.passed, result
+
+
+def test_a_process_sandbox_that_cannot_start_says_why_and_leaves_nothing(outside, tmp_path):
+    """An interpreter that refuses to start says so on stderr: that line is the detail. One that
+    cannot be run at all raises, and its scratch folder is removed first."""
+    box = codegrade.ProcessSandbox()
+    box.python = "/bin/sh"  # sh refuses python's options: "/bin/sh: 0: Illegal option -S" (dash) on stderr
+    result = codegrade._run(box, ANSWER, ADD_TESTS, None, LIMITS)
+    assert result.outcome == "sandbox_error" and result.detail.startswith("/bin/sh: ") and "llegal option" in \
+        result.detail, result
+    box.python = str(tmp_path / "missing")
+    with pytest.raises(FileNotFoundError):
+        box.start(LIMITS)
+
+
+def test_as_root_without_a_pids_cgroup_bwrap_runs_as_nobody(monkeypatch):
+    """Root's processes escape RLIMIT_NPROC: where no pids cgroup can be made, bwrap itself is
+    started as nobody (65534), whose processes the limit counts."""
+    if os.geteuid() != 0:
+        pytest.skip("needs root")
+    monkeypatch.setattr(codegrade, "_cgroup_pids_root", lambda: None)
+    monkeypatch.setattr(codegrade.Bubblewrap, "_check", lambda self: None)  # nobody may not read this interpreter
+    box = codegrade.Bubblewrap()
+    assert (box.cgroups, box.as_nobody) == (None, True)
+    proc, cgroup = box.start(LIMITS)
+    try:
+        status = open(f"/proc/{proc.pid}/status").read().splitlines()
+        ids = {line.split()[0]: line.split()[1:] for line in status if line.startswith(("Uid:", "Gid:", "Groups:"))}
+        assert (ids["Uid:"][0], ids["Gid:"][0], ids["Groups:"], cgroup) == ("65534", "65534", [], None)
+    finally:
+        codegrade._kill(proc)
+
+
+def test_a_bwrap_older_than_0_8_is_refused_naming_what_it_lacks(tmp_path, monkeypatch):
+    """--size and --perms (the scratch folder's cap) came with bubblewrap 0.8; --clearenv,
+    --die-with-parent and --new-session keep the sandbox clean and short-lived."""
+    fake = tmp_path / "bwrap"
+    fake.write_text("#!/bin/sh\n/usr/bin/bwrap --help | grep -v -e --size -e --perms\n")
+    fake.chmod(0o755)
+    monkeypatch.setattr(codegrade.shutil, "which", lambda name, which=codegrade.shutil.which: str(fake)
+                        if name == "bwrap" else which(name))
+    with pytest.raises(UserError, match=r"too old for the code sandbox \(no --size, --perms; bubblewrap 0.8"):
+        codegrade.Bubblewrap()
+
+
+def test_grade_many_runs_one_program_per_core_and_needs_no_sandbox_without_programs(monkeypatch):
+    """Programs are graded over the CPU cores (one thread each waits on a sandbox), or as many as asked;
+    a batch in which no program was extracted fails every test without setting up a sandbox, as
+    LiveCodeBench grades an empty program; the sandbox chosen grades them all."""
+    from notallbits.codegrade import ThreadPoolExecutor
+
+    pools = []
+    monkeypatch.setattr(codegrade, "ThreadPoolExecutor", lambda max_workers: pools.append(max_workers)
+                        or ThreadPoolExecutor(max_workers=max_workers))
+    monkeypatch.setattr(codegrade.shutil, "which", lambda name: None)  # no bwrap: nothing may need it
+    monkeypatch.setattr(codegrade.os.path, "exists", lambda path: False)
+    monkeypatch.setattr(codegrade, "_SANDBOXES", {})
+    jobs = [(None, ADD_TESTS, None)]
+    for cores, workers, want in ((os.cpu_count(), None, os.cpu_count()), (1, None, 1), (None, None, 1), (8, 3, 3)):
+        monkeypatch.setattr(codegrade.os, "cpu_count", lambda cores=cores: cores)
+        results = grade_many(jobs, workers=workers)
+        assert [(r.outcome, r.tests_passed, r.tests_total) for r in results] == [("no_program", 0, 2)]
+        assert pools.pop() == want
+    # the weaker sandbox, where chosen, grades every program of the batch (bubblewrap is missing here)
+    results = grade_many([(ANSWER, ADD_TESTS, None)], limits=LIMITS, sandbox_name="process")
+    assert [r.outcome for r in results] == ["passed"]
