@@ -115,3 +115,16 @@ def test_nucleus_stops_at_the_first_token_that_reaches_top_p():
 
     assert nucleus(torch.tensor([[0.25, 0.5, 0.25, 0.0]]), 0.75)[2].tolist() == [2]
     assert nucleus(torch.tensor([[0.125, 0.75, 0.125]]), 0.5)[2].tolist() == [1]
+
+
+def test_seed_is_sha256s_first_8_bytes_little_endian_without_the_sign_bit():
+    """A sample's seed must not change between versions or machines (stored traces and records
+    carry it) and must fit a signed int64 (torch's seed tensors and Generator). By hand with
+    coreutils: `printf '0:q1:0' | sha256sum` starts 23 53 a0 07 4a 48 df c1; read little-endian
+    that is 0xc1df484a07a05323, and without the top bit 0x41df484a07a05323. `printf
+    '7:gsm8k-12:3' | sha256sum` starts e5 0d 87 a0 18 5b c1 a4 -> 0x24c15b18a0870de5."""
+    assert derive_seed(0, "q1", 0) == 0x41DF484A07A05323
+    assert derive_seed(7, "gsm8k-12", 3) == 0x24C15B18A0870DE5
+    seeds = [derive_seed(0, "q", i) for i in range(256)]
+    assert all(0 <= s < 1 << 63 for s in seeds) and len(set(seeds)) == 256
+    assert any(s & 1 for s in seeds) and any(s >= 1 << 62 for s in seeds)  # every one of the 63 bits is used
