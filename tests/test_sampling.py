@@ -128,3 +128,48 @@ def test_seed_is_sha256s_first_8_bytes_little_endian_without_the_sign_bit():
     seeds = [derive_seed(0, "q", i) for i in range(256)]
     assert all(0 <= s < 1 << 63 for s in seeds) and len(set(seeds)) == 256
     assert any(s & 1 for s in seeds) and any(s >= 1 << 62 for s in seeds)  # every one of the 63 bits is used
+
+
+def test_nucleus_orders_tied_tokens_by_their_id():
+    """A row of a real vocabulary has many tokens of one probability: the order is descending,
+    ties by token id (Python's stable sorted() by hand), so the token a uniform lands on does not
+    depend on the sort kernel; torch's default sort reorders ties on rows of 100 tokens or more."""
+    import random
+
+    import torch
+
+    from notallbits.generation.sampling import nucleus
+
+    rng = random.Random(0)
+    levels = [rng.choice([8.0, 4.0, 2.0, 1.0]) for _ in range(256)]
+    probs = torch.tensor([levels, levels[::-1]]) / sum(levels)
+    for top_p in (1.0, 0.9):
+        _, order, _ = nucleus(probs, top_p)
+        for row in range(2):
+            p = probs[row].tolist()
+            assert order[row].tolist() == sorted(range(256), key=lambda i: -p[i])
+
+
+def test_device_sampler_at_qwen3s_recommended_settings_matches_transformers_warpers():
+    """Temperature 0.6 and top-p 0.95 (Qwen3's thinking-mode settings): over 40000 counters the
+    device sampler's frequencies are the distribution transformers' TemperatureLogitsWarper +
+    TopPLogitsWarper leave (by hand: p**(1/0.6) renormalized is 0.515, 0.318, 0.100, 0.051,
+    0.016; the nucleus stops at 0.984, so the last is out and the first becomes 0.515 / 0.984).
+    One int counter for all rows draws what the same counter as a per-row tensor draws."""
+    import torch
+    from transformers import TemperatureLogitsWarper, TopPLogitsWarper
+
+    from notallbits.generation.sampling import sample_rows
+
+    logits = torch.tensor([0.05, 0.4, 0.3, 0.15, 0.1]).log()
+    scores = TopPLogitsWarper(0.95)(None, TemperatureLogitsWarper(0.6)(None, logits[None].clone()))
+    want = torch.softmax(scores[0].double(), -1)
+    assert want[0] == 0 and abs(want[1].item() - 0.5146 / 0.9839) < 1e-3
+    n = 40000
+    tokens = sample_rows(logits[None].expand(n, -1), torch.full((n,), 11), torch.arange(n), 0.6, 0.95)
+    freq = torch.bincount(tokens, minlength=5).double() / n
+    assert torch.allclose(freq, want, atol=0.01), freq
+    assert freq[0] == 0
+    seeds = torch.tensor([derive_seed(5, i) for i in range(64)])
+    rows = logits[None].expand(64, -1)
+    assert sample_rows(rows, seeds, 7, 0.6, 0.95).tolist() == sample_rows(rows, seeds, torch.full((64,), 7), 0.6, 0.95).tolist()
