@@ -173,3 +173,20 @@ def test_device_sampler_at_qwen3s_recommended_settings_matches_transformers_warp
     seeds = torch.tensor([derive_seed(5, i) for i in range(64)])
     rows = logits[None].expand(64, -1)
     assert sample_rows(rows, seeds, 7, 0.6, 0.95).tolist() == sample_rows(rows, seeds, torch.full((64,), 7), 0.6, 0.95).tolist()
+
+
+def test_a_uniform_on_a_boundary_draws_the_next_token_as_numpys_choice():
+    """Inverse CDF over half-open intervals: token k for u in [cdf[k-1], cdf[k]), numpy's
+    Generator.choice rule (cdf.searchsorted(u, side="right")). The seed below makes SplitMix64's
+    first output exactly 2**63 (its mixing steps inverted by hand), a uniform of exactly 0.5: on
+    two tokens of 0.5 it draws the second."""
+    import numpy as np
+    import torch
+
+    from notallbits.generation.sampling import sample_rows, splitmix64, uniforms
+
+    seed = torch.tensor([3453682501520545093])
+    assert splitmix64(seed, torch.tensor([0])).item() % (1 << 64) == 1 << 63
+    assert uniforms(seed, torch.tensor([0])).item() == 0.5
+    assert np.searchsorted(np.array([0.5, 1.0]), 0.5, side="right") == 1
+    assert sample_rows(torch.tensor([[0.5, 0.5]]).log(), seed, 0, 1.0, 1.0).tolist() == [1]
