@@ -146,6 +146,8 @@ def test_slot_folder_is_one_per_user_and_slurm_allocation(monkeypatch):
     assert slot_dir() == base / f"notallbits-gpu-slots-{os.getuid()}"
     monkeypatch.setenv("SLURM_JOB_ID", "4242")
     assert slot_dir() == base / f"notallbits-gpu-slots-{os.getuid()}-job4242"
+    monkeypatch.setenv("NOTALLBITS_SLOT_DIR", "/shared/locks")  # the user's choice wins, inside SLURM too
+    assert slot_dir() == Path("/shared/locks")
 
 
 def test_holders_name_each_locked_device_and_its_pid(tmp_path):
@@ -161,7 +163,7 @@ def test_visible_ids_skip_blanks_and_minus_one(monkeypatch):
     """CUDA's own reading of CUDA_VISIBLE_DEVICES: "-1" hides the devices, spaces are ignored."""
     from notallbits.generation.devices import visible_gpu_count
 
-    for listed, n in [("0, 2", 2), ("-1", 0), ("", 0), ("3,", 1)]:
+    for listed, n in [("0,1", 2), ("0, 2", 2), ("-1", 0), ("", 0), ("3,", 1), ("GPU-6f1e2a4b,GPU-9c3d5e7f", 2)]:
         monkeypatch.setenv("CUDA_VISIBLE_DEVICES", listed)
         assert visible_gpu_count() == n, listed
 
