@@ -300,8 +300,27 @@ def test_gpu_facts_read_the_driver_files_when_nvidia_smi_hangs(tmp_path, monkeyp
     monkeypatch.setenv("PATH", f"{tmp_path}{os.pathsep}{os.environ['PATH']}")
     driver_files(tmp_path, monkeypatch)
 
-    def hang(cmd, **kw):
-        raise subprocess.TimeoutExpired(cmd, kw.get("timeout"))
-
-    monkeypatch.setattr(subprocess, "run", hang)
+    monkeypatch.setattr(subprocess, "run", hung)
     assert [g["name"] for g in devices.gpu_facts()[0]] == ["NVIDIA A100-SXM4-40GB", "NVIDIA A100-SXM4-80GB"]
+
+
+def hung(cmd, timeout=None, **kw):
+    """subprocess.run on a command that never exits: it returns only through its timeout."""
+    if timeout is None:
+        raise AssertionError(f"{cmd[0]} hangs, and without a timeout this call never returns")
+    raise subprocess.TimeoutExpired(cmd, timeout)
+
+
+def test_gpu_count_falls_back_to_the_device_files_when_nvidia_smi_hangs(tmp_path, monkeypatch):
+    from notallbits.generation.devices import machine_gpu_ids
+
+    (tmp_path / "nvidia-smi").write_text(NVIDIA_SMI)
+    (tmp_path / "nvidia-smi").chmod(0o755)
+    monkeypatch.setenv("PATH", f"{tmp_path}{os.pathsep}{os.environ['PATH']}")
+    monkeypatch.delenv("NOTALLBITS_GPUS", raising=False)
+    dev = tmp_path / "dev"
+    dev.mkdir()
+    for i in range(3):
+        (dev / f"nvidia{i}").touch()
+    monkeypatch.setattr(subprocess, "run", hung)
+    assert machine_gpu_ids(dev=dev, proc_gpus=dev) == ["0", "1", "2"]
