@@ -324,3 +324,21 @@ def test_gpu_count_falls_back_to_the_device_files_when_nvidia_smi_hangs(tmp_path
         (dev / f"nvidia{i}").touch()
     monkeypatch.setattr(subprocess, "run", hung)
     assert machine_gpu_ids(dev=dev, proc_gpus=dev) == ["0", "1", "2"]
+
+
+def test_an_nvidia_smi_that_cannot_run_leaves_count_and_facts_to_the_driver_files(tmp_path, monkeypatch):
+    """An nvidia-smi binary for another architecture (execve fails: Exec format error) is on
+    PATH: the GPUs are counted from the device files and described from /proc, not an error."""
+    from notallbits.generation import devices
+
+    (tmp_path / "nvidia-smi").write_bytes(b"\x7fELF\x02\x01\x01" + b"\x00" * 57)  # a header, no program
+    (tmp_path / "nvidia-smi").chmod(0o755)
+    monkeypatch.setenv("PATH", str(tmp_path))
+    monkeypatch.delenv("NOTALLBITS_GPUS", raising=False)
+    driver_files(tmp_path, monkeypatch)
+    dev = tmp_path / "dev"
+    dev.mkdir()
+    for i in range(2):
+        (dev / f"nvidia{i}").touch()
+    assert devices.machine_gpu_ids(dev=dev, proc_gpus=dev) == ["0", "1"]
+    assert [g["name"] for g in devices.gpu_facts()[0]] == ["NVIDIA A100-SXM4-40GB", "NVIDIA A100-SXM4-80GB"]
