@@ -342,3 +342,16 @@ def test_an_nvidia_smi_that_cannot_run_leaves_count_and_facts_to_the_driver_file
         (dev / f"nvidia{i}").touch()
     assert devices.machine_gpu_ids(dev=dev, proc_gpus=dev) == ["0", "1"]
     assert [g["name"] for g in devices.gpu_facts()[0]] == ["NVIDIA A100-SXM4-40GB", "NVIDIA A100-SXM4-80GB"]
+
+
+def test_gpu_facts_on_a_machine_without_any_nvidia_driver(tmp_path, monkeypatch):
+    """No nvidia-smi, no /proc/driver/nvidia (a CPU box, or a container without the driver):
+    no GPUs and no driver version, not an error."""
+    from notallbits.generation import devices
+
+    monkeypatch.setenv("PATH", str(tmp_path))
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    monkeypatch.setattr(devices, "DRIVER_VERSION", tmp_path / "driver" / "version")
+    monkeypatch.setattr(devices, "PROC_GPUS", tmp_path / "driver" / "gpus")
+    assert devices.gpu_facts() == ([], None)
+    assert devices.environment("auto")["gpus"] == [] and devices.environment("auto")["driver"] is None
