@@ -355,3 +355,19 @@ def test_gpu_facts_on_a_machine_without_any_nvidia_driver(tmp_path, monkeypatch)
     monkeypatch.setattr(devices, "PROC_GPUS", tmp_path / "driver" / "gpus")
     assert devices.gpu_facts() == ([], None)
     assert devices.environment("auto")["gpus"] == [] and devices.environment("auto")["driver"] is None
+
+
+def test_driver_version_from_the_open_kernel_modules_wording_and_none_from_an_unreadable_one(tmp_path, monkeypatch):
+    """The open GPU kernel modules write "NVIDIA UNIX Open Kernel Module for x86_64  <version>";
+    a version file without a version (empty while the driver unloads) gives no version, and the
+    GPUs are still listed."""
+    from notallbits.generation import devices
+
+    monkeypatch.setenv("PATH", str(tmp_path))  # no nvidia-smi
+    driver_files(tmp_path, monkeypatch)
+    (tmp_path / "version").write_text("NVRM version: NVIDIA UNIX Open Kernel Module for x86_64  550.54.15  Release "
+                                      "Build  (dvs-builder@U16-I3-B03-4-3)  Tue Mar  5 22:21:41 UTC 2024\n")
+    assert devices.gpu_facts()[1] == "550.54.15"
+    (tmp_path / "version").write_text("")
+    gpus, driver = devices.gpu_facts()
+    assert driver is None and [g["index"] for g in gpus] == ["0", "1"]
