@@ -360,7 +360,7 @@ def test_gpu_facts_on_a_machine_without_any_nvidia_driver(tmp_path, monkeypatch)
 def test_driver_version_from_the_open_kernel_modules_wording_and_none_from_an_unreadable_one(tmp_path, monkeypatch):
     """The open GPU kernel modules write "NVIDIA UNIX Open Kernel Module for x86_64  <version>";
     a version file without a version (empty while the driver unloads) gives no version, and the
-    GPUs are still listed."""
+    GPUs are still listed; one whose information file names no model is "?"."""
     from notallbits.generation import devices
 
     monkeypatch.setenv("PATH", str(tmp_path))  # no nvidia-smi
@@ -371,3 +371,5 @@ def test_driver_version_from_the_open_kernel_modules_wording_and_none_from_an_un
     (tmp_path / "version").write_text("")
     gpus, driver = devices.gpu_facts()
     assert driver is None and [g["index"] for g in gpus] == ["0", "1"]
+    (tmp_path / "gpus" / "0000:65:00.0" / "information").write_text("IRQ:   \t\t 123\n")  # no Model line
+    assert devices.gpu_facts()[0][1] == {"index": "1", "name": "?"}
