@@ -321,6 +321,8 @@ def test_prompt_asks_for_thinking_in_templates_that_default_it_off_or_read_none_
                         "{{ '/nothink' if (enable_thinking is defined and not enable_thinking) else '' }}{% endfor %}"
                         "{% if add_generation_prompt %}<|assistant|>{% endif %}")
     assert build_prompt(glm, record) == f"<|user|>\n{content}<|assistant|><think>\n"
+    toy = {"task": "choice", "question": "3 5", "choices": ["1", "8", "2", "0"], "answer": "B"}
+    assert build_prompt(glm, toy, "toy") == "<|user|>\n3 5\nA)1 B)8 C)2 D)0<|assistant|><think>\n"  # the style is used
     gemma4 = JinjaTemplate("{% for m in messages %}<|turn>{{ m.role }}\n{{ m.content }}<turn|>\n{% endfor %}"
                            "{% if add_generation_prompt %}<|turn>model\n"
                            "{% if not enable_thinking | default(false) %}<|channel>thought\n<channel|>{% endif %}{% endif %}")
