@@ -98,3 +98,52 @@ def test_choice_prompt_lists_the_options_with_letters_in_the_records_order():
         "Which particle mediates the strong force?\n\nA) photon\nB) gluon\nC) W boson\nD) graviton\n\n"
         "Answer with the letter of the correct option. "
         "Please reason step by step, and put your final letter within \\boxed{}.")
+
+
+# LiveCodeBench's chat prompt (lcb_runner/prompts/code_generation.py: its generic system message,
+# then get_generic_question_template_answer), with the stdin format sentence of its later releases
+LCB_SYSTEM = ("You are an expert Python programmer. You will be given a question (problem specification) and will "
+              "generate a correct Python program that matches the specification and passes all tests.")
+LCB_ANSWER = "### Answer: (use the provided format with backticks)\n\n"
+
+
+def test_code_prompt_is_livecodebenchs_template_word_for_word():
+    """Both of LiveCodeBench's formats, spelled out: starter code fenced after its format line;
+    without starter code (empty or missing, as the hub rows of stdin problems store it) the stdin
+    format with its placeholder program."""
+    from notallbits.generation.prompts import user_message
+
+    starter = "class Solution:\n    def add(self, a: int, b: int) -> int:\n        "
+    functional = {"id": "f", "task": "code", "question": "Add a and b.", "starter_code": starter}
+    assert user_message(functional) == (
+        f"{LCB_SYSTEM}\n\n### Question:\nAdd a and b.\n\n"
+        "### Format: You will use the following starter code to write the solution to the problem and enclose "
+        f"your code within delimiters.\n```python\n{starter}\n```\n\n{LCB_ANSWER}")
+    stdin = (f"{LCB_SYSTEM}\n\n### Question:\nRead a and b, print a + b.\n\n"
+             "### Format: Read the inputs from stdin solve the problem and write the answer to stdout (do not directly "
+             "test on the sample inputs). Enclose your code within delimiters as follows. Ensure that when the python "
+             "program runs, it reads the inputs, runs the algorithm and writes output to STDOUT.\n"
+             f"```python\n# YOUR CODE HERE\n```\n\n{LCB_ANSWER}")
+    for empty in ({"starter_code": ""}, {"starter_code": None}, {}):
+        record = {"id": "s", "task": "code", "question": "Read a and b, print a + b.", **empty}
+        assert format_question(record) == stdin, empty
+
+
+def test_math_prompt_is_the_question_then_deepseek_r1s_instruction():
+    """DeepSeek-R1's and Qwen3's model cards: "Please reason step by step, and put your final
+    answer within \\boxed{}." after the problem."""
+    record = {"id": "m", "task": "math", "question": "Compute 1/2 + 1/4.", "answer": "\\frac{3}{4}"}
+    assert format_question(record) == ("Compute 1/2 + 1/4.\n\n"
+                                       "Please reason step by step, and put your final answer within \\boxed{}.")
+
+
+def test_prompt_styles_by_name_and_an_unknown_one_refused():
+    """The toy task's style is imported by its "module:function" name (its own test spells the
+    text out); an unknown style fails in one line naming the known ones."""
+    from notallbits.generation.prompts import user_message
+
+    q = {"task": "choice", "question": "3 5", "choices": ["1", "8", "2", "0"], "answer": "B"}
+    assert user_message(q, "toy") == "3 5\nA)1 B)8 C)2 D)0"
+    assert user_message(q) == user_message(q, "default") == format_question(q)
+    with pytest.raises(UserError, match=r"^unknown prompt style 'nope' \(known: default, toy\)$"):
+        user_message(q, "nope")

