@@ -112,8 +112,9 @@ def _hqq_codes(x, nbits: int, group_size: int, chunk_elements: int | None = None
     buffers = [torch.empty(biggest, dtype=opt_dtype, device=device) for _ in range(5)]
     best = torch.full((rows,), float("inf"), device=device)
     active = torch.ones(rows, dtype=torch.bool, device=device)
+    shrinking = [False] * len(pieces)
     for _ in range(20):  # optimize_weights_proximal_legacy: lp 0.7, beta 10, 20 iterations
-        for r0, r1, j0, j1 in pieces:
+        for i, (r0, r1, j0, j1) in enumerate(pieces):
             shape = (r1 - r0, group_size, j1 - j0)
             a, b, c, d, e = (buf[: math.prod(shape)].view(shape) for buf in buffers)
             w_f = converted if converted is not None else w[r0:r1, :, j0:j1]
@@ -123,14 +124,16 @@ def _hqq_codes(x, nbits: int, group_size: int, chunk_elements: int | None = None
             torch.mul(w_f, s, out=a).add_(z).round_().clamp_(0, top)  # W_q
             torch.sub(a, z, out=b).div_(s)  # W_r = (W_q - zero) / scale
             torch.sub(w_f, b, out=c)  # W_f - W_r
-            torch.abs(c, out=d)
-            error_abs[r0:r1, :, j0:j1] = d
-            if float(d.max()) < SHRINK_ZERO_BELOW:  # W_e is 0 in the whole window: no pow to take
+            err = torch.abs(c, out=error_abs[r0:r1, :, j0:j1])  # |W_f - W_r|, kept for the row's mean
+            # a window that had errors to shrink is not looked at again (they seldom all fall below the bound)
+            if not shrinking[i] and float(err.max()) < SHRINK_ZERO_BELOW:  # W_e = 0 here: no pow to take
                 torch.mul(w_f, s, out=e)  # (W_f - 0) * scale
             else:
-                # shrink_lp_op(W_f - W_r, beta=10, lp_norm=0.7): |x| - (1 / beta) * |x| ** (lp - 1), >= 0, signed
-                torch.pow(d, 0.7 - 1, out=e).mul_(1.0 / 1e1)
-                d.sub_(e).clamp_min_(0.0).mul_(torch.sign(c, out=b))  # W_e
+                shrinking[i] = True
+                # shrink_lp_op(W_f - W_r, beta=10, lp_norm=0.7): sign(x) relu(|x| - (1 / beta) |x| ** (lp - 1))
+                torch.pow(err, 0.7 - 1, out=e).mul_(1.0 / 1e1)
+                torch.sub(err, e, out=d).clamp_min_(0.0)
+                torch.copysign(d, c, out=d)  # W_e (relu's result is >= +0: sign(x) * it, bit for bit)
                 torch.sub(w_f, d, out=e).mul_(s)  # (W_f - W_e) * scale
             new_zero = torch.sub(a, e, out=e).mean(dim=1, keepdim=True)  # mean(W_q - (W_f - W_e) * scale)
             zero[r0:r1, :, j0:j1] = torch.where(active[r0:r1, None, None], new_zero, z)  # a stopped row keeps its zero
@@ -246,8 +249,8 @@ class Quantized:
     def dequantize(self, r0: int, r1: int, t0: int, t1: int, out, u8, nbits: int):
         """hqq's (W_q - zero) * scale of tokens t0..t1 of rows r0..r1 into ``out`` [n, H, c, D]
         (compute dtype), without temporaries; ``u8``: uint8 scratch of the same shape."""
-        codes = unpack_channels(self.codes[r0:r1, :, t0:t1], nbits, u8)
-        torch.sub(codes, self.windows(self.zero, r0, r1, t0, t1), out=out)  # uint8 - float: float, exact
+        out.copy_(unpack_channels(self.codes[r0:r1, :, t0:t1], nbits, u8))  # (a uint8 - float sub makes a float copy)
+        out.sub_(self.windows(self.zero, r0, r1, t0, t1))
         return out.mul_(self.windows(self.scale, r0, r1, t0, t1))
 
 
