@@ -265,7 +265,7 @@ def kv_bytes(arch: Arch, settings: dict, budget_tokens: int, samples: int, resid
     s = normalize(settings)
     values_per_token = kv_bytes_per_token(arch) // NATIVE_BYTES
     scratch = rkv_scratch_bytes(s, budget_tokens, arch.kv_heads, arch.head_dim, samples) if s["method"] == "rkv" else 0
-    return samples * METHODS[s["method"]].sample_bytes(s, budget_tokens, arch.layers, values_per_token, residual) \
+    return samples * METHODS[s["method"]].sample_bytes(s, budget_tokens, values_per_token, residual) \
         + scratch
 
 
@@ -292,7 +292,7 @@ def kv_row_bytes(arch: Arch, settings: dict, trace_tokens: int, answer_tokens: i
     s = normalize(settings)
     per_token = kv_bytes_per_token(arch)
     method = METHODS[s["method"]]
-    cache = method.sample_bytes(s, trace_tokens, arch.layers, per_token // NATIVE_BYTES)  # no scratch: a batch's
+    cache = method.sample_bytes(s, trace_tokens, per_token // NATIVE_BYTES)  # no scratch: a batch's
     held = method.tokens_held(s, trace_tokens)
     quantized = kv_bytes(arch, s, trace_tokens, 1, residual=False) if s["method"] == "hqq" else 0  # no window
     # StreamingLLM's slots: its budget, the evicted tokens it masks until it compacts, the step's own

@@ -180,3 +180,32 @@ def test_a_row_too_long_for_one_gpu_window_is_requantized_whole_by_hand():
     arch = Arch.named("Qwen3-8B")
     hqq = {"method": "hqq", "nbits": 4, "q_group_size": 64, "residual_length": 128}
     assert kv_batch_bytes(arch, hqq, 70000) == 71_680_000 * 35 // 2 == 1_254_400_000
+
+
+def test_rkv_similarity_rows_are_bounded_by_the_tokens_the_layer_and_one_by_hand():
+    """settings.rkv_similarity_rows: the device's rows (64 on a CPU, 256 on a GPU or a device
+    without its own entry), no more than the tokens scored, fewer where one pair's scratch
+    (4 x (dim + 4 x window + 8) B per token + 12 B per token per row) would pass one row's K + V of
+    the layer (2 x kv_heads x dim x key_bytes per token), one at least."""
+    from notallbits.kvcache.settings import rkv_similarity_rows
+
+    assert rkv_similarity_rows(320, 8, 128, 8, 2, "cpu") == 64
+    assert rkv_similarity_rows(320, 8, 128, 8, 2, "cuda") == 256
+    assert rkv_similarity_rows(320, 8, 128, 8, 2, "xpu") == 256  # no entry of its own: the GPU's
+    assert rkv_similarity_rows(10, 8, 128, 8, 2, "cpu") == 10  # 10 tokens: 10 rows at most
+    # 2 KV heads x 128 x 2 B = 512 B of K + V per token; a pair's fixed 4 x (128 + 32 + 8) = 672 B
+    # already passes it: one row
+    assert rkv_similarity_rows(320, 8, 128, 1, 2, "cpu") == 1
+    # 8 KV heads of 64 in fp32: 4,096 B per token, less 4 x (64 + 32 + 8) = 416: 3,680 // 12 = 306
+    assert rkv_similarity_rows(4000, 8, 64, 8, 4, "cuda") == 256
+    assert rkv_similarity_rows(4000, 8, 64, 4, 2, "cuda") == (2 * 4 * 64 * 2 - 416) // 12 == 50
+
+
+def test_rkv_batch_scratch_bounded_by_the_rows_keys_in_the_models_dtype_by_hand():
+    """One row of 8 KV heads x 128 scored over budget 256 + buffer 64 = 320 tokens on a CPU: a pair's
+    scratch is 4 x 320 x (128 + 4 x 8 + 8) + 12 x 320 x 64 = 460,800 B; the row's K + V in fp32 is
+    2 x 8 x 320 x 128 x 4 = 2,621,440 B: 5 pairs at once (2,304,000 B); in bf16 half that: 2 pairs."""
+    arch = Arch(layers=2, kv_heads=8, head_dim=128, hidden=512, intermediate=512, heads=16, vocab=100)
+    s = {"method": "rkv", "budget": 256, "buffer": 64}
+    assert kv_batch_bytes(arch, s, 400, "cpu", 4, rows=1) == 5 * 460_800
+    assert kv_batch_bytes(arch, s, 400, "cpu", 2, rows=1) == 2 * 460_800

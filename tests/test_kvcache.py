@@ -299,14 +299,14 @@ def test_sample_bytes_by_hand():
     s = normalize({"method": "rkv", "budget": 64, "buffer": 32})
     # past the budget: 96 tokens held (64 + 32) x 10 values x 2 bytes = 1920 (the scoring scratch is
     # a batch's: settings.rkv_scratch_bytes, memory.kv_batch_bytes)
-    assert rkv.sample_bytes(s, 100, 7, 10) == 1920
-    assert rkv.sample_bytes(s, 64, 7, 10) == 64 * 10 * 2
+    assert rkv.sample_bytes(s, 100, 10) == 1920
+    assert rkv.sample_bytes(s, 64, 10) == 64 * 10 * 2
     # HQQ (defaults 4 bits, groups of 64, residual window 128), its residual counted unless told
     # otherwise: 872 quantized tokens x 256 values at 4 bits = 111616 bytes, plus 223232 / 64 groups
     # x (16 + 16) bits = 13952; 128 bf16 tokens = 65536
     h = normalize({"method": "hqq"})
-    assert hqq.sample_bytes(h, 1000, 2, 256) == 111616 + 13952 + 65536
-    assert hqq.sample_bytes(h, 1000, 2, 256, residual=False) == 128000 + 16000
+    assert hqq.sample_bytes(h, 1000, 256) == 111616 + 13952 + 65536
+    assert hqq.sample_bytes(h, 1000, 256, residual=False) == 128000 + 16000
     # the peak tokens of one sample after a 5000-token trace
     assert tokens_held({"method": "full"}, 5000) == 5000
     assert tokens_held({"method": "streamingllm"}, 5000) == 2048

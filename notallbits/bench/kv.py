@@ -180,7 +180,7 @@ def row_kv_bytes(config, settings: dict, tokens: int, dtype) -> int:
     s = normalize(settings)
     values = 2 * config.num_hidden_layers * config.num_key_value_heads * config.head_dim
     method = METHODS[s["method"]]
-    held = method.sample_bytes(s, tokens, config.num_hidden_layers, values) if s["method"] == "hqq" \
+    held = method.sample_bytes(s, tokens, values) if s["method"] == "hqq" \
         else method.tokens_held(s, tokens) * values * NATIVE_BYTES  # the cache itself, no scratch
     return held * torch.finfo(dtype).bits // 8 // NATIVE_BYTES
 
@@ -313,7 +313,7 @@ def model_estimate(config, settings: dict, trace: int, answer: int, dtype) -> tu
 
         s = normalize(settings)
         values = 2 * config.num_hidden_layers * config.num_key_value_heads * config.head_dim
-        cache = scale * METHODS[s["method"]].sample_bytes(s, trace, config.num_hidden_layers, values)
+        cache = scale * METHODS[s["method"]].sample_bytes(s, trace, values)
         return cache, cache + scale * values * 2 * answer
     parts = kv_row_bytes(Arch.from_hf_config(config.to_dict()), settings, trace, answer, 1)
     force = parts["total"] - parts["activations"]

@@ -114,14 +114,14 @@ class KVMethod:
     # when a cache is made, so this table stays torch-free
     factory: str = ""
 
-    def sample_bytes(self, s: dict, tokens: int, layers: int, values_per_token: int, residual: bool = True) -> int:
+    def sample_bytes(self, s: dict, tokens: int, values_per_token: int, residual: bool = True) -> int:
         """Peak KV bytes of one sample at trace length ``tokens``; ``values_per_token`` is
         2 · layers · kv_heads · head_dim (K and V of every layer)."""
         return self.tokens_held(s, tokens) * values_per_token * NATIVE_BYTES
 
 
 class _HQQ(KVMethod):
-    def sample_bytes(self, s, tokens, layers, values_per_token, residual=True):
+    def sample_bytes(self, s, tokens, values_per_token, residual=True):
         # the paper's Appendix B: P_kv-bit values, a 16-bit scale and zero per group of
         # q_group_size; plus transformers' bf16 residual window of recent tokens
         window = min(tokens, s["residual_length"]) if residual else 0
