@@ -48,8 +48,17 @@ def test_demo_outputs(demo_run):
     assert (evict["kv_bytes"] == evict["k"] * evict["budget_tokens"].clip(upper=48) * 512).all()
     rkv = summary[summary["kv"] == "rkv-48"]
     held = rkv["budget_tokens"].clip(upper=48 + 16)  # the peak: budget + buffer
-    # plus, once it compresses (T > budget), the scoring scratch: one layer's K + V (2 layers here)
-    assert (rkv["kv_bytes"] == rkv["k"] * (held * 512 + (rkv["budget_tokens"] > 48) * held * 256)).all()
+    # plus, once it compresses (T > budget), the scoring scratch of the K samples together: a (sample,
+    # KV head) pair needs 4 B x (head_dim + 4 x window + 8) per token + 12 B per token per similarity
+    # row (one row here: that alone passes a token's K + V of the layer), and as many pairs are scored at
+    # once as fit in the samples' K + V of one layer (2 x K x KV heads x tokens x head_dim x 2 B), one at least
+    from notallbits.kvcache.settings import normalize
+
+    window = normalize({"method": "rkv", "budget": 48, "buffer": 16})["window"]
+    pair = 4 * (arch.head_dim + 4 * window + 8) + 12
+    assert 4 * (arch.head_dim + 4 * window + 8) >= 2 * arch.kv_heads * arch.head_dim * 2
+    pairs = (4 * rkv["k"] * arch.kv_heads * arch.head_dim // pair).clip(lower=1)
+    assert (rkv["kv_bytes"] == rkv["k"] * held * 512 + (rkv["budget_tokens"] > 48) * pairs * held * pair).all()
     hqq = summary[summary["kv"].str.startswith("hqq") & (summary["bits"] == 16)].groupby("kv")["kv_bytes"].sum()
     assert hqq["hqq-2bit"] < hqq["hqq-4bit"] < hqq["hqq-8bit"] < full[full["bits"] == 16]["kv_bytes"].sum()
     w = summary.groupby("bits")["weight_bytes"].first()
