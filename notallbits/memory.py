@@ -326,9 +326,11 @@ def kv_batch_bytes(arch: Arch, settings: dict, trace_tokens: int, device_type: s
     at the compressing step's budget + buffer tokens) or HQQ's requantizing work
     (kvcache.quantized), which takes a layer's keys or values of as many rows as hold
     settings.HQQ_REQUANT_ELEMENTS elements (one row at least): those rows dequantized (the
-    compute dtype, ``dtype_bytes``), their codes and packed codes, hqq's optimiser's errors and
-    five window buffers in its dtype (float16 on a GPU, where a window is all those rows and a
-    bf16 input is converted once; float32 on a CPU, windows of HQQ_OPT_CHUNK_ELEMENTS); 0 for
+    compute dtype, ``dtype_bytes``), their codes and packed codes, and hqq's optimiser's work in
+    its dtype: on a GPU (float16) the rows' errors and five window buffers of all those rows,
+    and a bf16 input converted once; on a CPU (float32) windows of HQQ_OPT_CHUNK_ELEMENTS: five
+    beside the rows' errors, or, for a row wider than a window (quantized alone), six beside
+    that row's errors and a compact copy of its columns still moving (at most the row); 0 for
     the other methods."""
     s = normalize(settings)
     if s["method"] == "rkv":
@@ -337,10 +339,13 @@ def kv_batch_bytes(arch: Arch, settings: dict, trace_tokens: int, device_type: s
         return 0
     row = trace_tokens * arch.kv_heads * arch.head_dim
     elements = max(1, HQQ_REQUANT_ELEMENTS[device_type] // row) * row
-    opt_bytes = 2 if device_type == "cuda" else 4
-    window = elements if device_type == "cuda" else min(elements, HQQ_OPT_CHUNK_ELEMENTS[device_type])
-    converted = elements * opt_bytes if device_type == "cuda" else 0  # bf16 -> float16 (a float16 model: none)
-    return int(elements * (dtype_bytes + opt_bytes + 1 + s["nbits"] / 8) + 5 * window * opt_bytes + converted)
+    stored = elements * (dtype_bytes + 1 + s["nbits"] / 8)  # dequantized rows, codes, packed codes
+    if device_type == "cuda":  # float16; a window is all the rows; bf16 -> float16 (a float16 model: none)
+        return int(stored + elements * 2 * (1 + 5 + 1))
+    window = min(elements, HQQ_OPT_CHUNK_ELEMENTS[device_type])
+    if row > window:  # wide rows go alone: its errors, its moving columns' copy, six windows
+        return int(stored + 4 * (2 * row + 6 * window))
+    return int(stored + 4 * (elements + 5 * window))
 
 
 def kv_rows_per_batch(device_bytes: int, weight_bytes: int, row_bytes: int, rows_wanted: int,

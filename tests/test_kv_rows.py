@@ -43,8 +43,14 @@ def test_hqq_requantizes_a_layer_per_row_and_its_work_once_per_batch_by_hand():
     # converted for hqq's float16 optimiser (2 B), its error (2 B), five window buffers (10 B), its
     # code (1 B) and packed code (0.5 B)
     assert kv_batch_bytes(arch, hqq, 9216) == 66060288 * 2 + 66060288 * (2 + 2 + 10 + 1) + 66060288 // 2
-    # a CPU: one row at once (2^20 values hold no more), float32 errors, windows of 2^16 values
-    assert kv_batch_bytes(arch, hqq, 9216, "cpu", 4) == 9437184 * (4 + 4 + 1) + 9437184 // 2 + 5 * 65536 * 4
+    # a CPU: one row at once (2^20 values hold no more), wider than a window of 2^16 values, so
+    # quantized alone: its float32 errors, a compact copy of its columns still moving (at most the
+    # row, float32) and six windows
+    assert kv_batch_bytes(arch, hqq, 9216, "cpu", 4) \
+        == 9437184 * (4 + 1) + 9437184 // 2 + 9437184 * 4 * 2 + 6 * 65536 * 4
+    # rows narrower than a window (8 KV heads x 32 tokens x 128 = 32,768 values): 32 rows at once
+    # (2^20 values), their float32 errors and five windows of 2 rows (2^16 values)
+    assert kv_batch_bytes(arch, hqq, 32, "cpu", 4) == 2**20 * (4 + 4 + 1) + 2**20 // 2 + 5 * 65536 * 4
     assert kv_batch_bytes(arch, {"method": "streamingllm", "budget": 8192}, 9216) == 0
     # once per batch, not per row
     assert kv_rows_per_batch(80 * GIB, 16 * GIB, GIB, 1000, batch_bytes=GIB) == 54

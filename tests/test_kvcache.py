@@ -690,9 +690,10 @@ def test_hqq_scales_of_a_run_of_tokens_are_hqqs_columns_and_a_slice_where_heads_
 
 def test_hqq_optimiser_works_in_one_buffer_of_errors_and_cache_sized_windows():
     """Bytes allocated and alive at once while hqq's optimiser quantizes 2 rows of 8 KV heads x
-    512 tokens x 128 (1M float32 values, 4 MiB): its error buffer (4 MiB), the codes (1 MiB),
-    scales and zeros and five windows of 2^16 values (1.25 MiB) — hqq's own loop holds ~6
-    float32 copies of the values (24 MiB) at its peak."""
+    512 tokens x 128 (1M float32 values, 4 MiB): a row's error buffer (2 MiB) and compact copy of
+    its moving columns (at most half the row once gathered, 1 MiB, with its scales, zeros and
+    column indices), the codes (1 MiB), scales and zeros and six windows of 2^16 values (1.5 MiB)
+    — hqq's own loop holds ~6 float32 copies of the values (24 MiB) at its peak."""
     from notallbits.bench.kv_methods import peak_extra_bytes
     from notallbits.kvcache.quantized import _hqq_codes
 

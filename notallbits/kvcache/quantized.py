@@ -71,41 +71,34 @@ def _pieces(rows: int, group_size: int, columns: int, elements: int, split_rows:
     return [(r, r + 1, j0, min(columns, j0 + width)) for r in range(rows) for j0 in range(0, columns, width)]
 
 
-@torch.inference_mode()
-def _hqq_codes(x, nbits: int, group_size: int, chunk_elements: int | None = None):
-    """hqq's codes of each row of ``x`` [R, H, T, D] as if alone (see ``hqq_rows``):
-    (codes [R, group, M] uint8, scale [R, 1, M] (what dequantization multiplies by), zero
-    [R, 1, M]), scale and zero in the optimiser's dtype.
+def _step(w_f, s, z, top: int, buffers, err_out, shrinking: bool):
+    """One iteration of hqq's legacy optimiser (lp 0.7, beta 10) on a window [n, group, c]:
+    W_q, W_r, |W_f - W_r| (into ``err_out``) and the new zero [n, 1, c] (a view of a buffer),
+    with hqq's operations in hqq's order into the five window-sized ``buffers``. The pow of the
+    shrink is skipped where every error lies below SHRINK_ZERO_BELOW (W_e = 0 there), unless
+    ``shrinking`` says the window had errors to shrink before. Returns (new zero, shrinking)."""
+    a, b, c, d, e = buffers
+    torch.mul(w_f, s, out=a).add_(z).round_().clamp_(0, top)  # W_q
+    torch.sub(a, z, out=b).div_(s)  # W_r = (W_q - zero) / scale
+    torch.sub(w_f, b, out=c)  # W_f - W_r
+    err = torch.abs(c, out=err_out)  # |W_f - W_r|, kept for the row's mean
+    if not shrinking and float(err.max()) < SHRINK_ZERO_BELOW:  # W_e = 0 here: no pow to take
+        torch.mul(w_f, s, out=e)  # (W_f - 0) * scale
+    else:
+        shrinking = True
+        # shrink_lp_op(W_f - W_r, beta=10, lp_norm=0.7): sign(x) relu(|x| - (1 / beta) |x| ** (lp - 1))
+        torch.pow(err, 0.7 - 1, out=e).mul_(1.0 / 1e1)
+        torch.sub(err, e, out=d).clamp_min_(0.0)
+        torch.copysign(d, c, out=d)  # W_e (relu's result is >= +0: sign(x) * it, bit for bit)
+        torch.sub(w_f, d, out=e).mul_(s)  # (W_f - W_e) * scale
+    return torch.sub(a, e, out=e).mean(dim=-2, keepdim=True), shrinking  # mean(W_q - (W_f - W_e) * scale)
 
-    hqq's optimiser (``optimize_weights_proximal_legacy``) runs each iteration over the whole
-    tensor, ~15 elementwise passes with a new temporary each. Its columns are independent but
-    for the stopping rule (the mean error of the whole row), so each iteration here runs over
-    windows of ``chunk_elements`` elements (``settings.HQQ_OPT_CHUNK_ELEMENTS``; a CPU window
-    stays in cache; see ``_pieces``) with the same operations in the same order into five
-    window-sized buffers, writes the window's |W_f - W_r| into one row-sized buffer and takes
-    the row's mean over that buffer as hqq does: codes, scales, zeros and the iteration each row stops at are hqq's, bit
-    for bit (tests/test_batching.py), while the work memory is one copy of the rows in the
-    optimiser's dtype instead of ~6."""
-    rows = x.shape[0]
-    device = x.device
-    if chunk_elements is None:
-        chunk_elements = HQQ_OPT_CHUNK_ELEMENTS.get(device.type, HQQ_OPT_CHUNK_ELEMENTS["cuda"])
-    w = x.reshape(rows, group_size, -1)  # per row: hqq's W.reshape([group_size, -1]) (hqq's W is x.float())
-    columns = w.shape[2]
-    opt_dtype = torch.float16 if device.type == "cuda" else torch.float32  # hqq's W_f
-    top = round(2**nbits - 1)
-    scale = torch.empty(rows, 1, columns, dtype=opt_dtype, device=device)
-    zero = torch.empty_like(scale)
-    pieces = _pieces(rows, group_size, columns, chunk_elements, split_rows=device.type == "cpu")
-    for r0, r1, j0, j1 in pieces:  # Quantizer.quantize's initial scale and zero
-        piece = w[r0:r1, :, j0:j1].float()
-        lo, hi = piece.min(dim=1, keepdim=True)[0], piece.max(dim=1, keepdim=True)[0]
-        denom = hi - lo
-        s = top / denom
-        s = torch.where(denom.abs() <= 1e-4, torch.full_like(s, 1.0), s).clamp(max=2e4)
-        z = -lo * s
-        scale[r0:r1, :, j0:j1] = s.to(opt_dtype)
-        zero[r0:r1, :, j0:j1] = z.to(opt_dtype)
+
+def _optimise_rows(w, scale, zero, top: int, pieces, opt_dtype) -> None:
+    """hqq's optimiser over ``pieces`` (whole rows each on a GPU, or rows that fit a window),
+    updating ``zero`` [R, 1, M] in place; every row stops at its own iteration."""
+    rows, group_size, columns = w.shape
+    device = w.device
     converted = w.float().to(opt_dtype) if w.dtype != opt_dtype and len(pieces) == 1 else None
     error_abs = torch.empty(rows, group_size, columns, dtype=opt_dtype, device=device)
     biggest = max((r1 - r0) * group_size * (j1 - j0) for r0, r1, j0, j1 in pieces)
@@ -116,26 +109,13 @@ def _hqq_codes(x, nbits: int, group_size: int, chunk_elements: int | None = None
     for _ in range(20):  # optimize_weights_proximal_legacy: lp 0.7, beta 10, 20 iterations
         for i, (r0, r1, j0, j1) in enumerate(pieces):
             shape = (r1 - r0, group_size, j1 - j0)
-            a, b, c, d, e = (buf[: math.prod(shape)].view(shape) for buf in buffers)
             w_f = converted if converted is not None else w[r0:r1, :, j0:j1]
             if w_f.dtype != opt_dtype:  # hqq: W_f = tensor.float().to(float16 on a GPU)
                 w_f = w_f.float().to(opt_dtype)
-            s, z = scale[r0:r1, :, j0:j1], zero[r0:r1, :, j0:j1]
-            torch.mul(w_f, s, out=a).add_(z).round_().clamp_(0, top)  # W_q
-            torch.sub(a, z, out=b).div_(s)  # W_r = (W_q - zero) / scale
-            torch.sub(w_f, b, out=c)  # W_f - W_r
-            err = torch.abs(c, out=error_abs[r0:r1, :, j0:j1])  # |W_f - W_r|, kept for the row's mean
-            # a window that had errors to shrink is not looked at again (they seldom all fall below the bound)
-            if not shrinking[i] and float(err.max()) < SHRINK_ZERO_BELOW:  # W_e = 0 here: no pow to take
-                torch.mul(w_f, s, out=e)  # (W_f - 0) * scale
-            else:
-                shrinking[i] = True
-                # shrink_lp_op(W_f - W_r, beta=10, lp_norm=0.7): sign(x) relu(|x| - (1 / beta) |x| ** (lp - 1))
-                torch.pow(err, 0.7 - 1, out=e).mul_(1.0 / 1e1)
-                torch.sub(err, e, out=d).clamp_min_(0.0)
-                torch.copysign(d, c, out=d)  # W_e (relu's result is >= +0: sign(x) * it, bit for bit)
-                torch.sub(w_f, d, out=e).mul_(s)  # (W_f - W_e) * scale
-            new_zero = torch.sub(a, e, out=e).mean(dim=1, keepdim=True)  # mean(W_q - (W_f - W_e) * scale)
+            z = zero[r0:r1, :, j0:j1]
+            new_zero, shrinking[i] = _step(w_f, scale[r0:r1, :, j0:j1], z, top,
+                                           [buf[: math.prod(shape)].view(shape) for buf in buffers],
+                                           error_abs[r0:r1, :, j0:j1], shrinking[i])
             zero[r0:r1, :, j0:j1] = torch.where(active[r0:r1, None, None], new_zero, z)  # a stopped row keeps its zero
         error = error_abs.flatten(1).mean(1).float()
         better = active & (error < best)
@@ -143,7 +123,130 @@ def _hqq_codes(x, nbits: int, group_size: int, chunk_elements: int | None = None
         active = better
         if not bool(active.any()):
             break
-    del error_abs, buffers, converted
+
+
+class _Run:
+    """Group columns of one row that the optimiser works on: ``w``, ``scale``, ``zero``
+    [1, group, c] / [1, 1, c], either the row's columns ``start``.. in place (``columns`` None)
+    or a compact copy of the columns ``columns`` (a tensor of their indices)."""
+
+    def __init__(self, w, scale, zero, start: int = 0, columns=None):
+        self.w, self.scale, self.zero, self.start, self.columns = w, scale, zero, start, columns
+        self.shrinking: dict[int, bool] = {}  # window start -> it had errors to shrink
+
+    def gather(self, pick, row_zero, opt_dtype) -> "_Run":
+        """The columns ``pick`` (indices into this run) as a compact copy; a compact run's zeros
+        go back into the row's first."""
+        self.put_back(row_zero)
+        columns = pick + self.start if self.columns is None else self.columns[pick]
+        return _Run(self.w.index_select(2, pick).to(opt_dtype), self.scale.index_select(2, pick),
+                    self.zero.index_select(2, pick), columns=columns)
+
+    def put_back(self, row_zero) -> None:
+        if self.columns is not None:
+            row_zero.index_copy_(2, self.columns, self.zero)
+
+
+def _optimise_wide_row(w, scale, zero, top: int, width: int) -> None:
+    """hqq's optimiser on one row [1, group, M] wider than a window (a CPU), updating ``zero``
+    [1, 1, M] in place, bit for bit as hqq on the row alone, without repeating settled columns.
+
+    A group column's next zero is a function of its own values, scale and zero only, so a
+    column whose zero comes back bit for bit the same is at a fixed point: every later
+    iteration gives it the same codes, error and zero. Such columns are left out of the work
+    (on a model's keys and values half of them settle within 3 iterations, nine in ten within
+    8, while rows run 18-20): once a quarter of the columns worked on have settled, the others
+    are gathered into a compact copy. A settled column's error stays in the row's error buffer,
+    so the row's mean error is hqq's mean over every column, in hqq's order. The zero's mean
+    over the group axis is bit for bit where a column sits in torch's vector blocks as it sits
+    in the whole row: the columns past the row's last multiple of HQQ_WINDOW_COLUMNS (a whole
+    row's scalar tail) are worked on in place, never gathered, and a compact copy is padded to
+    a multiple of HQQ_WINDOW_COLUMNS with settled columns (which come out the same again)."""
+    _, group_size, columns = w.shape
+    opt_dtype = zero.dtype
+    body = columns - columns % HQQ_WINDOW_COLUMNS
+    error_abs = torch.empty(1, group_size, columns, dtype=opt_dtype, device=w.device)
+    buffers = [torch.empty(group_size * width, dtype=opt_dtype, device=w.device) for _ in range(6)]
+    runs = [_Run(w[..., a:b], scale[..., a:b], zero[..., a:b], start=a)
+            for a, b in ((0, body), (body, columns)) if b > a]
+    best = float("inf")
+    for _ in range(20):  # optimize_weights_proximal_legacy: lp 0.7, beta 10, 20 iterations
+        moving = []  # per run: [c] bool, its columns whose zero changed
+        for run in runs:
+            changed = []
+            for j0 in range(0, run.w.shape[-1], width):
+                j1 = min(run.w.shape[-1], j0 + width)
+                shape = (1, group_size, j1 - j0)
+                a, b, c, d, e, f = (buf[: math.prod(shape)].view(shape) for buf in buffers)
+                err = f if run.columns is not None else error_abs[..., run.start + j0 : run.start + j1]
+                z = run.zero[..., j0:j1]
+                new_zero, run.shrinking[j0] = _step(run.w[..., j0:j1].float(), run.scale[..., j0:j1], z, top,
+                                                    (a, b, c, d, e), err, run.shrinking.get(j0, False))
+                changed.append((new_zero.view(torch.int32) != z.view(torch.int32)).view(-1))
+                z.copy_(new_zero)
+                if run.columns is not None:
+                    error_abs.index_copy_(2, run.columns[j0:j1], err)
+            moving.append(torch.cat(changed) if changed else torch.zeros(0, dtype=torch.bool))
+        error = float(error_abs.mean())  # hqq: float(torch.abs(W_f - W_r).mean())
+        if not error < best:  # hqq stops once the error stops falling (this iteration's zero kept)
+            break
+        best = error
+        if not any(bool(m.any()) for m in moving):  # all settled: the next error would equal this one
+            break
+        first, m = runs[0], moving[0]
+        if first.start == 0 and body:  # the body (gathered or not) is runs[0]; the tail is never gathered
+            kept = int(m.sum())
+            if (m.numel() - kept) * 2 >= m.numel() and m.numel() > HQQ_WINDOW_COLUMNS:
+                padding = (~m).nonzero().view(-1)[: -kept % HQQ_WINDOW_COLUMNS]
+                pick = torch.cat([m.nonzero().view(-1), padding])
+                runs[0] = first.gather(pick, zero, opt_dtype)
+    for run in runs:
+        run.put_back(zero)
+
+
+@torch.inference_mode()
+def _hqq_codes(x, nbits: int, group_size: int, chunk_elements: int | None = None):
+    """hqq's codes of each row of ``x`` [R, H, T, D] as if alone (see ``hqq_rows``):
+    (codes [R, group, M] uint8, scale [R, 1, M] (what dequantization multiplies by), zero
+    [R, 1, M]), scale and zero in the optimiser's dtype.
+
+    hqq's optimiser (``optimize_weights_proximal_legacy``) runs each iteration over the whole
+    tensor, ~15 elementwise passes with a new temporary each. Its columns are independent but
+    for the stopping rule (the mean error of the whole row), so each iteration here runs over
+    windows of ``chunk_elements`` elements (``settings.HQQ_OPT_CHUNK_ELEMENTS``; a CPU window
+    stays in cache; see ``_pieces``) with the same operations in the same order into window-sized
+    buffers, writes the window's |W_f - W_r| into a row-sized buffer and takes the row's mean
+    over that buffer as hqq does: codes, scales, zeros and the iteration each row stops at are
+    hqq's, bit for bit (tests/test_batching.py), while the work memory is one copy of the rows
+    in the optimiser's dtype instead of ~6. On a CPU a row wider than a window goes alone and
+    leaves out the columns that have settled (``_optimise_wide_row``)."""
+    rows = x.shape[0]
+    device = x.device
+    if chunk_elements is None:
+        chunk_elements = HQQ_OPT_CHUNK_ELEMENTS.get(device.type, HQQ_OPT_CHUNK_ELEMENTS["cuda"])
+    w = x.reshape(rows, group_size, -1)  # per row: hqq's W.reshape([group_size, -1]) (hqq's W is x.float())
+    columns = w.shape[2]
+    opt_dtype = torch.float16 if device.type == "cuda" else torch.float32  # hqq's W_f
+    top = round(2**nbits - 1)
+    scale = torch.empty(rows, 1, columns, dtype=opt_dtype, device=device)
+    zero = torch.empty_like(scale)
+    wide = device.type == "cpu" and group_size * columns > chunk_elements
+    pieces = _pieces(rows, group_size, columns, chunk_elements, split_rows=wide)
+    for r0, r1, j0, j1 in pieces:  # Quantizer.quantize's initial scale and zero
+        piece = w[r0:r1, :, j0:j1].float()
+        lo, hi = piece.amin(dim=1, keepdim=True), piece.amax(dim=1, keepdim=True)  # (no indices to track)
+        denom = hi - lo
+        s = top / denom
+        s = torch.where(denom.abs() <= 1e-4, torch.full_like(s, 1.0), s).clamp(max=2e4)
+        z = -lo * s
+        scale[r0:r1, :, j0:j1] = s.to(opt_dtype)
+        zero[r0:r1, :, j0:j1] = z.to(opt_dtype)
+    if wide:
+        width = pieces[0][3] - pieces[0][2]
+        for r in range(rows):
+            _optimise_wide_row(w[r : r + 1], scale[r : r + 1], zero[r : r + 1], top, width)
+    else:
+        _optimise_rows(w, scale, zero, top, pieces, opt_dtype)
     codes = torch.empty(rows, group_size, columns, dtype=torch.uint8, device=device)
     for r0, r1, j0, j1 in pieces:  # hqq: round(W * scale + zero) with W = x.float()
         piece = w[r0:r1, :, j0:j1].float()

@@ -33,9 +33,9 @@ HQQ_CHUNK_TOKENS = {"cpu": 128, "cuda": 2048}
 # HQQ quantizes the rows of a layer's keys or values a few at a time: rows holding at most
 # HQQ_REQUANT_ELEMENTS elements (at least one row), so its work memory is a batch's, not a row's
 # (memory.kv_batch_bytes); its optimiser runs each iteration over windows of at most
-# HQQ_OPT_CHUNK_ELEMENTS of them (kvcache.quantized._hqq_codes: five window-sized buffers beside
-# one buffer of errors): 256 KiB of float32 per buffer on a CPU, in cache; on a GPU a window is
-# all the rows at once, so an iteration launches few kernels
+# HQQ_OPT_CHUNK_ELEMENTS of them (kvcache.quantized._hqq_codes: five or six window-sized buffers
+# beside the errors): 256 KiB of float32 per buffer on a CPU, in cache; on a GPU a window is all
+# the rows at once, so an iteration launches few kernels
 HQQ_REQUANT_ELEMENTS = {"cpu": 1 << 20, "cuda": 1 << 26}
 HQQ_OPT_CHUNK_ELEMENTS = {"cpu": 1 << 16, "cuda": 1 << 26}
 # R-KV scores a layer's due rows in float32 scratch of at most RKV_SCRATCH_BYTES (and at most
