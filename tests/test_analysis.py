@@ -197,6 +197,69 @@ def test_advise_cli_finds_the_runs_summary_and_prints_strict_json(summary, tmp_p
         read_summary(str(tmp_path / "bad.csv"))
 
 
+def test_advisor_edges_by_hand(summary):
+    """A card of exactly a configuration's memory holds it (0.5 + 0.1 GiB in 0.6 GiB); with one
+    configuration there is no runner-up and, a frontier of one point, no threshold (None, not
+    an empty text); equal accuracy goes to the one needing less memory; when every fitting
+    configuration is one setup (model, bits, KV), the runner-up is that setup's next best."""
+    one = advise(summary.iloc[[0]], 0.6, "aime25")
+    assert (one["configurations_that_fit"], one["best"]["model"]) == (1, "Qwen3-0.6B")
+    assert one["runner_up"] is None and one["threshold"] is None and one["side_of_threshold"] is None
+    tie = pd.DataFrame([row("Qwen3-8B", 8, 8.9, 8000, 1, 3.0, 0.5), row("Qwen3-4B", 8, 4.4, 8000, 1, 1.5, 0.5)])
+    a = advise(tie, 24.0, "aime25")
+    assert (a["best"]["model"], a["best"]["memory_gib"]) == ("Qwen3-4B", 5.9)
+    assert a["runner_up"]["model"] == "Qwen3-8B"
+    eight = advise(summary[summary["model"] == "Qwen3-8B"], 12.0, "aime25")
+    assert (eight["best"]["budget_tokens"], eight["configurations_that_fit"]) == (14000, 2)
+    assert (eight["runner_up"]["model"], eight["runner_up"]["budget_tokens"]) == ("Qwen3-8B", 2000)
+
+
+def test_advisor_threshold_is_the_frontier_of_its_view(summary):
+    """In the batch16 view (weights + 16 KV caches) the 4-bit 32B model, dominated in the single
+    view (17.5 GiB for 45% against 10.8 GiB for 55%), is on the frontier at 17 + 16 x 0.5 = 25 GiB;
+    the frontier's effective weights go 0.5, 2, 8.9, 17, then 8.9, 8.9 (three weight moves, then
+    two compute moves): the threshold is the 32B point, at 25 GiB."""
+    a = advise(summary, 30.0, "aime25", view="batch16")
+    assert (a["best"]["model"], a["best"]["memory_gib"]) == ("Qwen3-32B", 25.0)
+    t = a["threshold"]
+    assert (t["model"], t["memory_gib"], t["weights_moves"], t["compute_moves"]) == ("Qwen3-32B", 25.0, 3, 2)
+    assert a["side_of_threshold"].startswith("above")
+
+
+def test_advise_cli_text_view_and_numpy_values(summary, tmp_path, monkeypatch, capsys):
+    """Without --json the advice is the text lines; --view reaches the advice (12 GiB in the
+    batch16 view: the 8B model's 8.9 + 16 x 0.3 = 13.7 GiB does not fit, the 4B one's 6.8 does);
+    a summary.parquet is read as Parquet; numpy scalars become Python numbers (numpy's
+    ``.item()``) so the json module can write them; a reader failing without a message names
+    its exception's type."""
+    import argparse
+    import json
+
+    import numpy as np
+
+    from notallbits.advisor import _number, json_safe, read_summary, run
+
+    path = tmp_path / "summary.parquet"
+    summary.to_parquet(path, index=False)
+    run(argparse.Namespace(summary=str(path), memory="12GiB", dataset="aime25", view="batch16", json=True))
+    out = json.loads(capsys.readouterr().out)
+    assert (out["view"], out["best"]["model"], out["best"]["memory_gib"]) == ("batch16", "Qwen3-4B", 6.8)
+    run(argparse.Namespace(summary=str(path), memory="12GiB", dataset="aime25", view="single", json=False))
+    text = capsys.readouterr().out
+    assert text.startswith("aime25 within 12 GiB (single view, 4 configurations fit):\n  best:      Qwen3-8B 8-bit")
+    safe = json_safe([np.int64(3), np.float32("inf"), np.bool_(True), "item"])
+    assert safe == [3, None, True, "item"] and [type(v) for v in safe] == [int, type(None), bool, str]
+    assert json.dumps(json_safe({"k": np.int64(4)})) == '{"k": 4}'
+    assert _number("") == 0.0 and _number(None) == 0.0 and _number("1.5") == 1.5
+
+    def fails(*args, **kwargs):
+        raise OSError()
+
+    monkeypatch.setattr("pandas.read_parquet", fails)
+    with pytest.raises(UserError, match=r"summary.parquet: not a readable Parquet summary table \(OSError\)"):
+        read_summary(str(path))
+
+
 def test_selection_comparison_puts_each_best_of_n_point_beside_the_best_vote_in_its_memory():
     import math
 
