@@ -120,3 +120,55 @@ def test_summary_with_question_scores_and_generation_headers_carries_the_interva
                            parquet=str(tmp_path / "cli.parquet")))
     assert pd.read_csv(tmp_path / "cli.csv")["weight_bytes"].tolist() == [1000]
     assert pd.read_parquet(tmp_path / "cli.parquet")["weight_bytes"].tolist() == [1000]
+
+
+def test_quantizer_record_and_empty_cells_of_old_and_new_score_files(tmp_path):
+    """A GPTQ row's quantizer record (the canonical JSON the generation job read from its
+    checkpoint) reaches the summary as it is and a bf16 row's empty cell stays empty; a score
+    file older than the quant_settings/code_sandbox/selection columns, alone, gives empty cells
+    and Maj@K (not NaN), as the summary CSV and its Parquet hold them."""
+    from notallbits.aggregate import summarize, write_summary
+
+    record = json.dumps({"calibration": {"dataset": "c4", "samples": 128},
+                         "quantizer": {"bits": 4, "group_size": 128, "sym": True}}, sort_keys=True)
+    pd.DataFrame([{**JOB, "bits": 4, "kv": "full", "kv_settings": "{}", "quant_settings": record},
+                  {**JOB, "bits": 16, "kv": "full", "kv_settings": "{}", "quant_settings": None}]
+                 ).to_csv(tmp_path / "new.csv", index=False)
+    by_bits = summarize([str(tmp_path / "new.csv")]).set_index("bits")["quant_settings"]
+    assert (by_bits[4], by_bits[16]) == (record, "")
+    pd.DataFrame([{**JOB, "bits": 4, "kv": "full", "kv_settings": "{}"}]).to_csv(tmp_path / "old.csv", index=False)
+    (row,) = summarize([str(tmp_path / "old.csv")]).itertuples()
+    assert (row.quant_settings, row.code_sandbox, row.selection, row.verifier, row.verifier_bytes) == (
+        "", "", "majority", "", 0)
+    write_summary([str(tmp_path / "old.csv")], str(tmp_path / "s.csv"), str(tmp_path / "s.parquet"))
+    for table in (pd.read_csv(tmp_path / "s.csv", keep_default_na=False), pd.read_parquet(tmp_path / "s.parquet")):
+        assert table[["quant_settings", "code_sandbox", "verifier"]].values.tolist() == [["", "", ""]]
+
+
+def test_parquet_tables_hold_only_their_columns_and_no_hash_is_an_empty_cell(tmp_path):
+    """The Parquet files carry the table's columns and no index column (pyarrow's schema, what
+    a reader other than pandas sees); a run that passes no config hash has an empty
+    config_sha256, not a made-up one; no score files is the one error line."""
+    import pyarrow.parquet as pq
+
+    from notallbits.aggregate import COLUMNS, summarize, write_summary
+
+    pd.DataFrame([{**JOB, "bits": 4, "kv": "full", "kv_settings": "{}"}]).to_csv(tmp_path / "s.csv", index=False)
+    questions = [{"dataset": "aime25", "model": "small", "weight_method": "gptq", "bits": 4, "kv": "full",
+                  "budget_tokens": 4096, "k": 1, "selection": "majority", "verifier": "", "task": "math",
+                  "question_id": str(i), "score": s} for i, s in enumerate([1.0, 0.0, 1.0])]
+    pd.DataFrame(questions).to_csv(tmp_path / "q.csv", index=False)
+    header = {"dataset": "aime25", "model": "small", "bits": 4, "kv": "full", "format_version": 3,
+              "sampling": {"temperature": 0.6, "top_p": 0.95, "seed": 7}}
+    (tmp_path / "g.jsonl").write_text(json.dumps({"_header": header}) + "\n")
+    write_summary([str(tmp_path / "s.csv")], str(tmp_path / "summary.csv"), str(tmp_path / "summary.parquet"),
+                  question_paths=[str(tmp_path / "q.csv")], generation_paths=[str(tmp_path / "g.jsonl")],
+                  questions_out=str(tmp_path / "questions.parquet"))
+    csv = pd.read_csv(tmp_path / "summary.csv", keep_default_na=False)
+    assert pq.read_schema(tmp_path / "summary.parquet").names == csv.columns.tolist()
+    assert pq.read_schema(tmp_path / "questions.parquet").names == list(questions[0])
+    assert csv["config_sha256"].tolist() == [""]
+    (row,) = summarize([str(tmp_path / "s.csv")], generation_paths=[str(tmp_path / "g.jsonl")]).itertuples()
+    assert row.config_sha256 == "" and COLUMNS[0] == "dataset"
+    with pytest.raises(ValueError, match=r"^no score files to aggregate$"):
+        summarize([])

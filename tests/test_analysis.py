@@ -197,6 +197,69 @@ def test_advise_cli_finds_the_runs_summary_and_prints_strict_json(summary, tmp_p
         read_summary(str(tmp_path / "bad.csv"))
 
 
+def test_advisor_edges_by_hand(summary):
+    """A card of exactly a configuration's memory holds it (0.5 + 0.1 GiB in 0.6 GiB); with one
+    configuration there is no runner-up and, a frontier of one point, no threshold (None, not
+    an empty text); equal accuracy goes to the one needing less memory; when every fitting
+    configuration is one setup (model, bits, KV), the runner-up is that setup's next best."""
+    one = advise(summary.iloc[[0]], 0.6, "aime25")
+    assert (one["configurations_that_fit"], one["best"]["model"]) == (1, "Qwen3-0.6B")
+    assert one["runner_up"] is None and one["threshold"] is None and one["side_of_threshold"] is None
+    tie = pd.DataFrame([row("Qwen3-8B", 8, 8.9, 8000, 1, 3.0, 0.5), row("Qwen3-4B", 8, 4.4, 8000, 1, 1.5, 0.5)])
+    a = advise(tie, 24.0, "aime25")
+    assert (a["best"]["model"], a["best"]["memory_gib"]) == ("Qwen3-4B", 5.9)
+    assert a["runner_up"]["model"] == "Qwen3-8B"
+    eight = advise(summary[summary["model"] == "Qwen3-8B"], 12.0, "aime25")
+    assert (eight["best"]["budget_tokens"], eight["configurations_that_fit"]) == (14000, 2)
+    assert (eight["runner_up"]["model"], eight["runner_up"]["budget_tokens"]) == ("Qwen3-8B", 2000)
+
+
+def test_advisor_threshold_is_the_frontier_of_its_view(summary):
+    """In the batch16 view (weights + 16 KV caches) the 4-bit 32B model, dominated in the single
+    view (17.5 GiB for 45% against 10.8 GiB for 55%), is on the frontier at 17 + 16 x 0.5 = 25 GiB;
+    the frontier's effective weights go 0.5, 2, 8.9, 17, then 8.9, 8.9 (three weight moves, then
+    two compute moves): the threshold is the 32B point, at 25 GiB."""
+    a = advise(summary, 30.0, "aime25", view="batch16")
+    assert (a["best"]["model"], a["best"]["memory_gib"]) == ("Qwen3-32B", 25.0)
+    t = a["threshold"]
+    assert (t["model"], t["memory_gib"], t["weights_moves"], t["compute_moves"]) == ("Qwen3-32B", 25.0, 3, 2)
+    assert a["side_of_threshold"].startswith("above")
+
+
+def test_advise_cli_text_view_and_numpy_values(summary, tmp_path, monkeypatch, capsys):
+    """Without --json the advice is the text lines; --view reaches the advice (12 GiB in the
+    batch16 view: the 8B model's 8.9 + 16 x 0.3 = 13.7 GiB does not fit, the 4B one's 6.8 does);
+    a summary.parquet is read as Parquet; numpy scalars become Python numbers (numpy's
+    ``.item()``) so the json module can write them; a reader failing without a message names
+    its exception's type."""
+    import argparse
+    import json
+
+    import numpy as np
+
+    from notallbits.advisor import _number, json_safe, read_summary, run
+
+    path = tmp_path / "summary.parquet"
+    summary.to_parquet(path, index=False)
+    run(argparse.Namespace(summary=str(path), memory="12GiB", dataset="aime25", view="batch16", json=True))
+    out = json.loads(capsys.readouterr().out)
+    assert (out["view"], out["best"]["model"], out["best"]["memory_gib"]) == ("batch16", "Qwen3-4B", 6.8)
+    run(argparse.Namespace(summary=str(path), memory="12GiB", dataset="aime25", view="single", json=False))
+    text = capsys.readouterr().out
+    assert text.startswith("aime25 within 12 GiB (single view, 4 configurations fit):\n  best:      Qwen3-8B 8-bit")
+    safe = json_safe([np.int64(3), np.float32("inf"), np.bool_(True), "item"])
+    assert safe == [3, None, True, "item"] and [type(v) for v in safe] == [int, type(None), bool, str]
+    assert json.dumps(json_safe({"k": np.int64(4)})) == '{"k": 4}'
+    assert _number("") == 0.0 and _number(None) == 0.0 and _number("1.5") == 1.5
+
+    def fails(*args, **kwargs):
+        raise OSError()
+
+    monkeypatch.setattr("pandas.read_parquet", fails)
+    with pytest.raises(UserError, match=r"summary.parquet: not a readable Parquet summary table \(OSError\)"):
+        read_summary(str(path))
+
+
 def test_selection_comparison_puts_each_best_of_n_point_beside_the_best_vote_in_its_memory():
     import math
 
@@ -290,3 +353,144 @@ def test_write_analysis_with_question_scores_writes_the_bootstrap_and_claims_tab
     assert t["weights"] == "gptq-8" and t["modal_point"].startswith("Qwen3-") and " gptq-8 T=2000" in t["modal_point"]
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted([f"{n}.csv" for n in names]
                                                                 + ["questions.csv", "summary.csv"])
+
+
+def test_frontier_bootstrap_tables_by_hand(summary):
+    """Five hand-made replicates of four cells (A: 1 GiB, B: 2 GiB, C: 2.2 + 0.3 GiB, D: A's
+    model with 2 GiB of KV): frontiers A-B-C, A-B, A-D, A alone, A-B-D; thresholds (the split
+    that best separates weight moves from compute moves) C, B, A, none, B. Percentiles are
+    numpy's default (linear): of memories 1, 2, 2, 2.5 the 2.5th is 1 + 0.075 x 1 = 1.075 and
+    the 97.5th 2 + 0.925 x 0.5 = 2.4625."""
+    import numpy as np
+
+    from notallbits.analysis import frontier_bootstrap
+
+    def cell(model, budget, weight_gib, kv_gib, accuracy, low, high):
+        return {"dataset": "d", "model": model, "weight_method": "bf16", "bits": 16, "kv": "full",
+                "budget_tokens": budget, "k": 1, "accuracy": accuracy, "accuracy_ci95_low": low,
+                "accuracy_ci95_high": high, "weight_gib": weight_gib, "kv_gib": kv_gib,
+                "total_gib": weight_gib + kv_gib}
+
+    df = pd.DataFrame([cell("A", 2000, 1.0, 0.0, 0.5, 0.2, 0.8), cell("B", 2000, 2.0, 0.0, 0.75, 0.4, 0.9),
+                       cell("C", 2000, 2.2, 0.3, 1.0, 0.7, 1.0), cell("A", 8000, 1.0, 2.0, 0.9, 0.6, 1.0)],
+                      index=[3, 5, 8, 9])  # majority rows of a bigger summary keep their index
+    replicated = np.array([[0.5, 0.75, 1.0, 0.9], [0.5, 0.75, 0.6, 0.7], [0.5, 0.4, 0.3, 0.9],
+                           [1.0, 0.75, 0.9, 0.9], [0.5, 0.75, 0.6, 0.9]])
+    shares, thresholds = frontier_bootstrap(df, replicated, 5)
+    assert shares.columns.tolist() == ["dataset", "view", "model", "weights", "kv", "budget_tokens", "k", "memory_gib",
+                                       "accuracy", "accuracy_ci95_low", "accuracy_ci95_high", "on_frontier",
+                                       "frontier_share"]
+    assert shares.index.tolist() == list(range(8))
+    assert shares["budget_tokens"].dtype == "int64" and shares["k"].dtype == "int64"
+    single = shares[shares["view"] == "single"]
+    assert single[["model", "weights", "kv", "budget_tokens"]].values.tolist() == [
+        ["A", "bf16", "full", 2000], ["B", "bf16", "full", 2000], ["C", "bf16", "full", 2000], ["A", "bf16", "full", 8000]]
+    assert single["memory_gib"].tolist() == pytest.approx([1.0, 2.0, 2.5, 3.0])
+    assert single["accuracy"].tolist() == [0.5, 0.75, 1.0, 0.9]
+    assert single["accuracy_ci95_low"].tolist() == [0.2, 0.4, 0.7, 0.6]
+    assert single["accuracy_ci95_high"].tolist() == [0.8, 0.9, 1.0, 1.0]
+    assert single["on_frontier"].tolist() == [True, True, True, False]
+    assert single["frontier_share"].tolist() == pytest.approx([1.0, 0.6, 0.2, 0.4])
+    assert thresholds.columns.tolist() == [
+        "dataset", "view", "replicates", "replicates_with_threshold", "memory_gib", "effective_weight_gib", "model",
+        "weights", "budget_tokens", "k", "memory_gib_median", "memory_gib_ci95_low", "memory_gib_ci95_high",
+        "effective_weight_gib_median", "effective_weight_gib_ci95_low", "effective_weight_gib_ci95_high",
+        "modal_point", "modal_share", "observed_weights_share"]
+    t = thresholds.set_index("view")
+    s, b = t.loc["single"], t.loc["batch16"]
+    assert (s["replicates"], s["replicates_with_threshold"]) == (5, 4)
+    # observed: weights 1 -> 2 -> 2.2 (two weight moves): the threshold is C
+    assert (s["model"], s["weights"], s["budget_tokens"], s["k"]) == ("C", "bf16", 2000, 1)
+    assert (s["memory_gib"], s["effective_weight_gib"]) == (pytest.approx(2.5), 2.2)
+    assert b["memory_gib"] == pytest.approx(2.2 + 16 * 0.3)
+    assert [s["memory_gib_median"], s["memory_gib_ci95_low"], s["memory_gib_ci95_high"]] == pytest.approx(
+        [2.0, 1.075, 2.4625])
+    # effective weights at the replicates' thresholds: 1, 2, 2, 2.2
+    assert [s["effective_weight_gib_median"], s["effective_weight_gib_ci95_low"],
+            s["effective_weight_gib_ci95_high"]] == pytest.approx([2.0, 1.075, 2.0 + 0.925 * 0.2])
+    # batch16: the same frontiers, C at 2.2 + 16 x 0.3 = 7 GiB
+    assert b["memory_gib_ci95_high"] == pytest.approx(2.0 + 0.925 * 5.0)
+    assert (s["modal_point"], s["modal_share"]) == ("B bf16 T=2000 K=1 full", 0.4)
+    assert s["observed_weights_share"] == pytest.approx(0.2)  # C's weights (model and format) once in 5
+    # where the two views' frontiers differ (the fixture: the 4-bit 32B model joins in batch16),
+    # each view's threshold is of its own frontier
+    _, observed = frontier_bootstrap(summary, summary["accuracy"].to_numpy()[None, :], 1)
+    assert observed.set_index("view")["model"].to_dict() == {"single": "Qwen3-8B", "batch16": "Qwen3-32B"}
+
+
+def test_best_k_by_memory_caps_by_hand():
+    """Two caps a decade, 10^(e/2) GiB from the smallest memory's down to the largest's up: totals
+    0.05, 1, 3 and 5 GiB give caps 0.1, 0.316, 1, 3.16 and 10 (0.0316 holds nothing); a cap
+    holds a configuration of exactly its memory (1 GiB); equal accuracy goes to less memory."""
+    from notallbits.analysis import best_k_by_memory
+
+    table = best_k_by_memory(pd.DataFrame([row("tiny", 16, 0.05, 256, 1, 0.0, 0.1, dataset="toy"),
+                                           row("tiny", 16, 1.0, 1024, 1, 0.0, 0.3, dataset="toy"),
+                                           row("tiny", 16, 1.0, 1024, 4, 2.0, 0.3, dataset="toy"),
+                                           row("tiny", 16, 1.0, 4096, 8, 4.0, 0.5, dataset="toy")]))
+    assert table["memory_cap_gib"].tolist() == pytest.approx([0.1, 10 ** -0.5, 1.0, 10 ** 0.5, 10.0])
+    assert table["best_k"].tolist() == [1, 1, 1, 1, 8]
+    assert table["accuracy"].tolist() == [0.1, 0.1, 0.3, 0.3, 0.5]
+    assert table["budget_tokens"].tolist() == [256, 256, 1024, 1024, 4096]
+
+
+def test_small_analysis_rules_by_hand():
+    """The view error names the known views; among equally good splits the earliest (weights
+    1, 1, 2: all compute before, or all weights after, both explain one move); a Best-of-N
+    point's row carries its memory, verifier memory and budget, and a vote needing more memory
+    (1.0 GiB beside 0.8) is not within its memory; a selection rule without a verifier name is
+    labelled by the rule alone."""
+    from notallbits.analysis import selection_comparison, selection_label, threshold_split, with_view
+
+    with pytest.raises(ValueError, match=r"^unknown memory view 'batch8' \(known: single, batch16\)$"):
+        with_view(pd.DataFrame([row("m", 4, 1.0, 2000, 1, 0.1, 0.5)]), "batch8")
+    assert threshold_split([1.0, 1.0, 2.0]) == (0, 1, ["compute", "weights"])
+
+    def pick(selection, verifier, total_gib, verifier_gib, accuracy, budget, k):
+        return {**row("m", 4, total_gib - verifier_gib, budget, k, 0.0, accuracy), "selection": selection,
+                "verifier": verifier, "verifier_gib": verifier_gib, "total_gib": total_gib}
+
+    got = selection_comparison(pd.DataFrame([pick("majority", "", 0.5, 0.0, 0.4, 1024, 1),
+                                             pick("majority", "", 1.0, 0.0, 0.7, 4096, 4),
+                                             pick("prm_best_of_n", "prm", 0.5, 0.2, 0.5, 2048, 4),
+                                             pick("prm_best_of_n", "prm", 0.8, 0.2, 0.6, 2048, 8)]))
+    bon = got[got["selection_rule"] == "prm_best_of_n:prm"]
+    assert bon["total_gib"].tolist() == [0.5, 0.8] and bon["verifier_gib"].tolist() == [0.2, 0.2]
+    assert bon["budget_tokens"].tolist() == [2048, 2048] and bon["k"].tolist() == [4, 8]
+    assert bon["majority_accuracy_at_memory"].tolist() == [0.4, 0.4]
+    assert selection_label(pd.DataFrame({"selection": ["prm_best_of_n"], "verifier": [None]})) == ["prm_best_of_n:"]
+
+
+def test_write_analysis_defaults_are_the_configs_and_its_numbers_have_six_digits(tmp_path):
+    """write_analysis without replicates and seed gives the tables of the config schema's
+    analysis defaults (1000 replicates, seed 0), and the same seed the same tables; the CSVs
+    hold %.6g numbers (1000 B of weights: 9.31323e-07 GiB)."""
+    from notallbits.analysis import write_analysis
+
+    schema = yaml.safe_load((ROOT / "notallbits" / "schemas" / "config.schema.yaml").read_text())
+    analysis = schema["properties"]["analysis"]["properties"]
+    settings = {"replicates": analysis["bootstrap_replicates"]["default"], "seed": analysis["seed"]["default"]}
+    assert settings == {"replicates": 1000, "seed": 0}
+    cells = [("A", 1000 / 2**30, [1, 0, 1, 0, 1, 0, 1, 0]), ("B", 2.0, [1, 1, 0, 1, 0, 1, 1, 0])]
+    summary, scores = [], []
+    for model, weight_gib, right in cells:
+        key = {"dataset": "aime25", "model": model, "weight_method": "bf16", "bits": 16, "kv": "full",
+               "budget_tokens": 2000, "k": 1, "selection": "majority", "verifier": ""}
+        summary.append({**key, "kv_method": "full", "accuracy": sum(right) / 8, "questions": 8, "samples": 1,
+                        "weight_gib": weight_gib, "kv_gib": 0.0, "verifier_gib": 0.0, "total_gib": weight_gib})
+        scores += [{**key, "task": "math", "question_id": f"q{q}", "score": float(s)} for q, s in enumerate(right)]
+    pd.DataFrame(summary).to_csv(tmp_path / "summary.csv", index=False)
+    pd.DataFrame(scores).to_csv(tmp_path / "questions.csv", index=False)
+    written = []
+    for run, given in (("a", settings), ("b", {})):
+        out = [str(tmp_path / f"{run}_{n}.csv") for n in ("front", "thr", "bestk", "front_b", "thr_b")]
+        write_analysis(str(tmp_path / "summary.csv"), *out[:3], questions_path=str(tmp_path / "questions.csv"),
+                       frontier_bootstrap_path=out[3], threshold_bootstrap_path=out[4], **given)
+        written.append([open(p).read() for p in out])
+    assert written[0] == written[1]
+    assert pd.read_csv(tmp_path / "b_thr_b.csv")["replicates"].tolist() == [1000, 1000]
+    # B is on the frontier in the resamples where it beats A: a share strictly between 0 and 1
+    shares = pd.read_csv(tmp_path / "b_front_b.csv").set_index(["view", "model"])["frontier_share"]
+    assert 0 < shares[("single", "B")] < 1
+    front = pd.read_csv(tmp_path / "a_front.csv", dtype=str)
+    assert front.loc[front["model"] == "A", "memory_gib"].tolist() == ["9.31323e-07", "9.31323e-07"]
