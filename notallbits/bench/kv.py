@@ -37,6 +37,9 @@ import sys
 import time
 
 MIB = 2**20
+# what --clock times steps by: wall time, or the process's CPU time (one thread on a CPU: what
+# wall time is on an idle machine, less the time other processes take the core)
+CLOCKS = {"wall": time.perf_counter, "cpu": time.process_time}
 MMAP_ENV = {"MALLOC_MMAP_THRESHOLD_": "65536", "MALLOC_TRIM_THRESHOLD_": "0"}
 METHODS = ("full", "streamingllm", "rkv", "hqq")
 
@@ -229,7 +232,7 @@ def step_one(a) -> dict:
     except ImportError:
         pass
     settings = kv_settings(a.method, a.kv_budget, a.rkv_buffer, a.hqq_residual)
-    clock = time.process_time if a.clock == "cpu" else time.perf_counter
+    clock = CLOCKS[a.clock]
     g = torch.Generator().manual_seed(0)
     ids = torch.randint(5, 500, (a.batch, a.tokens + a.warmup + a.steps + a.answer + a.interleave + 1),
                         generator=g).to(device)
@@ -383,7 +386,7 @@ def step_table(a) -> None:
           f"KV budget {a.kv_budget} (R-KV buffer {a.rkv_buffer}), HQQ 4-bit residual {a.hqq_residual}"
           + ("; timed by the process's CPU time" if a.clock == "cpu" else ""))
     _threads(a.threads)
-    bandwidth = copy_bandwidth(a.device, clock=time.process_time if a.clock == "cpu" else time.perf_counter)
+    bandwidth = copy_bandwidth(a.device, clock=CLOCKS[a.clock])
     print(f"copy bandwidth of this device: {bandwidth / 1e9:.1f} GB/s; 'x bytes' = step time / the time to move "
           "the weights + the held KV once at that bandwidth")
     print(f"{'method':<13}{'ms/step':>9}{'vs full':>8}{'x bytes':>8}{'held MiB':>9}{'decode peak':>12}{'model':>8}"
@@ -429,7 +432,7 @@ def main(argv=None, run: bool = True):
     p.add_argument("--dtype", default="float32")
     p.add_argument("--device", default="auto")
     p.add_argument("--threads", type=int)
-    p.add_argument("--clock", choices=["wall", "cpu"], default="wall",
+    p.add_argument("--clock", choices=list(CLOCKS), default="wall",
                    help="step: 'cpu' times steps by the process's CPU time (with --device cpu --threads 1: what wall "
                         "time is on an idle machine, and much less moved by other processes)")
     a = p.parse_args(argv)
