@@ -147,3 +147,37 @@ def test_prompt_styles_by_name_and_an_unknown_one_refused():
     assert user_message(q) == user_message(q, "default") == format_question(q)
     with pytest.raises(UserError, match=r"^unknown prompt style 'nope' \(known: default, toy\)$"):
         user_message(q, "nope")
+
+
+def test_hidden_tests_refusal_names_the_class():
+    evil = base64.b64encode(zlib.compress(pickle.dumps(ValueError("x")))).decode()
+    with pytest.raises(pickle.UnpicklingError, match=r"refusing builtins\.ValueError in LiveCodeBench tests"):
+        decode_lcb_tests(evil)
+
+
+def test_livecodebench_date_window_keeps_both_ends(lcb_folder):
+    """lcb_runner keeps `start_date <= contest_date <= end_date` (contest dates at midnight, as the
+    dataset stores them): a window of one day keeps that day's problem."""
+    day = load({"loader": "livecodebench", "hf_id": str(lcb_folder), "version": "release_v2",
+                "start_date": "2024-10-05", "end_date": "2024-10-05"})
+    assert [q["id"] for q in day] == ["a2"]
+
+
+def test_math500_rows_shaped_like_the_hub(monkeypatch):
+    """HuggingFaceH4/MATH-500: split "test", fields problem/solution/answer/subject/level/unique_id.
+    The default repository is asked, another hf_id is passed on; a row without a problem or an
+    answer is one line naming the repository and the id."""
+    from notallbits.data import registry
+
+    row = {"problem": " Compute $1/2 + 1/4$. ", "solution": "...", "answer": " \\frac{3}{4} ", "subject": "Algebra",
+           "level": 1, "unique_id": "test/algebra/1.json"}
+    calls = []
+    monkeypatch.setattr(registry, "_load_hub", lambda *a: calls.append(a) or [row])
+    assert registry.math500({}) == [{"id": "test/algebra/1.json", "task": "math", "question": "Compute $1/2 + 1/4$.",
+                                     "choices": None, "answer": "\\frac{3}{4}", "permutation": None}]
+    registry.math500({"hf_id": "mirror/math500"})
+    assert calls == [("HuggingFaceH4/MATH-500", None, "test"), ("mirror/math500", None, "test")]
+    for key, field in (("answer", "answer"), ("problem", "question")):
+        monkeypatch.setattr(registry, "_load_hub", lambda *a, key=key: [{**row, key: None}])
+        with pytest.raises(UserError, match=rf"^HuggingFaceH4/MATH-500 test/algebra/1.json: missing field '{field}'$"):
+            registry.math500({})

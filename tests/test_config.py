@@ -77,6 +77,7 @@ def test_union_of_sweeps_merges_jobs(paper):
     (lambda c: c["sweeps"][0].update(k=[1, 64]), "sweeps[0].k: K=64 exceeds samples=32"),
     (lambda c: c["sweeps"][0].update(models=["Qwen3-7B"]), "sweeps[0].models: unknown name 'Qwen3-7B'"),
     (lambda c: c["sweeps"][0].update(datasets=["aime24"]), "sweeps[0].datasets: unknown name 'aime24'"),
+    (lambda c: c["sweeps"][0].update(kv=["full", "snapkv"]), "sweeps[0].kv: unknown name 'snapkv'"),
     (lambda c: c["kv_methods"].update(tight={"method": "rkv", "budget": 8}),
      "kv_methods.tight: KV method rkv: budget 8 must exceed the observation window 8"),
     (lambda c: c["sweeps"][0].update(selection=["majority", "prm_best_of_n"]),
@@ -86,6 +87,12 @@ def test_union_of_sweeps_merges_jobs(paper):
     (lambda c: c["models"].update(built={"source": "results/models/built", "build": "tiny"},
                                   local={"source": "/no/such/model"}),
      "models.local.source: model path '/no/such/model' does not exist"),
+    (lambda c: c["verifiers"].update(built={"source": "results/verifiers/built", "build": "tiny"},
+                                     local={"source": "./no/such/prm"}),
+     "verifiers.local.source: model path './no/such/prm' does not exist"),
+    (lambda c: c["datasets"].update(mine={"loader": "jsonl"}), "datasets.mine.path: required for loader 'jsonl'"),
+    (lambda c: c["sweeps"][0].update(samples="1.5"), "sweeps[0].samples: '1.5' is not of type 'integer'"),
+    (lambda c: c["sweeps"][0].update(bits=["5"]), "sweeps[0].bits[0]: '5' is not one of"),
     (lambda c: c["models"].update(mine={"source": "Qwen/Qwen3-8B", "architecture": "Qwen3-9B"}),
      "models.mine.architecture: no offline facts named 'Qwen3-9B'"),
     (lambda c: c["models"].update(local={"source": "/no/such/model"}), "models.local.source: model path '/no/such/model' does not exist"),
@@ -150,7 +157,8 @@ def test_grid_command_lists_the_jobs(tmp_path, capsys):
     assert sorted((j["dataset"], j["bits"], j["kv"]) for j in listed) == [
         (d, b, "full") for d in ("demo-arith", "demo-choice") for b in (4, 8, 16)]
     assert all(j["budgets"] == [32, 64, 128] and j["samples"] == 4 and j["k"] == [1, 2, 4]
-               and j["model"] == "tiny-qwen3" and j["verifiers"] == [] for j in listed)
+               and j["model"] == "tiny-qwen3" and j["verifiers"] == [] and j["backend"] == "transformers"
+               for j in listed)
     grid.run(argparse.Namespace(config=str(path), json=False))
     assert capsys.readouterr().out.splitlines()[0] == "54 cells, 6 generation jobs"  # 6 jobs x 3 budgets x 3 K
 
@@ -195,3 +203,72 @@ def test_of_several_errors_the_shallowest_is_named(paper):
     bad = {**paper, "bogus": 1, "sweeps": [{**paper["sweeps"][0], "budgets": [0]}]}
     with pytest.raises(UserError, match="unknown key 'bogus'"):
         grid.validate(bad)
+
+
+def test_yaml_error_without_a_position_names_the_file(tmp_path):
+    """PyYAML's reader refuses control characters with a ReaderError, which has no problem_mark,
+    problem or context (only its message, whose first line says what): the line names the file."""
+    path = tmp_path / "bell.yaml"
+    path.write_text("models:\n  x: 1\x07\n")
+    with pytest.raises(UserError) as err:
+        grid.load_yaml(path)
+    assert str(err.value) == f"{path}: not valid YAML (unacceptable character #x0007: special characters are not allowed)"
+
+
+def test_snakefile_exits_with_the_yaml_error_line(tmp_path):
+    """exit_on_bad_yaml (the Snakefile's first check) stops with "error: <file>:<line>:<col>: ..." on
+    bad YAML, and lets a good or missing config file through (Snakemake reports a missing one)."""
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("models:\n  x: {a: 1\nsweeps: []\n")
+    with pytest.raises(SystemExit) as exc:
+        grid.exit_on_bad_yaml(bad)
+    assert exc.value.code == (f"error: {bad}:3:7: not valid YAML (expected ',' or '}}', but got ':', "
+                              f"while parsing a flow mapping)")
+    good = tmp_path / "good.yaml"
+    good.write_text("models: {}\n")
+    assert grid.exit_on_bad_yaml(good) is None and grid.exit_on_bad_yaml(tmp_path / "missing.yaml") is None
+
+
+@pytest.mark.parametrize("src", ["../no/such/model", "~/no/such/model"])
+def test_a_source_written_as_a_relative_or_home_path_is_a_missing_folder(src):
+    """'../x' and '~/x' are paths (the hub's ids are owner/name), so a missing one is a missing folder."""
+    assert grid.model_source_problem(src) == f"model path {src!r} does not exist"
+
+
+def test_an_empty_config_file_names_the_first_missing_key(tmp_path):
+    """An empty YAML file reads as None: the config it stands for is empty, missing 'models'."""
+    path = tmp_path / "empty.yaml"
+    path.write_text("# nothing yet\n")
+    with pytest.raises(UserError, match=r"^config: <top level>: 'models' is a required property$"):
+        grid.load(path)
+
+
+def test_the_schema_has_the_shape_the_default_filling_relies_on():
+    """_fill_defaults walks "type: object" properties, arrays' items and additionalProperties the way
+    snakemake.utils.validate(set_default=True) does; the equivalent mutants listed for it rest on
+    this shape: no object is also typed as something else, no object has both properties and an
+    additionalProperties schema, every array states its items, no schema without a type has
+    properties, items or an additionalProperties schema, and the only defaults that are non-empty
+    containers are lists of text."""
+    def walk(node, path):
+        if isinstance(node, list):
+            for i, item in enumerate(node):
+                yield from walk(item, f"{path}[{i}]")
+        if not isinstance(node, dict):
+            return
+        yield path, node
+        for key, value in node.items():
+            yield from walk(value, f"{path}/{key}")
+
+    for path, node in walk(grid.schema(), ""):
+        kind = node.get("type")
+        assert not isinstance(kind, list) or not {"object", "array"} & set(kind), path
+        if kind == "array":
+            assert "items" in node, path
+        if "properties" in node:
+            assert not isinstance(node.get("additionalProperties"), dict), path
+        if kind is None:
+            assert not {"properties", "items"} & set(node) and not isinstance(node.get("additionalProperties"), dict), path
+        default = node.get("default") if isinstance(node.get("default"), (list, dict)) else None
+        if default:
+            assert isinstance(default, list) and all(isinstance(v, str) for v in default), path

@@ -218,3 +218,126 @@ def test_hub_loader_asks_for_the_subset(monkeypatch):
     monkeypatch.setattr(datasets, "load_dataset", lambda *a, **k: calls.append((a, k)) or [])
     registry._load_hub("Idavidrein/gpqa", "gpqa_diamond", "train")
     assert calls == [(("Idavidrein/gpqa", "gpqa_diamond"), {"split": "train"})]
+
+
+def test_demo_sets_called_bare_are_the_loaders_default_entry():
+    """`demo_arith()` / `demo_choice()` / `demo_code()` are what a config's dataset entry without
+    limit or shuffle_seed loads (8, 8 and all 4 questions, seed 0), the same on every call."""
+    from notallbits.data import registry
+
+    assert demo_arith() == load({"loader": "demo_arith"}) and len(demo_arith()) == 8
+    assert demo_choice() == load({"loader": "demo_choice"}) and len(demo_choice()) == 8
+    assert registry.demo_code() == load({"loader": "demo_code"}) and len(registry.demo_code()) == 4
+    assert demo_arith(5, seed=3) == demo_arith(5, seed=3) != demo_arith(5, seed=4)
+
+
+def test_demo_arith_asks_a_plus_or_minus_b_times_c_in_its_ranges():
+    """Each question is "What is a + b * c?" or "a - b * c" with a in 2..60, b in 2..30, c in 2..9
+    (the function's docstring); 3000 questions reach both operators and every range's ends."""
+    seen = {"op": set(), "a": set(), "b": set(), "c": set()}
+    for q in demo_arith(3000):
+        a, op, b, times, c = q["question"].removeprefix("What is ").removesuffix("?").split()
+        assert times == "*"
+        for key, value in (("op", op), ("a", int(a)), ("b", int(b)), ("c", int(c))):
+            seen[key].add(value)
+    assert seen["op"] == {"+", "-"}
+    assert (min(seen["a"]), max(seen["a"])) == (2, 60)
+    assert (min(seen["b"]), max(seen["b"])) == (2, 30)
+    assert (min(seen["c"]), max(seen["c"])) == (2, 9)
+
+
+def test_demo_choice_shows_four_numbers_shuffled_like_every_choice_set():
+    """Four different numbers from 10 to 98 under a question asking for the largest; the options
+    are in the order of the shared per-(seed, question id) shuffle that GPQA uses, so the correct
+    letter moves from question to question."""
+    numbers, letters = set(), set()
+    for seed in (0, 2):
+        for q in demo_choice(300, seed=seed):
+            assert q["question"] == "Which of these numbers is the largest?"
+            shown = [int(x) for x in q["choices"]]
+            assert len(shown) == len(set(shown)) == 4
+            numbers.update(shown)
+            letters.add(q["answer"])
+            source = [None] * 4  # the options in source order (correct first), from the permutation
+            for position, index in enumerate(q["permutation"]):
+                source[index] = q["choices"][position]
+            assert int(source[0]) == max(shown)
+            assert shuffle_choices(q["id"], source[0], source[1:], seed) == (q["choices"], q["answer"], q["permutation"])
+    assert (min(numbers), max(numbers)) == (10, 98)
+    assert letters == {"A", "B", "C", "D"}
+
+
+def test_own_choice_record_keeps_a_permutation_that_agrees_with_its_answer():
+    from notallbits.data.registry import own_record
+
+    rec = {"id": "q", "task": "choice", "question": "?", "choices": ["x", "y", "z"], "answer": "B",
+           "permutation": [2, 0, 1]}
+    assert own_record(rec, "r")["permutation"] == [2, 0, 1]
+    assert own_record({**rec, "permutation": None}, "r")["permutation"] == [1, 0, 2]
+
+
+def test_question_identity_tells_seeds_and_sources_apart():
+    """Calibration must not share questions with an evaluated dataset: a generated set with another
+    shuffle_seed, or a hub loader reading another repository, holds other questions."""
+    from notallbits.data.registry import question_identity
+
+    assert question_identity({"loader": "demo_arith", "shuffle_seed": 1}) == ("demo_arith", None, None, 1)
+    assert question_identity({"loader": "toy_math", "shuffle_seed": 2}) != question_identity({"loader": "toy_math"})
+    assert question_identity({"loader": "aime25", "hf_id": "math-ai/aime25"}) == ("aime25", "math-ai/aime25", None, None)
+    assert question_identity({"loader": "aime25"}) != question_identity({"loader": "aime25", "hf_id": "math-ai/aime25"})
+
+
+def test_read_questions_names_the_file_of_a_repeated_id(tmp_path):
+    from notallbits.io import write_jsonl
+
+    write_jsonl(tmp_path / "twice.jsonl", demo_arith(1) + demo_arith(1))
+    with pytest.raises(UserError, match=r"^\S*twice.jsonl: records 1 and 2 have the same id 'arith-000'"):
+        read_questions(str(tmp_path / "twice.jsonl"))
+
+
+def test_prepare_data_command_writes_the_dataset(tmp_path, capsys):
+    """`notallbits prepare-data --spec JSON --out FILE`, in-process: the dataset the spec names."""
+    import argparse
+
+    from notallbits.data import prepare
+
+    out = tmp_path / "d.jsonl"
+    prepare.run(argparse.Namespace(spec=json.dumps({"loader": "demo_choice", "limit": 3}), out=str(out)))
+    assert read_questions(str(out)) == demo_choice(3)
+    assert capsys.readouterr().out == f"wrote 3 questions to {out}\n"
+
+
+def test_livecodebench_rows_as_the_hub_may_give_them():
+    """code_generation_lite's metadata is JSON text ("{}" for stdin problems), which a loader may
+    already have parsed; public or private tests may be empty; a row may lack its contest date."""
+    from notallbits.data.registry import lcb_record
+
+    assert lcb_record(_lcb_row(metadata={"func_name": "add"}), "row")["fn_name"] == "add"
+    for empty in ("", None, "{}"):
+        assert lcb_record(_lcb_row(metadata=empty), "row")["fn_name"] is None
+    private = json.dumps([{"input": "2\n3", "output": "5", "testtype": "functional"}])
+    rec = lcb_record(_lcb_row(public_test_cases="", private_test_cases=private), "row")
+    assert rec["tests"] == [{"input": "2\n3", "output": "5", "testtype": "functional"}] and rec["answer"] == "1 tests"
+    row = _lcb_row()
+    del row["contest_date"]
+    assert lcb_record(row, "row")["contest_date"] == ""
+
+
+def test_code_record_errors_name_the_record():
+    from notallbits.data.registry import check_record
+
+    bad = {"id": "c", "task": "code", "question": "q", "answer": "1 tests", "tests": [{"input": "1"}]}
+    with pytest.raises(UserError, match=r"^x.jsonl record 4: each test needs input, output and testtype"):
+        check_record(bad, "x.jsonl record 4")
+
+
+def test_livecodebench_releases_are_numbered_from_one():
+    """code_generation_lite: release_v1 is test.jsonl, release_vN adds test2.jsonl .. testN.jsonl
+    (the dataset card); there is no release_v0, and a version is named release_vN."""
+    from notallbits.data.registry import _lcb_files
+
+    assert _lcb_files("release_v6") == ["test.jsonl", "test2.jsonl", "test3.jsonl", "test4.jsonl", "test5.jsonl",
+                                        "test6.jsonl"]
+    for bad in ("release_v0", "v5", "release_latest"):
+        with pytest.raises(UserError, match="expected release_v1, release_v2"):
+            _lcb_files(bad)

@@ -60,7 +60,8 @@ def check_unique_ids(records: list[dict], where: str) -> list[dict]:
 
 # ------------------------------------------------------------------ bundled demo sets
 def demo_arith(n: int = 8, seed: int = 0) -> list[dict]:
-    """Integer-answer arithmetic (AIME-style scoring: an integer in \\boxed{})."""
+    """Integer-answer arithmetic (AIME-style scoring: an integer in \\boxed{}): "What is a + b * c?"
+    or "a - b * c", with a in 2..60, b in 2..30, c in 2..9."""
     rng = random.Random(f"demo_arith:{seed}")
     out = []
     for i in range(n):
@@ -73,7 +74,8 @@ def demo_arith(n: int = 8, seed: int = 0) -> list[dict]:
 
 
 def demo_choice(n: int = 8, seed: int = 0) -> list[dict]:
-    """Four-option questions (GPQA-style scoring: a letter, mapped through the permutation)."""
+    """Four-option questions (GPQA-style scoring: a letter, mapped through the permutation): the
+    largest of four different numbers from 10 to 98."""
     rng = random.Random(f"demo_choice:{seed}")
     out = []
     for i in range(n):
