@@ -751,6 +751,21 @@ def test_hqq_decode_holds_no_dequantized_layer(deep_model):
     assert peak + scratch < 0.5 * layer, (peak, scratch, layer)
 
 
+def test_hqq_bench_times_ours_against_hqq_and_checks_every_row(capsys):
+    """`python -m notallbits.bench.kv_methods --hqq` times kvcache.quantized._hqq_codes against hqq's
+    own Quantizer.quantize on each row alone, says whether every row's codes, scales and zeros are
+    hqq's, and with --old times another file's _hqq_codes too."""
+    from notallbits.bench import kv_methods
+    from notallbits.kvcache import quantized
+
+    kv_methods.main(["--hqq", "--tokens", "40", "--batch", "2", "--nbits", "4", "--old", quantized.__file__])
+    out = capsys.readouterr().out.splitlines()
+    assert "2 rows x 8 KV heads x 40 tokens x 128" in out[0] and "old seconds" in out[0]
+    rows = [line.split("|") for line in out[1:]]
+    assert [r[0].split() for r in rows] == [["keys", "4-bit"], ["values", "4-bit"]]
+    assert all(r[3].strip() == "yes" and len(r) == 5 for r in rows), out
+
+
 def test_step_bench_times_by_cpu_time_on_one_cpu_thread_only(capsys):
     """`bench.kv step --clock cpu` needs --device cpu --threads 1 (a process's CPU time adds up its
     threads and misses a GPU's work); the timing clock reaches the child that times the steps."""

@@ -11,6 +11,15 @@ another implementation (a file defining ``rkv_select``, e.g. an older eviction.p
 
     python -m notallbits.bench.kv_methods --rkv [--budgets 256 2048 4096 8192] [--batches 1 8] [--old FILE] [--threads 1]
 
+Time of HQQ's quantization of a layer's keys and values (kvcache.quantized._hqq_codes, what
+every requantization runs) against hqq's own Quantizer.quantize on each row alone (the peer,
+whose codes, scales and zeros it must equal bit for bit: checked on every row), and optionally
+against another implementation (a file defining ``_hqq_codes``, e.g. an older quantized.py),
+on the first layer's K and V of a random Qwen3 at a real head layout (32 query / 8 KV heads x
+128, float32) after a prefill of ``--tokens`` tokens:
+
+    python -m notallbits.bench.kv_methods --hqq [--tokens 2176] [--batch 4] [--nbits 2 4 8] [--old FILE] [--threads 1]
+
 Peak extra memory: on CUDA ``torch.cuda.max_memory_allocated`` above the inputs; on CPU the
 peak of live tensor bytes allocated during the call, tracked through a TorchDispatchMode
 (every tensor an op returns that does not alias an input counts until it is freed; an op's
@@ -162,16 +171,89 @@ def rkv_table(budgets, batches, old_file: str | None = None, device: str = "cpu"
             print(line, flush=True)
 
 
+# --------------------------------------------------------------------------- HQQ quantization
+def hqq_inputs(tokens: int, batch: int, device: str = "cpu"):
+    """Keys and values [batch, 8, tokens, 128] (float32) of the first layer of a random Qwen3 with
+    32 query / 8 KV heads of 128 (bench.kv's step model) after a prefill of ``tokens`` tokens."""
+    import torch
+    from transformers import AutoModelForCausalLM, Qwen3Config
+    from transformers.cache_utils import DynamicCache
+
+    config = Qwen3Config(vocab_size=512, hidden_size=512, intermediate_size=512, num_hidden_layers=1,
+                         num_attention_heads=32, num_key_value_heads=8, head_dim=128,
+                         max_position_embeddings=65536, tie_word_embeddings=True)
+    torch.manual_seed(0)
+    model = AutoModelForCausalLM.from_config(config, dtype=torch.float32).to(device).eval()
+    ids = torch.randint(5, 500, (batch, tokens), generator=torch.Generator().manual_seed(0)).to(device)
+    with torch.inference_mode():
+        cache = DynamicCache()
+        model(input_ids=ids, past_key_values=cache, use_cache=True, logits_to_keep=1)
+        return cache.layers[0].keys.clone(), cache.layers[0].values.clone()
+
+
+def _seconds(fn, clock, repeats: int = 2) -> tuple[float, object]:
+    best, out = float("inf"), None
+    for _ in range(repeats):
+        t0 = clock()
+        out = fn()
+        best = min(best, clock() - t0)
+    return best, out
+
+
+def hqq_table(tokens: int, batch: int, nbits_list, old_file: str | None = None, device: str = "cpu") -> None:
+    import torch
+    from hqq.core.quantize import Quantizer
+
+    from notallbits.kvcache.quantized import _hqq_codes
+
+    old = None
+    if old_file:
+        import importlib.util
+
+        spec = importlib.util.spec_from_file_location("old_quantized", old_file)
+        old = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(old)
+    keys, values = hqq_inputs(tokens, batch, device)
+    # one CPU thread: the process's CPU time (what wall time is on an idle machine, less what
+    # other processes take); otherwise wall time
+    by_cpu = device == "cpu" and torch.get_num_threads() == 1
+    clock = time.process_time if by_cpu else time.perf_counter
+    print(f"HQQ quantization of one layer's K or V: {batch} rows x 8 KV heads x {tokens} tokens x 128, float32, "
+          f"group 64, timed by {'CPU time' if by_cpu else 'wall time'} | ours seconds | hqq (each row alone) "
+          "seconds, hqq/ours | bit-equal" + (" | old seconds, old/ours" if old else ""))
+
+    def hqq_rows_alone(x, nbits):
+        return [Quantizer.quantize(x[r : r + 1].contiguous(), nbits=nbits, group_size=64, axis=0, device=device,
+                                   compute_dtype=torch.float32, bitpack=False) for r in range(x.shape[0])]
+
+    with torch.inference_mode():
+        for name, x in (("keys", keys), ("values", values)):
+            for nbits in nbits_list:
+                ours_s, (codes, scale, zero) = _seconds(lambda: _hqq_codes(x, nbits, 64), clock)
+                hqq_s, ref = _seconds(lambda: hqq_rows_alone(x, nbits), clock, repeats=1)
+                equal = all(torch.equal(q.to(torch.uint8), codes[r]) and torch.equal(m["scale"], scale[r])
+                            and torch.equal(m["zero"], zero[r]) for r, (q, m) in enumerate(ref))
+                line = (f"{name:<7} {nbits}-bit | {ours_s:8.3f} | {hqq_s:8.3f} {hqq_s / ours_s:6.2f}x | "
+                        f"{'yes' if equal else 'NO'}")
+                if old is not None:
+                    old_s, _ = _seconds(lambda: old._hqq_codes(x, nbits, 64), clock)
+                    line += f" | {old_s:8.3f} {old_s / ours_s:6.2f}x"
+                print(line, flush=True)
+
+
 def main(argv=None) -> None:
     p = argparse.ArgumentParser()
     p.add_argument("model", nargs="?")
-    p.add_argument("--tokens", type=int, default=512)
+    p.add_argument("--tokens", type=int, help="decode: trace tokens (default 512); --hqq: prefill tokens (2176)")
     p.add_argument("--batch", type=int, default=4)
     p.add_argument("--budget", type=int, default=128)
     p.add_argument("--rkv", action="store_true", help="time and memory of one R-KV compression")
     p.add_argument("--budgets", type=int, nargs="+", default=[256, 2048, 4096, 8192])
     p.add_argument("--batches", type=int, nargs="+", default=[1, 8])
-    p.add_argument("--old", help="with --rkv: a file with another rkv_select to compare")
+    p.add_argument("--old", help="with --rkv: a file with another rkv_select to compare; with --hqq: a file with "
+                   "another _hqq_codes")
+    p.add_argument("--hqq", action="store_true", help="time of HQQ's quantization of a layer's K and V against hqq's")
+    p.add_argument("--nbits", type=int, nargs="+", default=[2, 4, 8], help="with --hqq: bits per value")
     p.add_argument("--device", default="cpu")
     p.add_argument("--threads", type=int, help="torch CPU threads (1 gives steadier timings on a shared machine)")
     args = p.parse_args(argv)
@@ -182,6 +264,9 @@ def main(argv=None) -> None:
     if args.rkv:
         rkv_table(args.budgets, args.batches, args.old, args.device)
         return
+    if args.hqq:
+        hqq_table(args.tokens or 2176, args.batch, args.nbits, args.old, args.device)
+        return
     if not args.model:
         p.error("MODEL_DIR is required (or --rkv)")
     import torch
@@ -189,6 +274,7 @@ def main(argv=None) -> None:
 
     from notallbits.kvcache.settings import METHODS
 
+    args.tokens = args.tokens or 512
     model = AutoModelForCausalLM.from_pretrained(args.model, dtype=torch.bfloat16).eval()
     methods = {"full": {"method": "full"}}
     for name, method in METHODS.items():  # every method of the table, eviction at --budget
