@@ -553,3 +553,37 @@ def test_full_cache_is_one_slot_layer_per_decoder_layer_and_decodes_as_transform
     want = model(input_ids=step, past_key_values=reference).logits
     torch.testing.assert_close(model(input_ids=step, past_key_values=cache).logits, want, rtol=1e-5, atol=1e-6)
     assert cache.get_seq_length() == 5
+
+
+def test_streamingllm_padded_rows_keep_their_own_sinks_and_recent_tokens_and_compact_every_slack():
+    """StreamingLLM's rule (mit-han-lab/streaming-llm: the first ``sink`` tokens plus the most
+    recent budget - sink) on each row of a left-padded batch on its own: a 10-token prompt and
+    a 4-token one (6 slots of padding), decoded one token a step at budget 32, sink 4. A row
+    under the budget keeps every token while the other evicts. The slack at budget 32 is 2:
+    row 0 passes the budget at step 23 (33 slots), masks a second token at step 24 (34) and is
+    compacted to 32 before step 25's write, so from step 23 on the attention reads 33 and 34
+    slots in turn (row 1's padding adds no slots: it passes the budget at step 29, in step)."""
+    from notallbits.kvcache import normalize
+    from notallbits.kvcache.eviction import StreamingLLMLayer
+    from notallbits.kvcache.settings import streaming_slack
+
+    s = normalize({"method": "streamingllm", "budget": 32, "sink": 4})
+    assert streaming_slack(32) == 2
+    layer = StreamingLLMLayer(s)
+    layer.set_padding(torch.tensor([0, 6]))
+    steps, pad = 60, 6
+    keys = torch.randn(2, 2, 10 + steps, 4, generator=torch.Generator().manual_seed(19))
+    keys[0, :, :, 0] = torch.arange(10 + steps)  # channel 0: the token's position in its row
+    keys[1, :, :, 0] = torch.arange(10 + steps) - pad  # row 1: 6 padding slots (negative)
+    widths = []
+    for t in range(steps):
+        lo, hi = (0, 10) if t == 0 else (9 + t, 10 + t)
+        layer.update(keys[:, :, lo:hi], keys[:, :, lo:hi] * 2)
+        widths.append(layer.width)
+        for row, real in ((0, 10 + t), (1, 4 + t)):
+            want = list(range(real)) if real <= 32 else [0, 1, 2, 3, *range(real - 28, real)]
+            for h in range(2):
+                got = layer.keys[row, h][layer.visible()[row, 0]][:, 0]
+                assert got.tolist() == want, (t, row, h)
+    assert widths[:23] == [10 + t for t in range(23)]
+    assert widths[23:] == [33 if t % 2 else 34 for t in range(23, steps)]
