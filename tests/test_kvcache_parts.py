@@ -587,3 +587,24 @@ def test_streamingllm_padded_rows_keep_their_own_sinks_and_recent_tokens_and_com
                 assert got.tolist() == want, (t, row, h)
     assert widths[:23] == [10 + t for t in range(23)]
     assert widths[23:] == [33 if t % 2 else 34 for t in range(23, steps)]
+
+
+def test_query_capture_refuses_a_family_whose_attention_fuses_q_k_v():
+    """Phi-3's attention projects queries, keys and values with one fused ``qkv_proj`` (no
+    ``q_proj``, though it has ``layer_idx`` and ``head_dim``): R-KV cannot take its queries,
+    so installing the capture fails with one line naming the model, and hooks nothing."""
+    from transformers import AutoModelForCausalLM, Phi3Config
+
+    from notallbits import UserError
+    from notallbits.kvcache.eviction import install_query_capture
+
+    config = Phi3Config(vocab_size=64, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                        num_attention_heads=4, num_key_value_heads=2, pad_token_id=0, bos_token_id=1,
+                        eos_token_id=2)
+    model = AutoModelForCausalLM.from_config(config)
+    attn = [m for m in model.modules() if type(m).__name__ == "Phi3Attention"]
+    assert len(attn) == 2 and all(hasattr(m, "qkv_proj") and not hasattr(m, "q_proj") for m in attn)
+    with pytest.raises(UserError, match="Phi3ForCausalLM"):
+        install_query_capture(model)
+    assert not getattr(model, "_notallbits_query_capture", False)
+    assert all(not m._forward_pre_hooks for m in attn)
