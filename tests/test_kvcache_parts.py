@@ -357,19 +357,21 @@ def rkv_by_row(keys, queries, s, pad, steps):
     return out
 
 
-@pytest.mark.parametrize("forked", [False, True], ids=["own-slots", "fork-masks"])
-def test_rkv_layer_compresses_rows_at_their_own_positions(forked):
+@pytest.mark.parametrize("forked, hkv", [(False, 2), (True, 2), (True, 1)],
+                         ids=["own-slots", "fork-masks", "fork-masks-one-kv-head"])
+def test_rkv_layer_compresses_rows_at_their_own_positions(forked, hkv):
     """Rows padded by 0 and 5 slots, budget 12, buffer 16: each row compresses at the step
     holding its own position 16 and 32 (row 0 twice while row 1 holds as many tokens as row 0
     but is not due), on its own kept tokens, as R-KV on that row alone does. A fork (sharing
-    its parent's slots) masks instead of compacting: its visible slots hold the same tokens."""
+    its parent's slots) masks instead of compacting: its visible slots hold the same tokens, also
+    with one KV head (multi-query attention), whose mask has one head too."""
     from notallbits.kvcache import fork, normalize
     from notallbits.kvcache.eviction import EvictingCache, RKVLayer
 
     s = normalize({"method": "rkv", "budget": 12, "buffer": 16, "window": 4, "kernel": 3})
     g = torch.Generator().manual_seed(5)
     steps, pad = 40, [0, 5]
-    keys, values = torch.randn(2, 2, steps, 8, generator=g), torch.randn(2, 2, steps, 8, generator=g)
+    keys, values = torch.randn(2, hkv, steps, 8, generator=g), torch.randn(2, hkv, steps, 8, generator=g)
     queries = torch.randn(2, 4, steps, 8, generator=g)
     cache = EvictingCache(RKVLayer, s, 1)
     cache.set_padding(torch.tensor(pad))
@@ -384,9 +386,9 @@ def test_rkv_layer_compresses_rows_at_their_own_positions(forked):
         layer.remember_queries(queries[:, :, t : t + 1])
         layer.update(keys[:, :, t : t + 1], values[:, :, t : t + 1])
         layer.settle()
-        ok = layer.visible().expand(-1, 2, -1)
+        ok = layer.visible().expand(-1, hkv, -1)
         for b in range(2):
-            for h in range(2):
+            for h in range(hkv):
                 got = layer.keys[b, h][ok[b, h]]
                 assert torch.equal(got, keys[b, h, want[b][t][h]]), (t, b, h)
                 assert torch.equal(layer.values[b, h][ok[b, h]], values[b, h, want[b][t][h]]), (t, b, h)
