@@ -163,6 +163,28 @@ def test_rkv_padding_takes_no_part(scratch_bytes):
     assert not torch.equal(got[0, :, pad:], want[0])  # row 0's extra tokens do take part
 
 
+def test_rkv_padding_anywhere_takes_no_part_and_one_query_averages_over_itself():
+    """Padding takes no part wherever it sits: what a padding position holds (its key, and its
+    query when it is one of the window's) changes no score, also at the right of a row, inside
+    the observation window (row 1's last 3 tokens), and in the middle of a row (row 0). One
+    query (fewer than the window, which rkv_scores allows): its importance is its own attention,
+    with every token marked valid or with no mask at all."""
+    queries, keys = rkv_case("structured", 2)
+    s = normalize({"method": "rkv", "budget": 40})
+    valid = torch.ones(2, keys.shape[2], dtype=torch.bool)
+    valid[1, -3:] = False
+    valid[0, 30:34] = False
+    got = rkv_scores(queries, keys, s, valid=valid)
+    junk_q, junk_k = queries.clone(), keys.clone()
+    junk_q[1, :, -3:] = 50.0
+    junk_k.transpose(1, 2)[~valid] = -20.0
+    torch.testing.assert_close(rkv_scores(junk_q, junk_k, s, valid=valid), got, rtol=1e-5, atol=1e-7)
+    assert torch.isinf(got[0, :, 30:34]).all() and torch.isfinite(got[1]).all()
+    one = queries[:, :, -1:]
+    torch.testing.assert_close(rkv_scores(one, keys, s, valid=torch.ones_like(valid)), rkv_scores(one, keys, s),
+                               rtol=1e-6, atol=1e-8)
+
+
 def test_rkv_row_scores_the_same_alone_or_among_other_rows():
     """A row's R-KV scores do not depend on its batch: scored alone, among 31 other rows, or
     picked by ``rows``/``slots`` from a layer as RKVLayer.evict does, bit for bit, at a real
