@@ -610,3 +610,26 @@ def test_query_capture_refuses_a_family_whose_attention_fuses_q_k_v():
         install_query_capture(model)
     assert not getattr(model, "_notallbits_query_capture", False)
     assert all(not m._forward_pre_hooks for m in attn)
+
+
+def test_evicting_layer_compacts_in_its_own_buffers_and_a_fork_never_compacts():
+    """Reserved at the method's peak (R-KV: budget 12 + buffer 16 = 28 slots), a compression
+    compacts in place: the layer keeps the buffers it has (a second set would double the
+    layer for a moment). A fork shares its parent's slots: asked to compact, it refuses."""
+    from notallbits.kvcache import fork, normalize, reserve
+    from notallbits.kvcache.eviction import EvictingCache, RKVLayer
+
+    s = normalize({"method": "rkv", "budget": 12, "buffer": 16, "window": 4, "kernel": 3})
+    g = torch.Generator().manual_seed(21)
+    cache = EvictingCache(RKVLayer, s, 1)
+    reserve(cache, 100)
+    layer = cache.layers[0]
+    layer.remember_queries(torch.randn(1, 4, 28, 8, generator=g))
+    layer.update(*kv(28, 22, b=1, h=2, d=8, dv=8))  # position 0, 28 > 12: compresses
+    assert layer.capacity == 28 and layer.pending
+    buffers = (layer._kbuf.data_ptr(), layer._vbuf.data_ptr())
+    layer.settle()
+    assert layer.width == 12 and (layer._kbuf.data_ptr(), layer._vbuf.data_ptr()) == buffers
+    twin = fork(cache, 4).layers[0]
+    with pytest.raises(RuntimeError, match="^a fork shares its parent's slots"):
+        twin.compact()
