@@ -252,6 +252,30 @@ def test_rkv_scores_a_devices_chunks_by_hand(monkeypatch):
     assert got.device.type == "meta" and got.shape == (8, 8, 312)
 
 
+@pytest.mark.parametrize("threshold", [0.0, 0.5])
+def test_rkv_redundancy_is_the_authors_cal_similarity(threshold):
+    """The redundancy term against the authors' cal_similarity (rkv/utils.py, retain_direction
+    "last"), written out in NumPy float64: cosine similarity with a zero diagonal, in each row
+    the most recent key strictly above the threshold (none: index 0) zeroed, mean over rows,
+    softmax. At threshold 0 (the lowest the settings accept) the zeroed diagonal is no match."""
+    from notallbits.kvcache.eviction import _rkv_redundancy
+
+    _, keys = rkv_case("structured", 1)
+    k = keys[0].double().numpy()  # [Hkv, L, D]
+    unit = k / (np.linalg.norm(k, axis=-1, keepdims=True) + 1e-8)
+    sim = unit @ unit.transpose(0, 2, 1)
+    length = sim.shape[-1]
+    sim[:, np.arange(length), np.arange(length)] = 0.0
+    last = np.where(sim > threshold, np.arange(length), 0).max(-1)
+    np.put_along_axis(sim, last[..., None], 0.0, axis=-1)
+    mean = sim.mean(-2)
+    want = np.exp(mean - mean.max(-1, keepdims=True))
+    want /= want.sum(-1, keepdims=True)
+    for rows in (length, 5):
+        got = _rkv_redundancy(keys[0].clone(), threshold, None, rows)
+        np.testing.assert_allclose(got.numpy(), want, rtol=1e-5, atol=1e-9)
+
+
 def test_rkv_row_scores_the_same_alone_or_among_other_rows():
     """A row's R-KV scores do not depend on its batch: scored alone, among 31 other rows, or
     picked by ``rows``/``slots`` from a layer as RKVLayer.evict does, bit for bit, at a real
