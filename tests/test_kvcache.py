@@ -230,8 +230,8 @@ def test_rkv_scores_a_devices_chunks_by_hand(monkeypatch):
     at a time, then the other 28, each pair scored once. One row: its K + V (2,621,440 B) caps
     it, 5 pairs then 3. A given scratch_bytes of two pairs: 2 at a time. A device type without
     figures of its own (PyTorch's shape-only "meta" device) takes the GPU's: 256 rows (a pair
-    then takes 1,198,080 B) and 1 GiB, at most the K + V: 17 pairs at a time; its scores stay
-    on that device."""
+    then takes 1,198,080 B) and 1 GiB, at most the K + V: 17 pairs at a time; its scores and
+    every tensor they come from stay on that device, with a padding mask or without."""
     g = torch.Generator().manual_seed(8)
     queries = torch.randn(8, 16, 8, 128, generator=g)
     keys = torch.randn(8, 8, 320, 128, generator=g)
@@ -250,6 +250,7 @@ def test_rkv_scores_a_devices_chunks_by_hand(monkeypatch):
     got = rkv_scores(queries.to("meta"), keys.to("meta"), s, valid=valid)
     assert seen == {"pairs": [17, 17, 17, 13], "rows": {256}}
     assert got.device.type == "meta" and got.shape == (8, 8, 312)
+    assert rkv_scores(queries.to("meta"), keys.to("meta"), s).device.type == "meta"  # no padding mask
 
 
 @pytest.mark.parametrize("threshold", [0.0, 0.5])
