@@ -163,6 +163,120 @@ def test_rkv_padding_takes_no_part(scratch_bytes):
     assert not torch.equal(got[0, :, pad:], want[0])  # row 0's extra tokens do take part
 
 
+def test_rkv_padding_anywhere_takes_no_part_and_one_query_averages_over_itself():
+    """Padding takes no part wherever it sits: what a padding position holds (its key, and its
+    query when it is one of the window's) changes no score, also at the right of a row, inside
+    the observation window (row 1's last 3 tokens), and in the middle of a row (row 0). One
+    query (fewer than the window, which rkv_scores allows): its importance is its own attention,
+    with every token marked valid or with no mask at all."""
+    queries, keys = rkv_case("structured", 2)
+    s = normalize({"method": "rkv", "budget": 40})
+    valid = torch.ones(2, keys.shape[2], dtype=torch.bool)
+    valid[1, -3:] = False
+    valid[0, 30:34] = False
+    got = rkv_scores(queries, keys, s, valid=valid)
+    junk_q, junk_k = queries.clone(), keys.clone()
+    junk_q[1, :, -3:] = 50.0
+    junk_k.transpose(1, 2)[~valid] = -20.0
+    torch.testing.assert_close(rkv_scores(junk_q, junk_k, s, valid=valid), got, rtol=1e-5, atol=1e-7)
+    assert torch.isinf(got[0, :, 30:34]).all() and torch.isfinite(got[1]).all()
+    one = queries[:, :, -1:]
+    torch.testing.assert_close(rkv_scores(one, keys, s, valid=torch.ones_like(valid)), rkv_scores(one, keys, s),
+                               rtol=1e-6, atol=1e-8)
+
+
+def test_rkv_scores_in_float32_whatever_the_keys_dtype():
+    """Keys and queries in the model's bfloat16 are scored in float32 (the one difference from
+    the authors' code named above): the scores of the float32 tensors of the same values, to
+    float32's rounding (2-byte keys allow other chunks, which sum in another order), also for
+    keys picked from a layer's slots; bfloat16 arithmetic would be ~1e-3 off."""
+    queries, keys = rkv_case("structured", 1)
+    s = normalize({"method": "rkv", "budget": 40})
+    q16, k16 = queries.bfloat16(), keys.bfloat16()
+    want = rkv_scores(q16.float(), k16.float(), s)
+    got = rkv_scores(q16, k16, s)
+    assert got.dtype == torch.float32
+    torch.testing.assert_close(got, want, rtol=1e-6, atol=1e-9)
+    slots = torch.arange(72).expand(2, 2, 72)
+    torch.testing.assert_close(rkv_scores(q16, k16, s, rows=torch.tensor([0, 1]), slots=slots), want,
+                               rtol=1e-6, atol=1e-9)
+
+
+def _spy_scoring(monkeypatch):
+    """Record the (row, KV head) pairs of each chunk and the similarity rows per chunk."""
+    from notallbits.kvcache import eviction
+
+    seen = {"pairs": [], "rows": set()}
+    importance, redundancy = eviction._rkv_importance, eviction._rkv_redundancy
+
+    def spy_importance(q, *args):
+        seen["pairs"].append(q.shape[0])
+        return importance(q, *args)
+
+    def spy_redundancy(k, threshold, ok, rows):
+        seen["rows"].add(rows)
+        return redundancy(k, threshold, ok, rows)
+
+    monkeypatch.setattr(eviction, "_rkv_importance", spy_importance)
+    monkeypatch.setattr(eviction, "_rkv_redundancy", spy_redundancy)
+    return seen
+
+
+def test_rkv_scores_a_devices_chunks_by_hand(monkeypatch):
+    """A compression of 8 rows x 8 KV heads x 128 channels over 320 float32 tokens, window 8.
+    On a CPU: similarity chunks of 64 rows (RKV_SIMILARITY_ROWS; one pair's scratch
+    4 x 320 x (128 + 4 x 8 + 8) + 12 x 320 x 64 = 460,800 B) and 16 MiB of scratch (the rows'
+    K + V, 2 x 64 x 320 x 128 x 4 = 20,971,520 B, is more): 16,777,216 // 460,800 = 36 pairs
+    at a time, then the other 28, each pair scored once. One row: its K + V (2,621,440 B) caps
+    it, 5 pairs then 3. A given scratch_bytes of two pairs: 2 at a time. A device type without
+    figures of its own (PyTorch's shape-only "meta" device) takes the GPU's: 256 rows (a pair
+    then takes 1,198,080 B) and 1 GiB, at most the K + V: 17 pairs at a time; its scores and
+    every tensor they come from stay on that device, with a padding mask or without."""
+    g = torch.Generator().manual_seed(8)
+    queries = torch.randn(8, 16, 8, 128, generator=g)
+    keys = torch.randn(8, 8, 320, 128, generator=g)
+    s = normalize({"method": "rkv", "budget": 256, "buffer": 64})
+    seen = _spy_scoring(monkeypatch)
+    rkv_scores(queries, keys, s)
+    assert seen == {"pairs": [36, 28], "rows": {64}}
+    seen = _spy_scoring(monkeypatch)
+    rkv_scores(queries[:1], keys[:1], s)
+    assert seen == {"pairs": [5, 3], "rows": {64}}
+    seen = _spy_scoring(monkeypatch)
+    rkv_scores(queries, keys, s, scratch_bytes=2 * 460_800)
+    assert seen == {"pairs": [2] * 32, "rows": {64}}
+    seen = _spy_scoring(monkeypatch)
+    valid = torch.ones(8, 320, dtype=torch.bool)
+    got = rkv_scores(queries.to("meta"), keys.to("meta"), s, valid=valid)
+    assert seen == {"pairs": [17, 17, 17, 13], "rows": {256}}
+    assert got.device.type == "meta" and got.shape == (8, 8, 312)
+    assert rkv_scores(queries.to("meta"), keys.to("meta"), s).device.type == "meta"  # no padding mask
+
+
+@pytest.mark.parametrize("threshold", [0.0, 0.5])
+def test_rkv_redundancy_is_the_authors_cal_similarity(threshold):
+    """The redundancy term against the authors' cal_similarity (rkv/utils.py, retain_direction
+    "last"), written out in NumPy float64: cosine similarity with a zero diagonal, in each row
+    the most recent key strictly above the threshold (none: index 0) zeroed, mean over rows,
+    softmax. At threshold 0 (the lowest the settings accept) the zeroed diagonal is no match."""
+    from notallbits.kvcache.eviction import _rkv_redundancy
+
+    _, keys = rkv_case("structured", 1)
+    k = keys[0].double().numpy()  # [Hkv, L, D]
+    unit = k / (np.linalg.norm(k, axis=-1, keepdims=True) + 1e-8)
+    sim = unit @ unit.transpose(0, 2, 1)
+    length = sim.shape[-1]
+    sim[:, np.arange(length), np.arange(length)] = 0.0
+    last = np.where(sim > threshold, np.arange(length), 0).max(-1)
+    np.put_along_axis(sim, last[..., None], 0.0, axis=-1)
+    mean = sim.mean(-2)
+    want = np.exp(mean - mean.max(-1, keepdims=True))
+    want /= want.sum(-1, keepdims=True)
+    for rows in (length, 5):
+        got = _rkv_redundancy(keys[0].clone(), threshold, None, rows)
+        np.testing.assert_allclose(got.numpy(), want, rtol=1e-5, atol=1e-9)
+
+
 def test_rkv_row_scores_the_same_alone_or_among_other_rows():
     """A row's R-KV scores do not depend on its batch: scored alone, among 31 other rows, or
     picked by ``rows``/``slots`` from a layer as RKVLayer.evict does, bit for bit, at a real

@@ -357,19 +357,21 @@ def rkv_by_row(keys, queries, s, pad, steps):
     return out
 
 
-@pytest.mark.parametrize("forked", [False, True], ids=["own-slots", "fork-masks"])
-def test_rkv_layer_compresses_rows_at_their_own_positions(forked):
+@pytest.mark.parametrize("forked, hkv", [(False, 2), (True, 2), (True, 1)],
+                         ids=["own-slots", "fork-masks", "fork-masks-one-kv-head"])
+def test_rkv_layer_compresses_rows_at_their_own_positions(forked, hkv):
     """Rows padded by 0 and 5 slots, budget 12, buffer 16: each row compresses at the step
     holding its own position 16 and 32 (row 0 twice while row 1 holds as many tokens as row 0
     but is not due), on its own kept tokens, as R-KV on that row alone does. A fork (sharing
-    its parent's slots) masks instead of compacting: its visible slots hold the same tokens."""
+    its parent's slots) masks instead of compacting: its visible slots hold the same tokens, also
+    with one KV head (multi-query attention), whose mask has one head too."""
     from notallbits.kvcache import fork, normalize
     from notallbits.kvcache.eviction import EvictingCache, RKVLayer
 
     s = normalize({"method": "rkv", "budget": 12, "buffer": 16, "window": 4, "kernel": 3})
     g = torch.Generator().manual_seed(5)
     steps, pad = 40, [0, 5]
-    keys, values = torch.randn(2, 2, steps, 8, generator=g), torch.randn(2, 2, steps, 8, generator=g)
+    keys, values = torch.randn(2, hkv, steps, 8, generator=g), torch.randn(2, hkv, steps, 8, generator=g)
     queries = torch.randn(2, 4, steps, 8, generator=g)
     cache = EvictingCache(RKVLayer, s, 1)
     cache.set_padding(torch.tensor(pad))
@@ -384,9 +386,9 @@ def test_rkv_layer_compresses_rows_at_their_own_positions(forked):
         layer.remember_queries(queries[:, :, t : t + 1])
         layer.update(keys[:, :, t : t + 1], values[:, :, t : t + 1])
         layer.settle()
-        ok = layer.visible().expand(-1, 2, -1)
+        ok = layer.visible().expand(-1, hkv, -1)
         for b in range(2):
-            for h in range(2):
+            for h in range(hkv):
                 got = layer.keys[b, h][ok[b, h]]
                 assert torch.equal(got, keys[b, h, want[b][t][h]]), (t, b, h)
                 assert torch.equal(layer.values[b, h][ok[b, h]], values[b, h, want[b][t][h]]), (t, b, h)
@@ -553,3 +555,81 @@ def test_full_cache_is_one_slot_layer_per_decoder_layer_and_decodes_as_transform
     want = model(input_ids=step, past_key_values=reference).logits
     torch.testing.assert_close(model(input_ids=step, past_key_values=cache).logits, want, rtol=1e-5, atol=1e-6)
     assert cache.get_seq_length() == 5
+
+
+def test_streamingllm_padded_rows_keep_their_own_sinks_and_recent_tokens_and_compact_every_slack():
+    """StreamingLLM's rule (mit-han-lab/streaming-llm: the first ``sink`` tokens plus the most
+    recent budget - sink) on each row of a left-padded batch on its own: a 10-token prompt and
+    a 4-token one (6 slots of padding), decoded one token a step at budget 32, sink 4. A row
+    under the budget keeps every token while the other evicts. The slack at budget 32 is 2:
+    row 0 passes the budget at step 23 (33 slots), masks a second token at step 24 (34) and is
+    compacted to 32 before step 25's write, so from step 23 on the attention reads 33 and 34
+    slots in turn (row 1's padding adds no slots: it passes the budget at step 29, in step)."""
+    from notallbits.kvcache import normalize
+    from notallbits.kvcache.eviction import StreamingLLMLayer
+    from notallbits.kvcache.settings import streaming_slack
+
+    s = normalize({"method": "streamingllm", "budget": 32, "sink": 4})
+    assert streaming_slack(32) == 2
+    layer = StreamingLLMLayer(s)
+    layer.set_padding(torch.tensor([0, 6]))
+    steps, pad = 60, 6
+    keys = torch.randn(2, 2, 10 + steps, 4, generator=torch.Generator().manual_seed(19))
+    keys[0, :, :, 0] = torch.arange(10 + steps)  # channel 0: the token's position in its row
+    keys[1, :, :, 0] = torch.arange(10 + steps) - pad  # row 1: 6 padding slots (negative)
+    widths = []
+    for t in range(steps):
+        lo, hi = (0, 10) if t == 0 else (9 + t, 10 + t)
+        layer.update(keys[:, :, lo:hi], keys[:, :, lo:hi] * 2)
+        widths.append(layer.width)
+        for row, real in ((0, 10 + t), (1, 4 + t)):
+            want = list(range(real)) if real <= 32 else [0, 1, 2, 3, *range(real - 28, real)]
+            for h in range(2):
+                got = layer.keys[row, h][layer.visible()[row, 0]][:, 0]
+                assert got.tolist() == want, (t, row, h)
+    assert widths[:23] == [10 + t for t in range(23)]
+    assert widths[23:] == [33 if t % 2 else 34 for t in range(23, steps)]
+
+
+def test_query_capture_refuses_a_family_whose_attention_fuses_q_k_v():
+    """Phi-3's attention projects queries, keys and values with one fused ``qkv_proj`` (no
+    ``q_proj``, though it has ``layer_idx`` and ``head_dim``): R-KV cannot take its queries,
+    so installing the capture fails with one line naming the model, and hooks nothing."""
+    from transformers import AutoModelForCausalLM, Phi3Config
+
+    from notallbits import UserError
+    from notallbits.kvcache.eviction import install_query_capture
+
+    config = Phi3Config(vocab_size=64, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                        num_attention_heads=4, num_key_value_heads=2, pad_token_id=0, bos_token_id=1,
+                        eos_token_id=2)
+    model = AutoModelForCausalLM.from_config(config)
+    attn = [m for m in model.modules() if type(m).__name__ == "Phi3Attention"]
+    assert len(attn) == 2 and all(hasattr(m, "qkv_proj") and not hasattr(m, "q_proj") for m in attn)
+    with pytest.raises(UserError, match="Phi3ForCausalLM"):
+        install_query_capture(model)
+    assert not getattr(model, "_notallbits_query_capture", False)
+    assert all(not m._forward_pre_hooks for m in attn)
+
+
+def test_evicting_layer_compacts_in_its_own_buffers_and_a_fork_never_compacts():
+    """Reserved at the method's peak (R-KV: budget 12 + buffer 16 = 28 slots), a compression
+    compacts in place: the layer keeps the buffers it has (a second set would double the
+    layer for a moment). A fork shares its parent's slots: asked to compact, it refuses."""
+    from notallbits.kvcache import fork, normalize, reserve
+    from notallbits.kvcache.eviction import EvictingCache, RKVLayer
+
+    s = normalize({"method": "rkv", "budget": 12, "buffer": 16, "window": 4, "kernel": 3})
+    g = torch.Generator().manual_seed(21)
+    cache = EvictingCache(RKVLayer, s, 1)
+    reserve(cache, 100)
+    layer = cache.layers[0]
+    layer.remember_queries(torch.randn(1, 4, 28, 8, generator=g))
+    layer.update(*kv(28, 22, b=1, h=2, d=8, dv=8))  # position 0, 28 > 12: compresses
+    assert layer.capacity == 28 and layer.pending
+    buffers = (layer._kbuf.data_ptr(), layer._vbuf.data_ptr())
+    layer.settle()
+    assert layer.width == 12 and (layer._kbuf.data_ptr(), layer._vbuf.data_ptr()) == buffers
+    twin = fork(cache, 4).layers[0]
+    with pytest.raises(RuntimeError, match="^a fork shares its parent's slots"):
+        twin.compact()
