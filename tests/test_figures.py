@@ -689,3 +689,24 @@ def test_parallel_scaling_colours_votes_along_seaborns_rocket_r_light_to_dark(mo
     fig = drawn(monkeypatch, "parallel_scaling")
     got = [matplotlib.colors.to_hex(line.get_color()) for line in data_lines(fig.axes[0])]
     assert got == [matplotlib.colors.to_hex(c) for c in sns.color_palette("rocket_r", 2)]
+
+
+def test_selection_vs_memory_draws_every_verifiers_rule_beyond_the_palettes_ten_colours(monkeypatch):
+    """Eleven verifiers' Best-of-N rules and majority: twelve frontiers, though seaborn's colourblind
+    palette has ten colours (asked for twelve, seaborn cycles them)."""
+    df = summary()
+    bon = df[df["verifier"] == "ActPRM-X"]
+    df = pd.concat([df] + [bon.assign(verifier=f"prm-{i:02d}") for i in range(10)], ignore_index=True)
+    ax = drawn(monkeypatch, "selection_vs_memory", df).axes[0]
+    labels = [lb for lb, *_ in steps(ax)]
+    assert labels == ["majority (frontier)", "prm_best_of_n:ActPRM-X (frontier)"] + [
+        f"prm_best_of_n:prm-{i:02d} (frontier)" for i in range(10)]
+
+
+def test_accuracy_vs_memory_sizes_points_by_budget_in_whole_tokens(monkeypatch):
+    """The size legend names the token budgets as the whole numbers they are ("2000", not "2000.0"),
+    even from a summary whose budget column was read as floats."""
+    df = summary()
+    df["budget_tokens"] = df["budget_tokens"].astype(float)
+    labels = drawn(monkeypatch, "accuracy_vs_memory", df).axes[0].get_legend_handles_labels()[1]
+    assert labels[labels.index("budget") + 1:labels.index("weights")] == ["2000", "8000"]
