@@ -710,3 +710,53 @@ def test_accuracy_vs_memory_sizes_points_by_budget_in_whole_tokens(monkeypatch):
     df["budget_tokens"] = df["budget_tokens"].astype(float)
     labels = drawn(monkeypatch, "accuracy_vs_memory", df).axes[0].get_legend_handles_labels()[1]
     assert labels[labels.index("budget") + 1:labels.index("weights")] == ["2000", "8000"]
+
+
+def test_accuracy_vs_memory_frontier_in_crimson_over_grey_bars_of_every_cell(monkeypatch):
+    """The frontier (line and its 95% bars) in crimson; every cell's bars in a faint grey, not in
+    matplotlib's default blue line colour."""
+    import matplotlib.colors
+
+    ax = drawn(monkeypatch, "accuracy_vs_memory").axes[0]
+    assert matplotlib.colors.to_hex(data_lines(ax)[0].get_color()) == matplotlib.colors.to_hex("crimson")
+    cells, front = bars(ax)
+    assert matplotlib.colors.to_hex(front.get_colors()[0]) == matplotlib.colors.to_hex("crimson")
+    r, g, b, _ = cells.get_colors()[0]
+    assert r == g == b and 0.3 < r < 0.9  # a grey
+
+
+def _spec(method="gptq", kv="full", ks=(1,), verifiers=()):
+    from types import SimpleNamespace
+
+    return SimpleNamespace(job=SimpleNamespace(weight_method=method, kv=kv), ks=list(ks), verifiers=list(verifiers))
+
+
+def test_figures_for_a_dataset_are_those_its_cells_have_the_axes_for():
+    """Votes need a K above 1 (K = 2 is enough); the weight-methods figure needs two quantization
+    methods besides bf16 (the paper's check: GPTQ against AWQ); the KV figures a compressed cache;
+    the selection figure a verifier. Every dataset gets the memory, Pareto and speed figures."""
+    from notallbits.figures import FIGURES, cell_axes, figures_for
+
+    always = ["accuracy_vs_memory", "pareto_choices", "latency_vs_accuracy", "throughput_vs_accuracy"]
+    assert cell_axes([_spec(ks=[1])]) == set() and figures_for([_spec(ks=[1])]) == always
+    assert cell_axes([_spec(ks=[1, 2])]) == {"votes"}
+    assert cell_axes([_spec("gptq"), _spec("awq"), _spec("bf16")]) == {"weight methods"}
+    assert cell_axes([_spec("gptq"), _spec("bf16")]) == set()
+    assert cell_axes([_spec(kv="rkv-2k")]) == {"KV compression"}
+    assert cell_axes([_spec(verifiers=["ActPRM-X"])]) == {"Best-of-N"}
+    every = [_spec("gptq", ks=[1, 8]), _spec("awq", kv="hqq-4bit", verifiers=["ActPRM-X"])]
+    assert figures_for(every) == list(FIGURES)
+    assert figures_for([_spec(ks=[1, 4])]) == always[:2] + ["parallel_scaling"] + always[2:]
+
+
+def test_table1_for_models_built_here_by_their_family_and_the_models_after_another_family(tmp_path):
+    """A model built locally is a Qwen3 unless its family says otherwise (the build's default);
+    a built Llama is not, and the next model is still looked at (tmp_path holds the test's name,
+    which avoids "qwen3")."""
+    from notallbits.figures import shows_table1
+
+    built = str(tmp_path / "results" / "models" / "tiny" / "w16")  # not written yet: no config.json
+    assert shows_table1({"tiny": {"source": built, "build": "tiny"}})
+    assert not shows_table1({"tiny": {"source": built, "build": "tiny", "family": "llama"}})
+    assert shows_table1({"tiny": {"source": built, "build": "tiny", "family": "llama"},
+                         "base": {"source": "Qwen/Qwen3-8B"}})
