@@ -631,6 +631,7 @@ def test_selection_vs_memory_colourblind_colours_and_a_verifier_under_one_gib(mo
     assert ax.get_title() == "aime25: majority voting vs PRM Best-of-N\n(tiny-prm: 0.5 GiB of weights)"
     colorblind = [matplotlib.colors.to_hex(c) for c in sns.color_palette("colorblind")]
     assert [matplotlib.colors.to_hex(line.get_color()) for line in data_lines(ax)] == colorblind[:2]
+    assert all(line.get_marker() == "o" for line in data_lines(ax))  # each frontier's cells marked on its line
 
 
 def test_weight_methods_a_format_with_one_cell_and_a_bf16_only_summary(monkeypatch):
@@ -760,3 +761,24 @@ def test_table1_for_models_built_here_by_their_family_and_the_models_after_anoth
     assert not shows_table1({"tiny": {"source": built, "build": "tiny", "family": "llama"}})
     assert shows_table1({"tiny": {"source": built, "build": "tiny", "family": "llama"},
                          "base": {"source": "Qwen/Qwen3-8B"}})
+
+
+def test_model_size_key_reads_the_count_in_any_case_and_across_a_dash():
+    """Hub names write the unit either way ("Qwen3-8B", "llama-7b") and sometimes apart from the
+    count ("OLMo-2-7-B": 7, not the version 2)."""
+    from notallbits.figures import model_size_key
+
+    assert model_size_key("llama-7b") == 7 and model_size_key("OLMo-2-7-B") == 7
+
+
+def test_table1_for_a_model_whose_architecture_names_the_family():
+    from notallbits.figures import shows_table1
+
+    assert shows_table1({"mine": {"source": "/nonexistent/ckpt", "architecture": "Qwen3ForCausalLM"}})
+
+
+def test_a_dataset_without_rows_is_named_in_the_error():
+    from notallbits.figures import accuracy_vs_memory
+
+    with pytest.raises(ValueError, match="summary has no rows for dataset 'math500'"):
+        accuracy_vs_memory(summary(), "math500", "x.png")
