@@ -340,6 +340,7 @@ def test_kv_methods_all_models_then_one_panel_per_model_with_a_frontier_per_kv_s
 
     fig = drawn(monkeypatch, "kv_methods")
     overview, small, large = fig.axes  # models by size, not by name
+    assert fig.get_size_inches()[0] / 3 >= 4  # a readable panel each (as kv_weight_bits')
     assert [ax.get_title() for ax in fig.axes] == ["aime25: all models", "Qwen3-8B", "Qwen3-14B"]
     cells = overview.collections[0]  # every Maj@K cell of aime25 at (total GiB, accuracy %), by model from viridis
     assert sorted(map(tuple, cells.get_offsets().round(4).tolist())) == sorted(
