@@ -283,6 +283,7 @@ def test_pareto_choices_shows_budget_and_weight_size_along_the_frontier(monkeypa
         assert not ax.get_legend().get_frame_on()
     assert a.get_ylabel() == "token budget of frontier point" and b.get_ylabel() == "effective weight size (GiB)"
     assert a.get_title() == "(a) aime25: budget along the frontier"
+    assert a.get_position().x1 < b.get_position().x0  # the paper's Figure 2: (a) and (b) side by side
     assert b.get_title() == "(b) aime25: weights along the frontier"
 
 
@@ -339,6 +340,7 @@ def test_kv_methods_all_models_then_one_panel_per_model_with_a_frontier_per_kv_s
 
     fig = drawn(monkeypatch, "kv_methods")
     overview, small, large = fig.axes  # models by size, not by name
+    assert fig.get_size_inches()[0] / 3 >= 4  # a readable panel each (as kv_weight_bits')
     assert [ax.get_title() for ax in fig.axes] == ["aime25: all models", "Qwen3-8B", "Qwen3-14B"]
     cells = overview.collections[0]  # every Maj@K cell of aime25 at (total GiB, accuracy %), by model from viridis
     assert sorted(map(tuple, cells.get_offsets().round(4).tolist())) == sorted(
@@ -534,3 +536,250 @@ def test_table_image_prints_cells_as_written(monkeypatch):
     assert {cells[k].get_text().get_fontsize() for k in cells} == {8}
     assert fig.axes[0].get_title() == "runs" and not fig.texts
     assert fig.get_size_inches()[0] >= 3
+
+
+def test_format_label_the_papers_bit_names_for_gptq_and_bf16_else_the_formats_name():
+    """The paper labels its GPTQ and bf16 checkpoints by bits ("4-bit", "8-bit", "16-bit"); the
+    robustness check's other formats (AWQ, FP8) keep their own names."""
+    from notallbits.figures import format_label
+
+    assert [format_label(f) for f in ("gptq-4", "gptq-8", "bf16", "awq-4", "fp8")] == [
+        "4-bit", "8-bit", "16-bit", "awq-4", "fp8"]
+
+
+@pytest.mark.parametrize("figure", ["accuracy_vs_memory", "pareto_choices", "latency_vs_accuracy",
+                                    "throughput_vs_accuracy", "kv_methods"])
+def test_models_are_coloured_and_listed_by_size_whatever_the_summarys_row_order(monkeypatch, figure):
+    """Qwen3-14B's rows first (the larger model, whose name sorts first) and its GPTQ-4 cell the
+    cheapest on the frontier (Qwen3-8B in bf16 only, C at 65%): the legend still lists Qwen3-8B
+    first and gives it the first of seaborn's two viridis colours (the map at 1/3, darker),
+    Qwen3-14B the second (at 2/3)."""
+    import matplotlib.colors
+    import seaborn as sns
+
+    df = summary(best_of_n=False).iloc[::-1].reset_index(drop=True)
+    df = df[(df["model"] == "Qwen3-14B") | (df["weight_method"] == "bf16")].copy()
+    df.loc[df["model"] == "Qwen3-8B", "accuracy"] = 0.65
+    fig = drawn(monkeypatch, figure, df)
+    handles, labels = fig.axes[0].get_legend_handles_labels()
+    legend = dict(zip(labels, handles))
+    assert labels.index("Qwen3-8B") < labels.index("Qwen3-14B")
+
+    def colour(handle):
+        c = handle.get_facecolor() if hasattr(handle, "get_facecolor") and not hasattr(handle, "get_color") \
+            else handle.get_color()
+        return matplotlib.colors.to_rgb(c[0] if len(c) and not isinstance(c[0], float) else c)
+
+    dark, bright = sns.color_palette("viridis", 2)
+    near = lambda a, b: sum(abs(x - y) for x, y in zip(a, b)) < 0.05  # noqa: E731
+    assert near(colour(legend["Qwen3-8B"]), dark) and near(colour(legend["Qwen3-14B"]), bright)
+
+
+def _extra(df, **changes):
+    """One more Maj@1 row of aime25, from Qwen3-8B's GPTQ-4 cell A with the given changes."""
+    row = {**df.iloc[0].to_dict(), **changes}
+    row["total_gib"] = row["weight_gib"] + row["kv_gib"]
+    return pd.concat([df, pd.DataFrame([row])], ignore_index=True)
+
+
+def test_kv_weight_bits_every_precision_of_every_panel_in_its_own_colour(monkeypatch):
+    """Extra cells: one FP8 cell (a precision with a single configuration) under the full cache, a
+    bf16 cell under R-KV with another budget (the panel's title lists both settings), and a KV
+    method without a title of its own (StreamingLLM-like "sink") holding bf16 only: the panel
+    draws it under its own name, though the lower precisions before it have no cell there."""
+    import matplotlib.colors
+    import seaborn as sns
+
+    df = summary(best_of_n=False)
+    df = _extra(df, weight_method="fp8", bits=8, weight_gib=8.0, kv_gib=0.25, accuracy=0.4)
+    df = _extra(df, weight_method="bf16", bits=16, kv="rkv-2k", kv_method="rkv", weight_gib=15.25, kv_gib=0.25,
+                accuracy=0.5)
+    df = _extra(df, weight_method="bf16", bits=16, kv="sink-1k", kv_method="sink", weight_gib=15.25, kv_gib=0.125,
+                accuracy=0.3)
+    fig = drawn(monkeypatch, "kv_weight_bits", df)
+    full, rkv, hqq, sink = fig.axes
+    assert full.get_legend_handles_labels()[1] == ["4-bit weights", "fp8 weights", "16-bit weights"]
+    assert rkv.get_title() == "R-KV (eviction)\nrkv-1k, rkv-2k"
+    assert sink.get_title() == "sink\nsink-1k"
+    assert sink.get_legend_handles_labels()[1] == ["16-bit weights"] and steps(sink)[0][1:3] == ([15.375], [30.0])
+    assert rkv.get_legend_handles_labels()[1] == ["4-bit weights", "16-bit weights"]
+    colorblind = [matplotlib.colors.to_hex(c) for c in sns.color_palette("colorblind")]
+    colours = {}
+    for ax in fig.axes:
+        cells = [c for c in ax.collections if c not in bars(ax)]
+        for points, bar, line in zip(cells, bars(ax), data_lines(ax)):  # per precision: cells, bars, frontier
+            colour = matplotlib.colors.to_hex(points.get_facecolors()[0])
+            assert matplotlib.colors.to_hex(bar.get_colors()[0]) == colour == matplotlib.colors.to_hex(line.get_color())
+            colours.setdefault(points.get_label(), set()).add(colour)
+    for ax in fig.axes:  # memory on every panel's x axis; frameless legends (a frame would hide cells)
+        assert ax.get_xlabel() == "total memory (GiB, log scale)" and not ax.get_legend().get_frame_on()
+    assert fig.get_suptitle() == "aime25: KV method x weight precision"
+    # one colourblind-safe colour per precision, the same in every panel
+    assert all(len(c) == 1 and c <= set(colorblind) for c in colours.values())
+    assert len({c for cs in colours.values() for c in cs}) == 3
+
+
+def test_selection_vs_memory_colourblind_colours_and_a_verifier_under_one_gib(monkeypatch):
+    """A small verifier (0.5 GiB of weights) is named in the title too; each rule's colour is
+    from seaborn's colourblind palette, majority its first."""
+    import matplotlib.colors
+    import seaborn as sns
+
+    df = summary()
+    df.loc[df["verifier"] == "ActPRM-X", ["verifier", "verifier_gib", "total_gib"]] = ["tiny-prm", 0.5, 6.5]
+    fig = drawn(monkeypatch, "selection_vs_memory", df)
+    ax = fig.axes[0]
+    assert ax.get_title() == "aime25: majority voting vs PRM Best-of-N\n(tiny-prm: 0.5 GiB of weights)"
+    colorblind = [matplotlib.colors.to_hex(c) for c in sns.color_palette("colorblind")]
+    assert [matplotlib.colors.to_hex(line.get_color()) for line in data_lines(ax)] == colorblind[:2]
+    assert all(line.get_marker() == "o" for line in data_lines(ax))  # each frontier's cells marked on its line
+
+
+def test_weight_methods_a_format_with_one_cell_and_a_bf16_only_summary(monkeypatch):
+    """One AWQ-4 cell is drawn in AWQ's orange with its frontier over it and bf16; a summary of
+    bf16 cells only still draws bf16's frontier, in bf16's grey."""
+    import matplotlib.colors
+
+    df = _extra(summary(best_of_n=False), weight_method="awq", bits=4, weight_gib=5.5, kv_gib=0.25, accuracy=0.42)
+    ax = drawn(monkeypatch, "weight_methods", df).axes[0]
+    cells = {c.get_label(): c for c in ax.collections if c.get_label().endswith("configurations")}
+    assert cells["awq-4 configurations"].get_offsets().tolist() == [[5.75, 42.0]]
+    assert matplotlib.colors.to_hex(cells["awq-4 configurations"].get_facecolors()[0]) == matplotlib.colors.to_hex(
+        "tab:orange")
+    assert [lb for lb, *_ in steps(ax)] == ["gptq frontier (with bf16)", "awq frontier (with bf16)"]
+    bf16 = summary(best_of_n=False)
+    bf16 = bf16[bf16["weight_method"] == "bf16"]
+    ax = drawn(monkeypatch, "weight_methods", bf16).axes[0]
+    (label, xs, ys, _), = steps(ax)
+    assert (label, xs, ys) == ("bf16 frontier (with bf16)", pytest.approx([15.5, 29.5]), pytest.approx([35, 70]))
+    assert matplotlib.colors.to_hex(data_lines(ax)[0].get_color()) == matplotlib.colors.to_hex("grey")
+
+
+def test_table_image_has_no_axes_and_the_table_and_footnote_lie_inside_the_image(tmp_path, monkeypatch):
+    """A table image shows the table alone (no axis lines or ticks), and both the table and its
+    footnote inside the saved image (a footnote placed beyond the figure's edge would be cut off)."""
+    import matplotlib.pyplot as plt
+
+    from notallbits import figures
+
+    got = {}
+    real_save = figures._save
+    monkeypatch.setattr("notallbits.figures._save", lambda fig, out: (got.update(fig=fig), real_save(fig, out)))
+    csv = "model,a,b,c,d,e,f\nA,1,2,3,4,5,6\nB,1,2,3,4,5,6\n"  # as wide as Table 1 (7 columns)
+    figures.table_image(csv, str(tmp_path / "t.png"), "t", "* a footnote " * 20)
+    fig = got["fig"]
+    ax = fig.axes[0]
+    assert not ax.axison
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    canvas = FigureCanvasAgg(fig)  # as saved: _save laid it out and closed it
+    canvas.draw()
+    renderer = canvas.get_renderer()
+    inside = fig.bbox.padded(1)
+    for artist in (ax.tables[0], fig.texts[0]):
+        box = artist.get_window_extent(renderer)
+        assert inside.contains(box.x0, box.y0) and inside.contains(box.x1, box.y1), artist
+    plt.close(fig)
+
+
+def test_parallel_scaling_colours_votes_along_seaborns_rocket_r_light_to_dark(monkeypatch):
+    """More votes, a darker line: Maj@1 and Maj@4 take seaborn's rocket_r palette of two colours in
+    that order (a sequential map, light to dark)."""
+    import matplotlib.colors
+    import seaborn as sns
+
+    fig = drawn(monkeypatch, "parallel_scaling")
+    got = [matplotlib.colors.to_hex(line.get_color()) for line in data_lines(fig.axes[0])]
+    assert got == [matplotlib.colors.to_hex(c) for c in sns.color_palette("rocket_r", 2)]
+
+
+def test_selection_vs_memory_draws_every_verifiers_rule_beyond_the_palettes_ten_colours(monkeypatch):
+    """Eleven verifiers' Best-of-N rules and majority: twelve frontiers, though seaborn's colourblind
+    palette has ten colours (asked for twelve, seaborn cycles them)."""
+    df = summary()
+    bon = df[df["verifier"] == "ActPRM-X"]
+    df = pd.concat([df] + [bon.assign(verifier=f"prm-{i:02d}") for i in range(10)], ignore_index=True)
+    ax = drawn(monkeypatch, "selection_vs_memory", df).axes[0]
+    labels = [lb for lb, *_ in steps(ax)]
+    assert labels == ["majority (frontier)", "prm_best_of_n:ActPRM-X (frontier)"] + [
+        f"prm_best_of_n:prm-{i:02d} (frontier)" for i in range(10)]
+
+
+def test_accuracy_vs_memory_sizes_points_by_budget_in_whole_tokens(monkeypatch):
+    """The size legend names the token budgets as the whole numbers they are ("2000", not "2000.0"),
+    even from a summary whose budget column was read as floats."""
+    df = summary()
+    df["budget_tokens"] = df["budget_tokens"].astype(float)
+    labels = drawn(monkeypatch, "accuracy_vs_memory", df).axes[0].get_legend_handles_labels()[1]
+    assert labels[labels.index("budget") + 1:labels.index("weights")] == ["2000", "8000"]
+
+
+def test_accuracy_vs_memory_frontier_in_crimson_over_grey_bars_of_every_cell(monkeypatch):
+    """The frontier (line and its 95% bars) in crimson; every cell's bars in a faint grey, not in
+    matplotlib's default blue line colour."""
+    import matplotlib.colors
+
+    ax = drawn(monkeypatch, "accuracy_vs_memory").axes[0]
+    assert matplotlib.colors.to_hex(data_lines(ax)[0].get_color()) == matplotlib.colors.to_hex("crimson")
+    cells, front = bars(ax)
+    assert matplotlib.colors.to_hex(front.get_colors()[0]) == matplotlib.colors.to_hex("crimson")
+    r, g, b, _ = cells.get_colors()[0]
+    assert r == g == b and 0.3 < r < 0.9  # a grey
+
+
+def _spec(method="gptq", kv="full", ks=(1,), verifiers=()):
+    from types import SimpleNamespace
+
+    return SimpleNamespace(job=SimpleNamespace(weight_method=method, kv=kv), ks=list(ks), verifiers=list(verifiers))
+
+
+def test_figures_for_a_dataset_are_those_its_cells_have_the_axes_for():
+    """Votes need a K above 1 (K = 2 is enough); the weight-methods figure needs two quantization
+    methods besides bf16 (the paper's check: GPTQ against AWQ); the KV figures a compressed cache;
+    the selection figure a verifier. Every dataset gets the memory, Pareto and speed figures."""
+    from notallbits.figures import FIGURES, cell_axes, figures_for
+
+    always = ["accuracy_vs_memory", "pareto_choices", "latency_vs_accuracy", "throughput_vs_accuracy"]
+    assert cell_axes([_spec(ks=[1])]) == set() and figures_for([_spec(ks=[1])]) == always
+    assert cell_axes([_spec(ks=[1, 2])]) == {"votes"}
+    assert cell_axes([_spec("gptq"), _spec("awq"), _spec("bf16")]) == {"weight methods"}
+    assert cell_axes([_spec("gptq"), _spec("bf16")]) == set()
+    assert cell_axes([_spec(kv="rkv-2k")]) == {"KV compression"}
+    assert cell_axes([_spec(verifiers=["ActPRM-X"])]) == {"Best-of-N"}
+    every = [_spec("gptq", ks=[1, 8]), _spec("awq", kv="hqq-4bit", verifiers=["ActPRM-X"])]
+    assert figures_for(every) == list(FIGURES)
+    assert figures_for([_spec(ks=[1, 4])]) == always[:2] + ["parallel_scaling"] + always[2:]
+
+
+def test_table1_for_models_built_here_by_their_family_and_the_models_after_another_family(tmp_path):
+    """A model built locally is a Qwen3 unless its family says otherwise (the build's default);
+    a built Llama is not, and the next model is still looked at (tmp_path holds the test's name,
+    which avoids "qwen3")."""
+    from notallbits.figures import shows_table1
+
+    built = str(tmp_path / "results" / "models" / "tiny" / "w16")  # not written yet: no config.json
+    assert shows_table1({"tiny": {"source": built, "build": "tiny"}})
+    assert not shows_table1({"tiny": {"source": built, "build": "tiny", "family": "llama"}})
+    assert shows_table1({"tiny": {"source": built, "build": "tiny", "family": "llama"},
+                         "base": {"source": "Qwen/Qwen3-8B"}})
+
+
+def test_model_size_key_reads_the_count_in_any_case_and_across_a_dash():
+    """Hub names write the unit either way ("Qwen3-8B", "llama-7b") and sometimes apart from the
+    count ("OLMo-2-7-B": 7, not the version 2)."""
+    from notallbits.figures import model_size_key
+
+    assert model_size_key("llama-7b") == 7 and model_size_key("OLMo-2-7-B") == 7
+
+
+def test_table1_for_a_model_whose_architecture_names_the_family():
+    from notallbits.figures import shows_table1
+
+    assert shows_table1({"mine": {"source": "/nonexistent/ckpt", "architecture": "Qwen3ForCausalLM"}})
+
+
+def test_a_dataset_without_rows_is_named_in_the_error():
+    from notallbits.figures import accuracy_vs_memory
+
+    with pytest.raises(ValueError, match="summary has no rows for dataset 'math500'"):
+        accuracy_vs_memory(summary(), "math500", "x.png")
