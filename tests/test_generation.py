@@ -392,6 +392,46 @@ def test_the_cli_entry_gives_the_backend_the_questions_and_records_its_engine_fi
                                    progress=str(tmp_path / "p")))
 
 
+def test_a_jobs_prompt_style_makes_its_prompts_and_keys_its_progress(tiny_model, tmp_path, monkeypatch):
+    """The toy style's user message is the bare question (no boxed-answer instruction, unlike the
+    default style); the prompt the engine gets is that turn in the tiny model's chat template (the
+    assistant turn opened with <think>), and the progress folder is keyed by the style. A fresh job
+    reuses nothing; a job of fewer samples reuses only its own."""
+    from notallbits.generation import run as job
+
+    real, sent = job.make_backend, []
+
+    def make_backend(spec):
+        backend = real(spec)
+        generate_job = backend.generate_job
+
+        def spy(requests, *args, **kwargs):
+            sent.extend((r.question_id, r.prompt_ids) for r in requests)
+            return generate_job(requests, *args, **kwargs)
+
+        backend.generate_job = spy
+        return backend
+
+    monkeypatch.setattr(job, "make_backend", make_backend)
+    q = {**demo_arith(1)[0], "task": "math"}
+    write_jsonl(tmp_path / "q.jsonl", [q])
+    spec = {**make_spec(tiny_model, [4], samples=2), "prompt_style": "toy"}
+    header = job.generate(str(tmp_path / "q.jsonl"), spec, str(tmp_path / "g.jsonl"), str(tmp_path / "p"))
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(tiny_model)
+    ((qid, prompt_ids),) = sent
+    assert qid == q["id"] and tok.decode(prompt_ids) == (
+        f"<|im_start|>user\n{q['question']}<|im_end|>\n<|im_start|>assistant\n<think>\n")
+    (identity,) = [json.loads(f.read_text()) for f in (tmp_path / "p").rglob("identity.json")]
+    assert identity["prompt_style"] == "toy"
+    assert (header["stats"]["reused_samples"], header["stats"]["generated_samples"]) == (0, 2)
+    # the same job with one sample: it reuses sample 0 alone, though its progress holds two
+    header = job.generate(str(tmp_path / "q.jsonl"), {**spec, "samples": 1}, str(tmp_path / "g1.jsonl"),
+                          str(tmp_path / "p"))
+    assert (header["stats"]["reused_samples"], header["stats"]["generated_samples"]) == (1, 0)
+
+
 def test_gpus_a_generation_job_holds():
     import argparse
 
