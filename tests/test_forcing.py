@@ -151,6 +151,11 @@ def test_a_job_keeps_or_replaces_an_early_end_of_thinking_as_its_wait_extension_
         (record,) = read_framed_jsonl(tmp_path / f"{wait}.jsonl")[1]
         got[wait] = (record["forced"], record["thinking_tokens"], record["waits"])
     assert got == {True: (True, 16, 1), False: (False, 3, 0)}
+    # the cap-only trace, reused with a budget below its end: forced there, its own end above
+    generate(str(questions), {**spec, "budgets": [2, 16]}, str(tmp_path / "again.jsonl"), str(tmp_path / "pFalse"))
+    header, records = read_framed_jsonl(tmp_path / "again.jsonl")
+    assert header["stats"]["generated_samples"] == 0
+    assert [(r["budget_tokens"], r["forced"], r["thinking_tokens"]) for r in records] == [(2, True, 2), (16, False, 3)]
 
 
 def test_flush_forced_appends_the_queued_wait_at_once_up_to_the_budget():

@@ -184,6 +184,9 @@ def test_same_seed_same_trace_and_budget_added_later_reuses_traces(tiny_model, q
     forced_16 = sum(r["answer_tokens"] for r in again if r["budget_tokens"] == 16 and r["forced"])
     assert header["stats"]["invocation"]["answer_tokens"] == forced_16 > 0
     assert header["stats"]["wall_seconds"] > first_header["stats"]["wall_seconds"]
+    # the time the forcing adds to the reused traces is at most the time this invocation took
+    assert header["stats"]["wall_seconds"] - first_header["stats"]["wall_seconds"] <= (
+        header["stats"]["invocation"]["wall_seconds"] + 0.002)  # each rounded to the millisecond
     key = lambda r: (r["question_id"], r["sample"], r["budget_tokens"])  # noqa: E731
     old = {key(r): r for r in first}
     assert all(old[key(r)] == r for r in again if r["budget_tokens"] != 16)
@@ -413,23 +416,26 @@ def test_a_jobs_prompt_style_makes_its_prompts_and_keys_its_progress(tiny_model,
         return backend
 
     monkeypatch.setattr(job, "make_backend", make_backend)
-    q = {**demo_arith(1)[0], "task": "math"}
-    write_jsonl(tmp_path / "q.jsonl", [q])
+    qs = [{**q, "task": "math"} for q in demo_arith(2)]
+    write_jsonl(tmp_path / "q.jsonl", qs)
     spec = {**make_spec(tiny_model, [4], samples=2), "prompt_style": "toy"}
     header = job.generate(str(tmp_path / "q.jsonl"), spec, str(tmp_path / "g.jsonl"), str(tmp_path / "p"))
     from transformers import AutoTokenizer
 
     tok = AutoTokenizer.from_pretrained(tiny_model)
-    ((qid, prompt_ids),) = sent
-    assert qid == q["id"] and tok.decode(prompt_ids) == (
-        f"<|im_start|>user\n{q['question']}<|im_end|>\n<|im_start|>assistant\n<think>\n")
+    assert [(qid, tok.decode(prompt_ids)) for qid, prompt_ids in sent] == [
+        (q["id"], f"<|im_start|>user\n{q['question']}<|im_end|>\n<|im_start|>assistant\n<think>\n") for q in qs]
     (identity,) = [json.loads(f.read_text()) for f in (tmp_path / "p").rglob("identity.json")]
     assert identity["prompt_style"] == "toy"
-    assert (header["stats"]["reused_samples"], header["stats"]["generated_samples"]) == (0, 2)
-    # the same job with one sample: it reuses sample 0 alone, though its progress holds two
+    assert (header["stats"]["reused_samples"], header["stats"]["generated_samples"]) == (0, 4)
+    # each question's sample 0 seeded from "0:<question id>:0": `printf '0:arith-000:0' | sha256sum`
+    # starts 23 51 42 58 59 8c 56 32, '0:arith-001:0' a3 63 73 f3 b8 05 cd 03 (little-endian, top bit clear)
+    seeds = {r["question_id"]: r["seed"] for r in read_framed_jsonl(tmp_path / "g.jsonl")[1] if r["sample"] == 0}
+    assert seeds == {"arith-000": 0x32568C5958425123, "arith-001": 0x03CD05B8F37363A3}
+    # the same job with one sample: it reuses each question's sample 0 alone, though its progress holds two
     header = job.generate(str(tmp_path / "q.jsonl"), {**spec, "samples": 1}, str(tmp_path / "g1.jsonl"),
                           str(tmp_path / "p"))
-    assert (header["stats"]["reused_samples"], header["stats"]["generated_samples"]) == (1, 0)
+    assert (header["stats"]["reused_samples"], header["stats"]["generated_samples"]) == (2, 0)
 
 
 def test_gpus_a_generation_job_holds():
