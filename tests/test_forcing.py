@@ -147,8 +147,12 @@ def test_a_job_keeps_or_replaces_an_early_end_of_thinking_as_its_wait_extension_
     for wait in (True, False):
         spec = position_spec(early, [16])
         spec["samples"], spec["generation"]["wait_extension"] = 1, wait
-        generate(str(questions), spec, str(tmp_path / f"{wait}.jsonl"), str(tmp_path / f"p{wait}"))
+        header = generate(str(questions), spec, str(tmp_path / f"{wait}.jsonl"), str(tmp_path / f"p{wait}"))
         (record,) = read_framed_jsonl(tmp_path / f"{wait}.jsonl")[1]
+        # a fresh job: what this invocation generated is the cell's whole cost, natural answer included
+        stats = header["stats"]
+        assert [stats["invocation"][k] for k in ("trace_tokens", "answer_tokens")] == [
+            stats["trace_tokens"], stats["answer_tokens"]]
         got[wait] = (record["forced"], record["thinking_tokens"], record["waits"])
     assert got == {True: (True, 16, 1), False: (False, 3, 0)}
     # the cap-only trace, reused with a budget below its end: forced there, its own end above
