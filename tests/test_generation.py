@@ -364,7 +364,10 @@ def test_the_cli_entry_gives_the_backend_the_questions_and_records_its_engine_fi
                                                                                        monkeypatch):
     import argparse
 
+    import time
+
     from notallbits import UserError
+    from notallbits.generation import FORMAT_VERSION
     from notallbits.generation import run as job
 
     real, seen = job.make_backend, {}
@@ -381,9 +384,17 @@ def test_the_cli_entry_gives_the_backend_the_questions_and_records_its_engine_fi
 
     monkeypatch.setattr(job, "make_backend", make_backend)
     spec = {**make_spec(tiny_model, [8, 16], samples=1), "thinking_text": True}
+    t0 = time.perf_counter()
     job.run(argparse.Namespace(questions=str(questions), spec=json.dumps(spec), out=str(tmp_path / "g.jsonl"),
                                progress=str(tmp_path / "p")))
+    elapsed = time.perf_counter() - t0
     header, records = read_framed_jsonl(tmp_path / "g.jsonl")
+    # the header names its format, checkpoint and generation settings (provenance reads them)
+    assert (header["format_version"], header["model_path"], header["generation"]) == (
+        FORMAT_VERSION, str(tiny_model), spec["generation"])
+    # the invocation's wall clock, in milliseconds, lies between its engine time and the call's
+    wall = header["stats"]["invocation"]["wall_seconds"]
+    assert header["stats"]["wall_seconds"] <= wall + 0.001 and wall <= elapsed + 0.001 and wall == round(wall, 3)
     assert seen["questions"] == [q["id"] for q in demo_arith(2)]  # vLLM sizes its context from them
     inv = header["stats"]["invocation"]
     assert inv["engine_start_seconds"] == header["stats"]["engine_start_seconds"] == 1.235
