@@ -114,6 +114,54 @@ def test_forced_answer_is_read_at_the_budget_not_at_the_trace_end(position_model
         assert r["answer_text"] == expected(r["budget_tokens"]), r
 
 
+def test_a_job_keeps_or_replaces_an_early_end_of_thinking_as_its_wait_extension_says(position_model, tmp_path):
+    """Budget forcing (s1, the paper's protocol): with wait_extension an early </think> becomes
+    "Wait" and thinking runs on to the budget; without it (cap-only) the model's own end stands.
+    The position model, changed to emit </think> as its 4th thinking token (greedy), ends its
+    thinking after 3 tokens."""
+    import shutil
+
+    import torch
+    from transformers import AutoTokenizer, GPT2LMHeadModel
+
+    from notallbits.data.registry import demo_arith
+    from notallbits.generation.prompts import build_prompt
+    from notallbits.generation.run import generate
+    from notallbits.io import read_framed_jsonl, write_jsonl
+
+    folder, tokens = position_model
+    tok = AutoTokenizer.from_pretrained(folder)
+    prompt = tok.encode(build_prompt(tok, demo_arith(1)[0]), add_special_tokens=False)
+    early = tmp_path / "early-end"
+    shutil.copytree(folder, early)
+    model = GPT2LMHeadModel.from_pretrained(early)
+    column = (len(prompt) - 1 + 3) % POSITIONS  # read where the 4th thinking token is chosen
+    with torch.no_grad():
+        model.lm_head.weight[tokens[column], column] = 0.0
+        model.lm_head.weight[tok.convert_tokens_to_ids("</think>"), column] = 50.0
+    model.save_pretrained(early)
+    shutil.copy(folder / "config.json", early / "config.json")  # with the Qwen-style keys the summary reads
+    questions = tmp_path / "q.jsonl"
+    write_jsonl(questions, demo_arith(1))
+    got = {}
+    for wait in (True, False):
+        spec = position_spec(early, [16])
+        spec["samples"], spec["generation"]["wait_extension"] = 1, wait
+        header = generate(str(questions), spec, str(tmp_path / f"{wait}.jsonl"), str(tmp_path / f"p{wait}"))
+        (record,) = read_framed_jsonl(tmp_path / f"{wait}.jsonl")[1]
+        # a fresh job: what this invocation generated is the cell's whole cost, natural answer included
+        stats = header["stats"]
+        assert [stats["invocation"][k] for k in ("trace_tokens", "answer_tokens")] == [
+            stats["trace_tokens"], stats["answer_tokens"]]
+        got[wait] = (record["forced"], record["thinking_tokens"], record["waits"])
+    assert got == {True: (True, 16, 1), False: (False, 3, 0)}
+    # the cap-only trace, reused with a budget below its end: forced there, its own end above
+    generate(str(questions), {**spec, "budgets": [2, 16]}, str(tmp_path / "again.jsonl"), str(tmp_path / "pFalse"))
+    header, records = read_framed_jsonl(tmp_path / "again.jsonl")
+    assert header["stats"]["generated_samples"] == 0
+    assert [(r["budget_tokens"], r["forced"], r["thinking_tokens"]) for r in records] == [(2, True, 2), (16, False, 3)]
+
+
 def test_flush_forced_appends_the_queued_wait_at_once_up_to_the_budget():
     """vLLM's rounds: after an early end the rest of the Wait ids go in at once (the engine
     gets them as prompt), and never past the largest budget."""

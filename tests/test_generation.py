@@ -85,6 +85,8 @@ def test_cell_stats_sums_the_samples_its_records_use():
     assert got == {"trace_tokens": 17, "answer_tokens": 11, "generated_tokens": 28, "wall_seconds": 1.3,
                    "tokens_per_second": 21.54, "engine_steps": 3, "mean_sequences_in_flight": 2.33,
                    "max_sequences_in_flight": 3}
+    # under a second of engine time: 4 thinking + 2 answer tokens in 0.5 s are 12 tokens/s
+    assert cell_stats([sample(4, 4, {}, 0.5, 0, 0, 1)], [8])["tokens_per_second"] == 12.0
     assert cell_stats([], [4]) == {"trace_tokens": 0, "answer_tokens": 0, "generated_tokens": 0, "wall_seconds": 0,
                                    "tokens_per_second": None, "engine_steps": None, "mean_sequences_in_flight": None,
                                    "max_sequences_in_flight": None}
@@ -101,6 +103,34 @@ def test_check_spec_takes_the_papers_bit_widths_and_known_weight_formats():
         check_spec({**base, "bits": 9})
     with pytest.raises(UserError, match="no weight format awq at 16 bits"):
         check_spec({**base, "bits": 16, "weight_method": "awq"})
+    check_spec({**base, "bits": 16, "budgets": [1, 8]})  # one token of thinking is a budget
+    for budgets in ([0, 8], [8, -1], [8.5], ["8"], []):  # a token count is a positive integer
+        with pytest.raises(UserError, match="budgets must be positive integers"):
+            check_spec({**base, "bits": 16, "budgets": budgets})
+    with pytest.raises(UserError, match="samples must be positive"):
+        check_spec({**base, "bits": 16, "samples": 0})
+
+
+def test_the_jobs_sample_seeds_are_sha256_of_seed_question_and_sample():
+    """Sample i of a question gets the seed of "base:question:i". By hand with coreutils:
+    `printf '0:q1:1' | sha256sum` starts 6d 2e ee d5 2f 1a 37 86, little-endian 0x86371a2fd5ee2e6d,
+    without the top bit 0x06371a2fd5ee2e6d; `printf '0:q1:2' | sha256sum` starts 5a e2 f3 40 79 81
+    b9 24 -> 0x24b9817940f3e25a; '0:q1:0' gives 0x41df484a07a05323 (test_sampling.py)."""
+    from notallbits.generation.run import sample_seeds
+
+    assert sample_seeds(0, "q1", 3) == [0x41DF484A07A05323, 0x06371A2FD5EE2E6D, 0x24B9817940F3E25A]
+    assert sample_seeds(0, "q1", 0) == []
+
+
+def test_a_jobs_weight_format_is_its_specs_or_what_its_bits_mean():
+    """The paper quantizes weights with GPTQ at 4 and 8 bits and runs 16 bits as bf16; a spec
+    that names its format (AWQ, FP8) keeps it."""
+    from notallbits.generation.run import weight_method
+
+    assert [weight_method({"bits": b}) for b in (4, 8, 16)] == ["gptq", "gptq", "bf16"]
+    assert weight_method({"bits": 4, "weight_method": None}) == "gptq"
+    assert weight_method({"bits": 8, "weight_method": "fp8"}) == "fp8"
+    assert weight_method({"bits": 4, "weight_method": "awq"}) == "awq"
 
 
 def test_forced_answer_equals_independent_greedy_decode(tiny_model, questions, tmp_path):
@@ -154,6 +184,9 @@ def test_same_seed_same_trace_and_budget_added_later_reuses_traces(tiny_model, q
     forced_16 = sum(r["answer_tokens"] for r in again if r["budget_tokens"] == 16 and r["forced"])
     assert header["stats"]["invocation"]["answer_tokens"] == forced_16 > 0
     assert header["stats"]["wall_seconds"] > first_header["stats"]["wall_seconds"]
+    # the time the forcing adds to the reused traces is at most the time this invocation took
+    assert header["stats"]["wall_seconds"] - first_header["stats"]["wall_seconds"] <= (
+        header["stats"]["invocation"]["wall_seconds"] + 0.002)  # each rounded to the millisecond
     key = lambda r: (r["question_id"], r["sample"], r["budget_tokens"])  # noqa: E731
     old = {key(r): r for r in first}
     assert all(old[key(r)] == r for r in again if r["budget_tokens"] != 16)
@@ -331,7 +364,10 @@ def test_the_cli_entry_gives_the_backend_the_questions_and_records_its_engine_fi
                                                                                        monkeypatch):
     import argparse
 
+    import time
+
     from notallbits import UserError
+    from notallbits.generation import FORMAT_VERSION
     from notallbits.generation import run as job
 
     real, seen = job.make_backend, {}
@@ -348,9 +384,17 @@ def test_the_cli_entry_gives_the_backend_the_questions_and_records_its_engine_fi
 
     monkeypatch.setattr(job, "make_backend", make_backend)
     spec = {**make_spec(tiny_model, [8, 16], samples=1), "thinking_text": True}
+    t0 = time.perf_counter()
     job.run(argparse.Namespace(questions=str(questions), spec=json.dumps(spec), out=str(tmp_path / "g.jsonl"),
                                progress=str(tmp_path / "p")))
+    elapsed = time.perf_counter() - t0
     header, records = read_framed_jsonl(tmp_path / "g.jsonl")
+    # the header names its format, checkpoint and generation settings (provenance reads them)
+    assert (header["format_version"], header["model_path"], header["generation"]) == (
+        FORMAT_VERSION, str(tiny_model), spec["generation"])
+    # the invocation's wall clock, in milliseconds, lies between its engine time and the call's
+    wall = header["stats"]["invocation"]["wall_seconds"]
+    assert header["stats"]["wall_seconds"] <= wall + 0.001 and wall <= elapsed + 0.001 and wall == round(wall, 3)
     assert seen["questions"] == [q["id"] for q in demo_arith(2)]  # vLLM sizes its context from them
     inv = header["stats"]["invocation"]
     assert inv["engine_start_seconds"] == header["stats"]["engine_start_seconds"] == 1.235
@@ -360,6 +404,49 @@ def test_the_cli_entry_gives_the_backend_the_questions_and_records_its_engine_fi
     with pytest.raises(UserError, match="--spec is not valid JSON"):
         job.run(argparse.Namespace(questions=str(questions), spec="{", out=str(tmp_path / "x.jsonl"),
                                    progress=str(tmp_path / "p")))
+
+
+def test_a_jobs_prompt_style_makes_its_prompts_and_keys_its_progress(tiny_model, tmp_path, monkeypatch):
+    """The toy style's user message is the bare question (no boxed-answer instruction, unlike the
+    default style); the prompt the engine gets is that turn in the tiny model's chat template (the
+    assistant turn opened with <think>), and the progress folder is keyed by the style. A fresh job
+    reuses nothing; a job of fewer samples reuses only its own."""
+    from notallbits.generation import run as job
+
+    real, sent = job.make_backend, []
+
+    def make_backend(spec):
+        backend = real(spec)
+        generate_job = backend.generate_job
+
+        def spy(requests, *args, **kwargs):
+            sent.extend((r.question_id, r.prompt_ids) for r in requests)
+            return generate_job(requests, *args, **kwargs)
+
+        backend.generate_job = spy
+        return backend
+
+    monkeypatch.setattr(job, "make_backend", make_backend)
+    qs = [{**q, "task": "math"} for q in demo_arith(2)]
+    write_jsonl(tmp_path / "q.jsonl", qs)
+    spec = {**make_spec(tiny_model, [4], samples=2), "prompt_style": "toy"}
+    header = job.generate(str(tmp_path / "q.jsonl"), spec, str(tmp_path / "g.jsonl"), str(tmp_path / "p"))
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(tiny_model)
+    assert [(qid, tok.decode(prompt_ids)) for qid, prompt_ids in sent] == [
+        (q["id"], f"<|im_start|>user\n{q['question']}<|im_end|>\n<|im_start|>assistant\n<think>\n") for q in qs]
+    (identity,) = [json.loads(f.read_text()) for f in (tmp_path / "p").rglob("identity.json")]
+    assert identity["prompt_style"] == "toy"
+    assert (header["stats"]["reused_samples"], header["stats"]["generated_samples"]) == (0, 4)
+    # each question's sample 0 seeded from "0:<question id>:0": `printf '0:arith-000:0' | sha256sum`
+    # starts 23 51 42 58 59 8c 56 32, '0:arith-001:0' a3 63 73 f3 b8 05 cd 03 (little-endian, top bit clear)
+    seeds = {r["question_id"]: r["seed"] for r in read_framed_jsonl(tmp_path / "g.jsonl")[1] if r["sample"] == 0}
+    assert seeds == {"arith-000": 0x32568C5958425123, "arith-001": 0x03CD05B8F37363A3}
+    # the same job with one sample: it reuses each question's sample 0 alone, though its progress holds two
+    header = job.generate(str(tmp_path / "q.jsonl"), {**spec, "samples": 1}, str(tmp_path / "g1.jsonl"),
+                          str(tmp_path / "p"))
+    assert (header["stats"]["reused_samples"], header["stats"]["generated_samples"]) == (2, 0)
 
 
 def test_gpus_a_generation_job_holds():
@@ -411,6 +498,17 @@ def test_model_facts_are_read_from_the_checkpoint_and_its_quantizer_record(tiny_
                                       '"quantizer": {"bits": 4, "method": "gptq"}}')
     (folder / "notallbits.json").write_text(json.dumps({"built_by": "someone else", "quantizer": {}}))
     assert quant_settings(folder) == ""
+    (folder / "notallbits.json").unlink()  # a checkpoint as the hub serves it: no record at all
+    assert quant_settings(folder) == ""
+    # a multimodal checkpoint (Gemma 3's, Mistral 3's config.json) nests the language model's
+    # architecture under "text_config"
+    mm = tmp_path / "mm"
+    mm.mkdir()
+    shutil.copy(tiny_model / "model.safetensors", mm)
+    (mm / "config.json").write_text(json.dumps({"model_type": "gemma3", "text_config": cfg}))
+    assert {k: v for k, v in model_facts(str(mm)).items() if k != "weight_bytes"} == {
+        "layers": cfg["num_hidden_layers"], "kv_heads": cfg["num_key_value_heads"], "head_dim": cfg["head_dim"],
+        "quant_settings": ""}
 
 
 def test_records_of_a_sample_that_ended_its_thinking_within_some_budgets():
@@ -447,6 +545,65 @@ def test_records_of_a_sample_that_ended_its_thinking_within_some_budgets():
     five = tok.decode(thinking[:5])
     assert [r["thinking_chars"] for r in got] == [len(tok.decode(thinking[:3])), len(five), len(five)]
     assert "thinking_text" not in got[0] and "thinking_text" not in got[1] and got[2]["thinking_text"] == five
+    # a budget of 4 stops just before the wait at token 4: only the wait at token 1 is in its thinking
+    res.answers[4] = forced
+    assert records_for("q7", res, [4], Spec, tok)[0]["waits"] == 1
     # an answer that does not open with </think> is kept whole
     res.natural_answer = own
     assert records_for("q7", res, [9], Spec, tok)[0]["answer_text"] == "The answer is 4"
+
+
+def test_a_natural_answer_drops_its_end_of_thinking_also_where_the_tokenizer_shows_it():
+    """Qwen3's tokenizer_config.json adds </think> (id 151668) with "special": false, so
+    decode(skip_special_tokens=True) keeps its text (<|im_end|>, 151645, is special and dropped):
+    the record's answer is the text after the model's own </think>."""
+    from notallbits.generation.forcing import SampleResult
+    from notallbits.generation.run import records_for
+
+    class Qwen3Decode:  # Qwen3's ids and its special/non-special split, on a 4-word vocabulary
+        text = {151668: "</think>", 151645: "<|im_end|>", 785: "The", 4226: " answer"}
+
+        def decode(self, ids, skip_special_tokens=False):
+            return "".join(self.text[i] for i in ids if not (skip_special_tokens and i == 151645))
+
+    class Spec:
+        answer_prefix_ids = [151668]
+        end_think_id = 151668
+
+    res = SampleResult(sample=0, seed=1, thinking_ids=[785, 785], wait_positions=[], natural_end=2,
+                       natural_answer=[151668, 785, 4226, 151645], answers={})
+    (rec,) = records_for("q", res, [8], Spec, Qwen3Decode())
+    assert (rec["answer_text"], rec["answer_tokens"], rec["forced"]) == ("The answer", 4, False)
+
+
+def test_thinking_text_leaves_out_special_tokens_the_model_sampled():
+    """A sampled trace may hold a special token (here <|im_end|> inside the thinking): the stored
+    thinking text is decode(skip_special_tokens=True), "so 2 + 2 is 4", at every budget."""
+    from notallbits.generation.forcing import SampleResult
+    from notallbits.generation.run import records_for, thinking_texts
+    from notallbits.tinymodel import build_tokenizer
+
+    tok = build_tokenizer()
+    ids = (tok.encode("so 2 + 2", add_special_tokens=False) + [tok.convert_tokens_to_ids("<|im_end|>")]
+           + tok.encode(" is 4", add_special_tokens=False))
+    budgets = list(range(1, len(ids) + 1))
+    res = SampleResult(sample=0, seed=1, thinking_ids=ids, wait_positions=[], natural_end=None, natural_answer=[],
+                       answers={b: [] for b in budgets})
+
+    class Spec:
+        answer_prefix_ids = [0]
+        end_think_id = -1
+
+    texts = thinking_texts(records_for("q", res, budgets, Spec, tok, thinking_text=True))
+    assert texts[("q", 0, budgets[-1])] == "so 2 + 2 is 4"
+    assert [texts[("q", 0, b)] for b in budgets] == [tok.decode(ids[:b], skip_special_tokens=True) for b in budgets]
+
+
+def test_common_prefix_of_a_thinking_text_and_a_budgets_cut_text():
+    """Where a budget cuts a multi-byte character its text ends in U+FFFD: the common prefix
+    with the whole text is the characters before it, none when the cut is the first character."""
+    from notallbits.generation.run import _common_prefix
+
+    assert _common_prefix("café ✓", "caf\ufffd") == "caf"
+    assert _common_prefix("✓ done", "\ufffd") == ""
+    assert _common_prefix("2 + 3", "2 + 3 = 5") == "2 + 3"
