@@ -105,6 +105,23 @@ def test_c4_draw_reaches_the_last_document_and_a_window_that_just_fits(monkeypat
     assert got == want and sorted({tuple(s) for s in got}) == sorted({tuple(ids[:-2]), tuple(ids[1:-1])})
 
 
+def test_c4_skips_a_document_of_exactly_seq_len_tokens(monkeypatch, tokenizer):
+    """get_c4 keeps drawing until a document has MORE than seq_len tokens: one of exactly
+    seq_len tokens is never windowed, every window comes from the longer one."""
+    import datasets
+
+    long_doc = " ".join(LINES)[:600]
+    ids = tokenizer(long_doc)["input_ids"]
+    seq_len = len(ids) - 2
+    exact = tokenizer.decode(ids[:seq_len])
+    assert len(tokenizer(exact)["input_ids"]) == seq_len
+    docs = [exact] * 5 + [long_doc]
+    monkeypatch.setattr(datasets, "load_dataset", lambda *a, **k: datasets.Dataset.from_dict({"text": docs}))
+    got = calibration_samples({"source": "c4", "samples": 6, "seq_len": seq_len, "seed": 2}, tokenizer)
+    assert got == gptq_get_c4(datasets.Dataset.from_dict({"text": docs}), tokenizer, 6, 2, seq_len)
+    assert {tuple(s) for s in got} <= {tuple(ids[:-2]), tuple(ids[1:-1]), tuple(ids[2:])}
+
+
 def test_wikitext_window_of_a_text_one_token_longer_starts_at_0(tmp_path, tokenizer):
     """get_wikitext2: i = randint(0, tokens - seq_len - 1), so a text of seq_len + 1 tokens has
     the one window [0, seq_len)."""
@@ -348,3 +365,26 @@ def test_trace_samples_are_the_first_traces_cut_at_seq_len_without_special_token
     assert tokenizer.decode(got[1]) == tokenizer.decode(tokenizer.encode(texts[1], add_special_tokens=False)[:6])
     with pytest.raises(UserError, match="3 traces, fewer than quantization.calibration.samples=4"):
         calibration_samples({**settings, "samples": 4}, tokenizer, str(tmp_path / "t.jsonl"))
+
+
+def test_trace_samples_take_every_trace_and_add_no_bos(tokenizer, tmp_path):
+    """As many traces as samples is enough; a tokenizer that opens every encoding with a BOS
+    (Llama 3's tokenizer.json: a TemplateProcessing post-processor "<|begin_of_text|> $A")
+    adds none to a trace, whose text already starts with the chat template's own tokens."""
+    import copy as _copy
+
+    from tokenizers.processors import TemplateProcessing
+
+    from notallbits.io import write_jsonl
+
+    bos_tok = _copy.deepcopy(tokenizer)
+    bos = bos_tok.convert_tokens_to_ids("<|endoftext|>")
+    bos_tok._tokenizer.post_processor = TemplateProcessing(single="<|endoftext|> $A", special_tokens=[("<|endoftext|>", bos)])
+    assert bos_tok("<|im_start|>user")["input_ids"][0] == bos  # it does add one by default
+    texts = ["<|im_start|>user\nWhat is 2 + 2?<|im_end|>", "<|im_start|>user\nWhat is 3 + 3?<|im_end|>",
+             "<|im_start|>user\nWhat is 4 + 4?<|im_end|>"]
+    write_jsonl(tmp_path / "t.jsonl", [{"id": str(i), "text": t} for i, t in enumerate(texts)])
+    got = calibration_samples({"source": "traces", "samples": 3, "seq_len": 5, "seed": 0}, bos_tok,
+                              str(tmp_path / "t.jsonl"))
+    im_start = bos_tok.convert_tokens_to_ids("<|im_start|>")
+    assert len(got) == 3 and all(len(s) == 5 and s[0] == im_start and bos not in s for s in got)
