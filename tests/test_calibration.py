@@ -131,6 +131,11 @@ def test_wikitext_window_of_a_text_one_token_longer_starts_at_0(tmp_path, tokeni
     got = calibration_samples({"source": str(tmp_path / "c.txt"), "samples": 20, "seq_len": len(ids) - 1,
                                "seed": 5}, tokenizer)
     assert got == [ids[:-1]] * 20
+    # a text of exactly seq_len tokens has no window (GPTQ's randint(0, -1) fails): refused in one line
+    with pytest.raises(UserError, match=rf"^calibration source {tmp_path}/c.txt has {len(ids)} tokens, not more than "
+                                        rf"seq_len={len(ids)}: lower quantization.calibration.seq_len"):
+        calibration_samples({"source": str(tmp_path / "c.txt"), "samples": 1, "seq_len": len(ids), "seed": 5},
+                            tokenizer)
 
 
 def test_hub_failure_is_one_line_naming_the_corpus(monkeypatch, tokenizer):
