@@ -301,6 +301,8 @@ def test_calibration_traces_are_the_models_own_sampled_continuations_of_the_ques
     # a nucleus of one token (top_p near 0) is greedy decoding: the seed no longer matters
     assert traces("g.jsonl", top_p=1e-6) == traces("h.jsonl", top_p=1e-6, seed=1)
     assert traces("c.jsonl", seed=1) != got
+    # the spec's temperature reaches the sampler (the model's own default is 1): the same seed, other draws
+    assert traces("t.jsonl", temperature=0.5) != got
     with pytest.raises(UserError, match="not less than seq_len=10"):
         traces("d.jsonl", seq_len=10)
     with pytest.raises(UserError, match="--spec is not valid JSON"):
