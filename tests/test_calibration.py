@@ -395,3 +395,24 @@ def test_trace_samples_take_every_trace_and_add_no_bos(tokenizer, tmp_path):
                               str(tmp_path / "t.jsonl"))
     im_start = bos_tok.convert_tokens_to_ids("<|im_start|>")
     assert len(got) == 3 and all(len(s) == 5 and s[0] == im_start and bos not in s for s in got)
+
+
+def test_every_key_of_the_workflows_traces_spec_reaches_the_generator(monkeypatch, tmp_path):
+    """The calibration_traces rule (rules/common.smk, calibration_traces_spec) writes every key;
+    each lands in the generator's parameter of that name, none replaced by a default."""
+    import argparse
+    import json
+
+    from notallbits import calibration_traces
+
+    calls = []
+    monkeypatch.setattr(calibration_traces, "generate_traces", lambda *a, **k: calls.append((a, k)))
+    spec = {"model_path": "m", "dataset": "toy-train", "prompt_style": "toy", "samples": 5, "seq_len": 99, "seed": 7,
+            "temperature": 0.6, "top_p": 0.95, "dtype": "float32", "device": "cpu", "batch_size": 3}
+    calibration_traces.run(argparse.Namespace(questions="q.jsonl", spec=json.dumps(spec), out="t.jsonl"))
+    assert calls == [(("m", "q.jsonl", "t.jsonl", 5, 99, 7, 0.6, 0.95, "toy", "float32", "cpu", 3), {})]
+    # a hand-written spec without the device runs where a config without generation.device does
+    schema = yaml.safe_load((ROOT / "notallbits" / "schemas" / "config.schema.yaml").read_text())
+    del spec["device"]
+    calibration_traces.run(argparse.Namespace(questions="q.jsonl", spec=json.dumps(spec), out="t.jsonl"))
+    assert calls[-1][0][10] == schema["properties"]["generation"]["properties"]["device"]["default"] == "auto"
