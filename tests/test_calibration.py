@@ -416,3 +416,94 @@ def test_every_key_of_the_workflows_traces_spec_reaches_the_generator(monkeypatc
     del spec["device"]
     calibration_traces.run(argparse.Namespace(questions="q.jsonl", spec=json.dumps(spec), out="t.jsonl"))
     assert calls[-1][0][10] == schema["properties"]["generation"]["properties"]["device"]["default"] == "auto"
+
+
+def test_traces_stop_at_the_checkpoints_eos_and_decode_as_asked(tiny_model, tmp_path):
+    """A copy of the tiny model whose generation_config.json names ONE int EOS, the newline
+    (the random model's likeliest token after "<think>\n"), and turns sampling off, and whose
+    tokenizer adds a BOS by default (Llama 3's post-processor). A trace ends with the checkpoint's
+    EOS, included, nothing of the padding after it; prompts get no BOS; the traces are sampled
+    whatever the checkpoint says; a prompt of exactly seq_len tokens is refused."""
+    import json
+    import shutil
+
+    from tokenizers.processors import TemplateProcessing
+    from transformers import AutoTokenizer
+
+    from notallbits import manifest
+    from notallbits.calibration_traces import generate_traces
+    from notallbits.data.registry import demo_arith
+    from notallbits.generation.prompts import build_prompt
+    from notallbits.io import read_jsonl, write_jsonl
+
+    questions = demo_arith(2)
+    write_jsonl(tmp_path / "q.jsonl", questions)
+    tok = AutoTokenizer.from_pretrained(tiny_model)
+    prompts = [tok.encode(build_prompt(tok, q, "default"), add_special_tokens=False) for q in questions]
+    [newline] = tok.encode("\n", add_special_tokens=False)
+
+    def traces(path, name, **kw):
+        args = {"samples": 2, "seq_len": 100, "seed": 0, "temperature": 0.2, "top_p": 1.0, "dtype": "float32",
+                "device": "cpu", "batch_size": 2, **kw}
+        generate_traces(str(path), str(tmp_path / "q.jsonl"), str(tmp_path / name), args.pop("samples"),
+                        args.pop("seq_len"), args.pop("seed"), args.pop("temperature"), args.pop("top_p"), **args)
+        return read_jsonl(tmp_path / name)
+
+    copy = tmp_path / "eos"
+    shutil.copytree(tiny_model, copy)
+    gen_cfg = json.loads((copy / "generation_config.json").read_text())
+    gen_cfg.update(eos_token_id=newline, do_sample=False)
+    (copy / "generation_config.json").write_text(json.dumps(gen_cfg))
+    bos = tok.convert_tokens_to_ids("<|endoftext|>")
+    tok._tokenizer.post_processor = TemplateProcessing(single="<|endoftext|> $A",
+                                                        special_tokens=[("<|endoftext|>", bos)])
+    tok.save_pretrained(copy)
+    assert AutoTokenizer.from_pretrained(copy)("x")["input_ids"][0] == bos
+    manifest.write(copy)
+    got = traces(copy, "eos.jsonl")
+    # seed 0: the first trace runs to seq_len, the second samples the EOS first (the batch pads it on)
+    assert [(r["prompt_tokens"], r["generated_tokens"]) for r in got] == [(len(prompts[0]), 100 - len(prompts[0])),
+                                                                         (len(prompts[1]), 1)]
+    assert got[1]["text"] == tok.decode(prompts[1] + [newline])  # no BOS, cut after the EOS
+    assert got[0]["text"].startswith(tok.decode(prompts[0])) and "<|endoftext|>" not in got[0]["text"]
+    # sampled although the checkpoint's generation_config turns sampling off: the seed decides
+    assert traces(copy, "s1.jsonl", seed=1) != got
+    # the chat prompt in the dataset's style
+    styled = traces(tiny_model, "toy.jsonl", samples=1, prompt_style="toy")
+    assert styled[0]["text"].startswith(build_prompt(tok, questions[0], "toy"))
+    assert build_prompt(tok, questions[0], "toy") != build_prompt(tok, questions[0], "default")
+    # no room to generate: a prompt of exactly seq_len tokens is refused
+    with pytest.raises(UserError, match=f"a calibration prompt is {len(prompts[0])} tokens, not less than seq_len"):
+        traces(tiny_model, "full.jsonl", samples=1, seq_len=len(prompts[0]))
+    # each batch draws with torch's seed + its first sample: the third trace (question 0 again,
+    # batch start 2) is what seed 2 draws for question 0 alone
+    three = traces(tiny_model, "three.jsonl", samples=3, temperature=1.0)
+    assert three[2]["text"] == traces(tiny_model, "seed2.jsonl", samples=1, seed=2, temperature=1.0)[0]["text"]
+
+
+def test_a_trace_of_a_trained_model_is_its_plain_greedy_continuation(tmp_path):
+    """toy-l (a model that learned its task), a one-token nucleus: the trace is what greedy
+    decoding with plain forward passes of the unpadded prompt (positions 0, 1, 2, ...) gives."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from notallbits.calibration_traces import generate_traces
+    from notallbits.data.registry import load
+    from notallbits.generation.prompts import build_prompt
+    from notallbits.io import read_jsonl, write_jsonl
+
+    toy_l = ROOT / "models" / "toy" / "toy-l"
+    questions = load({"loader": "toy_train", "limit": 1})
+    write_jsonl(tmp_path / "q.jsonl", questions)
+    tok = AutoTokenizer.from_pretrained(toy_l)
+    model = AutoModelForCausalLM.from_pretrained(toy_l, dtype=torch.float32).eval()
+    ids = tok.encode(build_prompt(tok, questions[0], "toy"), add_special_tokens=False)
+    n_prompt = len(ids)
+    with torch.inference_mode():
+        for _ in range(24):
+            ids.append(int(model(torch.tensor([ids])).logits[0, -1].argmax()))
+    generate_traces(str(toy_l), str(tmp_path / "q.jsonl"), str(tmp_path / "t.jsonl"), 1, len(ids), 0, 1.0, 1e-6,
+                    "toy", dtype="float32", device="cpu")
+    [got] = read_jsonl(tmp_path / "t.jsonl")
+    assert len(set(ids[n_prompt:])) > 3  # a real continuation, not one token repeated
+    assert got["text"] == tok.decode(ids) and got["generated_tokens"] == 24
