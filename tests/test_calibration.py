@@ -326,6 +326,7 @@ def test_left_padding_leaves_each_trace_as_its_prompt_alone_gets_it(tiny_model, 
     no pad token, so the padding is EOS (what transformers' generate falls back to)."""
     import json
     import shutil
+    import time
 
     from notallbits import manifest
     from notallbits.calibration_traces import generate_traces
@@ -343,8 +344,11 @@ def test_left_padding_leaves_each_trace_as_its_prompt_alone_gets_it(tiny_model, 
     write_jsonl(tmp_path / "q.jsonl", questions)
 
     def traces(name, batch_size):
+        started = time.perf_counter()
         stats = generate_traces(str(model), str(tmp_path / "q.jsonl"), str(tmp_path / name), 2, 112, 0, 1.0, 1e-6,
                                 dtype="float32", device="cpu", batch_size=batch_size)
+        assert 0 <= stats["seconds"] <= time.perf_counter() - started + 0.005  # its generation's time, in s
+        assert stats["seconds"] == round(stats["seconds"], 2)  # to the hundredth
         return stats, read_jsonl(tmp_path / name)
 
     stats, batched = traces("b.jsonl", 2)
@@ -442,10 +446,10 @@ def test_traces_stop_at_the_checkpoints_eos_and_decode_as_asked(tiny_model, tmp_
     prompts = [tok.encode(build_prompt(tok, q, "default"), add_special_tokens=False) for q in questions]
     [newline] = tok.encode("\n", add_special_tokens=False)
 
-    def traces(path, name, **kw):
+    def traces(path, name, questions_file="q.jsonl", **kw):
         args = {"samples": 2, "seq_len": 100, "seed": 0, "temperature": 0.2, "top_p": 1.0, "dtype": "float32",
                 "device": "cpu", "batch_size": 2, **kw}
-        generate_traces(str(path), str(tmp_path / "q.jsonl"), str(tmp_path / name), args.pop("samples"),
+        generate_traces(str(path), str(tmp_path / questions_file), str(tmp_path / name), args.pop("samples"),
                         args.pop("seq_len"), args.pop("seed"), args.pop("temperature"), args.pop("top_p"), **args)
         return read_jsonl(tmp_path / name)
 
@@ -468,9 +472,12 @@ def test_traces_stop_at_the_checkpoints_eos_and_decode_as_asked(tiny_model, tmp_
     assert got[0]["text"].startswith(tok.decode(prompts[0])) and "<|endoftext|>" not in got[0]["text"]
     # sampled although the checkpoint's generation_config turns sampling off: the seed decides
     assert traces(copy, "s1.jsonl", seed=1) != got
-    # the chat prompt in the dataset's style
-    styled = traces(tiny_model, "toy.jsonl", samples=1, prompt_style="toy")
-    assert styled[0]["text"].startswith(build_prompt(tok, questions[0], "toy"))
+    # the chat prompt in the dataset's style, sample i of a batch is question i
+    three = demo_arith(3)
+    write_jsonl(tmp_path / "q3.jsonl", three)
+    styled = traces(tiny_model, "toy.jsonl", "q3.jsonl", samples=3, batch_size=3, seq_len=60, prompt_style="toy")
+    assert [r["id"] for r in styled] == ["arith-000#0", "arith-001#1", "arith-002#2"]
+    assert all(r["text"].startswith(build_prompt(tok, q, "toy")) for r, q in zip(styled, three))
     assert build_prompt(tok, questions[0], "toy") != build_prompt(tok, questions[0], "default")
     # no room to generate: a prompt of exactly seq_len tokens is refused
     with pytest.raises(UserError, match=f"a calibration prompt is {len(prompts[0])} tokens, not less than seq_len"):
