@@ -514,3 +514,30 @@ def test_a_trace_of_a_trained_model_is_its_plain_greedy_continuation(tmp_path):
     [got] = read_jsonl(tmp_path / "t.jsonl")
     assert len(set(ids[n_prompt:])) > 3  # a real continuation, not one token repeated
     assert got["text"] == tok.decode(ids) and got["generated_tokens"] == 24
+
+
+def test_traces_sample_from_the_whole_vocabulary_at_top_p_1(tiny_model, tmp_path, monkeypatch):
+    """The sampling rule is temperature + top_p only (no top-k cut, whatever the checkpoint's
+    generation_config or transformers' default of 50 says): at top_p 1 every token of the
+    vocabulary has a nonzero probability at every step."""
+    import json
+
+    import torch
+
+    from notallbits.calibration_traces import generate_traces
+    from notallbits.data.registry import demo_arith
+    from notallbits.io import write_jsonl
+
+    write_jsonl(tmp_path / "q.jsonl", demo_arith(1))
+    support = []
+    real = torch.multinomial
+
+    def spy(probs, *args, **kwargs):
+        support.append(int((probs > 0).sum(-1).min()))
+        return real(probs, *args, **kwargs)
+
+    monkeypatch.setattr(torch, "multinomial", spy)
+    generate_traces(str(tiny_model), str(tmp_path / "q.jsonl"), str(tmp_path / "t.jsonl"), 1, 60, 0, 1.0, 1.0,
+                    dtype="float32", device="cpu")
+    vocab = json.loads((tiny_model / "config.json").read_text())["vocab_size"]
+    assert len(support) > 1 and set(support) == {vocab}
