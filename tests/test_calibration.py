@@ -470,6 +470,18 @@ def test_traces_stop_at_the_checkpoints_eos_and_decode_as_asked(tiny_model, tmp_
                                                                          (len(prompts[1]), 1)]
     assert got[1]["text"] == tok.decode(prompts[1] + [newline])  # no BOS, cut after the EOS
     assert got[0]["text"].startswith(tok.decode(prompts[0])) and "<|endoftext|>" not in got[0]["text"]
+    # a generation_config without EOS: the tokenizer's EOS (here the newline) ends a trace
+    no_eos = tmp_path / "no_eos"
+    shutil.copytree(tiny_model, no_eos)
+    gen_cfg = json.loads((no_eos / "generation_config.json").read_text())
+    gen_cfg["eos_token_id"] = None
+    (no_eos / "generation_config.json").write_text(json.dumps(gen_cfg))
+    tok_cfg = json.loads((no_eos / "tokenizer_config.json").read_text())
+    tok_cfg["eos_token"] = tok.convert_ids_to_tokens(newline)
+    (no_eos / "tokenizer_config.json").write_text(json.dumps(tok_cfg))
+    manifest.write(no_eos)
+    assert AutoTokenizer.from_pretrained(no_eos).eos_token_id == newline
+    assert [r["generated_tokens"] for r in traces(no_eos, "no_eos.jsonl", samples=1, top_p=1e-6)] == [1]
     # sampled although the checkpoint's generation_config turns sampling off: the seed decides
     assert traces(copy, "s1.jsonl", seed=1) != got
     # the chat prompt in the dataset's style, sample i of a batch is question i
@@ -517,13 +529,15 @@ def test_a_trace_of_a_trained_model_is_its_plain_greedy_continuation(tmp_path):
 
 
 def test_traces_sample_from_the_whole_vocabulary_at_top_p_1(tiny_model, tmp_path, monkeypatch):
-    """The sampling rule is temperature + top_p only (no top-k cut, whatever the checkpoint's
-    generation_config or transformers' default of 50 says): at top_p 1 every token of the
+    """The sampling rule is temperature + top_p only, no top-k cut, also for a checkpoint whose
+    generation_config.json sets top_k 20 (as Qwen3's do): at top_p 1 every token of the
     vocabulary has a nonzero probability at every step."""
     import json
+    import shutil
 
     import torch
 
+    from notallbits import manifest
     from notallbits.calibration_traces import generate_traces
     from notallbits.data.registry import demo_arith
     from notallbits.io import write_jsonl
@@ -536,8 +550,13 @@ def test_traces_sample_from_the_whole_vocabulary_at_top_p_1(tiny_model, tmp_path
         support.append(int((probs > 0).sum(-1).min()))
         return real(probs, *args, **kwargs)
 
+    model = tmp_path / "topk"
+    shutil.copytree(tiny_model, model)
+    gen_cfg = json.loads((model / "generation_config.json").read_text())
+    (model / "generation_config.json").write_text(json.dumps({**gen_cfg, "top_k": 20}))
+    manifest.write(model)
     monkeypatch.setattr(torch, "multinomial", spy)
-    generate_traces(str(tiny_model), str(tmp_path / "q.jsonl"), str(tmp_path / "t.jsonl"), 1, 60, 0, 1.0, 1.0,
+    generate_traces(str(model), str(tmp_path / "q.jsonl"), str(tmp_path / "t.jsonl"), 1, 60, 0, 1.0, 1.0,
                     dtype="float32", device="cpu")
     vocab = json.loads((tiny_model / "config.json").read_text())["vocab_size"]
     assert len(support) > 1 and set(support) == {vocab}
