@@ -285,6 +285,7 @@ def test_serving_fp8_layout_takes_the_reciprocal_scales_and_qwens_config(tmp_pat
     for i, name in enumerate(["model-00001-of-00002.safetensors", "model-00002-of-00002.safetensors"]):
         t = load_file(str(tmp_path / name))
         assert t[f"layers.{i}.weight_scale_inv"].tolist() == [[0.25, 2.0]]  # 1 / GPTQModel's scale_inv
+        assert t[f"layers.{i}.weight_scale_inv"].dtype == torch.float32  # the block scales vLLM's FP8 kernels read
         assert t[f"layers.{i}.weight"].dtype == torch.bfloat16 and t[f"layers.{i}.weight"].tolist() == [[1.0, -2.0]]
     # Qwen3-8B-FP8's config.json
     assert json.loads((tmp_path / "config.json").read_text()) == {
@@ -296,3 +297,10 @@ def test_serving_fp8_layout_takes_the_reciprocal_scales_and_qwens_config(tmp_pat
     to_serving_fp8(tmp_path, quantizer_settings("fp8"))  # no quantize_config.json (any more) is fine
     assert load_file(str(tmp_path / "model-00002-of-00002.safetensors"))["layers.1.weight_scale_inv"].tolist() == [
         [4.0, 0.5]]  # twice is the identity
+
+
+def test_scratch_lives_beside_the_output_as_a_hidden_folder():
+    from notallbits.quantization import scratch_path
+
+    assert scratch_path("results/models/qwen3-8b/gptq-4") == Path("results/models/qwen3-8b/.gptq-4.scratch")
+    assert scratch_path(Path("/abs/w8")) == Path("/abs/.w8.scratch")
