@@ -304,3 +304,51 @@ def test_scratch_lives_beside_the_output_as_a_hidden_folder():
 
     assert scratch_path("results/models/qwen3-8b/gptq-4") == Path("results/models/qwen3-8b/.gptq-4.scratch")
     assert scratch_path(Path("/abs/w8")) == Path("/abs/.w8.scratch")
+
+
+def test_the_command_hands_the_sections_parts_to_the_quantizer(monkeypatch):
+    """run() as the quantize rule calls it: the config's quantization section as JSON, its
+    calibration part apart, the options a format does not read left out (AWQ: no calibration
+    dropped, FP8: neither options nor calibration), the device asked for."""
+    from notallbits import UserError, quantization
+
+    calls = []
+
+    def fake_quantize(*args, **kwargs):
+        calls.append((args, kwargs))
+        return {"quantize_seconds": 1.5}
+
+    monkeypatch.setattr(quantization, "quantize", fake_quantize)
+
+    def run(bits, section, device="cpu", calibration_file=None):
+        quantization.run(argparse.Namespace(model="m", out="o", bits=bits, device=device,
+                                            calibration_file=calibration_file, settings=json.dumps(section)))
+        return calls[-1]
+
+    cal = {"source": "traces", "samples": 4}
+    section = {"group_size": 64, "damp_percent": 0.02, "fp8_block": 64, "calibration": cal}
+    assert run("4", section, calibration_file="t.jsonl") == (
+        ("m", "o", "4", {"group_size": 64, "damp_percent": 0.02, "fp8_block": 64}, cal, "t.jsonl"), {"device": "cpu"})
+    assert run("awq4", section, device="cuda") == (("m", "o", "awq4", {"group_size": 64}, cal, None), {"device": "cuda"})
+    assert run("fp8", section) == (("m", "o", "fp8", {"fp8_block": 64}, {}, None), {"device": "cpu"})
+    assert run("8", {}) == (("m", "o", "8", {}, {}, None), {"device": "cpu"})  # the schema's defaults, in quantize
+    with pytest.raises(UserError, match="^--settings is not valid JSON: Expecting value$"):
+        quantization.run(argparse.Namespace(model="m", out="o", bits="4", device="cpu", calibration_file=None,
+                                            settings="group_size=64"))
+    # the job's slot (cli.py) holds a GPU unless the job runs on the CPU
+    assert [quantization.gpus_needed(argparse.Namespace(device=d)) for d in ("cpu", "auto", "cuda")] == [0, 1, 1]
+
+
+def test_sigterm_exits_with_the_shells_status_and_only_the_main_thread_traps_it():
+    import threading
+
+    from notallbits.quantization import _exit_on_sigterm, _in_main_thread
+
+    with pytest.raises(SystemExit) as exc:
+        _exit_on_sigterm(signal.SIGTERM, None)
+    assert exc.value.code == 143  # 128 + 15, what a shell reports for a process killed by SIGTERM
+    seen = []
+    thread = threading.Thread(target=lambda: seen.append(_in_main_thread()))
+    thread.start()
+    thread.join()
+    assert _in_main_thread() is True and seen == [False]
