@@ -353,3 +353,25 @@ def test_sigterm_exits_with_the_shells_status_and_only_the_main_thread_traps_it(
     thread.start()
     thread.join()
     assert _in_main_thread() is True and seen == [False]
+
+
+def test_the_model_is_a_folder_or_a_hub_id(tmp_path, monkeypatch):
+    """A local folder (also a relative one without a slash) or a hub id (owner/name) goes on to
+    the checkpoint check; a bare name that is no folder is refused in one line."""
+    from notallbits import UserError, manifest
+    from notallbits.quantization import quantize
+
+    class Reached(Exception):
+        pass
+
+    def verify(path):
+        raise Reached(path)
+
+    monkeypatch.setattr(manifest, "verify", verify)
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "local").mkdir()
+    for src in ("local", str(tmp_path / "local"), "Qwen/Qwen3-8B"):
+        with pytest.raises(Reached):
+            quantize(src, "out", 4)
+    with pytest.raises(UserError, match="^model path 'qwen3-8b' does not exist$"):
+        quantize("qwen3-8b", "out", 4)
