@@ -375,3 +375,53 @@ def test_the_model_is_a_folder_or_a_hub_id(tmp_path, monkeypatch):
             quantize(src, "out", 4)
     with pytest.raises(UserError, match="^model path 'qwen3-8b' does not exist$"):
         quantize("qwen3-8b", "out", 4)
+
+
+def test_what_quantize_hands_gptqmodel_before_it_quantizes(tmp_path, monkeypatch):
+    """GPTQModel.load gets an absolute folder (a hub id as it is); GPTQModel's CPU pool is the
+    host's cores clamped to 1..8 unless the user set it; without a calibration section the
+    data is the schema's default (GPTQ's 128 random 2048-token WikiText-2 windows, seed 0)."""
+    import gptqmodel
+    import transformers
+    import yaml
+
+    from notallbits import calibration, manifest
+    from notallbits.quantization import quantize
+
+    class Reached(Exception):
+        pass
+
+    loaded = []
+
+    class FakeModel:
+        def quantize(self, *args, **kwargs):
+            raise AssertionError("not reached")
+
+    def load(src, *args, **kwargs):
+        loaded.append((src, os.environ.get("GPTQMODEL_CPU_WORKERS")))
+        return FakeModel()
+
+    def samples(settings, tokenizer, file=None):
+        raise Reached(settings)
+
+    monkeypatch.setattr(manifest, "verify", lambda path: None)
+    monkeypatch.setattr(gptqmodel.GPTQModel, "load", load)
+    monkeypatch.setattr(transformers.AutoTokenizer, "from_pretrained", lambda *a, **k: None)
+    monkeypatch.setattr(calibration, "calibration_samples", samples)
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "local").mkdir()
+    for cores, workers in ((1, "1"), (12, "8"), (None, "1"), (4, "4")):
+        monkeypatch.delenv("GPTQMODEL_CPU_WORKERS", raising=False)
+        monkeypatch.setattr(os, "cpu_count", lambda: cores)
+        with pytest.raises(Reached) as got:
+            quantize("local", "out", 4)
+        assert loaded[-1] == (str(tmp_path / "local"), workers)
+    monkeypatch.setenv("GPTQMODEL_CPU_WORKERS", "3")  # the user's own choice is kept
+    with pytest.raises(Reached):
+        quantize("Qwen/Qwen3-8B", "out", 4)
+    assert loaded[-1] == ("Qwen/Qwen3-8B", "3")
+    schema = yaml.safe_load((ROOT / "notallbits" / "schemas" / "config.schema.yaml").read_text())
+    defaults = {k: v["default"] for k, v in
+                schema["properties"]["quantization"]["properties"]["calibration"]["properties"].items()
+                if k in ("source", "samples", "seq_len", "seed")}
+    assert got.value.args[0] == defaults == {"source": "wikitext2", "samples": 128, "seq_len": 2048, "seed": 0}
