@@ -395,14 +395,14 @@ def test_what_quantize_hands_gptqmodel_before_it_quantizes(tmp_path, monkeypatch
 
     class FakeModel:
         def quantize(self, *args, **kwargs):
-            raise AssertionError("not reached")
+            raise Reached(args, kwargs)
 
     def load(src, *args, **kwargs):
         loaded.append((src, os.environ.get("GPTQMODEL_CPU_WORKERS")))
         return FakeModel()
 
     def samples(settings, tokenizer, file=None):
-        raise Reached(settings)
+        raise Reached(settings, file)
 
     monkeypatch.setattr(manifest, "verify", lambda path: None)
     monkeypatch.setattr(gptqmodel.GPTQModel, "load", load)
@@ -424,4 +424,14 @@ def test_what_quantize_hands_gptqmodel_before_it_quantizes(tmp_path, monkeypatch
     defaults = {k: v["default"] for k, v in
                 schema["properties"]["quantization"]["properties"]["calibration"]["properties"].items()
                 if k in ("source", "samples", "seq_len", "seed")}
-    assert got.value.args[0] == defaults == {"source": "wikitext2", "samples": 128, "seq_len": 2048, "seed": 0}
+    assert got.value.args == (defaults, None)
+    assert defaults == {"source": "wikitext2", "samples": 128, "seq_len": 2048, "seed": 0}
+    traces = {"source": "traces", "samples": 2, "seq_len": 64, "seed": 0}
+    with pytest.raises(Reached) as got:
+        quantize("local", "out", 4, calibration=traces, calibration_file="traces.jsonl")
+    assert got.value.args == (traces, "traces.jsonl")
+    # given samples: a text as it is, token ids with a mask of ones (attend to every token)
+    with pytest.raises(Reached) as got:
+        quantize("local", "out", 4, samples=[[5, 6, 7], "a calibration text"])
+    assert got.value.args[0] == ([{"input_ids": [5, 6, 7], "attention_mask": [1, 1, 1]}, "a calibration text"],)
+    assert got.value.args[1]["batch_size"] == 4
