@@ -32,6 +32,10 @@ def test_checkpoint_records_classic_gptq_settings(gptq_models):
         assert theirs["meta"]["static_groups"] is False and theirs["meta"]["true_sequential"] is True
         assert theirs["meta"]["mse"] == 0.0 and theirs["format"] == "gptq" and theirs["lm_head"] is False
         assert ours["calibration"]["samples"] == 16 and ours["calibration_tokens"] == 16 * 128
+        from gptqmodel.version import __version__
+
+        assert ours["gptqmodel_version"] == __version__  # the quantizer that wrote it
+        assert ours["quantize_seconds"] > 0 and ours["quantize_seconds"] == round(ours["quantize_seconds"], 2)
 
 
 def torch_cuda_available() -> bool:
@@ -84,7 +88,10 @@ def test_quantize_records_the_calibration_gptqmodel_was_given(tiny_model, tmp_pa
     fp8 = json.loads((tmp_path / "wfp8" / "notallbits.json").read_text())
     assert fp8["quantizer"]["weight_block_size"] == [64, 64]
     assert fp8["calibration"] is None and fp8["calibration_tokens"] == 0
-    assert json.loads((tmp_path / "wfp8" / "config.json").read_text())["quantization_config"]["quant_method"] == "fp8"
+    # in the layout of Qwen's -FP8 checkpoints (Qwen3-8B-FP8's config.json), GPTQModel's own record gone
+    assert json.loads((tmp_path / "wfp8" / "config.json").read_text())["quantization_config"] == {
+        "quant_method": "fp8", "fmt": "e4m3", "activation_scheme": "dynamic", "weight_block_size": [64, 64]}
+    assert not (tmp_path / "wfp8" / "quantize_config.json").exists()
     if not torch_cuda_available():  # asked for a GPU the host's torch cannot use: refused, not run on the CPU
         from notallbits import UserError
 
@@ -435,3 +442,7 @@ def test_what_quantize_hands_gptqmodel_before_it_quantizes(tmp_path, monkeypatch
         quantize("local", "out", 4, samples=[[5, 6, 7], "a calibration text"])
     assert got.value.args[0] == ([{"input_ids": [5, 6, 7], "attention_mask": [1, 1, 1]}, "a calibration text"],)
     assert got.value.args[1]["batch_size"] == 4
+    # AWQ: GPTQModel's portable torch kernel, which packs the GEMM layout on a CPU too
+    with pytest.raises(Reached) as got:
+        quantize("local", "out", "awq4", samples=[[5, 6, 7]])
+    assert str(got.value.args[1]["backend"].value) == "awq_torch" and got.value.args[1]["batch_size"] == 4
