@@ -105,6 +105,23 @@ def test_c4_draw_reaches_the_last_document_and_a_window_that_just_fits(monkeypat
     assert got == want and sorted({tuple(s) for s in got}) == sorted({tuple(ids[:-2]), tuple(ids[1:-1])})
 
 
+def test_c4_skips_a_document_of_exactly_seq_len_tokens(monkeypatch, tokenizer):
+    """get_c4 keeps drawing until a document has MORE than seq_len tokens: one of exactly
+    seq_len tokens is never windowed, every window comes from the longer one."""
+    import datasets
+
+    long_doc = " ".join(LINES)[:600]
+    ids = tokenizer(long_doc)["input_ids"]
+    seq_len = len(ids) - 2
+    exact = tokenizer.decode(ids[:seq_len])
+    assert len(tokenizer(exact)["input_ids"]) == seq_len
+    docs = [exact] * 5 + [long_doc]
+    monkeypatch.setattr(datasets, "load_dataset", lambda *a, **k: datasets.Dataset.from_dict({"text": docs}))
+    got = calibration_samples({"source": "c4", "samples": 6, "seq_len": seq_len, "seed": 2}, tokenizer)
+    assert got == gptq_get_c4(datasets.Dataset.from_dict({"text": docs}), tokenizer, 6, 2, seq_len)
+    assert {tuple(s) for s in got} <= {tuple(ids[:-2]), tuple(ids[1:-1]), tuple(ids[2:])}
+
+
 def test_wikitext_window_of_a_text_one_token_longer_starts_at_0(tmp_path, tokenizer):
     """get_wikitext2: i = randint(0, tokens - seq_len - 1), so a text of seq_len + 1 tokens has
     the one window [0, seq_len)."""
@@ -114,6 +131,11 @@ def test_wikitext_window_of_a_text_one_token_longer_starts_at_0(tmp_path, tokeni
     got = calibration_samples({"source": str(tmp_path / "c.txt"), "samples": 20, "seq_len": len(ids) - 1,
                                "seed": 5}, tokenizer)
     assert got == [ids[:-1]] * 20
+    # a text of exactly seq_len tokens has no window (GPTQ's randint(0, -1) fails): refused in one line
+    with pytest.raises(UserError, match=rf"^calibration source {tmp_path}/c.txt has {len(ids)} tokens, not more than "
+                                        rf"seq_len={len(ids)}: lower quantization.calibration.seq_len"):
+        calibration_samples({"source": str(tmp_path / "c.txt"), "samples": 1, "seq_len": len(ids), "seed": 5},
+                            tokenizer)
 
 
 def test_hub_failure_is_one_line_naming_the_corpus(monkeypatch, tokenizer):
@@ -279,6 +301,8 @@ def test_calibration_traces_are_the_models_own_sampled_continuations_of_the_ques
     # a nucleus of one token (top_p near 0) is greedy decoding: the seed no longer matters
     assert traces("g.jsonl", top_p=1e-6) == traces("h.jsonl", top_p=1e-6, seed=1)
     assert traces("c.jsonl", seed=1) != got
+    # the spec's temperature reaches the sampler (the model's own default is 1): the same seed, other draws
+    assert traces("t.jsonl", temperature=0.5) != got
     with pytest.raises(UserError, match="not less than seq_len=10"):
         traces("d.jsonl", seq_len=10)
     with pytest.raises(UserError, match="--spec is not valid JSON"):
@@ -302,6 +326,7 @@ def test_left_padding_leaves_each_trace_as_its_prompt_alone_gets_it(tiny_model, 
     no pad token, so the padding is EOS (what transformers' generate falls back to)."""
     import json
     import shutil
+    import time
 
     from notallbits import manifest
     from notallbits.calibration_traces import generate_traces
@@ -319,8 +344,11 @@ def test_left_padding_leaves_each_trace_as_its_prompt_alone_gets_it(tiny_model, 
     write_jsonl(tmp_path / "q.jsonl", questions)
 
     def traces(name, batch_size):
+        started = time.perf_counter()
         stats = generate_traces(str(model), str(tmp_path / "q.jsonl"), str(tmp_path / name), 2, 112, 0, 1.0, 1e-6,
                                 dtype="float32", device="cpu", batch_size=batch_size)
+        assert 0 <= stats["seconds"] <= time.perf_counter() - started + 0.005  # its generation's time, in s
+        assert stats["seconds"] == round(stats["seconds"], 2)  # to the hundredth
         return stats, read_jsonl(tmp_path / name)
 
     stats, batched = traces("b.jsonl", 2)
@@ -348,3 +376,187 @@ def test_trace_samples_are_the_first_traces_cut_at_seq_len_without_special_token
     assert tokenizer.decode(got[1]) == tokenizer.decode(tokenizer.encode(texts[1], add_special_tokens=False)[:6])
     with pytest.raises(UserError, match="3 traces, fewer than quantization.calibration.samples=4"):
         calibration_samples({**settings, "samples": 4}, tokenizer, str(tmp_path / "t.jsonl"))
+
+
+def test_trace_samples_take_every_trace_and_add_no_bos(tokenizer, tmp_path):
+    """As many traces as samples is enough; a tokenizer that opens every encoding with a BOS
+    (Llama 3's tokenizer.json: a TemplateProcessing post-processor "<|begin_of_text|> $A")
+    adds none to a trace, whose text already starts with the chat template's own tokens."""
+    import copy as _copy
+
+    from tokenizers.processors import TemplateProcessing
+
+    from notallbits.io import write_jsonl
+
+    bos_tok = _copy.deepcopy(tokenizer)
+    bos = bos_tok.convert_tokens_to_ids("<|endoftext|>")
+    bos_tok._tokenizer.post_processor = TemplateProcessing(single="<|endoftext|> $A", special_tokens=[("<|endoftext|>", bos)])
+    assert bos_tok("<|im_start|>user")["input_ids"][0] == bos  # it does add one by default
+    texts = ["<|im_start|>user\nWhat is 2 + 2?<|im_end|>", "<|im_start|>user\nWhat is 3 + 3?<|im_end|>",
+             "<|im_start|>user\nWhat is 4 + 4?<|im_end|>"]
+    write_jsonl(tmp_path / "t.jsonl", [{"id": str(i), "text": t} for i, t in enumerate(texts)])
+    got = calibration_samples({"source": "traces", "samples": 3, "seq_len": 5, "seed": 0}, bos_tok,
+                              str(tmp_path / "t.jsonl"))
+    im_start = bos_tok.convert_tokens_to_ids("<|im_start|>")
+    assert len(got) == 3 and all(len(s) == 5 and s[0] == im_start and bos not in s for s in got)
+
+
+def test_every_key_of_the_workflows_traces_spec_reaches_the_generator(monkeypatch, tmp_path):
+    """The calibration_traces rule (rules/common.smk, calibration_traces_spec) writes every key;
+    each lands in the generator's parameter of that name, none replaced by a default."""
+    import argparse
+    import json
+
+    from notallbits import calibration_traces
+
+    calls = []
+    monkeypatch.setattr(calibration_traces, "generate_traces", lambda *a, **k: calls.append((a, k)))
+    spec = {"model_path": "m", "dataset": "toy-train", "prompt_style": "toy", "samples": 5, "seq_len": 99, "seed": 7,
+            "temperature": 0.6, "top_p": 0.95, "dtype": "float32", "device": "cpu", "batch_size": 3}
+    calibration_traces.run(argparse.Namespace(questions="q.jsonl", spec=json.dumps(spec), out="t.jsonl"))
+    assert calls == [(("m", "q.jsonl", "t.jsonl", 5, 99, 7, 0.6, 0.95, "toy", "float32", "cpu", 3), {})]
+    # a hand-written spec without the device runs where a config without generation.device does
+    schema = yaml.safe_load((ROOT / "notallbits" / "schemas" / "config.schema.yaml").read_text())
+    del spec["device"]
+    calibration_traces.run(argparse.Namespace(questions="q.jsonl", spec=json.dumps(spec), out="t.jsonl"))
+    assert calls[-1][0][10] == schema["properties"]["generation"]["properties"]["device"]["default"] == "auto"
+
+
+def test_traces_stop_at_the_checkpoints_eos_and_decode_as_asked(tiny_model, tmp_path):
+    """A copy of the tiny model whose generation_config.json names ONE int EOS, the newline
+    (the random model's likeliest token after "<think>\n"), and turns sampling off, and whose
+    tokenizer adds a BOS by default (Llama 3's post-processor). A trace ends with the checkpoint's
+    EOS, included, nothing of the padding after it; prompts get no BOS; the traces are sampled
+    whatever the checkpoint says; a prompt of exactly seq_len tokens is refused."""
+    import json
+    import shutil
+
+    from tokenizers.processors import TemplateProcessing
+    from transformers import AutoTokenizer
+
+    from notallbits import manifest
+    from notallbits.calibration_traces import generate_traces
+    from notallbits.data.registry import demo_arith
+    from notallbits.generation.prompts import build_prompt
+    from notallbits.io import read_jsonl, write_jsonl
+
+    questions = demo_arith(2)
+    write_jsonl(tmp_path / "q.jsonl", questions)
+    tok = AutoTokenizer.from_pretrained(tiny_model)
+    prompts = [tok.encode(build_prompt(tok, q, "default"), add_special_tokens=False) for q in questions]
+    [newline] = tok.encode("\n", add_special_tokens=False)
+
+    def traces(path, name, questions_file="q.jsonl", **kw):
+        args = {"samples": 2, "seq_len": 100, "seed": 0, "temperature": 0.2, "top_p": 1.0, "dtype": "float32",
+                "device": "cpu", "batch_size": 2, **kw}
+        generate_traces(str(path), str(tmp_path / questions_file), str(tmp_path / name), args.pop("samples"),
+                        args.pop("seq_len"), args.pop("seed"), args.pop("temperature"), args.pop("top_p"), **args)
+        return read_jsonl(tmp_path / name)
+
+    copy = tmp_path / "eos"
+    shutil.copytree(tiny_model, copy)
+    gen_cfg = json.loads((copy / "generation_config.json").read_text())
+    gen_cfg.update(eos_token_id=newline, do_sample=False)
+    (copy / "generation_config.json").write_text(json.dumps(gen_cfg))
+    bos = tok.convert_tokens_to_ids("<|endoftext|>")
+    tok._tokenizer.post_processor = TemplateProcessing(single="<|endoftext|> $A",
+                                                        special_tokens=[("<|endoftext|>", bos)])
+    tok.save_pretrained(copy)
+    assert AutoTokenizer.from_pretrained(copy)("x")["input_ids"][0] == bos
+    manifest.write(copy)
+    got = traces(copy, "eos.jsonl")
+    # seed 0: the first trace runs to seq_len, the second samples the EOS first (the batch pads it on)
+    assert [(r["prompt_tokens"], r["generated_tokens"]) for r in got] == [(len(prompts[0]), 100 - len(prompts[0])),
+                                                                         (len(prompts[1]), 1)]
+    assert got[1]["text"] == tok.decode(prompts[1] + [newline])  # no BOS, cut after the EOS
+    assert got[0]["text"].startswith(tok.decode(prompts[0])) and "<|endoftext|>" not in got[0]["text"]
+    # a generation_config without EOS: the tokenizer's EOS (here the newline) ends a trace
+    no_eos = tmp_path / "no_eos"
+    shutil.copytree(tiny_model, no_eos)
+    gen_cfg = json.loads((no_eos / "generation_config.json").read_text())
+    gen_cfg["eos_token_id"] = None
+    (no_eos / "generation_config.json").write_text(json.dumps(gen_cfg))
+    tok_cfg = json.loads((no_eos / "tokenizer_config.json").read_text())
+    tok_cfg["eos_token"] = tok.convert_ids_to_tokens(newline)
+    (no_eos / "tokenizer_config.json").write_text(json.dumps(tok_cfg))
+    manifest.write(no_eos)
+    assert AutoTokenizer.from_pretrained(no_eos).eos_token_id == newline
+    assert [r["generated_tokens"] for r in traces(no_eos, "no_eos.jsonl", samples=1, top_p=1e-6)] == [1]
+    # sampled although the checkpoint's generation_config turns sampling off: the seed decides
+    assert traces(copy, "s1.jsonl", seed=1) != got
+    # the chat prompt in the dataset's style, sample i of a batch is question i
+    three = demo_arith(3)
+    write_jsonl(tmp_path / "q3.jsonl", three)
+    styled = traces(tiny_model, "toy.jsonl", "q3.jsonl", samples=3, batch_size=3, seq_len=60, prompt_style="toy")
+    assert [r["id"] for r in styled] == ["arith-000#0", "arith-001#1", "arith-002#2"]
+    assert all(r["text"].startswith(build_prompt(tok, q, "toy")) for r, q in zip(styled, three))
+    assert build_prompt(tok, questions[0], "toy") != build_prompt(tok, questions[0], "default")
+    # no room to generate: a prompt of exactly seq_len tokens is refused
+    with pytest.raises(UserError, match=f"a calibration prompt is {len(prompts[0])} tokens, not less than seq_len"):
+        traces(tiny_model, "full.jsonl", samples=1, seq_len=len(prompts[0]))
+    # each batch draws with torch's seed + its first sample: the third trace (question 0 again,
+    # batch start 2) is what seed 2 draws for question 0 alone
+    three = traces(tiny_model, "three.jsonl", samples=3, temperature=1.0)
+    assert three[2]["text"] == traces(tiny_model, "seed2.jsonl", samples=1, seed=2, temperature=1.0)[0]["text"]
+
+
+def test_a_trace_of_a_trained_model_is_its_plain_greedy_continuation(tmp_path):
+    """toy-l (a model that learned its task), a one-token nucleus: the trace is what greedy
+    decoding with plain forward passes of the unpadded prompt (positions 0, 1, 2, ...) gives."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from notallbits.calibration_traces import generate_traces
+    from notallbits.data.registry import load
+    from notallbits.generation.prompts import build_prompt
+    from notallbits.io import read_jsonl, write_jsonl
+
+    toy_l = ROOT / "models" / "toy" / "toy-l"
+    questions = load({"loader": "toy_train", "limit": 1})
+    write_jsonl(tmp_path / "q.jsonl", questions)
+    tok = AutoTokenizer.from_pretrained(toy_l)
+    model = AutoModelForCausalLM.from_pretrained(toy_l, dtype=torch.float32).eval()
+    ids = tok.encode(build_prompt(tok, questions[0], "toy"), add_special_tokens=False)
+    n_prompt = len(ids)
+    with torch.inference_mode():
+        for _ in range(24):
+            ids.append(int(model(torch.tensor([ids])).logits[0, -1].argmax()))
+    generate_traces(str(toy_l), str(tmp_path / "q.jsonl"), str(tmp_path / "t.jsonl"), 1, len(ids), 0, 1.0, 1e-6,
+                    "toy", dtype="float32", device="cpu")
+    [got] = read_jsonl(tmp_path / "t.jsonl")
+    assert len(set(ids[n_prompt:])) > 3  # a real continuation, not one token repeated
+    assert got["text"] == tok.decode(ids) and got["generated_tokens"] == 24
+
+
+def test_traces_sample_from_the_whole_vocabulary_at_top_p_1(tiny_model, tmp_path, monkeypatch):
+    """The sampling rule is temperature + top_p only, no top-k cut, also for a checkpoint whose
+    generation_config.json sets top_k 20 (as Qwen3's do): at top_p 1 every token of the
+    vocabulary has a nonzero probability at every step."""
+    import json
+    import shutil
+
+    import torch
+
+    from notallbits import manifest
+    from notallbits.calibration_traces import generate_traces
+    from notallbits.data.registry import demo_arith
+    from notallbits.io import write_jsonl
+
+    write_jsonl(tmp_path / "q.jsonl", demo_arith(1))
+    support = []
+    real = torch.multinomial
+
+    def spy(probs, *args, **kwargs):
+        support.append(int((probs > 0).sum(-1).min()))
+        return real(probs, *args, **kwargs)
+
+    model = tmp_path / "topk"
+    shutil.copytree(tiny_model, model)
+    gen_cfg = json.loads((model / "generation_config.json").read_text())
+    (model / "generation_config.json").write_text(json.dumps({**gen_cfg, "top_k": 20}))
+    manifest.write(model)
+    monkeypatch.setattr(torch, "multinomial", spy)
+    generate_traces(str(model), str(tmp_path / "q.jsonl"), str(tmp_path / "t.jsonl"), 1, 60, 0, 1.0, 1.0,
+                    dtype="float32", device="cpu")
+    vocab = json.loads((tiny_model / "config.json").read_text())["vocab_size"]
+    assert len(support) > 1 and set(support) == {vocab}

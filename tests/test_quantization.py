@@ -32,6 +32,10 @@ def test_checkpoint_records_classic_gptq_settings(gptq_models):
         assert theirs["meta"]["static_groups"] is False and theirs["meta"]["true_sequential"] is True
         assert theirs["meta"]["mse"] == 0.0 and theirs["format"] == "gptq" and theirs["lm_head"] is False
         assert ours["calibration"]["samples"] == 16 and ours["calibration_tokens"] == 16 * 128
+        from gptqmodel.version import __version__
+
+        assert ours["gptqmodel_version"] == __version__  # the quantizer that wrote it
+        assert ours["quantize_seconds"] > 0 and ours["quantize_seconds"] == round(ours["quantize_seconds"], 2)
 
 
 def torch_cuda_available() -> bool:
@@ -84,7 +88,10 @@ def test_quantize_records_the_calibration_gptqmodel_was_given(tiny_model, tmp_pa
     fp8 = json.loads((tmp_path / "wfp8" / "notallbits.json").read_text())
     assert fp8["quantizer"]["weight_block_size"] == [64, 64]
     assert fp8["calibration"] is None and fp8["calibration_tokens"] == 0
-    assert json.loads((tmp_path / "wfp8" / "config.json").read_text())["quantization_config"]["quant_method"] == "fp8"
+    # in the layout of Qwen's -FP8 checkpoints (Qwen3-8B-FP8's config.json), GPTQModel's own record gone
+    assert json.loads((tmp_path / "wfp8" / "config.json").read_text())["quantization_config"] == {
+        "quant_method": "fp8", "fmt": "e4m3", "activation_scheme": "dynamic", "weight_block_size": [64, 64]}
+    assert not (tmp_path / "wfp8" / "quantize_config.json").exists()
     if not torch_cuda_available():  # asked for a GPU the host's torch cannot use: refused, not run on the CPU
         from notallbits import UserError
 
@@ -285,6 +292,7 @@ def test_serving_fp8_layout_takes_the_reciprocal_scales_and_qwens_config(tmp_pat
     for i, name in enumerate(["model-00001-of-00002.safetensors", "model-00002-of-00002.safetensors"]):
         t = load_file(str(tmp_path / name))
         assert t[f"layers.{i}.weight_scale_inv"].tolist() == [[0.25, 2.0]]  # 1 / GPTQModel's scale_inv
+        assert t[f"layers.{i}.weight_scale_inv"].dtype == torch.float32  # the block scales vLLM's FP8 kernels read
         assert t[f"layers.{i}.weight"].dtype == torch.bfloat16 and t[f"layers.{i}.weight"].tolist() == [[1.0, -2.0]]
     # Qwen3-8B-FP8's config.json
     assert json.loads((tmp_path / "config.json").read_text()) == {
@@ -296,3 +304,145 @@ def test_serving_fp8_layout_takes_the_reciprocal_scales_and_qwens_config(tmp_pat
     to_serving_fp8(tmp_path, quantizer_settings("fp8"))  # no quantize_config.json (any more) is fine
     assert load_file(str(tmp_path / "model-00002-of-00002.safetensors"))["layers.1.weight_scale_inv"].tolist() == [
         [4.0, 0.5]]  # twice is the identity
+
+
+def test_scratch_lives_beside_the_output_as_a_hidden_folder():
+    from notallbits.quantization import scratch_path
+
+    assert scratch_path("results/models/qwen3-8b/gptq-4") == Path("results/models/qwen3-8b/.gptq-4.scratch")
+    assert scratch_path(Path("/abs/w8")) == Path("/abs/.w8.scratch")
+
+
+def test_the_command_hands_the_sections_parts_to_the_quantizer(monkeypatch):
+    """run() as the quantize rule calls it: the config's quantization section as JSON, its
+    calibration part apart, the options a format does not read left out (AWQ: no calibration
+    dropped, FP8: neither options nor calibration), the device asked for."""
+    from notallbits import UserError, quantization
+
+    calls = []
+
+    def fake_quantize(*args, **kwargs):
+        calls.append((args, kwargs))
+        return {"quantize_seconds": 1.5}
+
+    monkeypatch.setattr(quantization, "quantize", fake_quantize)
+
+    def run(bits, section, device="cpu", calibration_file=None):
+        quantization.run(argparse.Namespace(model="m", out="o", bits=bits, device=device,
+                                            calibration_file=calibration_file, settings=json.dumps(section)))
+        args, kwargs = calls[-1]
+        return (*args[:4], args[4] or {}, *args[5:]), kwargs  # quantize reads a None calibration as {}
+
+    cal = {"source": "traces", "samples": 4}
+    section = {"group_size": 64, "damp_percent": 0.02, "fp8_block": 64, "calibration": cal}
+    assert run("4", section, calibration_file="t.jsonl") == (
+        ("m", "o", "4", {"group_size": 64, "damp_percent": 0.02, "fp8_block": 64}, cal, "t.jsonl"), {"device": "cpu"})
+    assert run("awq4", section, device="cuda") == (("m", "o", "awq4", {"group_size": 64}, cal, None), {"device": "cuda"})
+    assert run("fp8", section) == (("m", "o", "fp8", {"fp8_block": 64}, {}, None), {"device": "cpu"})
+    assert run("8", {}) == (("m", "o", "8", {}, {}, None), {"device": "cpu"})  # the schema's defaults, in quantize
+    with pytest.raises(UserError, match="^--settings is not valid JSON: Expecting value$"):
+        quantization.run(argparse.Namespace(model="m", out="o", bits="4", device="cpu", calibration_file=None,
+                                            settings="group_size=64"))
+    # the job's slot (cli.py) holds a GPU unless the job runs on the CPU
+    assert [quantization.gpus_needed(argparse.Namespace(device=d)) for d in ("cpu", "auto", "cuda")] == [0, 1, 1]
+
+
+def test_sigterm_exits_with_the_shells_status_and_only_the_main_thread_traps_it():
+    import threading
+
+    from notallbits.quantization import _exit_on_sigterm, _in_main_thread
+
+    with pytest.raises(SystemExit) as exc:
+        _exit_on_sigterm(signal.SIGTERM, None)
+    assert exc.value.code == 143  # 128 + 15, what a shell reports for a process killed by SIGTERM
+    seen = []
+    thread = threading.Thread(target=lambda: seen.append(_in_main_thread()))
+    thread.start()
+    thread.join()
+    assert _in_main_thread() is True and seen == [False]
+
+
+def test_the_model_is_a_folder_or_a_hub_id(tmp_path, monkeypatch):
+    """A local folder (also a relative one without a slash) or a hub id (owner/name) goes on to
+    the checkpoint check; a bare name that is no folder is refused in one line."""
+    from notallbits import UserError, manifest
+    from notallbits.quantization import quantize
+
+    class Reached(Exception):
+        pass
+
+    def verify(path):
+        raise Reached(path)
+
+    monkeypatch.setattr(manifest, "verify", verify)
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "local").mkdir()
+    for src in ("local", str(tmp_path / "local"), "Qwen/Qwen3-8B"):
+        with pytest.raises(Reached):
+            quantize(src, "out", 4)
+    with pytest.raises(UserError, match="^model path 'qwen3-8b' does not exist$"):
+        quantize("qwen3-8b", "out", 4)
+
+
+def test_what_quantize_hands_gptqmodel_before_it_quantizes(tmp_path, monkeypatch):
+    """GPTQModel.load gets an absolute folder (a hub id as it is); GPTQModel's CPU pool is the
+    host's cores clamped to 1..8 unless the user set it; without a calibration section the
+    data is the schema's default (GPTQ's 128 random 2048-token WikiText-2 windows, seed 0)."""
+    import gptqmodel
+    import transformers
+    import yaml
+
+    from notallbits import calibration, manifest
+    from notallbits.quantization import quantize
+
+    class Reached(Exception):
+        pass
+
+    loaded = []
+
+    class FakeModel:
+        def quantize(self, *args, **kwargs):
+            raise Reached(args, kwargs)
+
+    def load(src, *args, **kwargs):
+        loaded.append((src, os.environ.get("GPTQMODEL_CPU_WORKERS")))
+        return FakeModel()
+
+    def samples(settings, tokenizer, file=None):
+        raise Reached(settings, file)
+
+    monkeypatch.setattr(manifest, "verify", lambda path: None)
+    monkeypatch.setattr(gptqmodel.GPTQModel, "load", load)
+    monkeypatch.setattr(transformers.AutoTokenizer, "from_pretrained", lambda *a, **k: None)
+    monkeypatch.setattr(calibration, "calibration_samples", samples)
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "local").mkdir()
+    for cores, workers in ((1, "1"), (12, "8"), (None, "1"), (4, "4")):
+        monkeypatch.delenv("GPTQMODEL_CPU_WORKERS", raising=False)
+        monkeypatch.setattr(os, "cpu_count", lambda: cores)
+        with pytest.raises(Reached) as got:
+            quantize("local", "out", 4)
+        assert loaded[-1] == (str(tmp_path / "local"), workers)
+    monkeypatch.setenv("GPTQMODEL_CPU_WORKERS", "3")  # the user's own choice is kept
+    with pytest.raises(Reached):
+        quantize("Qwen/Qwen3-8B", "out", 4)
+    assert loaded[-1] == ("Qwen/Qwen3-8B", "3")
+    schema = yaml.safe_load((ROOT / "notallbits" / "schemas" / "config.schema.yaml").read_text())
+    defaults = {k: v["default"] for k, v in
+                schema["properties"]["quantization"]["properties"]["calibration"]["properties"].items()
+                if k in ("source", "samples", "seq_len", "seed")}
+    assert got.value.args == (defaults, None)
+    assert defaults == {"source": "wikitext2", "samples": 128, "seq_len": 2048, "seed": 0}
+    traces = {"source": "traces", "samples": 2, "seq_len": 64, "seed": 0}
+    with pytest.raises(Reached) as got:
+        quantize("local", "out", 4, calibration=traces, calibration_file="traces.jsonl")
+    assert got.value.args == (traces, "traces.jsonl")
+    # given samples: a text as it is, token ids with a mask of ones (attend to every token)
+    with pytest.raises(Reached) as got:
+        quantize("local", "out", 4, samples=[[5, 6, 7], "a calibration text"])
+    assert got.value.args[0] == ([{"input_ids": [5, 6, 7], "attention_mask": [1, 1, 1]}, "a calibration text"],)
+    assert got.value.args[1]["batch_size"] == 4
+    # AWQ: GPTQModel's portable torch kernel, which packs the GEMM layout on a CPU too
+    with pytest.raises(Reached) as got:
+        quantize("local", "out", "awq4", samples=[[5, 6, 7]])
+    assert str(got.value.args[1]["backend"].value) == "awq_torch" and got.value.args[1]["batch_size"] == 4
