@@ -238,3 +238,22 @@ def test_hqq_optimiser_leaves_out_settled_columns_and_stays_hqqs(monkeypatch, nb
     assert 0 < seen["abs"][1] <= work * 20 * x.numel(), seen  # |W_f - W_r| once per element worked on
     for r, (q, s, z) in enumerate(_hqq_alone(x, nbits)):
         assert torch.equal(q, codes[r]) and torch.equal(s, scale[r]) and torch.equal(z, zero[r]), r
+
+
+def test_hqq_optimiser_stays_hqqs_on_a_row_tail_that_is_not_whole_vector_blocks():
+    """A row of 8 KV heads x 301 tokens x 128 has 4,816 group columns: the 208 past the last
+    multiple of 256 are worked on in place, a window narrower than the row. torch's CPU pow
+    rounds the last values of an inner loop that do not fill a vector block (AVX-512: 32
+    floats) on a scalar path, which may differ by an ulp from the vector path hqq's contiguous
+    tensor takes; 2-bit columns keep moving for 20 iterations, so such an ulp shows in a zero.
+    Codes, scales and zeros must be hqq's own for each row alone, bit for bit."""
+    from notallbits.kvcache import quantized
+
+    g = torch.Generator().manual_seed(1)
+    x = torch.randn(2, 8, 301, 128, generator=g) * torch.rand(2, 1, 1, 128, generator=g) * 0.5
+    x = x + torch.randn(2, 1, 1, 128, generator=g) * 2
+    x[:, :, :, 5] *= 4  # an outlier channel
+    codes, scale, zero = quantized._hqq_codes(x, 2, 64, chunk_elements=64 * 512)
+    for r, (q, s, z) in enumerate(_hqq_alone(x, 2)):
+        assert torch.equal(q, codes[r]) and torch.equal(s, scale[r]), r
+        assert torch.equal(z, zero[r]), (r, (z != zero[r]).nonzero()[:, -1].tolist())
