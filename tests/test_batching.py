@@ -240,7 +240,8 @@ def test_hqq_optimiser_leaves_out_settled_columns_and_stays_hqqs(monkeypatch, nb
         assert torch.equal(q, codes[r]) and torch.equal(s, scale[r]) and torch.equal(z, zero[r]), r
 
 
-def test_hqq_optimiser_stays_hqqs_on_a_row_tail_that_is_not_whole_vector_blocks():
+@pytest.mark.parametrize("nbits", [2, 4])
+def test_hqq_optimiser_stays_hqqs_on_a_row_tail_that_is_not_whole_vector_blocks(nbits):
     """A row of 8 KV heads x 301 tokens x 128 has 4,816 group columns: the 208 past the last
     multiple of 256 are worked on in place, a window narrower than the row. torch's CPU pow
     rounds the last values of an inner loop that do not fill a vector block (AVX-512: 32
@@ -253,7 +254,26 @@ def test_hqq_optimiser_stays_hqqs_on_a_row_tail_that_is_not_whole_vector_blocks(
     x = torch.randn(2, 8, 301, 128, generator=g) * torch.rand(2, 1, 1, 128, generator=g) * 0.5
     x = x + torch.randn(2, 1, 1, 128, generator=g) * 2
     x[:, :, :, 5] *= 4  # an outlier channel
-    codes, scale, zero = quantized._hqq_codes(x, 2, 64, chunk_elements=64 * 512)
-    for r, (q, s, z) in enumerate(_hqq_alone(x, 2)):
+    codes, scale, zero = quantized._hqq_codes(x, nbits, 64, chunk_elements=64 * 512)
+    for r, (q, s, z) in enumerate(_hqq_alone(x, nbits)):
         assert torch.equal(q, codes[r]) and torch.equal(s, scale[r]), r
         assert torch.equal(z, zero[r]), (r, (z != zero[r]).nonzero()[:, -1].tolist())
+
+
+@pytest.mark.parametrize("nbits", [4, 8])
+def test_hqq_optimiser_stays_hqqs_when_every_column_settles_after_a_compact_copy(nbits):
+    """Rows whose group columns are mostly constant (hqq: scale 1, zero -min, error 0 from the
+    first iteration) with a few hundred noisy ones: the constant columns settle at once, the
+    noisy ones are worked on in a compact copy until they settle too, and the optimiser stops
+    there. The zeros found in the compact copy are the row's: hqq's own, bit for bit."""
+    from notallbits.kvcache import quantized
+
+    g = torch.Generator().manual_seed(0)
+    w = torch.randn(2, 1, 4800, generator=g).expand(2, 64, 4800).clone()
+    for r in range(2):
+        noisy = torch.randperm(4608, generator=g)[:1000]
+        w[r, :, noisy] += torch.randn(64, 1000, generator=g) * 0.5
+    x = w.view(2, 8, 300, 128)  # hqq's [64, M] of each row is w[r]
+    codes, scale, zero = quantized._hqq_codes(x, nbits, 64, chunk_elements=64 * 512)
+    for r, (q, s, z) in enumerate(_hqq_alone(x, nbits)):
+        assert torch.equal(q, codes[r]) and torch.equal(s, scale[r]) and torch.equal(z, zero[r]), r
