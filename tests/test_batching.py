@@ -277,3 +277,40 @@ def test_hqq_optimiser_stays_hqqs_when_every_column_settles_after_a_compact_copy
     codes, scale, zero = quantized._hqq_codes(x, nbits, 64, chunk_elements=64 * 512)
     for r, (q, s, z) in enumerate(_hqq_alone(x, nbits)):
         assert torch.equal(q, codes[r]) and torch.equal(s, scale[r]) and torch.equal(z, zero[r]), r
+
+
+@pytest.mark.parametrize("seed,nbits", [(60, 4), (189, 8)])
+def test_hqq_optimiser_stops_where_hqqs_error_stops_falling_though_a_zero_moved(seed, nbits):
+    """hqq stops once an iteration's mean error is not below the best so far, an equal error
+    included. These rows (64 x 512, found by running hqq's own step) reach an iteration whose
+    float32 mean error equals the last one while some zeros still move: the optimiser, in
+    windows of 256 columns, stops there too, with hqq's zeros bit for bit."""
+    from notallbits.kvcache import quantized
+
+    g = torch.Generator().manual_seed(seed)
+    w = torch.randn(64, 512, generator=g) * 0.05 + torch.randn(1, 512, generator=g)
+    x = w.view(1, 2, 128, 128)  # hqq's [64, M] of the row is w
+    codes, scale, zero = quantized._hqq_codes(x, nbits, 64, chunk_elements=64 * 256)
+    (q, s, z), = _hqq_alone(x, nbits)
+    assert torch.equal(q, codes[0]) and torch.equal(s, scale[0]) and torch.equal(z, zero[0])
+
+
+def test_hqq_optimiser_takes_the_pow_only_in_windows_that_shrink(monkeypatch):
+    """A window's pow is skipped while all its errors lie below SHRINK_ZERO_BELOW; one window
+    that shrinks does not make the others take it. 4-bit rows whose first 256 group columns
+    spread 3 (errors to shrink) and the other 4,544 spread 0.3 (errors < 0.05): in windows of 256
+    columns the pow runs on at most two windows' worth of elements per row and iteration (the
+    first window, and a compact copy's window that holds its moving columns), not on the calm
+    columns; codes, scales and zeros stay hqq's own."""
+    from notallbits.kvcache import quantized
+
+    g = torch.Generator().manual_seed(2)
+    spread = torch.full((4800,), 0.3)
+    spread[:256] = 3.0
+    x = (torch.randn(2, 64, 4800, generator=g) * spread + torch.randn(2, 1, 4800, generator=g)).view(2, 8, 300, 128)
+    seen = _spy(monkeypatch, quantized, ["pow"])
+    codes, scale, zero = quantized._hqq_codes(x, 4, 64, chunk_elements=64 * 256)
+    monkeypatch.undo()
+    assert 0 < seen["pow"][1] <= 2 * 20 * 2 * 64 * 256, seen
+    for r, (q, s, z) in enumerate(_hqq_alone(x, 4)):
+        assert torch.equal(q, codes[r]) and torch.equal(s, scale[r]) and torch.equal(z, zero[r]), r
