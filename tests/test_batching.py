@@ -314,3 +314,41 @@ def test_hqq_optimiser_takes_the_pow_only_in_windows_that_shrink(monkeypatch):
     assert 0 < seen["pow"][1] <= 2 * 20 * 2 * 64 * 256, seen
     for r, (q, s, z) in enumerate(_hqq_alone(x, 4)):
         assert torch.equal(q, codes[r]) and torch.equal(s, scale[r]) and torch.equal(z, zero[r]), r
+
+
+def test_hqq_rows_of_a_bf16_cache_in_several_pieces_equal_hqq():
+    """bf16 rows that the optimiser takes two at a time (pieces of whole rows, a CPU window of
+    2 x 65,536 values): each piece converts its own rows to float32, and codes, scales and zeros
+    are hqq's own for each row alone (hqq: W = tensor.float()), bit for bit."""
+    from notallbits.kvcache import quantized
+
+    g = torch.Generator().manual_seed(5)
+    x = torch.randn(6, 8, 64, 128, generator=g) * torch.rand(6, 1, 1, 128, generator=g) * 0.5
+    x = (x + torch.randn(6, 1, 1, 128, generator=g) * 2).to(torch.bfloat16)
+    codes, scale, zero = quantized._hqq_codes(x, 4, 64, chunk_elements=2 * 8 * 64 * 128)
+    for r, (q, s, z) in enumerate(_hqq_alone(x, 4)):
+        assert torch.equal(q, codes[r]) and torch.equal(s, scale[r]) and torch.equal(z, zero[r]), r
+
+
+def test_hqq_optimiser_converts_a_bf16_piece_to_float32_once(monkeypatch):
+    """hqq converts W to float32 once (W_f = tensor.float()) and iterates on it; the optimiser
+    on bf16 rows that fit one window does the same: float32 copies of at most four times the
+    values in all (the initial range, the optimiser's copy, the codes; not one per iteration),
+    with hqq's codes, scales and zeros."""
+    from notallbits.kvcache import quantized
+
+    g = torch.Generator().manual_seed(6)
+    x = (torch.randn(3, 2, 40, 32, generator=g) * torch.rand(3, 1, 1, 32, generator=g) * 4).to(torch.bfloat16)
+    converted = [0]
+    real = torch.Tensor.float
+
+    def counted(t, *args, **kwargs):
+        converted[0] += t.numel() if t.dtype != torch.float32 else 0
+        return real(t, *args, **kwargs)
+
+    monkeypatch.setattr(torch.Tensor, "float", counted)
+    codes, scale, zero = quantized._hqq_codes(x, 4, 64)
+    monkeypatch.undo()
+    assert 0 < converted[0] <= 4 * x.numel(), converted
+    for r, (q, s, z) in enumerate(_hqq_alone(x, 4)):
+        assert torch.equal(q, codes[r]) and torch.equal(s, scale[r]) and torch.equal(z, zero[r]), r

@@ -659,6 +659,33 @@ def test_hqq_layer_keeps_its_scratch_and_refuses_a_second_update_without_attenti
         layer.update(k[:, :, 39:], v[:, :, 39:])
 
 
+def test_hqq_layer_requantizes_in_its_scratch_and_a_fork_keeps_its_own_slots_after():
+    """Requantizing (residual window of 4) dequantizes through the same scratch the attention
+    uses (the buffers "f", "u8", "s", no others); a fork's first requantization leaves its
+    parent's slots for slots of its own, which later requantizations keep (written in place)."""
+    from notallbits.kvcache.quantized import RowHQQLayer
+
+    g = torch.Generator().manual_seed(8)
+    k, v = (torch.randn(2, 2, 60, 64, generator=g) for _ in range(2))
+    layer = RowHQQLayer(4, 64, 4, {})
+    layer.update(k[:, :, :40], v[:, :, :40])
+    for t in range(40, 44):  # the fourth step requantizes
+        layer.update(k[:, :, t : t + 1], v[:, :, t : t + 1])
+        layer.attend(torch.randn(2, 4, 1, 64, generator=g), None)
+    assert layer.quantized_tokens == 44 and set(layer.scratch) == {"f", "u8", "s"}
+    parent_keys = layer._kbuf
+    twin = layer.fork()
+    own = []
+    for t in range(44, 56):  # three requantizations of the fork
+        twin.update(k[:, :, t : t + 1], v[:, :, t : t + 1])
+        own.append(twin._kbuf)
+        twin.attend(torch.randn(2, 4, 1, 64, generator=g), None)
+    assert twin.quantized_tokens == 56 and set(twin.scratch) == {"f", "u8", "s"}
+    # requantized at t = 47, 51, 55: the first leaves the parent's slots, the second keeps the fork's
+    assert own[3] is parent_keys and own[4] is not parent_keys and own[8] is own[7]
+    assert layer.quantized_tokens == 44 and layer._kbuf is parent_keys
+
+
 def test_hqq_row_group_reads_consecutive_rows_as_a_view():
     """Rows of one length that lie side by side in the batch are read as a slice of it (no copy);
     others by index."""
