@@ -352,3 +352,16 @@ def test_hqq_optimiser_converts_a_bf16_piece_to_float32_once(monkeypatch):
     assert 0 < converted[0] <= 4 * x.numel(), converted
     for r, (q, s, z) in enumerate(_hqq_alone(x, 4)):
         assert torch.equal(q, codes[r]) and torch.equal(s, scale[r]) and torch.equal(z, zero[r]), r
+
+
+def test_hqq_optimiser_over_many_small_rows_holds_windows_of_one_piece():
+    """64 short rows (2 KV heads x 40 tokens x 32, 2,560 values each) taken two at a time: the
+    work memory is one error buffer the size of the rows, the codes, scales and zeros, and five
+    buffers of one piece (2 rows): under twice the rows' float32 bytes, whatever the number of
+    pieces."""
+    from notallbits.bench.kv_methods import peak_extra_bytes
+    from notallbits.kvcache.quantized import _hqq_codes
+
+    x = torch.randn(64, 2, 40, 32, generator=torch.Generator().manual_seed(9))
+    _, peak = peak_extra_bytes(_hqq_codes, x, 4, 64, chunk_elements=2 * 2 * 40 * 32)
+    assert peak < 2 * x.nbytes, (peak, x.nbytes)
