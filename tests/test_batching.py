@@ -284,15 +284,16 @@ def test_hqq_optimiser_stops_where_hqqs_error_stops_falling_though_a_zero_moved(
     """hqq stops once an iteration's mean error is not below the best so far, an equal error
     included. These rows (64 x 512, found by running hqq's own step) reach an iteration whose
     float32 mean error equals the last one while some zeros still move: the optimiser, in
-    windows of 256 columns, stops there too, with hqq's zeros bit for bit."""
+    windows of 256 columns or over the whole row, stops there too, with hqq's zeros bit for bit."""
     from notallbits.kvcache import quantized
 
     g = torch.Generator().manual_seed(seed)
     w = torch.randn(64, 512, generator=g) * 0.05 + torch.randn(1, 512, generator=g)
     x = w.view(1, 2, 128, 128)  # hqq's [64, M] of the row is w
-    codes, scale, zero = quantized._hqq_codes(x, nbits, 64, chunk_elements=64 * 256)
     (q, s, z), = _hqq_alone(x, nbits)
-    assert torch.equal(q, codes[0]) and torch.equal(s, scale[0]) and torch.equal(z, zero[0])
+    for chunk in (64 * 256, None):  # in windows, and the row in one piece
+        codes, scale, zero = quantized._hqq_codes(x, nbits, 64, chunk_elements=chunk)
+        assert torch.equal(q, codes[0]) and torch.equal(s, scale[0]) and torch.equal(z, zero[0]), chunk
 
 
 def test_hqq_optimiser_takes_the_pow_only_in_windows_that_shrink(monkeypatch):
@@ -365,3 +366,19 @@ def test_hqq_optimiser_over_many_small_rows_holds_windows_of_one_piece():
     x = torch.randn(64, 2, 40, 32, generator=torch.Generator().manual_seed(9))
     _, peak = peak_extra_bytes(_hqq_codes, x, 4, 64, chunk_elements=2 * 2 * 40 * 32)
     assert peak < 2 * x.nbytes, (peak, x.nbytes)
+
+
+def test_hqq_optimiser_takes_no_pow_on_8bit_rows_in_one_piece(monkeypatch):
+    """8-bit codes leave errors under half a step, far below SHRINK_ZERO_BELOW on rows of spread
+    ~4 (steps of 0.03): the optimiser over rows that fit one piece takes no pow at all, and its
+    codes, scales and zeros are hqq's own."""
+    from notallbits.kvcache import quantized
+
+    g = torch.Generator().manual_seed(12)
+    x = torch.randn(3, 2, 40, 32, generator=g) * torch.rand(3, 1, 1, 32, generator=g) + torch.randn(3, 1, 1, 32, generator=g)
+    seen = _spy(monkeypatch, quantized, ["abs", "pow"])
+    codes, scale, zero = quantized._hqq_codes(x, 8, 64)
+    monkeypatch.undo()
+    assert seen["abs"][1] > 0 and seen["pow"] == [0, 0], seen
+    for r, (q, s, z) in enumerate(_hqq_alone(x, 8)):
+        assert torch.equal(q, codes[r]) and torch.equal(s, scale[r]) and torch.equal(z, zero[r]), r
