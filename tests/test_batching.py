@@ -382,3 +382,25 @@ def test_hqq_optimiser_takes_no_pow_on_8bit_rows_in_one_piece(monkeypatch):
     assert seen["abs"][1] > 0 and seen["pow"] == [0, 0], seen
     for r, (q, s, z) in enumerate(_hqq_alone(x, 8)):
         assert torch.equal(q, codes[r]) and torch.equal(s, scale[r]) and torch.equal(z, zero[r]), r
+
+
+def test_hqq_optimiser_works_on_at_most_a_window_of_values_at_a_time(monkeypatch):
+    """A window of ``chunk_elements`` values (settings.HQQ_OPT_CHUNK_ELEMENTS: what stays in a
+    CPU's cache) that holds exactly one row: each step of the optimiser works on one row's
+    2,560 values, never on two rows at once; codes, scales and zeros are hqq's own."""
+    from notallbits.kvcache import quantized
+
+    x = torch.randn(4, 2, 40, 32, generator=torch.Generator().manual_seed(13))
+    sizes = []
+    real = torch.abs
+
+    def spy(t, *args, **kwargs):
+        sizes.append(t.numel())
+        return real(t, *args, **kwargs)
+
+    monkeypatch.setattr(quantized.torch, "abs", spy)
+    codes, scale, zero = quantized._hqq_codes(x, 4, 64, chunk_elements=2 * 40 * 32)
+    monkeypatch.undo()
+    assert sizes and max(sizes) == 2 * 40 * 32, sorted(set(sizes))
+    for r, (q, s, z) in enumerate(_hqq_alone(x, 4)):
+        assert torch.equal(q, codes[r]) and torch.equal(s, scale[r]) and torch.equal(z, zero[r]), r
