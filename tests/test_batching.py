@@ -404,3 +404,31 @@ def test_hqq_optimiser_works_on_at_most_a_window_of_values_at_a_time(monkeypatch
     assert sizes and max(sizes) == 2 * 40 * 32, sorted(set(sizes))
     for r, (q, s, z) in enumerate(_hqq_alone(x, 4)):
         assert torch.equal(q, codes[r]) and torch.equal(s, scale[r]) and torch.equal(z, zero[r]), r
+
+
+def test_hqq_optimiser_on_wide_rows_works_on_at_most_a_window_and_codes_each_value_once(monkeypatch):
+    """Rows wider than the window (8 KV heads x 300 tokens x 128, 4,800 group columns; a window
+    of 64 x 256 values): every step works on at most one window of values (in place or in a
+    compact copy), and the codes round each value once; codes, scales and zeros are hqq's own."""
+    from notallbits.kvcache import quantized
+
+    g = torch.Generator().manual_seed(14)
+    x = torch.randn(2, 8, 300, 128, generator=g) * torch.rand(2, 1, 1, 128, generator=g) + torch.randn(2, 1, 1, 128, generator=g)
+    seen = {"abs": [], "round": 0}
+    real_abs, real_round = torch.abs, torch.round
+
+    def spy_abs(t, *args, **kwargs):
+        seen["abs"].append(t.numel())
+        return real_abs(t, *args, **kwargs)
+
+    def spy_round(t, *args, **kwargs):
+        seen["round"] += t.numel()
+        return real_round(t, *args, **kwargs)
+
+    monkeypatch.setattr(quantized.torch, "abs", spy_abs)
+    monkeypatch.setattr(quantized.torch, "round", spy_round)
+    codes, scale, zero = quantized._hqq_codes(x, 4, 64, chunk_elements=64 * 256)
+    monkeypatch.undo()
+    assert max(seen["abs"]) == 64 * 256 and seen["round"] == x.numel(), (max(seen["abs"]), seen["round"])
+    for r, (q, s, z) in enumerate(_hqq_alone(x, 4)):
+        assert torch.equal(q, codes[r]) and torch.equal(s, scale[r]) and torch.equal(z, zero[r]), r
