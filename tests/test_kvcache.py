@@ -3,6 +3,8 @@
 import copy
 
 import numpy as np
+import re
+
 import pytest
 import torch
 
@@ -655,7 +657,9 @@ def test_hqq_layer_keeps_its_scratch_and_refuses_a_second_update_without_attenti
     layer.attend(torch.randn(2, 4, 1, 64, generator=g), None)
     assert all(layer.scratch[name] is first[name] for name in first)
     layer.update(k[:, :, 39:], v[:, :, 39:])
-    with pytest.raises(RuntimeError, match="not attended through kvcache.attention.grouped_attention"):
+    line = ("an HQQ cache layer was not attended through kvcache.attention.grouped_attention "
+            "(use_grouped_attention(model) before decoding)")
+    with pytest.raises(RuntimeError, match=f"^{re.escape(line)}$"):
         layer.update(k[:, :, 39:], v[:, :, 39:])
 
 
@@ -684,6 +688,45 @@ def test_hqq_layer_requantizes_in_its_scratch_and_a_fork_keeps_its_own_slots_aft
     # requantized at t = 47, 51, 55: the first leaves the parent's slots, the second keeps the fork's
     assert own[3] is parent_keys and own[4] is not parent_keys and own[8] is own[7]
     assert layer.quantized_tokens == 44 and layer._kbuf is parent_keys
+
+
+def test_hqq_layer_dequantizes_at_most_settings_chunk_of_tokens_at_a_time():
+    """Qwen3-shaped heads (8 x 128) over 1,100 quantized tokens, where a run of heads-sharing
+    columns could hold 137 tokens: the attention dequantizes at most settings.HQQ_CHUNK_TOKENS
+    ["cpu"] (128) tokens per row at a time, so its scratch is one such chunk of keys."""
+    from notallbits.kvcache.quantized import RowHQQLayer
+    from notallbits.kvcache.settings import HQQ_CHUNK_TOKENS
+
+    g = torch.Generator().manual_seed(15)
+    k, v = (torch.randn(1, 8, 1101, 128, generator=g) for _ in range(2))
+    layer = RowHQQLayer(4, 64, 128, {})
+    layer.update(k[:, :, :1100], v[:, :, :1100])
+    layer.update(k[:, :, 1100:], v[:, :, 1100:])
+    layer.attend(torch.randn(1, 16, 1, 128, generator=g), None)
+    assert layer.scratch["f"].numel() == 8 * HQQ_CHUNK_TOKENS["cpu"] * 128
+
+
+def test_hqq_layer_attends_with_the_scaling_it_is_given():
+    """A model's own attention scaling (not head_dim^-0.5) is what the layer scales the query by:
+    SDPA with scale=0.3 over the keys and values transformers' HQQQuantizedLayer returns."""
+    import torch.nn.functional as F
+    from transformers.cache_utils import HQQQuantizedLayer
+
+    from notallbits.kvcache.quantized import RowHQQLayer
+
+    g = torch.Generator().manual_seed(16)
+    k, v = (torch.randn(1, 2, 41, 64, generator=g) for _ in range(2))
+    query = torch.randn(1, 4, 1, 64, generator=g)
+    layer = RowHQQLayer(4, 64, 128, {})
+    layer.update(k[:, :, :40], v[:, :, :40])
+    layer.update(k[:, :, 40:], v[:, :, 40:])
+    got = layer.attend(query, None, scaling=0.3)
+    ref = HQQQuantizedLayer(nbits=4, q_group_size=64, residual_length=128)
+    ref.update(k[:, :, :40], v[:, :, :40])
+    keys, values = ref.update(k[:, :, 40:], v[:, :, 40:])
+    want = F.scaled_dot_product_attention(query, keys.repeat_interleave(2, 1), values.repeat_interleave(2, 1),
+                                          scale=0.3)
+    torch.testing.assert_close(got, want.transpose(1, 2), rtol=1e-5, atol=1e-5)
 
 
 def test_hqq_row_group_reads_consecutive_rows_as_a_view():
