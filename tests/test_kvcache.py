@@ -614,18 +614,19 @@ def test_hqq_layer_decodes_as_transformers_hqq_layer_on_each_row(nbits, dtype):
             torch.testing.assert_close(got[r : r + 1], want.transpose(1, 2), rtol=tol, atol=tol, msg=f"{s} {r}")
 
 
-def test_hqq_layer_attends_several_new_tokens_causally_without_a_mask():
-    """Three tokens appended at once and attended with no mask: each sees the cache and the new
-    tokens up to itself, as SDPA with a causal mask aligned to the last key over the keys and
-    values transformers' HQQQuantizedLayer.update returns."""
+@pytest.mark.parametrize("new", [2, 3])
+def test_hqq_layer_attends_several_new_tokens_causally_without_a_mask(new):
+    """Two or three tokens appended at once and attended with no mask: each sees the cache and
+    the new tokens up to itself, as SDPA with a causal mask aligned to the last key over the keys
+    and values transformers' HQQQuantizedLayer.update returns."""
     import torch.nn.functional as F
     from transformers.cache_utils import HQQQuantizedLayer
 
     from notallbits.kvcache.quantized import RowHQQLayer
 
     g = torch.Generator().manual_seed(4)
-    k, v = (torch.randn(2, 2, 43, 64, generator=g) for _ in range(2))
-    query = torch.randn(2, 4, 3, 64, generator=g)
+    k, v = (torch.randn(2, 2, 40 + new, 64, generator=g) for _ in range(2))
+    query = torch.randn(2, 4, new, 64, generator=g)
     layer = RowHQQLayer(4, 64, 128, {})
     layer.update(k[:, :, :40], v[:, :, :40])
     layer.update(k[:, :, 40:], v[:, :, 40:])
@@ -634,7 +635,7 @@ def test_hqq_layer_attends_several_new_tokens_causally_without_a_mask():
         ref = HQQQuantizedLayer(nbits=4, q_group_size=64, residual_length=128)
         ref.update(k[r : r + 1, :, :40], v[r : r + 1, :, :40])
         keys, values = ref.update(k[r : r + 1, :, 40:], v[r : r + 1, :, 40:])
-        causal = torch.ones(3, 43, dtype=torch.bool).tril(diagonal=40)
+        causal = torch.ones(new, 40 + new, dtype=torch.bool).tril(diagonal=40)
         want = F.scaled_dot_product_attention(query[r : r + 1], keys.repeat_interleave(2, 1),
                                               values.repeat_interleave(2, 1), attn_mask=causal)
         torch.testing.assert_close(got[r : r + 1], want.transpose(1, 2), rtol=1e-5, atol=1e-5)
@@ -726,6 +727,33 @@ def test_hqq_layer_attends_with_the_scaling_it_is_given():
     keys, values = ref.update(k[:, :, 40:], v[:, :, 40:])
     want = F.scaled_dot_product_attention(query, keys.repeat_interleave(2, 1), values.repeat_interleave(2, 1),
                                           scale=0.3)
+    torch.testing.assert_close(got, want.transpose(1, 2), rtol=1e-5, atol=1e-5)
+
+
+def test_hqq_layer_attends_with_an_additive_float_mask():
+    """An additive float mask (what transformers builds for eager/SDPA attention: 0 where a key
+    is seen, a large negative where not) is added to the scores: SDPA with that mask over the
+    keys and values transformers' HQQQuantizedLayer returns."""
+    import torch.nn.functional as F
+    from transformers.cache_utils import HQQQuantizedLayer
+
+    from notallbits.kvcache.quantized import RowHQQLayer
+
+    g = torch.Generator().manual_seed(17)
+    k, v = (torch.randn(1, 2, 41, 64, generator=g) for _ in range(2))
+    query = torch.randn(1, 4, 1, 64, generator=g)
+    mask = torch.zeros(1, 1, 1, 41)
+    mask[..., :7] = torch.finfo(torch.float32).min  # the first 7 keys hidden
+    mask[..., 20] = -2.5
+    layer = RowHQQLayer(4, 64, 128, {})
+    layer.update(k[:, :, :40], v[:, :, :40])
+    layer.update(k[:, :, 40:], v[:, :, 40:])
+    got = layer.attend(query, mask)
+    ref = HQQQuantizedLayer(nbits=4, q_group_size=64, residual_length=128)
+    ref.update(k[:, :, :40], v[:, :, :40])
+    keys, values = ref.update(k[:, :, 40:], v[:, :, 40:])
+    want = F.scaled_dot_product_attention(query, keys.repeat_interleave(2, 1), values.repeat_interleave(2, 1),
+                                          attn_mask=mask)
     torch.testing.assert_close(got, want.transpose(1, 2), rtol=1e-5, atol=1e-5)
 
 
