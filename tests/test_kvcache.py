@@ -757,6 +757,25 @@ def test_hqq_layer_attends_with_an_additive_float_mask():
     torch.testing.assert_close(got, want.transpose(1, 2), rtol=1e-5, atol=1e-5)
 
 
+def test_hqq_layer_quantizes_one_row_at_a_time_where_a_row_exceeds_the_limit(monkeypatch):
+    """settings.HQQ_REQUANT_ELEMENTS below one row's values: the prefill's rows go through hqq's
+    optimiser one at a time (one row at least per call, never two)."""
+    import notallbits.kvcache.quantized as quantized
+
+    calls = []
+    real = quantized._hqq_codes
+
+    def spy(x, *args, **kwargs):
+        calls.append(x.shape[0])
+        return real(x, *args, **kwargs)
+
+    monkeypatch.setattr(quantized, "_hqq_codes", spy)
+    monkeypatch.setitem(quantized.HQQ_REQUANT_ELEMENTS, "cpu", 100)  # a row holds 2 x 40 x 64 values
+    k, v = (torch.randn(3, 2, 40, 64, generator=torch.Generator().manual_seed(18)) for _ in range(2))
+    quantized.RowHQQLayer(4, 64, 128, {}).update(k, v)
+    assert calls == [1, 1, 1, 1, 1, 1]  # keys, then values, a row per call
+
+
 def test_hqq_row_group_reads_consecutive_rows_as_a_view():
     """Rows of one length that lie side by side in the batch are read as a slice of it (no copy);
     others by index."""
