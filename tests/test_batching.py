@@ -238,3 +238,199 @@ def test_hqq_optimiser_leaves_out_settled_columns_and_stays_hqqs(monkeypatch, nb
     assert 0 < seen["abs"][1] <= work * 20 * x.numel(), seen  # |W_f - W_r| once per element worked on
     for r, (q, s, z) in enumerate(_hqq_alone(x, nbits)):
         assert torch.equal(q, codes[r]) and torch.equal(s, scale[r]) and torch.equal(z, zero[r]), r
+
+
+@pytest.mark.parametrize("nbits", [2, 4])
+def test_hqq_optimiser_stays_hqqs_on_a_row_tail_that_is_not_whole_vector_blocks(nbits):
+    """A row of 8 KV heads x 301 tokens x 128 has 4,816 group columns: the 208 past the last
+    multiple of 256 are worked on in place, a window narrower than the row. torch's CPU pow
+    rounds the last values of an inner loop that do not fill a vector block (AVX-512: 32
+    floats) on a scalar path, which may differ by an ulp from the vector path hqq's contiguous
+    tensor takes; 2-bit columns keep moving for 20 iterations, so such an ulp shows in a zero.
+    Codes, scales and zeros must be hqq's own for each row alone, bit for bit."""
+    from notallbits.kvcache import quantized
+
+    g = torch.Generator().manual_seed(1)
+    x = torch.randn(2, 8, 301, 128, generator=g) * torch.rand(2, 1, 1, 128, generator=g) * 0.5
+    x = x + torch.randn(2, 1, 1, 128, generator=g) * 2
+    x[:, :, :, 5] *= 4  # an outlier channel
+    codes, scale, zero = quantized._hqq_codes(x, nbits, 64, chunk_elements=64 * 512)
+    for r, (q, s, z) in enumerate(_hqq_alone(x, nbits)):
+        assert torch.equal(q, codes[r]) and torch.equal(s, scale[r]), r
+        assert torch.equal(z, zero[r]), (r, (z != zero[r]).nonzero()[:, -1].tolist())
+
+
+@pytest.mark.parametrize("nbits", [4, 8])
+def test_hqq_optimiser_stays_hqqs_when_every_column_settles_after_a_compact_copy(nbits):
+    """Rows whose group columns are mostly constant (hqq: scale 1, zero -min, error 0 from the
+    first iteration) with a few hundred noisy ones: the constant columns settle at once, the
+    noisy ones are worked on in a compact copy until they settle too, and the optimiser stops
+    there. The zeros found in the compact copy are the row's: hqq's own, bit for bit."""
+    from notallbits.kvcache import quantized
+
+    g = torch.Generator().manual_seed(0)
+    w = torch.randn(2, 1, 4800, generator=g).expand(2, 64, 4800).clone()
+    for r in range(2):
+        noisy = torch.randperm(4608, generator=g)[:1000]
+        w[r, :, noisy] += torch.randn(64, 1000, generator=g) * 0.5
+    x = w.view(2, 8, 300, 128)  # hqq's [64, M] of each row is w[r]
+    codes, scale, zero = quantized._hqq_codes(x, nbits, 64, chunk_elements=64 * 512)
+    for r, (q, s, z) in enumerate(_hqq_alone(x, nbits)):
+        assert torch.equal(q, codes[r]) and torch.equal(s, scale[r]) and torch.equal(z, zero[r]), r
+
+
+@pytest.mark.parametrize("seed,nbits", [(60, 4), (189, 8)])
+def test_hqq_optimiser_stops_where_hqqs_error_stops_falling_though_a_zero_moved(seed, nbits):
+    """hqq stops once an iteration's mean error is not below the best so far, an equal error
+    included. These rows (64 x 512, found by running hqq's own step) reach an iteration whose
+    float32 mean error equals the last one while some zeros still move: the optimiser, in
+    windows of 256 columns or over the whole row, stops there too, with hqq's zeros bit for bit."""
+    from notallbits.kvcache import quantized
+
+    g = torch.Generator().manual_seed(seed)
+    w = torch.randn(64, 512, generator=g) * 0.05 + torch.randn(1, 512, generator=g)
+    x = w.view(1, 2, 128, 128)  # hqq's [64, M] of the row is w
+    (q, s, z), = _hqq_alone(x, nbits)
+    for chunk in (64 * 256, None):  # in windows, and the row in one piece
+        codes, scale, zero = quantized._hqq_codes(x, nbits, 64, chunk_elements=chunk)
+        assert torch.equal(q, codes[0]) and torch.equal(s, scale[0]) and torch.equal(z, zero[0]), chunk
+
+
+def test_hqq_optimiser_takes_the_pow_only_in_windows_that_shrink(monkeypatch):
+    """A window's pow is skipped while all its errors lie below SHRINK_ZERO_BELOW; one window
+    that shrinks does not make the others take it. 4-bit rows whose first 256 group columns
+    spread 3 (errors to shrink) and the other 4,544 spread 0.3 (errors < 0.05): in windows of 256
+    columns the pow runs on at most two windows' worth of elements per row and iteration (the
+    first window, and a compact copy's window that holds its moving columns), not on the calm
+    columns; codes, scales and zeros stay hqq's own."""
+    from notallbits.kvcache import quantized
+
+    g = torch.Generator().manual_seed(2)
+    spread = torch.full((4800,), 0.3)
+    spread[:256] = 3.0
+    x = (torch.randn(2, 64, 4800, generator=g) * spread + torch.randn(2, 1, 4800, generator=g)).view(2, 8, 300, 128)
+    seen = _spy(monkeypatch, quantized, ["pow"])
+    codes, scale, zero = quantized._hqq_codes(x, 4, 64, chunk_elements=64 * 256)
+    monkeypatch.undo()
+    assert 0 < seen["pow"][1] <= 2 * 20 * 2 * 64 * 256, seen
+    for r, (q, s, z) in enumerate(_hqq_alone(x, 4)):
+        assert torch.equal(q, codes[r]) and torch.equal(s, scale[r]) and torch.equal(z, zero[r]), r
+
+
+def test_hqq_rows_of_a_bf16_cache_in_several_pieces_equal_hqq():
+    """bf16 rows that the optimiser takes two at a time (pieces of whole rows, a CPU window of
+    2 x 65,536 values): each piece converts its own rows to float32, and codes, scales and zeros
+    are hqq's own for each row alone (hqq: W = tensor.float()), bit for bit."""
+    from notallbits.kvcache import quantized
+
+    g = torch.Generator().manual_seed(5)
+    x = torch.randn(6, 8, 64, 128, generator=g) * torch.rand(6, 1, 1, 128, generator=g) * 0.5
+    x = (x + torch.randn(6, 1, 1, 128, generator=g) * 2).to(torch.bfloat16)
+    codes, scale, zero = quantized._hqq_codes(x, 4, 64, chunk_elements=2 * 8 * 64 * 128)
+    for r, (q, s, z) in enumerate(_hqq_alone(x, 4)):
+        assert torch.equal(q, codes[r]) and torch.equal(s, scale[r]) and torch.equal(z, zero[r]), r
+
+
+def test_hqq_optimiser_converts_a_bf16_piece_to_float32_once(monkeypatch):
+    """hqq converts W to float32 once (W_f = tensor.float()) and iterates on it; the optimiser
+    on bf16 rows that fit one window does the same: float32 copies of at most four times the
+    values in all (the initial range, the optimiser's copy, the codes; not one per iteration),
+    with hqq's codes, scales and zeros."""
+    from notallbits.kvcache import quantized
+
+    g = torch.Generator().manual_seed(6)
+    x = (torch.randn(3, 2, 40, 32, generator=g) * torch.rand(3, 1, 1, 32, generator=g) * 4).to(torch.bfloat16)
+    converted = [0]
+    real = torch.Tensor.float
+
+    def counted(t, *args, **kwargs):
+        converted[0] += t.numel() if t.dtype != torch.float32 else 0
+        return real(t, *args, **kwargs)
+
+    monkeypatch.setattr(torch.Tensor, "float", counted)
+    codes, scale, zero = quantized._hqq_codes(x, 4, 64)
+    monkeypatch.undo()
+    assert 0 < converted[0] <= 4 * x.numel(), converted
+    for r, (q, s, z) in enumerate(_hqq_alone(x, 4)):
+        assert torch.equal(q, codes[r]) and torch.equal(s, scale[r]) and torch.equal(z, zero[r]), r
+
+
+def test_hqq_optimiser_over_many_small_rows_holds_windows_of_one_piece():
+    """64 short rows (2 KV heads x 40 tokens x 32, 2,560 values each) taken two at a time: the
+    work memory is one error buffer the size of the rows, the codes, scales and zeros, and five
+    buffers of one piece (2 rows): under twice the rows' float32 bytes, whatever the number of
+    pieces."""
+    from notallbits.bench.kv_methods import peak_extra_bytes
+    from notallbits.kvcache.quantized import _hqq_codes
+
+    x = torch.randn(64, 2, 40, 32, generator=torch.Generator().manual_seed(9))
+    _, peak = peak_extra_bytes(_hqq_codes, x, 4, 64, chunk_elements=2 * 2 * 40 * 32)
+    assert peak < 2 * x.nbytes, (peak, x.nbytes)
+
+
+def test_hqq_optimiser_takes_no_pow_on_8bit_rows_in_one_piece(monkeypatch):
+    """8-bit codes leave errors under half a step, far below SHRINK_ZERO_BELOW on rows of spread
+    ~4 (steps of 0.03): the optimiser over rows that fit one piece takes no pow at all, and its
+    codes, scales and zeros are hqq's own."""
+    from notallbits.kvcache import quantized
+
+    g = torch.Generator().manual_seed(12)
+    x = torch.randn(3, 2, 40, 32, generator=g) * torch.rand(3, 1, 1, 32, generator=g)
+    x = x + torch.randn(3, 1, 1, 32, generator=g)
+    seen = _spy(monkeypatch, quantized, ["abs", "pow"])
+    codes, scale, zero = quantized._hqq_codes(x, 8, 64)
+    monkeypatch.undo()
+    assert seen["abs"][1] > 0 and seen["pow"] == [0, 0], seen
+    for r, (q, s, z) in enumerate(_hqq_alone(x, 8)):
+        assert torch.equal(q, codes[r]) and torch.equal(s, scale[r]) and torch.equal(z, zero[r]), r
+
+
+def test_hqq_optimiser_works_on_at_most_a_window_of_values_at_a_time(monkeypatch):
+    """A window of ``chunk_elements`` values (settings.HQQ_OPT_CHUNK_ELEMENTS: what stays in a
+    CPU's cache) that holds exactly one row: each step of the optimiser works on one row's
+    2,560 values, never on two rows at once; codes, scales and zeros are hqq's own."""
+    from notallbits.kvcache import quantized
+
+    x = torch.randn(4, 2, 40, 32, generator=torch.Generator().manual_seed(13))
+    sizes = []
+    real = torch.abs
+
+    def spy(t, *args, **kwargs):
+        sizes.append(t.numel())
+        return real(t, *args, **kwargs)
+
+    monkeypatch.setattr(quantized.torch, "abs", spy)
+    codes, scale, zero = quantized._hqq_codes(x, 4, 64, chunk_elements=2 * 40 * 32)
+    monkeypatch.undo()
+    assert sizes and max(sizes) == 2 * 40 * 32, sorted(set(sizes))
+    for r, (q, s, z) in enumerate(_hqq_alone(x, 4)):
+        assert torch.equal(q, codes[r]) and torch.equal(s, scale[r]) and torch.equal(z, zero[r]), r
+
+
+def test_hqq_optimiser_on_wide_rows_works_on_at_most_a_window_and_codes_each_value_once(monkeypatch):
+    """Rows wider than the window (8 KV heads x 300 tokens x 128, 4,800 group columns; a window
+    of 64 x 256 values): every step works on at most one window of values (in place or in a
+    compact copy), and the codes round each value once; codes, scales and zeros are hqq's own."""
+    from notallbits.kvcache import quantized
+
+    g = torch.Generator().manual_seed(14)
+    x = torch.randn(2, 8, 300, 128, generator=g) * torch.rand(2, 1, 1, 128, generator=g)
+    x = x + torch.randn(2, 1, 1, 128, generator=g)
+    seen = {"abs": [], "round": 0}
+    real_abs, real_round = torch.abs, torch.round
+
+    def spy_abs(t, *args, **kwargs):
+        seen["abs"].append(t.numel())
+        return real_abs(t, *args, **kwargs)
+
+    def spy_round(t, *args, **kwargs):
+        seen["round"] += t.numel()
+        return real_round(t, *args, **kwargs)
+
+    monkeypatch.setattr(quantized.torch, "abs", spy_abs)
+    monkeypatch.setattr(quantized.torch, "round", spy_round)
+    codes, scale, zero = quantized._hqq_codes(x, 4, 64, chunk_elements=64 * 256)
+    monkeypatch.undo()
+    assert max(seen["abs"]) == 64 * 256 and seen["round"] == x.numel(), (max(seen["abs"]), seen["round"])
+    for r, (q, s, z) in enumerate(_hqq_alone(x, 4)):
+        assert torch.equal(q, codes[r]) and torch.equal(s, scale[r]) and torch.equal(z, zero[r]), r

@@ -3,6 +3,8 @@
 import copy
 
 import numpy as np
+import re
+
 import pytest
 import torch
 
@@ -726,18 +728,19 @@ def test_hqq_layer_decodes_as_transformers_hqq_layer_on_each_row(nbits, dtype):
             torch.testing.assert_close(got[r : r + 1], want.transpose(1, 2), rtol=tol, atol=tol, msg=f"{s} {r}")
 
 
-def test_hqq_layer_attends_several_new_tokens_causally_without_a_mask():
-    """Three tokens appended at once and attended with no mask: each sees the cache and the new
-    tokens up to itself, as SDPA with a causal mask aligned to the last key over the keys and
-    values transformers' HQQQuantizedLayer.update returns."""
+@pytest.mark.parametrize("new", [2, 3])
+def test_hqq_layer_attends_several_new_tokens_causally_without_a_mask(new):
+    """Two or three tokens appended at once and attended with no mask: each sees the cache and
+    the new tokens up to itself, as SDPA with a causal mask aligned to the last key over the keys
+    and values transformers' HQQQuantizedLayer.update returns."""
     import torch.nn.functional as F
     from transformers.cache_utils import HQQQuantizedLayer
 
     from notallbits.kvcache.quantized import RowHQQLayer
 
     g = torch.Generator().manual_seed(4)
-    k, v = (torch.randn(2, 2, 43, 64, generator=g) for _ in range(2))
-    query = torch.randn(2, 4, 3, 64, generator=g)
+    k, v = (torch.randn(2, 2, 40 + new, 64, generator=g) for _ in range(2))
+    query = torch.randn(2, 4, new, 64, generator=g)
     layer = RowHQQLayer(4, 64, 128, {})
     layer.update(k[:, :, :40], v[:, :, :40])
     layer.update(k[:, :, 40:], v[:, :, 40:])
@@ -746,7 +749,7 @@ def test_hqq_layer_attends_several_new_tokens_causally_without_a_mask():
         ref = HQQQuantizedLayer(nbits=4, q_group_size=64, residual_length=128)
         ref.update(k[r : r + 1, :, :40], v[r : r + 1, :, :40])
         keys, values = ref.update(k[r : r + 1, :, 40:], v[r : r + 1, :, 40:])
-        causal = torch.ones(3, 43, dtype=torch.bool).tril(diagonal=40)
+        causal = torch.ones(new, 40 + new, dtype=torch.bool).tril(diagonal=40)
         want = F.scaled_dot_product_attention(query[r : r + 1], keys.repeat_interleave(2, 1),
                                               values.repeat_interleave(2, 1), attn_mask=causal)
         torch.testing.assert_close(got[r : r + 1], want.transpose(1, 2), rtol=1e-5, atol=1e-5)
@@ -769,8 +772,122 @@ def test_hqq_layer_keeps_its_scratch_and_refuses_a_second_update_without_attenti
     layer.attend(torch.randn(2, 4, 1, 64, generator=g), None)
     assert all(layer.scratch[name] is first[name] for name in first)
     layer.update(k[:, :, 39:], v[:, :, 39:])
-    with pytest.raises(RuntimeError, match="not attended through kvcache.attention.grouped_attention"):
+    line = ("an HQQ cache layer was not attended through kvcache.attention.grouped_attention "
+            "(use_grouped_attention(model) before decoding)")
+    with pytest.raises(RuntimeError, match=f"^{re.escape(line)}$"):
         layer.update(k[:, :, 39:], v[:, :, 39:])
+
+
+def test_hqq_layer_requantizes_in_its_scratch_and_a_fork_keeps_its_own_slots_after():
+    """Requantizing (residual window of 4) dequantizes through the same scratch the attention
+    uses (the buffers "f", "u8", "s", no others); a fork's first requantization leaves its
+    parent's slots for slots of its own, which later requantizations keep (written in place)."""
+    from notallbits.kvcache.quantized import RowHQQLayer
+
+    g = torch.Generator().manual_seed(8)
+    k, v = (torch.randn(2, 2, 60, 64, generator=g) for _ in range(2))
+    layer = RowHQQLayer(4, 64, 4, {})
+    layer.update(k[:, :, :40], v[:, :, :40])
+    for t in range(40, 44):  # the fourth step requantizes
+        layer.update(k[:, :, t : t + 1], v[:, :, t : t + 1])
+        layer.attend(torch.randn(2, 4, 1, 64, generator=g), None)
+    assert layer.quantized_tokens == 44 and set(layer.scratch) == {"f", "u8", "s"}
+    parent_keys = layer._kbuf
+    twin = layer.fork()
+    own = []
+    for t in range(44, 56):  # three requantizations of the fork
+        twin.update(k[:, :, t : t + 1], v[:, :, t : t + 1])
+        own.append(twin._kbuf)
+        twin.attend(torch.randn(2, 4, 1, 64, generator=g), None)
+    assert twin.quantized_tokens == 56 and set(twin.scratch) == {"f", "u8", "s"}
+    # requantized at t = 47, 51, 55: the first leaves the parent's slots, the second keeps the fork's
+    assert own[3] is parent_keys and own[4] is not parent_keys and own[8] is own[7]
+    assert layer.quantized_tokens == 44 and layer._kbuf is parent_keys
+
+
+def test_hqq_layer_dequantizes_at_most_settings_chunk_of_tokens_at_a_time():
+    """Qwen3-shaped heads (8 x 128) over 1,100 quantized tokens, where a run of heads-sharing
+    columns could hold 137 tokens: the attention dequantizes at most settings.HQQ_CHUNK_TOKENS
+    ["cpu"] (128) tokens per row at a time, so its scratch is one such chunk of keys."""
+    from notallbits.kvcache.quantized import RowHQQLayer
+    from notallbits.kvcache.settings import HQQ_CHUNK_TOKENS
+
+    g = torch.Generator().manual_seed(15)
+    k, v = (torch.randn(1, 8, 1101, 128, generator=g) for _ in range(2))
+    layer = RowHQQLayer(4, 64, 128, {})
+    layer.update(k[:, :, :1100], v[:, :, :1100])
+    layer.update(k[:, :, 1100:], v[:, :, 1100:])
+    layer.attend(torch.randn(1, 16, 1, 128, generator=g), None)
+    assert layer.scratch["f"].numel() == 8 * HQQ_CHUNK_TOKENS["cpu"] * 128
+
+
+def test_hqq_layer_attends_with_the_scaling_it_is_given():
+    """A model's own attention scaling (not head_dim^-0.5) is what the layer scales the query by:
+    SDPA with scale=0.3 over the keys and values transformers' HQQQuantizedLayer returns."""
+    import torch.nn.functional as F
+    from transformers.cache_utils import HQQQuantizedLayer
+
+    from notallbits.kvcache.quantized import RowHQQLayer
+
+    g = torch.Generator().manual_seed(16)
+    k, v = (torch.randn(1, 2, 41, 64, generator=g) for _ in range(2))
+    query = torch.randn(1, 4, 1, 64, generator=g)
+    layer = RowHQQLayer(4, 64, 128, {})
+    layer.update(k[:, :, :40], v[:, :, :40])
+    layer.update(k[:, :, 40:], v[:, :, 40:])
+    got = layer.attend(query, None, scaling=0.3)
+    ref = HQQQuantizedLayer(nbits=4, q_group_size=64, residual_length=128)
+    ref.update(k[:, :, :40], v[:, :, :40])
+    keys, values = ref.update(k[:, :, 40:], v[:, :, 40:])
+    want = F.scaled_dot_product_attention(query, keys.repeat_interleave(2, 1), values.repeat_interleave(2, 1),
+                                          scale=0.3)
+    torch.testing.assert_close(got, want.transpose(1, 2), rtol=1e-5, atol=1e-5)
+
+
+def test_hqq_layer_attends_with_an_additive_float_mask():
+    """An additive float mask (what transformers builds for eager/SDPA attention: 0 where a key
+    is seen, a large negative where not) is added to the scores: SDPA with that mask over the
+    keys and values transformers' HQQQuantizedLayer returns."""
+    import torch.nn.functional as F
+    from transformers.cache_utils import HQQQuantizedLayer
+
+    from notallbits.kvcache.quantized import RowHQQLayer
+
+    g = torch.Generator().manual_seed(17)
+    k, v = (torch.randn(1, 2, 41, 64, generator=g) for _ in range(2))
+    query = torch.randn(1, 4, 1, 64, generator=g)
+    mask = torch.zeros(1, 1, 1, 41)
+    mask[..., :7] = torch.finfo(torch.float32).min  # the first 7 keys hidden
+    mask[..., 20] = -2.5
+    layer = RowHQQLayer(4, 64, 128, {})
+    layer.update(k[:, :, :40], v[:, :, :40])
+    layer.update(k[:, :, 40:], v[:, :, 40:])
+    got = layer.attend(query, mask)
+    ref = HQQQuantizedLayer(nbits=4, q_group_size=64, residual_length=128)
+    ref.update(k[:, :, :40], v[:, :, :40])
+    keys, values = ref.update(k[:, :, 40:], v[:, :, 40:])
+    want = F.scaled_dot_product_attention(query, keys.repeat_interleave(2, 1), values.repeat_interleave(2, 1),
+                                          attn_mask=mask)
+    torch.testing.assert_close(got, want.transpose(1, 2), rtol=1e-5, atol=1e-5)
+
+
+def test_hqq_layer_quantizes_one_row_at_a_time_where_a_row_exceeds_the_limit(monkeypatch):
+    """settings.HQQ_REQUANT_ELEMENTS below one row's values: the prefill's rows go through hqq's
+    optimiser one at a time (one row at least per call, never two)."""
+    import notallbits.kvcache.quantized as quantized
+
+    calls = []
+    real = quantized._hqq_codes
+
+    def spy(x, *args, **kwargs):
+        calls.append(x.shape[0])
+        return real(x, *args, **kwargs)
+
+    monkeypatch.setattr(quantized, "_hqq_codes", spy)
+    monkeypatch.setitem(quantized.HQQ_REQUANT_ELEMENTS, "cpu", 100)  # a row holds 2 x 40 x 64 values
+    k, v = (torch.randn(3, 2, 40, 64, generator=torch.Generator().manual_seed(18)) for _ in range(2))
+    quantized.RowHQQLayer(4, 64, 128, {}).update(k, v)
+    assert calls == [1, 1, 1, 1, 1, 1]  # keys, then values, a row per call
 
 
 def test_hqq_row_group_reads_consecutive_rows_as_a_view():

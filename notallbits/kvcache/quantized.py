@@ -86,7 +86,13 @@ def _step(w_f, s, z, top: int, buffers, err_out, shrinking: bool):
         torch.mul(w_f, s, out=e)  # (W_f - 0) * scale
     else:
         shrinking = True
-        # shrink_lp_op(W_f - W_r, beta=10, lp_norm=0.7): sign(x) relu(|x| - (1 / beta) |x| ** (lp - 1))
+        # shrink_lp_op(W_f - W_r, beta=10, lp_norm=0.7): sign(x) relu(|x| - (1 / beta) |x| ** (lp - 1)).
+        # The pow reads contiguous values: torch's CPU pow takes its vector path (hqq's, on a whole
+        # contiguous tensor) or, on the last values of an inner loop that do not fill a vector block, a
+        # scalar one that may round differently; ``err_out`` may be a window of a wider row, whose inner
+        # loop is the window's width.
+        if not err.is_contiguous():
+            err = d.copy_(err)
         torch.pow(err, 0.7 - 1, out=e).mul_(1.0 / 1e1)
         torch.sub(err, e, out=d).clamp_min_(0.0)
         torch.copysign(d, c, out=d)  # W_e (relu's result is >= +0: sign(x) * it, bit for bit)
