@@ -755,6 +755,41 @@ def test_hqq_layer_attends_several_new_tokens_causally_without_a_mask(new):
         torch.testing.assert_close(got[r : r + 1], want.transpose(1, 2), rtol=1e-5, atol=1e-5)
 
 
+def test_hqq_layer_attends_several_new_tokens_with_the_mask_it_is_given():
+    """Three tokens appended at once over left-padded rows, with a given boolean mask that hides
+    more than padding and the future (causal and a sliding window of 32 keys, as transformers
+    builds for a sliding-window layer): the layer applies that mask, not its own causal one. The
+    reference is SDPA, with each row's mask cut to its real keys, over the keys and values
+    transformers' HQQQuantizedLayer.update returns for that row alone."""
+    import torch.nn.functional as F
+    from transformers.cache_utils import HQQQuantizedLayer
+
+    from notallbits.kvcache.quantized import RowHQQLayer
+
+    g = torch.Generator().manual_seed(23)
+    prompt, new, window = 40, 3, 32
+    pad = torch.tensor([0, 4])
+    k, v = (torch.randn(2, 2, prompt + new, 64, generator=g) for _ in range(2))
+    query = torch.randn(2, 4, new, 64, generator=g)
+    key_pos = torch.arange(prompt + new)
+    query_pos = key_pos[prompt:, None]
+    seen = (key_pos <= query_pos) & (key_pos > query_pos - window)  # [new, L]
+    mask = seen[None, None] & (key_pos >= pad[:, None])[:, None, None]  # [B, 1, new, L]
+    layer = RowHQQLayer(4, 64, 128, {})
+    layer.set_padding(pad)
+    layer.update(k[:, :, :prompt], v[:, :, :prompt])
+    layer.update(k[:, :, prompt:], v[:, :, prompt:])
+    got = layer.attend(query, mask)
+    for r in range(2):
+        real = int(pad[r])
+        ref = HQQQuantizedLayer(nbits=4, q_group_size=64, residual_length=128)
+        ref.update(k[r : r + 1, :, real:prompt], v[r : r + 1, :, real:prompt])
+        keys, values = ref.update(k[r : r + 1, :, prompt:], v[r : r + 1, :, prompt:])
+        want = F.scaled_dot_product_attention(query[r : r + 1], keys.repeat_interleave(2, 1),
+                                              values.repeat_interleave(2, 1), attn_mask=mask[r : r + 1, :, :, real:])
+        torch.testing.assert_close(got[r : r + 1], want.transpose(1, 2), rtol=1e-5, atol=1e-5)
+
+
 def test_hqq_layer_keeps_its_scratch_and_refuses_a_second_update_without_attention():
     """The chunk buffers are allocated once and reused by later steps (no temporary per step);
     a layer updated twice without being attended fails with one line naming the way to attend."""
