@@ -641,14 +641,16 @@ def test_rkv_compressing_step_holds_its_scoring_scratch_only(deep_model):
     assert peak < 1.25 * layer_kv, (peak, layer_kv)
 # --------------------------------------------------------------------------- HQQ attends over its codes
 @pytest.mark.parametrize("nbits", [2, 4, 8])
-@pytest.mark.parametrize("heads,dim,tokens", [(8, 128, 64), (8, 128, 61), (3, 64, 37)],
-                         ids=["qwen3-heads-aligned", "qwen3-heads-wrapping", "heads-not-sharing-columns"])
+@pytest.mark.parametrize("heads,dim,tokens", [(8, 128, 64), (8, 128, 61), (3, 64, 37), (1, 64, 37)],
+                         ids=["qwen3-heads-aligned", "qwen3-heads-wrapping", "heads-not-sharing-columns",
+                              "one-head-fewer-columns-than-head-dim"])
 def test_hqq_attention_over_codes_equals_sdpa_over_hqqs_own_dequantization(nbits, heads, dim, tokens):
     """Left-padded rows quantized at prefill, one decode step: the layer's chunked attention over
     its codes equals SDPA over the keys and values that hqq's own Quantizer.quantize/dequantize
     (transformers' settings) makes of each row alone, plus the new token. The shapes put a token's
     columns on both sides of hqq's wrap-around (61 tokens: M is not a multiple of head_dim) and
-    give heads that do not share columns (3 KV heads)."""
+    give heads that do not share columns (3 KV heads) and one KV head whose row has fewer group
+    columns than head_dim (M = 37: a token may start on the last column)."""
     import torch.nn.functional as F
     from hqq.core.quantize import Quantizer
 
@@ -726,6 +728,38 @@ def test_hqq_layer_decodes_as_transformers_hqq_layer_on_each_row(nbits, dtype):
                                                   values.repeat_interleave(groups, 1))
             tol = 1e-5 if dtype == torch.float32 else 2e-2
             torch.testing.assert_close(got[r : r + 1], want.transpose(1, 2), rtol=tol, atol=tol, msg=f"{s} {r}")
+
+
+def test_hqq_layer_requantizes_row_by_row_where_heads_do_not_share_columns(monkeypatch):
+    """Three KV heads (a token's columns differ from head to head) and settings.HQQ_REQUANT_ELEMENTS
+    below one row: the prefill and the requantization go row by row, each dequantizing rows r..r+1
+    of its group; every step's attention equals SDPA over the keys and values transformers' own
+    HQQQuantizedLayer.update returns for that row alone."""
+    import torch.nn.functional as F
+    from transformers.cache_utils import HQQQuantizedLayer
+
+    import notallbits.kvcache.quantized as quantized
+
+    monkeypatch.setitem(quantized.HQQ_REQUANT_ELEMENTS, "cpu", 1)  # one row per call
+    g = torch.Generator().manual_seed(29)
+    b, heads, groups, dim, prompt, steps, residual = 3, 3, 2, 64, 37, 6, 4
+    k = torch.randn(b, heads, prompt + steps, dim, generator=g) * torch.rand(1, heads, 1, dim, generator=g) * 3 + 1
+    v = torch.randn(b, heads, prompt + steps, dim, generator=g)
+    q = torch.randn(b, heads * groups, steps, dim, generator=g)
+    layer = quantized.RowHQQLayer(4, 64, residual, {})
+    layer.update(k[:, :, :prompt], v[:, :, :prompt])
+    refs = [HQQQuantizedLayer(nbits=4, q_group_size=64, residual_length=residual) for _ in range(b)]
+    for r in range(b):
+        refs[r].update(k[r : r + 1, :, :prompt], v[r : r + 1, :, :prompt])
+    for s in range(steps):  # the window of 4 fills at step 3: requantized to 41 tokens
+        t = prompt + s
+        layer.update(k[:, :, t : t + 1], v[:, :, t : t + 1])
+        got = layer.attend(q[:, :, s : s + 1], None)
+        for r in range(b):
+            keys, values = refs[r].update(k[r : r + 1, :, t : t + 1], v[r : r + 1, :, t : t + 1])
+            want = F.scaled_dot_product_attention(q[r : r + 1, :, s : s + 1], keys.repeat_interleave(groups, 1),
+                                                  values.repeat_interleave(groups, 1))
+            torch.testing.assert_close(got[r : r + 1], want.transpose(1, 2), rtol=1e-5, atol=1e-5, msg=f"{s} {r}")
 
 
 @pytest.mark.parametrize("new", [2, 3])
@@ -923,6 +957,28 @@ def test_hqq_layer_quantizes_one_row_at_a_time_where_a_row_exceeds_the_limit(mon
     k, v = (torch.randn(3, 2, 40, 64, generator=torch.Generator().manual_seed(18)) for _ in range(2))
     quantized.RowHQQLayer(4, 64, 128, {}).update(k, v)
     assert calls == [1, 1, 1, 1, 1, 1]  # keys, then values, a row per call
+
+
+@pytest.mark.parametrize("nbits", [2, 4, 8])
+def test_hqq_layer_holds_as_many_bytes_as_hqqs_packed_codes_scales_and_zeros(nbits):
+    """Where a row's group columns hold whole tokens (M a multiple of head_dim), the layer's
+    quantized part holds, per row and for keys and values, exactly the bytes of what hqq's own
+    Quantizer.quantize keeps of that row: its packed codes, scale and zero (float32)."""
+    from hqq.core.quantize import Quantizer
+
+    from notallbits.kvcache.quantized import RowHQQLayer
+
+    g = torch.Generator().manual_seed(30 + nbits)
+    k, v = (torch.randn(2, 2, 64, 64, generator=g) for _ in range(2))  # M = 2 x 64 x 64 / 64 = 128 columns
+    layer = RowHQQLayer(nbits, 64, 128, {})
+    layer.update(k, v)
+    want = 0
+    for x in (k, v):
+        for r in range(2):
+            q, meta = Quantizer.quantize(x[r : r + 1], nbits=nbits, group_size=64, axis=0, device="cpu",
+                                         compute_dtype=torch.float32)
+            want += q.nbytes + meta["scale"].nbytes + meta["zero"].nbytes
+    assert layer.quantized_bytes() == want
 
 
 def test_hqq_row_group_reads_consecutive_rows_as_a_view():
